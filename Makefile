@@ -1,0 +1,66 @@
+# crlib — the two quick-start commands are `make demo` and `make test`.
+# Every target installs the Debian packages it needs, configures build/ with
+# meson if it is not configured yet, and builds.
+
+BUILD    ?= build
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+MESON_OPTS ?=
+# CI builds with warnings as errors.
+ifneq ($(CI),)
+MESON_OPTS += -Dwerror=true
+endif
+
+DEB_PACKAGES := meson ninja-build g++ pkg-config python3 \
+	libabsl-dev libzstd-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all deps build test demo bench fuzz clean
+
+all: build
+
+# Installs only what is missing, so a configured machine pays one dpkg-query.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja: | deps
+	meson setup $(BUILD) --buildtype=debugoptimized $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+test: build
+	meson test -C $(BUILD) --print-errorlogs --num-processes 2; \
+	    status=$$?; python3 tools/test_summary.py $(BUILD)/meson-logs/testlog.json || status=1; exit $$status
+
+demo: build
+	$(BUILD)/tools/crlib/crlib demo
+
+bench: build
+	ninja -C $(BUILD) benchmarks
+	@for b in $(BUILD)/benchmarks/*_benchmark; do echo "== $$b"; $$b; done
+
+# libFuzzer needs clang; it gets a build directory of its own.
+fuzz: deps
+	@missing=$$(for p in $(FUZZ_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+	[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang CXX=clang++ meson setup $(FUZZ_BUILD) \
+	    --buildtype=debugoptimized -Dfuzz=true -Db_lundef=false
+	ninja -C $(FUZZ_BUILD) tests/fuzz/image_reader_fuzzer
+	mkdir -p $(FUZZ_BUILD)/fuzz-corpus tests/fuzz/artifacts
+	$(FUZZ_BUILD)/tests/fuzz/image_reader_fuzzer -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=tests/fuzz/artifacts/ -rss_limit_mb=2048 \
+	    $(FUZZ_BUILD)/fuzz-corpus tests/fuzz/corpus
+
+clean:
+	rm -rf $(BUILD) $(FUZZ_BUILD)

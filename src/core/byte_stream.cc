@@ -1,0 +1,170 @@
+#include "core/byte_stream.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+
+namespace crlib {
+
+absl::Status FdSink::Write(absl::Span<const iovec> iov_in) {
+  std::vector<iovec> iov(iov_in.begin(), iov_in.end());
+  size_t first = 0;
+  while (first < iov.size()) {
+    if (iov[first].iov_len == 0) {
+      ++first;
+      continue;
+    }
+    int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = writev(fd_, &iov[first], count);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("writev to fd %d", fd_);
+    }
+    // Advance past what was written; a short write resumes mid-vector.
+    size_t done = static_cast<size_t>(n);
+    while (done > 0) {
+      size_t step = std::min(done, iov[first].iov_len);
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + step;
+      iov[first].iov_len -= step;
+      done -= step;
+      if (iov[first].iov_len == 0) ++first;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MemorySink::Write(absl::Span<const iovec> iov) {
+  for (const iovec& v : iov) {
+    const auto* p = static_cast<const uint8_t*>(v.iov_base);
+    out_->insert(out_->end(), p, p + v.iov_len);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
+    const std::string& path) {
+  // The temporary lives in the target's directory so rename() is atomic.
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    std::string temp = absl::StrFormat("%s.tmp-%d-%08x", path, getpid(), rd());
+    int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      return std::unique_ptr<AtomicFileSink>(new AtomicFileSink(path, temp, fd));
+    }
+    if (errno != EEXIST) return Errno("creating %s", temp);
+  }
+  return absl::AlreadyExistsError(
+      absl::StrFormat("could not find a free temporary name next to %s", path));
+}
+
+AtomicFileSink::~AtomicFileSink() {
+  close(fd_);
+  if (!committed_) unlink(temp_path_.c_str());
+}
+
+absl::Status AtomicFileSink::Write(absl::Span<const iovec> iov) {
+  return sink_.Write(iov);
+}
+
+absl::Status AtomicFileSink::Commit() {
+  if (fsync(fd_) != 0) return Errno("fsync of %s", temp_path_);
+  if (rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    return Errno("rename %s to %s", temp_path_, path_);
+  }
+  committed_ = true;
+  // Make the rename itself durable.
+  std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
+  if (dir.empty()) dir = ".";
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ByteSource::Skip(uint64_t size) {
+  char scratch[16384];
+  while (size > 0) {
+    size_t want = std::min<uint64_t>(size, sizeof(scratch));
+    CRLIB_ASSIGN_OR_RETURN(size_t got, Read(scratch, want));
+    if (got < want) return false;
+    size -= got;
+  }
+  return true;
+}
+
+FdSource::FdSource(int fd) : fd_(fd) {
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    off_t pos = lseek(fd, 0, SEEK_CUR);
+    if (pos >= 0) {
+      regular_ = true;
+      size_ = static_cast<uint64_t>(st.st_size);
+      position_ = static_cast<uint64_t>(pos);
+      mappable_ = pos == 0;
+    }
+  }
+}
+
+absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
+  size_t total = 0;
+  auto* p = static_cast<char*>(buffer);
+  while (total < size) {
+    ssize_t n = read(fd_, p + total, size - total);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read from fd %d", fd_);
+    }
+    if (n == 0) break;
+    total += static_cast<size_t>(n);
+  }
+  position_ += total;
+  return total;
+}
+
+absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
+  if (!regular_) return ByteSource::Skip(size);
+  if (size > size_ - std::min(position_, size_)) {
+    position_ = size_;
+    lseek(fd_, 0, SEEK_END);
+    return false;
+  }
+  if (lseek(fd_, static_cast<off_t>(size), SEEK_CUR) < 0) {
+    return Errno("lseek on fd %d", fd_);
+  }
+  position_ += size;
+  return true;
+}
+
+std::optional<uint64_t> FdSource::Remaining() const {
+  if (!regular_) return std::nullopt;
+  return size_ - std::min(position_, size_);
+}
+
+absl::StatusOr<size_t> MemorySource::Read(void* buffer, size_t size) {
+  size_t n = std::min(size, data_.size() - pos_);
+  if (n > 0) memcpy(buffer, data_.data() + pos_, n);
+  pos_ += n;
+  return n;
+}
+
+absl::StatusOr<bool> MemorySource::Skip(uint64_t size) {
+  if (size > data_.size() - pos_) {
+    pos_ = data_.size();
+    return false;
+  }
+  pos_ += size;
+  return true;
+}
+
+}  // namespace crlib

@@ -1,0 +1,64 @@
+// One checkpoint or restore operation: its options, statistics, object
+// registry and image stream (linux-cr's cr_ctx). Nothing in crlib keeps
+// state outside a Context.
+#ifndef CRLIB_CORE_CONTEXT_H_
+#define CRLIB_CORE_CONTEXT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/object_registry.h"
+
+namespace crlib {
+
+class ImageWriter;
+class ImageReader;
+
+struct Options {
+  // 0 stores pages raw; 1..19 compresses them with zstd at that level.
+  int compression_level = 0;
+  // Raw pages at page-aligned offsets, so restore can map them.
+  bool mappable = false;
+  // Pages gathered before they are written as one record.
+  size_t page_batch_bytes = 4u << 20;
+};
+
+struct Stats {
+  uint64_t records = 0;
+  uint64_t bytes = 0;         // image bytes written or read
+  uint64_t pages_scanned = 0;  // pages looked at
+  uint64_t pages_zero = 0;     // of those, all zero and not stored
+  uint64_t pages_stored = 0;
+  uint64_t page_bytes_stored = 0;  // after compression
+  int64_t total_ns = 0;
+  int64_t frozen_ns = 0;  // time the target was stopped
+};
+
+// Not thread-safe: one operation, one thread at a time.
+class Context {
+ public:
+  explicit Context(Options options = {}) : options_(options) {}
+
+  const Options& options() const { return options_; }
+  Stats& stats() { return stats_; }
+  const Stats& stats() const { return stats_; }
+  ObjectRegistry& registry() { return registry_; }
+
+  // The image stream; set by the operation that owns this context.
+  ImageWriter* writer() const { return writer_; }
+  ImageReader* reader() const { return reader_; }
+  void set_writer(ImageWriter* writer) { writer_ = writer; }
+  void set_reader(ImageReader* reader) { reader_ = reader; }
+
+ private:
+  Options options_;
+  Stats stats_;
+  ObjectRegistry registry_;
+  ImageWriter* writer_ = nullptr;
+  ImageReader* reader_ = nullptr;
+};
+
+}  // namespace crlib
+
+#endif  // CRLIB_CORE_CONTEXT_H_

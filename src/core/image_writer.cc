@@ -1,0 +1,135 @@
+#include "core/image_writer.h"
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "core/crc32c.h"
+#include "core/status.h"
+
+namespace crlib {
+namespace {
+
+constexpr size_t kFlushThreshold = 256 * 1024;
+// Source of padding bytes; bulk padding is at most a page.
+alignas(4096) const uint8_t kZeros[65536] = {};
+
+uint32_t BulkCrc(absl::Span<const iovec> bulk) {
+  uint32_t crc = 0;
+  for (const iovec& v : bulk) crc = Crc32c(crc, v.iov_base, v.iov_len);
+  return crc;
+}
+
+}  // namespace
+
+ImageWriter::ImageWriter(ByteSink* sink, ImageInfo info)
+    : sink_(sink), info_(std::move(info)) {
+  buffer_.reserve(kFlushThreshold + 4096);
+}
+
+void ImageWriter::Append(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  buffer_.insert(buffer_.end(), b, b + n);
+  offset_ += n;
+}
+
+void ImageWriter::AppendZeros(size_t n) {
+  buffer_.resize(buffer_.size() + n, 0);
+  offset_ += n;
+}
+
+absl::Status ImageWriter::Begin() {
+  if (begun_) return absl::FailedPreconditionError("image writer: Begin() called twice");
+  if (info_.kernel_release.size() > kMaxHeaderLength - sizeof(FileHeader)) {
+    return absl::InvalidArgumentError("kernel release string too long");
+  }
+  begun_ = true;
+  FileHeader h{};
+  memcpy(h.magic, kImageMagic, sizeof(h.magic));
+  h.format_version = info_.format_version;
+  h.kernel_release_length = static_cast<uint32_t>(info_.kernel_release.size());
+  h.header_length =
+      static_cast<uint32_t>(AlignUp(sizeof(FileHeader) + h.kernel_release_length, 8));
+  h.cpu_family = static_cast<uint32_t>(info_.cpu_family);
+  h.page_size = info_.page_size;
+  h.xsave_features = info_.xsave_features;
+  h.xsave_size = info_.xsave_size;
+  h.flags = info_.flags;
+  h.header_crc = 0;
+  size_t start = buffer_.size();
+  Append(&h, sizeof(h));
+  Append(info_.kernel_release.data(), info_.kernel_release.size());
+  AppendZeros(h.header_length - sizeof(FileHeader) - h.kernel_release_length);
+  uint32_t crc = Crc32c(0, buffer_.data() + start, h.header_length);
+  memcpy(buffer_.data() + start + offsetof(FileHeader, header_crc), &crc, sizeof(crc));
+  return absl::OkStatus();
+}
+
+absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,
+                                      ObjectRef self, ObjectRef parent,
+                                      absl::Span<const uint8_t> payload,
+                                      absl::Span<const iovec> bulk,
+                                      bool align_bulk) {
+  if (!begun_ || finished_) {
+    return absl::FailedPreconditionError("image writer: record outside Begin()/Finish()");
+  }
+  if (payload.size() > kMaxPayloadLength) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record type 0x%04x: payload of %u bytes exceeds the %u-byte limit",
+        type, payload.size(), kMaxPayloadLength));
+  }
+  uint64_t bulk_length = 0;
+  for (const iovec& v : bulk) bulk_length += v.iov_len;
+
+  RecordHeader h{};
+  h.type = type;
+  h.flags = flags;
+  h.length = static_cast<uint32_t>(payload.size());
+  h.payload_crc = Crc32c(0, payload.data(), payload.size());
+  h.self = self;
+  h.parent = parent;
+  h.bulk_length = bulk_length;
+  if (bulk_length > 0 && align_bulk && (info_.flags & kImageMappable)) {
+    uint64_t bulk_start = offset_ + sizeof(h) + AlignUp(payload.size(), 8);
+    h.bulk_pad = static_cast<uint32_t>(AlignUp(bulk_start, info_.page_size) - bulk_start);
+  }
+  h.bulk_crc = BulkCrc(bulk);
+  h.header_crc = Crc32c(0, &h, offsetof(RecordHeader, header_crc));
+
+  Append(&h, sizeof(h));
+  Append(payload.data(), payload.size());
+  AppendZeros(AlignUp(payload.size(), 8) - payload.size() + h.bulk_pad);
+  ++record_count_;
+  payload_bytes_ += payload.size();
+  if (bulk_length == 0) {
+    return buffer_.size() >= kFlushThreshold ? Flush() : absl::OkStatus();
+  }
+  bulk_bytes_ += bulk_length;
+  // Buffered bytes, the bulk straight from the caller, then bulk padding.
+  std::vector<iovec> extra(bulk.begin(), bulk.end());
+  size_t tail = AlignUp(bulk_length, 8) - bulk_length;
+  if (tail) extra.push_back({const_cast<uint8_t*>(kZeros), tail});
+  offset_ += bulk_length + tail;
+  return Flush(extra);
+}
+
+absl::Status ImageWriter::Flush(absl::Span<const iovec> extra) {
+  std::vector<iovec> iov;
+  iov.reserve(extra.size() + 1);
+  if (!buffer_.empty()) iov.push_back({buffer_.data(), buffer_.size()});
+  iov.insert(iov.end(), extra.begin(), extra.end());
+  absl::Status st = sink_->Write(iov);
+  buffer_.clear();
+  return st;
+}
+
+absl::Status ImageWriter::Finish() {
+  EndRecord end;
+  end.record_count = record_count_;
+  end.payload_bytes = payload_bytes_;
+  end.bulk_bytes = bulk_bytes_;
+  CRLIB_RETURN_IF_ERROR(Write(end, 0, 0));
+  finished_ = true;
+  return Flush();
+}
+
+}  // namespace crlib

@@ -1,0 +1,73 @@
+// Writes an image: the file header, records, the end record.
+#ifndef CRLIB_CORE_IMAGE_WRITER_H_
+#define CRLIB_CORE_IMAGE_WRITER_H_
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "core/byte_stream.h"
+#include "core/codec.h"
+#include "core/image_format.h"
+#include "core/records.h"
+
+namespace crlib {
+
+// Not thread-safe. Small records are gathered in a buffer; a record with
+// bulk data goes out with the buffer in one writev, the bulk taken straight
+// from the caller's memory (no copy).
+class ImageWriter {
+ public:
+  // `sink` must outlive the writer. Nothing is written until Begin().
+  ImageWriter(ByteSink* sink, ImageInfo info);
+
+  absl::Status Begin();
+
+  // Writes one record. `bulk` (optional) is written after the payload; when
+  // `align_bulk` and the image is mappable, the bulk starts page-aligned.
+  template <FieldStruct R>
+  absl::Status Write(const R& record, ObjectRef self, ObjectRef parent,
+                     absl::Span<const iovec> bulk = {}, bool align_bulk = false) {
+    payload_.clear();
+    Encoder enc(&payload_);
+    R::Fields(record, enc);
+    return WriteRecord(static_cast<uint32_t>(R::kType), 0, self, parent,
+                       payload_, bulk, align_bulk);
+  }
+
+  // The generic form: any type number and flags (tests use it to write
+  // records this version does not know).
+  absl::Status WriteRecord(uint32_t type, uint32_t flags, ObjectRef self,
+                           ObjectRef parent, absl::Span<const uint8_t> payload,
+                           absl::Span<const iovec> bulk, bool align_bulk);
+
+  // Writes the end record and flushes. The writer is finished afterwards.
+  absl::Status Finish();
+
+  const ImageInfo& info() const { return info_; }
+  uint64_t bytes_written() const { return offset_; }
+  uint64_t record_count() const { return record_count_; }
+
+ private:
+  absl::Status Flush(absl::Span<const iovec> extra = {});
+  void Append(const void* p, size_t n);
+  void AppendZeros(size_t n);
+
+  ByteSink* sink_;
+  ImageInfo info_;
+  std::vector<uint8_t> buffer_;   // pending bytes not yet handed to the sink
+  std::vector<uint8_t> payload_;  // scratch for encoding
+  uint64_t offset_ = 0;           // stream offset of the end of buffer_
+  uint64_t record_count_ = 0;
+  uint64_t payload_bytes_ = 0;
+  uint64_t bulk_bytes_ = 0;
+  bool begun_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace crlib
+
+#endif  // CRLIB_CORE_IMAGE_WRITER_H_

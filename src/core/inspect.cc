@@ -1,0 +1,289 @@
+#include "core/inspect.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "arch/arch_backend.h"
+#include "core/image_reader.h"
+#include "core/status.h"
+
+namespace crlib {
+namespace {
+
+std::string HumanSize(uint64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = -1;
+  do {
+    v /= 1024;
+    ++u;
+  } while (v >= 1024 && u < 3);
+  return absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          absl::StrAppendFormat(&out, "\\u%04x", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// Quantities read best in decimal; other large numbers are addresses or
+// masks and read best in hex.
+bool IsQuantity(std::string_view name) {
+  for (std::string_view w : {"count", "size", "bytes", "length", "pages", "inode", "usec",
+                             "offset", "cur", "max", "pid", "tid", "dev", "capacity"}) {
+    if (name.find(w) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+// Renders a record's fields, in order, as text and as JSON members.
+class RenderVisitor {
+ public:
+  template <FieldInteger T>
+  void operator()(const char* name, const T& v) {
+    bool hex = !IsQuantity(name) && static_cast<uint64_t>(v) >= 0x10000 && v > 0;
+    Add(name, hex ? absl::StrFormat("0x%x", v) : absl::StrCat(v), absl::StrCat(v));
+  }
+  void operator()(const char* name, const std::string& v) {
+    Add(name, JsonString(v), JsonString(v));
+  }
+  void operator()(const char* name, const Bytes& v) {
+    std::string hex;
+    for (uint8_t b : v) absl::StrAppendFormat(&hex, "%02x", b);
+    Add(name, absl::StrCat("<", v.size(), " bytes>"), JsonString(hex));
+  }
+  template <FieldInteger T>
+  void operator()(const char* name, const std::vector<T>& v) {
+    Add(name, absl::StrCat("[", v.size(), " values]"), absl::StrCat("[", absl::StrJoin(v, ","), "]"));
+  }
+  template <FieldStruct T>
+  void operator()(const char* name, const std::vector<T>& v) {
+    std::vector<std::string> items;
+    for (const T& e : v) {
+      RenderVisitor inner;
+      T::Fields(e, inner);
+      items.push_back(inner.Json());
+    }
+    Add(name, absl::StrCat("[", v.size(), " entries]"), absl::StrCat("[", absl::StrJoin(items, ","), "]"));
+  }
+
+  std::string Text() const { return absl::StrJoin(text_, " "); }
+  std::string Json() const { return absl::StrCat("{", absl::StrJoin(json_, ","), "}"); }
+
+ private:
+  void Add(const char* name, std::string text, std::string json) {
+    text_.push_back(absl::StrCat(name, "=", text));
+    json_.push_back(absl::StrCat(JsonString(name), ":", json));
+  }
+  std::vector<std::string> text_;
+  std::vector<std::string> json_;
+};
+
+struct Node {
+  RecordHeader header;
+  uint64_t index = 0;
+  uint64_t bytes = 0;    // this record's share of the image
+  uint64_t subtree = 0;  // with its descendants
+  std::string text, json;
+  std::vector<size_t> children;
+  std::vector<PageRun> runs;  // for kPages
+  uint64_t vma_start = 0, vma_end = 0;  // for kVma
+};
+
+// Decodes `record` as whichever known type it is and renders it.
+absl::Status Render(const ImageReader& reader, const Record& record, Node* node) {
+  absl::Status status;
+  bool found = false;
+  ForEachRecordType([&](auto tag) {
+    using R = decltype(tag);
+    if (found || record.type() != R::kType) return;
+    found = true;
+    absl::StatusOr<R> value = reader.Decode<R>(record);
+    if (!value.ok()) {
+      status = value.status();
+      return;
+    }
+    RenderVisitor v;
+    R::Fields(*value, v);
+    node->text = absl::StrCat(R::kName, " ", v.Text());
+    node->json = v.Json();
+    if constexpr (std::is_same_v<R, PagesRecord>) node->runs = value->runs;
+    if constexpr (std::is_same_v<R, VmaRecord>) {
+      node->vma_start = value->start;
+      node->vma_end = value->end;
+    }
+  });
+  return status;
+}
+
+struct Tree {
+  ImageInfo info;
+  EndRecord end;
+  uint64_t image_bytes = 0;
+  std::vector<Node> nodes;
+  std::vector<size_t> roots;
+};
+
+absl::StatusOr<Tree> ReadTree(ByteSource* source) {
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(source));
+  Tree tree;
+  tree.info = reader->info();
+  absl::flat_hash_map<ObjectRef, size_t> owner;  // ref -> node defining it
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(const Record* record, reader->Next());
+    if (record == nullptr) break;
+    Node node;
+    node.header = record->header;
+    node.index = record->index;
+    node.bytes = sizeof(RecordHeader) + AlignUp(record->header.length, 8) +
+                 (record->header.bulk_length
+                      ? record->header.bulk_pad + AlignUp(record->header.bulk_length, 8)
+                      : 0);
+    CRLIB_RETURN_IF_ERROR(Render(*reader, *record, &node));
+    size_t id = tree.nodes.size();
+    if (node.header.self) owner[node.header.self] = id;
+    if (node.header.parent) {
+      tree.nodes[owner.at(node.header.parent)].children.push_back(id);  // reader checked it
+    } else {
+      tree.roots.push_back(id);
+    }
+    tree.nodes.push_back(std::move(node));
+  }
+  tree.end = reader->end();
+  tree.image_bytes = reader->offset();
+  // Children always come after their parent, so one backward pass sums.
+  for (size_t i = tree.nodes.size(); i-- > 0;) {
+    Node& n = tree.nodes[i];
+    n.subtree = n.bytes;
+    for (size_t c : n.children) n.subtree += tree.nodes[c].subtree;
+  }
+  return tree;
+}
+
+// Text lines for the page runs that fall inside [start, end).
+void AppendVmaPages(const Tree& tree, const std::vector<const PageRun*>& runs, uint64_t start,
+                    uint64_t end, const std::string& indent, std::string* out) {
+  const uint64_t page = tree.info.page_size;
+  auto it = std::lower_bound(runs.begin(), runs.end(), start, [&](const PageRun* r, uint64_t a) {
+    return r->address + r->pages * page <= a;
+  });
+  uint64_t pages = 0;
+  std::vector<std::string> lines;
+  for (; it != runs.end() && (*it)->address < end; ++it) {
+    uint64_t lo = std::max(start, (*it)->address);
+    uint64_t hi = std::min(end, (*it)->address + (*it)->pages * page);
+    pages += (hi - lo) / page;
+    if (lines.size() < 8) {
+      lines.push_back(absl::StrFormat("%spage run 0x%x-0x%x (%d pages, %s)\n", indent, lo, hi,
+                                      (hi - lo) / page, HumanSize(hi - lo)));
+    } else if (lines.size() == 8) {
+      lines.push_back(absl::StrFormat("%s...\n", indent));
+    }
+  }
+  absl::StrAppendFormat(out, "%spages stored: %d (%s)\n", indent, pages, HumanSize(pages * page));
+  for (const std::string& l : lines) out->append(l);
+}
+
+void AppendText(const Tree& tree, const std::vector<const PageRun*>& runs, size_t id, int depth,
+                std::string* out) {
+  const Node& n = tree.nodes[id];
+  std::string indent(2 * depth, ' ');
+  absl::StrAppend(out, indent, n.text);
+  if (n.header.self) absl::StrAppend(out, " #", n.header.self);
+  if (n.children.empty()) {
+    absl::StrAppend(out, "  (", HumanSize(n.bytes), ")\n");
+  } else {
+    absl::StrAppend(out, "  (", HumanSize(n.subtree), " with ", n.children.size(), " children)\n");
+  }
+  if (n.header.type == static_cast<uint32_t>(RecordType::kVma)) {
+    AppendVmaPages(tree, runs, n.vma_start, n.vma_end, indent + "  ", out);
+  }
+  for (size_t c : n.children) AppendText(tree, runs, c, depth + 1, out);
+}
+
+std::string AppendJson(const Tree& tree, size_t id) {
+  const Node& n = tree.nodes[id];
+  std::vector<std::string> children;
+  for (size_t c : n.children) children.push_back(AppendJson(tree, c));
+  const char* name = RecordTypeName(n.header.type);
+  return absl::StrFormat(
+      "{\"type\":%s,\"type_id\":%d,\"index\":%d,\"self\":%d,\"parent\":%d,\"bytes\":%d,"
+      "\"bulk_bytes\":%d,\"subtree_bytes\":%d,\"fields\":%s,\"children\":[%s]}",
+      JsonString(name ? name : "unknown"), n.header.type, n.index, n.header.self,
+      n.header.parent, n.bytes, n.header.bulk_length, n.subtree, n.json,
+      absl::StrJoin(children, ","));
+}
+
+std::string HeaderFlags(uint32_t flags) {
+  std::vector<std::string> names;
+  if (flags & kImageCompressed) names.push_back("compressed");
+  if (flags & kImageMappable) names.push_back("mappable");
+  return names.empty() ? "none" : absl::StrJoin(names, " ");
+}
+
+}  // namespace
+
+absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std::string* out) {
+  CRLIB_ASSIGN_OR_RETURN(Tree tree, ReadTree(source));
+  const ImageInfo& info = tree.info;
+  const ArchBackend* arch = FindArchBackend(info.cpu_family);
+  std::string components = arch ? arch->DescribeComponents(info.xsave_features) : "";
+  std::string result;
+  if (options.json) {
+    std::vector<std::string> roots;
+    for (size_t r : tree.roots) roots.push_back(AppendJson(tree, r));
+    result = absl::StrFormat(
+        "{\"header\":{\"format_version\":%d,\"cpu_family\":%s,\"page_size\":%d,"
+        "\"xsave_features\":%d,\"xsave_components\":%s,\"xsave_size\":%d,\"flags\":%d,"
+        "\"flag_names\":%s,\"kernel_release\":%s},"
+        "\"totals\":{\"image_bytes\":%d,\"records\":%d,\"payload_bytes\":%d,\"bulk_bytes\":%d},"
+        "\"records\":[%s]}\n",
+        info.format_version, JsonString(CpuFamilyName(info.cpu_family)), info.page_size,
+        info.xsave_features, JsonString(components), info.xsave_size, info.flags,
+        JsonString(HeaderFlags(info.flags)), JsonString(info.kernel_release), tree.image_bytes,
+        tree.end.record_count, tree.end.payload_bytes, tree.end.bulk_bytes,
+        absl::StrJoin(roots, ","));
+  } else {
+    absl::StrAppendFormat(&result, "crlib image, %s\n", HumanSize(tree.image_bytes));
+    absl::StrAppendFormat(&result, "  format version %d, cpu %s, page size %d, kernel %s\n",
+                          info.format_version, CpuFamilyName(info.cpu_family), info.page_size,
+                          info.kernel_release);
+    absl::StrAppendFormat(&result, "  xsave features 0x%x (%s), %d bytes\n", info.xsave_features,
+                          components, info.xsave_size);
+    absl::StrAppendFormat(&result, "  flags: %s\n", HeaderFlags(info.flags));
+    absl::StrAppendFormat(&result, "  %d records, %s of payload, %s of bulk data\n",
+                          tree.end.record_count, HumanSize(tree.end.payload_bytes),
+                          HumanSize(tree.end.bulk_bytes));
+    std::vector<const PageRun*> runs;
+    for (const Node& n : tree.nodes) {
+      for (const PageRun& r : n.runs) runs.push_back(&r);
+    }
+    std::sort(runs.begin(), runs.end(),
+              [](const PageRun* a, const PageRun* b) { return a->address < b->address; });
+    for (size_t r : tree.roots) AppendText(tree, runs, r, 0, &result);
+  }
+  out->append(result);
+  return absl::OkStatus();
+}
+
+}  // namespace crlib

@@ -1,0 +1,393 @@
+// Every record type of the image, with its fields in wire order.
+//
+// A record's `self` reference names the object it describes (0 when nothing
+// refers to it); its `parent` names the object it belongs to. docs/FORMAT.md
+// has one table per type; tests/core/format_doc_test.cc keeps them equal.
+#ifndef CRLIB_CORE_RECORDS_H_
+#define CRLIB_CORE_RECORDS_H_
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/codec.h"
+
+namespace crlib {
+
+// Identifies an object within one image; 0 means "none".
+using ObjectRef = uint64_t;
+
+// Numbers are grouped in ranges by area and never reused.
+enum class RecordType : uint32_t {
+  kEnd = 0x0001,
+  kProcess = 0x0100,
+  kThread = 0x0101,
+  kSignalHandlers = 0x0102,
+  kPendingSignals = 0x0103,
+  kRlimits = 0x0104,
+  kItimers = 0x0105,
+  kX86Registers = 0x0200,
+  kXstate = 0x0201,
+  kXstateComponent = 0x0202,
+  kMemoryMap = 0x0300,
+  kVma = 0x0301,
+  kPages = 0x0302,
+  kFileTable = 0x0400,
+  kFile = 0x0401,
+  kFd = 0x0402,
+  kPipe = 0x0403,
+};
+
+// Last record of every image: totals of everything before it.
+struct EndRecord {
+  static constexpr RecordType kType = RecordType::kEnd;
+  static constexpr const char* kName = "end";
+  uint64_t record_count = 0;  // records before this one
+  uint64_t payload_bytes = 0;  // sum of their payload lengths
+  uint64_t bulk_bytes = 0;     // sum of their bulk lengths
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("record_count", s.record_count);
+    v("payload_bytes", s.payload_bytes);
+    v("bulk_bytes", s.bulk_bytes);
+  }
+};
+
+struct ProcessRecord {
+  static constexpr RecordType kType = RecordType::kProcess;
+  static constexpr const char* kName = "process";
+  uint32_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+  uint32_t uid = 0, euid = 0, suid = 0, fsuid = 0;
+  uint32_t gid = 0, egid = 0, sgid = 0, fsgid = 0;
+  uint32_t personality = 0;
+  uint32_t umask = 0;
+  uint32_t exit_signal = 0;  // signal sent to the parent at exit
+  uint32_t flags = 0;        // kProcess* below
+  std::string comm;
+  std::string cwd;
+  std::string root;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("pid", s.pid); v("ppid", s.ppid); v("pgid", s.pgid); v("sid", s.sid);
+    v("uid", s.uid); v("euid", s.euid); v("suid", s.suid); v("fsuid", s.fsuid);
+    v("gid", s.gid); v("egid", s.egid); v("sgid", s.sgid); v("fsgid", s.fsgid);
+    v("personality", s.personality);
+    v("umask", s.umask);
+    v("exit_signal", s.exit_signal);
+    v("flags", s.flags);
+    v("comm", s.comm);
+    v("cwd", s.cwd);
+    v("root", s.root);
+  }
+};
+
+struct ThreadRecord {
+  static constexpr RecordType kType = RecordType::kThread;
+  static constexpr const char* kName = "thread";
+  uint32_t tid = 0;
+  uint32_t flags = 0;
+  uint64_t sigmask = 0;  // blocked signals, bit (n-1) for signal n
+  uint64_t sigaltstack_sp = 0;
+  uint64_t sigaltstack_size = 0;
+  uint32_t sigaltstack_flags = 0;
+  uint32_t rseq_length = 0;  // 0: no rseq registered
+  uint64_t rseq_address = 0;
+  uint32_t rseq_signature = 0;
+  uint32_t rseq_flags = 0;
+  int64_t syscall_nr = -1;  // system call the thread was stopped in, or -1
+  std::string comm;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("tid", s.tid); v("flags", s.flags);
+    v("sigmask", s.sigmask);
+    v("sigaltstack_sp", s.sigaltstack_sp);
+    v("sigaltstack_size", s.sigaltstack_size);
+    v("sigaltstack_flags", s.sigaltstack_flags);
+    v("rseq_length", s.rseq_length);
+    v("rseq_address", s.rseq_address);
+    v("rseq_signature", s.rseq_signature);
+    v("rseq_flags", s.rseq_flags);
+    v("syscall_nr", s.syscall_nr);
+    v("comm", s.comm);
+  }
+};
+
+struct SignalHandler {
+  uint32_t signo = 0;
+  uint64_t handler = 0;  // SIG_DFL (0), SIG_IGN (1) or an address
+  uint64_t flags = 0;    // SA_*
+  uint64_t restorer = 0;
+  uint64_t mask = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("signo", s.signo); v("handler", s.handler); v("flags", s.flags);
+    v("restorer", s.restorer); v("mask", s.mask);
+  }
+};
+
+// Parent: the process. Only handlers that are not SIG_DFL are listed.
+struct SignalHandlersRecord {
+  static constexpr RecordType kType = RecordType::kSignalHandlers;
+  static constexpr const char* kName = "signal_handlers";
+  std::vector<SignalHandler> handlers;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("handlers", s.handlers); }
+};
+
+struct PendingSignal {
+  uint32_t signo = 0;
+  Bytes siginfo;  // the kernel's siginfo_t as PTRACE_PEEKSIGINFO gave it
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("signo", s.signo); v("siginfo", s.siginfo); }
+};
+
+// Parent: the thread (private queue) or the process (shared queue).
+struct PendingSignalsRecord {
+  static constexpr RecordType kType = RecordType::kPendingSignals;
+  static constexpr const char* kName = "pending_signals";
+  uint32_t shared = 0;  // 1: the process-wide queue
+  std::vector<PendingSignal> signals;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("shared", s.shared); v("signals", s.signals); }
+};
+
+struct Rlimit {
+  uint32_t resource = 0;
+  uint64_t cur = 0;
+  uint64_t max = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("resource", s.resource); v("cur", s.cur); v("max", s.max); }
+};
+
+struct RlimitsRecord {
+  static constexpr RecordType kType = RecordType::kRlimits;
+  static constexpr const char* kName = "rlimits";
+  std::vector<Rlimit> limits;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("limits", s.limits); }
+};
+
+struct Itimer {
+  uint32_t which = 0;  // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+  int64_t interval_usec = 0;
+  int64_t value_usec = 0;  // time left at checkpoint
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("which", s.which); v("interval_usec", s.interval_usec); v("value_usec", s.value_usec);
+  }
+};
+
+struct ItimersRecord {
+  static constexpr RecordType kType = RecordType::kItimers;
+  static constexpr const char* kName = "itimers";
+  std::vector<Itimer> timers;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("timers", s.timers); }
+};
+
+// x86-64 general registers, in the kernel's user_regs_struct order.
+struct X86RegistersRecord {
+  static constexpr RecordType kType = RecordType::kX86Registers;
+  static constexpr const char* kName = "x86_64_registers";
+  uint64_t r15 = 0, r14 = 0, r13 = 0, r12 = 0, rbp = 0, rbx = 0, r11 = 0,
+           r10 = 0, r9 = 0, r8 = 0, rax = 0, rcx = 0, rdx = 0, rsi = 0,
+           rdi = 0, orig_rax = 0, rip = 0, cs = 0, eflags = 0, rsp = 0,
+           ss = 0, fs_base = 0, gs_base = 0, ds = 0, es = 0, fs = 0, gs = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("r15", s.r15); v("r14", s.r14); v("r13", s.r13); v("r12", s.r12);
+    v("rbp", s.rbp); v("rbx", s.rbx); v("r11", s.r11); v("r10", s.r10);
+    v("r9", s.r9); v("r8", s.r8); v("rax", s.rax); v("rcx", s.rcx);
+    v("rdx", s.rdx); v("rsi", s.rsi); v("rdi", s.rdi);
+    v("orig_rax", s.orig_rax); v("rip", s.rip); v("cs", s.cs);
+    v("eflags", s.eflags); v("rsp", s.rsp); v("ss", s.ss);
+    v("fs_base", s.fs_base); v("gs_base", s.gs_base);
+    v("ds", s.ds); v("es", s.es); v("fs", s.fs); v("gs", s.gs);
+  }
+};
+
+// Parent: the thread. The components follow as kXstateComponent records.
+struct XstateRecord {
+  static constexpr RecordType kType = RecordType::kXstate;
+  static constexpr const char* kName = "xstate";
+  uint64_t features = 0;    // components saved (XCR0 bits)
+  uint64_t xstate_bv = 0;   // components not in their init state
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("features", s.features); v("xstate_bv", s.xstate_bv); }
+};
+
+// One xsave component. 0 (x87) holds bytes 0-159 of the legacy area,
+// MXCSR included; 1 (SSE) holds bytes 160-415 (XMM0-15); component n >= 2
+// holds the n-th state in the CPU's standard layout.
+struct XstateComponentRecord {
+  static constexpr RecordType kType = RecordType::kXstateComponent;
+  static constexpr const char* kName = "xstate_component";
+  uint32_t component = 0;
+  Bytes data;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("component", s.component); v("data", s.data); }
+};
+
+// Parent: the process. The values PR_SET_MM_MAP takes.
+struct MemoryMapRecord {
+  static constexpr RecordType kType = RecordType::kMemoryMap;
+  static constexpr const char* kName = "memory_map";
+  uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0;
+  uint64_t start_brk = 0, brk = 0, start_stack = 0;
+  uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+  ObjectRef exe_file = 0;
+  std::vector<uint64_t> auxv;  // (type, value) pairs
+  std::string exe_path;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("start_code", s.start_code); v("end_code", s.end_code);
+    v("start_data", s.start_data); v("end_data", s.end_data);
+    v("start_brk", s.start_brk); v("brk", s.brk);
+    v("start_stack", s.start_stack);
+    v("arg_start", s.arg_start); v("arg_end", s.arg_end);
+    v("env_start", s.env_start); v("env_end", s.env_end);
+    v("exe_file", s.exe_file);
+    v("auxv", s.auxv);
+    v("exe_path", s.exe_path);
+  }
+};
+
+enum class VmaKind : uint32_t {
+  kAnonymous = 0,
+  kFile = 1,
+  kHeap = 2,
+  kStack = 3,
+  kVdso = 4,
+  kVvar = 5,
+  kVvarVclock = 6,
+  kVsyscall = 7,
+  kSharedAnonymous = 8,
+};
+
+// Parent: the memory map.
+struct VmaRecord {
+  static constexpr RecordType kType = RecordType::kVma;
+  static constexpr const char* kName = "vma";
+  uint64_t start = 0, end = 0;
+  uint64_t pgoff = 0;  // file offset in bytes
+  uint32_t prot = 0;   // PROT_*
+  uint32_t flags = 0;  // MAP_SHARED / MAP_PRIVATE / MAP_GROWSDOWN ...
+  uint32_t kind = 0;   // VmaKind
+  ObjectRef file = 0;  // the kFile it maps, for file mappings
+  uint64_t dev = 0, inode = 0;
+  std::string name;  // path or [heap], [stack], [vdso] ...
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("start", s.start); v("end", s.end); v("pgoff", s.pgoff);
+    v("prot", s.prot); v("flags", s.flags); v("kind", s.kind);
+    v("file", s.file); v("dev", s.dev); v("inode", s.inode);
+    v("name", s.name);
+  }
+};
+
+enum class PageEncoding : uint32_t { kRaw = 0, kZstd = 1 };
+
+struct PageRun {
+  uint64_t address = 0;
+  uint64_t pages = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("address", s.address); v("pages", s.pages); }
+};
+
+// Parent: the memory map. Bulk: the pages of `runs`, in order, either raw
+// (page_count * page_size bytes) or as one zstd frame that decodes to them.
+struct PagesRecord {
+  static constexpr RecordType kType = RecordType::kPages;
+  static constexpr const char* kName = "pages";
+  uint32_t encoding = 0;  // PageEncoding
+  uint64_t page_count = 0;
+  std::vector<PageRun> runs;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("encoding", s.encoding); v("page_count", s.page_count); v("runs", s.runs);
+  }
+};
+
+// Parent: the process. Its descriptors follow as kFd records.
+struct FileTableRecord {
+  static constexpr RecordType kType = RecordType::kFileTable;
+  static constexpr const char* kName = "file_table";
+  uint32_t fd_count = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("fd_count", s.fd_count); }
+};
+
+enum class FileKind : uint32_t {
+  kRegular = 0,
+  kDirectory = 1,
+  kPipe = 2,
+  kFifo = 3,
+  kCharDevice = 4,
+  kDeletedRegular = 5,  // bulk holds the contents
+};
+
+// An open file description, shared by every descriptor that refers to it.
+// Parent: the file table that first referred to it.
+struct FileRecord {
+  static constexpr RecordType kType = RecordType::kFile;
+  static constexpr const char* kName = "file";
+  uint32_t kind = 0;   // FileKind
+  uint32_t flags = 0;  // O_* status flags
+  uint32_t mode = 0;   // st_mode
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  uint64_t dev = 0, inode = 0, rdev = 0;
+  ObjectRef pipe = 0;  // the kPipe, for pipes and FIFOs
+  std::string path;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
+    v("offset", s.offset); v("size", s.size);
+    v("dev", s.dev); v("inode", s.inode); v("rdev", s.rdev);
+    v("pipe", s.pipe);
+    v("path", s.path);
+  }
+};
+
+// Parent: the file table.
+struct FdRecord {
+  static constexpr RecordType kType = RecordType::kFd;
+  static constexpr const char* kName = "fd";
+  uint32_t fd = 0;
+  uint32_t fd_flags = 0;  // FD_CLOEXEC
+  ObjectRef file = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("fd", s.fd); v("fd_flags", s.fd_flags); v("file", s.file); }
+};
+
+// A pipe; both ends' kFile records name it. Bulk: the buffered bytes.
+struct PipeRecord {
+  static constexpr RecordType kType = RecordType::kPipe;
+  static constexpr const char* kName = "pipe";
+  uint64_t inode = 0;
+  uint32_t capacity = 0;  // F_GETPIPE_SZ
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("inode", s.inode); v("capacity", s.capacity); }
+};
+
+// Every record type, for code that handles all of them (inspect, tests).
+using AllRecordTypes =
+    std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
+               PendingSignalsRecord, RlimitsRecord, ItimersRecord,
+               X86RegistersRecord, XstateRecord, XstateComponentRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
+               FileRecord, FdRecord, PipeRecord>;
+
+// Calls f(R{}) once for every record type R.
+template <typename F>
+void ForEachRecordType(F&& f) {
+  std::apply([&](auto... r) { (f(r), ...); }, AllRecordTypes{});
+}
+
+// The name of a known record type, or nullptr.
+const char* RecordTypeName(uint32_t type);
+
+}  // namespace crlib
+
+#endif  // CRLIB_CORE_RECORDS_H_

@@ -1,0 +1,19 @@
+#include "core/status.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace crlib {
+
+absl::Status ErrnoError(int error_number, absl::string_view what) {
+  return absl::ErrnoToStatus(error_number,
+                             absl::StrCat(what, ": ", strerror(error_number)));
+}
+
+absl::Status Annotate(const absl::Status& status, absl::string_view context) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+}
+
+}  // namespace crlib

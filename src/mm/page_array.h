@@ -1,0 +1,76 @@
+// Batches of (address, page) runs on their way into or out of an image —
+// linux-cr's cr_pgarr. On the way in, zero pages are dropped, adjacent pages
+// merge into runs, and a full batch becomes one kPages record whose bulk
+// goes out with vectored I/O straight from the batch buffer (raw images) or
+// as one zstd frame (compressed images).
+#ifndef CRLIB_MM_PAGE_ARRAY_H_
+#define CRLIB_MM_PAGE_ARRAY_H_
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/context.h"
+#include "core/image_reader.h"
+#include "core/image_writer.h"
+#include "core/records.h"
+
+namespace crlib {
+
+// Not thread-safe. Writes through ctx->writer() and counts into ctx->stats().
+class PageArray {
+ public:
+  // Records name `parent` (the memory map) as their owner.
+  PageArray(Context* ctx, ObjectRef parent);
+  ~PageArray();
+  PageArray(const PageArray&) = delete;
+  PageArray& operator=(const PageArray&) = delete;
+
+  // A buffer for up to `pages` pages starting at `address`, for the caller
+  // to fill; it may be shorter than asked (at least one page). The caller
+  // then calls Commit with the pages it filled. Writes a full batch first.
+  absl::StatusOr<absl::Span<uint8_t>> Reserve(uint64_t address, size_t pages);
+  absl::Status Commit(size_t pages);
+
+  // Copies `pages` pages from `data` (Reserve + memcpy + Commit).
+  absl::Status Add(uint64_t address, const void* data, size_t pages);
+
+  // Writes whatever the batch holds. Call once at the end.
+  absl::Status Flush();
+
+ private:
+  Context* ctx_;
+  ObjectRef parent_;
+  size_t page_size_;
+  size_t capacity_;  // pages per batch
+  bool compress_;
+  uint8_t* buffer_ = nullptr;  // capacity_ pages, page-aligned
+  size_t used_ = 0;             // pages in buffer_ (stored or reserved)
+  uint64_t reserved_address_ = 0;
+  size_t reserved_pages_ = 0;
+  PagesRecord record_;
+  std::vector<iovec> iov_;  // stored pages in buffer_, merged
+  std::vector<uint8_t> compressed_;
+  struct ZstdCtx;
+  std::unique_ptr<ZstdCtx> zstd_;
+};
+
+// True when the `size` bytes at `p` (a multiple of 64) are all zero.
+bool IsZeroPage(const uint8_t* p, size_t size);
+
+// Reads the bulk data of the kPages `record` (already decoded as `pages`)
+// into memory that `destination(address, pages)` returns for each run.
+// Validates the runs against the record before writing anywhere.
+using PageDestination = std::function<absl::StatusOr<uint8_t*>(uint64_t address, uint64_t pages)>;
+absl::Status ReadPages(ImageReader* reader, const Record& record, const PagesRecord& pages,
+                       const PageDestination& destination);
+
+}  // namespace crlib
+
+#endif  // CRLIB_MM_PAGE_ARRAY_H_

@@ -1,0 +1,51 @@
+// crlib — the command line over the library.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "crlib/version.h"
+
+#include "tools/crlib/commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: crlib COMMAND [ARGS]\n"
+    "\n"
+    "  inspect IMAGE [--json]   print an image as a tree (or as JSON)\n"
+    "  version                  print the crlib version\n";
+
+struct Command {
+  const char* name;
+  absl::StatusOr<int> (*run)(const crlib::cli::Args&);
+};
+
+constexpr Command kCommands[] = {
+    {"inspect", crlib::cli::InspectCommand},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+      !strcmp(argv[1], "-h")) {
+    fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+    printf("crlib %s\n", CRLIB_VERSION_STRING);
+    return 0;
+  }
+  crlib::cli::Args args(argv + 2, argv + argc);
+  for (const Command& c : kCommands) {
+    if (strcmp(argv[1], c.name) != 0) continue;
+    absl::StatusOr<int> result = c.run(args);
+    if (!result.ok()) {
+      fprintf(stderr, "crlib: error: %s\n", std::string(result.status().message()).c_str());
+      return 1;
+    }
+    return *result;
+  }
+  fprintf(stderr, "crlib: error: unknown command '%s'\n%s", argv[1], kUsage);
+  return 2;
+}
