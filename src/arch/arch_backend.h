@@ -5,13 +5,30 @@
 #ifndef CRLIB_ARCH_ARCH_BACKEND_H_
 #define CRLIB_ARCH_ARCH_BACKEND_H_
 
+#include <sys/types.h>
+
+#include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/image_format.h"
+#include "core/image_reader.h"
+#include "core/image_writer.h"
 
 namespace crlib {
 
+// A thread's general registers as the kernel's NT_PRSTATUS regset; large
+// enough for every family. Only the backend interprets the words.
+struct ArchRegs {
+  std::array<uint64_t, 64> words{};
+  size_t size = 0;  // bytes the kernel reported
+};
+
+// All methods are const and thread-safe; a backend holds no state.
 class ArchBackend {
  public:
   virtual ~ArchBackend() = default;
@@ -19,9 +36,37 @@ class ArchBackend {
   virtual CpuFamily family() const = 0;
   // Name of xstate component `index` ("avx", "pkru"), or nullptr if unknown.
   virtual const char* ComponentName(int index) const = 0;
-
   // "x87 sse avx" for a component mask; unknown bits as "bitN".
   std::string DescribeComponents(uint64_t mask) const;
+
+  // Facts about this CPU for the image header.
+  virtual uint64_t HostXsaveFeatures() const = 0;
+  virtual uint32_t HostXsaveSize() const = 0;
+  // OK when an image with this header can run on this CPU; otherwise a
+  // FailedPrecondition naming what is missing.
+  virtual absl::Status CheckImage(const ImageInfo& info) const = 0;
+
+  // Remote system calls: the bytes of one system call instruction, and how
+  // to load registers for `nr(args)` executed at `ip`.
+  virtual absl::Span<const uint8_t> SyscallInstruction() const = 0;
+  virtual void SetSyscall(ArchRegs* regs, uint64_t ip, long nr,
+                          const std::array<uint64_t, 6>& args) const = 0;
+  virtual int64_t SyscallResult(const ArchRegs& regs) const = 0;
+  // The system call the thread was stopped in, or -1.
+  virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+
+  // Writes the CPU records of a ptrace-stopped thread (registers `regs`,
+  // xstate read from the kernel) with `thread` as their parent.
+  virtual absl::Status CaptureCpu(pid_t tid, const ArchRegs& regs, ImageWriter* writer,
+                                  ObjectRef thread) const = 0;
+  // Checks the CPU records of one thread before anything is restored.
+  virtual absl::Status CheckCpu(absl::Span<const Record> records) const = 0;
+  // Loads the xstate of `records` into ptrace-stopped thread `tid` and
+  // returns the registers to set last. A thread stopped inside a system
+  // call resumes as a signal would leave it: the call restarts, or fails
+  // with EINTR where the kernel's restart state cannot be rebuilt.
+  virtual absl::StatusOr<ArchRegs> RestoreCpu(pid_t tid,
+                                              absl::Span<const Record> records) const = 0;
 };
 
 // The backend for `family`, or nullptr when this build has none.

@@ -325,10 +325,14 @@ enum class FileKind : uint32_t {
   kFifo = 3,
   kCharDevice = 4,
   kDeletedRegular = 5,  // bulk holds the contents
+  // A standard stream (fd 0-2) that led outside the process (terminal,
+  // pipe, socket): restore connects the restoring process's own fd.
+  kInherited = 6,
 };
 
-// An open file description, shared by every descriptor that refers to it.
-// Parent: the file table that first referred to it.
+// An open file description, shared by every descriptor that refers to it,
+// or a file a VMA maps. Parent: the file table or memory map that first
+// referred to it.
 struct FileRecord {
   static constexpr RecordType kType = RecordType::kFile;
   static constexpr const char* kName = "file";

@@ -1,14 +1,12 @@
 #include "core/status.h"
 
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 
 namespace crlib {
 
 absl::Status ErrnoError(int error_number, absl::string_view what) {
-  return absl::ErrnoToStatus(error_number,
-                             absl::StrCat(what, ": ", strerror(error_number)));
+  // ErrnoToStatus appends ": <strerror>" itself.
+  return absl::ErrnoToStatus(error_number, what);
 }
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {

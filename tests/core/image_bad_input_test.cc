@@ -64,7 +64,9 @@ TEST(ImageBadInputTest, TruncatedAtEveryByte) {
       absl::Status st = ReadAll(cut);
       ASSERT_FALSE(st.ok()) << "truncated to " << n << " bytes was accepted";
       ASSERT_EQ(st.code(), absl::StatusCode::kDataLoss) << n << ": " << st;
-      if (n >= 8) ASSERT_NE(st.message().find("truncated"), std::string::npos) << n << ": " << st;
+      if (n >= 8) {
+        ASSERT_NE(st.message().find("truncated"), std::string::npos) << n << ": " << st;
+      }
     }
   }
 }

@@ -25,8 +25,14 @@ class FillVisitor {
   void operator()(const char*, T& v) {
     v = static_cast<T>(0x0102030405060708ull * ++n_);
   }
-  void operator()(const char*, std::string& v) { v = std::string(n_++ % 13 + 1, 'a' + n_ % 26); }
-  void operator()(const char*, Bytes& v) { v.assign(n_++ % 29 + 1, static_cast<uint8_t>(n_)); }
+  void operator()(const char*, std::string& v) {
+    ++n_;
+    v = std::string(n_ % 13 + 1, static_cast<char>('a' + n_ % 26));
+  }
+  void operator()(const char*, Bytes& v) {
+    ++n_;
+    v.assign(n_ % 29 + 1, static_cast<uint8_t>(n_));
+  }
   template <FieldInteger T>
   void operator()(const char*, std::vector<T>& v) {
     v = {static_cast<T>(++n_), static_cast<T>(++n_), static_cast<T>(++n_)};
@@ -107,7 +113,9 @@ void CheckSample(const std::vector<uint8_t>& image, uint32_t flags) {
       ASSERT_TRUE(pages.ok());
       EXPECT_EQ(pages->page_count, testing::kSamplePages - 1u);  // the zero page is dropped
       EXPECT_EQ(pages->runs.size(), 2u);
-      if (flags & kImageMappable) EXPECT_EQ((*rec)->bulk_offset % 4096, 0u);
+      if (flags & kImageMappable) {
+        EXPECT_EQ((*rec)->bulk_offset % 4096, 0u);
+      }
       ASSERT_TRUE(ReadPages(reader->get(), **rec, *pages,
                             [&](uint64_t addr, uint64_t) -> absl::StatusOr<uint8_t*> {
                               return memory.data() + (addr - testing::kSamplePagesAt);

@@ -13,6 +13,10 @@ namespace crlib::cli {
 using Args = std::vector<std::string>;
 
 absl::StatusOr<int> InspectCommand(const Args& args);
+absl::StatusOr<int> DumpCommand(const Args& args);
+absl::StatusOr<int> RestoreCommand(const Args& args);
+absl::StatusOr<int> CheckCommand(const Args& args);
+absl::StatusOr<int> DemoCommand(const Args& args);
 
 }  // namespace crlib::cli
 

@@ -12,7 +12,13 @@ namespace {
 constexpr char kUsage[] =
     "usage: crlib COMMAND [ARGS]\n"
     "\n"
+    "  dump --pid PID --image PATH [--leave-running] [--compress LEVEL] [--mappable]\n"
+    "                           checkpoint a process (killed once the image is complete)\n"
+    "  restore --image PATH [--detach]\n"
+    "                           restore a process; wait for it, or print its pid and return\n"
     "  inspect IMAGE [--json]   print an image as a tree (or as JSON)\n"
+    "  check                    report the kernel interfaces crlib needs\n"
+    "  demo                     checkpoint, kill and restore a sample process\n"
     "  version                  print the crlib version\n";
 
 struct Command {
@@ -21,7 +27,11 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"dump", crlib::cli::DumpCommand},
+    {"restore", crlib::cli::RestoreCommand},
     {"inspect", crlib::cli::InspectCommand},
+    {"check", crlib::cli::CheckCommand},
+    {"demo", crlib::cli::DemoCommand},
 };
 
 }  // namespace

@@ -1,6 +1,18 @@
 #include "arch/x86_64/x86_64_backend.h"
 
+#include <cpuid.h>
+#include <elf.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+
+#include <cerrno>
+#include <cstring>
 #include <iterator>
+
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "sys/kernel.h"
 
 namespace crlib {
 namespace {
@@ -8,19 +20,249 @@ namespace {
 // XSAVE state components, by their bit in XCR0 / IA32_XSS (Intel SDM vol. 1,
 // 13.1).
 constexpr const char* kComponentNames[] = {
-    "x87",      "sse",       "avx",    "bndregs", "bndcsr",      "opmask",
-    "zmm_hi256", "hi16_zmm", "pt",     "pkru",    "pasid",       "cet_u",
-    "cet_s",    "hdc",       "uintr",  "lbr",     "hwp",         "amx_tilecfg",
+    "x87",       "sse",      "avx",   "bndregs", "bndcsr",       "opmask",
+    "zmm_hi256", "hi16_zmm", "pt",    "pkru",    "pasid",        "cet_u",
+    "cet_s",     "hdc",      "uintr", "lbr",     "hwp",          "amx_tilecfg",
     "amx_tiledata", "apx",
 };
 
+// The legacy FXSAVE area: components 0 and 1 as FORMAT.md splits them.
+constexpr size_t kX87Bytes = 160;
+constexpr size_t kSseOffset = 160, kSseBytes = 256;
+constexpr size_t kLegacyBytes = 512;
+constexpr size_t kXstateBvOffset = 512;
+constexpr size_t kXcompBvOffset = 520;
+constexpr size_t kMxcsrOffset = 24;
+constexpr size_t kMaxXstateBytes = 16384;
+
+uint64_t Xgetbv0() {
+  uint32_t eax, edx;
+  asm volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (uint64_t{edx} << 32) | eax;
+}
+
+struct ComponentLayout {
+  uint32_t offset = 0, size = 0;
+};
+
+// Standard-format offset and size of component i >= 2 (CPUID 0xD, i).
+ComponentLayout Layout(int i) {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(0xd, i, &eax, &ebx, &ecx, &edx)) return {};
+  return {ebx, eax};
+}
+
+// Copies between the record's named fields and user_regs_struct, which
+// lists the same registers in the same order.
+struct RegsToRecord {
+  const uint64_t* p;
+  void operator()(const char*, uint64_t& v) { v = *p++; }
+};
+struct RecordToRegs {
+  uint64_t* p;
+  void operator()(const char*, const uint64_t& v) { *p++ = v; }
+};
+static_assert(sizeof(user_regs_struct) == 27 * 8);
+
 class X86_64 final : public ArchBackend {
  public:
+  X86_64() : xcr0_(Xgetbv0()) {
+    unsigned eax, ebx, ecx, edx;
+    xsave_size_ = __get_cpuid_count(0xd, 0, &eax, &ebx, &ecx, &edx) ? ebx : kLegacyBytes + 64;
+    for (int i = 2; i < 64; ++i) {
+      if (xcr0_ & (uint64_t{1} << i)) layout_[i] = Layout(i);
+    }
+  }
+
   CpuFamily family() const override { return CpuFamily::kX86_64; }
   const char* ComponentName(int index) const override {
     if (index < 0 || index >= static_cast<int>(std::size(kComponentNames))) return nullptr;
     return kComponentNames[index];
   }
+  uint64_t HostXsaveFeatures() const override { return xcr0_; }
+  uint32_t HostXsaveSize() const override { return xsave_size_; }
+
+  absl::Status CheckImage(const ImageInfo& info) const override {
+    if (info.cpu_family != CpuFamily::kX86_64) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "image is for CPU family %s, this machine is x86_64", CpuFamilyName(info.cpu_family)));
+    }
+    uint64_t missing = info.xsave_features & ~xcr0_;
+    if (missing) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "image needs xsave features 0x%x (%s) that this CPU does not enable (XCR0 0x%x)",
+          missing, DescribeComponents(missing), xcr0_));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Span<const uint8_t> SyscallInstruction() const override {
+    static constexpr uint8_t kSyscall[] = {0x0f, 0x05};
+    return kSyscall;
+  }
+
+  void SetSyscall(ArchRegs* regs, uint64_t ip, long nr,
+                  const std::array<uint64_t, 6>& a) const override {
+    auto* r = reinterpret_cast<user_regs_struct*>(regs->words.data());
+    r->rip = ip;
+    r->rax = static_cast<uint64_t>(nr);
+    r->orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on resume
+    r->rdi = a[0];
+    r->rsi = a[1];
+    r->rdx = a[2];
+    r->r10 = a[3];
+    r->r8 = a[4];
+    r->r9 = a[5];
+  }
+
+  int64_t SyscallResult(const ArchRegs& regs) const override {
+    return static_cast<int64_t>(Regs(regs).rax);
+  }
+
+  int64_t InterruptedSyscall(const ArchRegs& regs) const override {
+    return static_cast<int64_t>(Regs(regs).orig_rax);
+  }
+
+  absl::Status CaptureCpu(pid_t tid, const ArchRegs& regs, ImageWriter* writer,
+                          ObjectRef thread) const override {
+    X86RegistersRecord rec;
+    RegsToRecord copy{regs.words.data()};
+    X86RegistersRecord::Fields(rec, copy);
+    CRLIB_RETURN_IF_ERROR(writer->Write(rec, 0, thread));
+
+    std::vector<uint8_t> buf(kMaxXstateBytes);
+    iovec iov{buf.data(), buf.size()};
+    if (ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, &iov) != 0) {
+      return Errno("ptrace(GETREGSET, NT_X86_XSTATE) on tid %d", tid);
+    }
+    if (iov.iov_len < kLegacyBytes + 64) {
+      return absl::InternalError(absl::StrFormat("tid %d: xstate of %d bytes is too short", tid,
+                                                 iov.iov_len));
+    }
+    uint64_t xstate_bv;
+    memcpy(&xstate_bv, &buf[kXstateBvOffset], 8);
+    CRLIB_RETURN_IF_ERROR(
+        writer->Write(XstateRecord{.features = xcr0_, .xstate_bv = xstate_bv}, 0, thread));
+    auto write_component = [&](uint32_t index, size_t offset, size_t size) {
+      XstateComponentRecord c;
+      c.component = index;
+      c.data.assign(buf.begin() + offset, buf.begin() + offset + size);
+      return writer->Write(c, 0, thread);
+    };
+    // The legacy area is always meaningful (the kernel fills init values).
+    CRLIB_RETURN_IF_ERROR(write_component(0, 0, kX87Bytes));
+    CRLIB_RETURN_IF_ERROR(write_component(1, kSseOffset, kSseBytes));
+    for (int i = 2; i < 64; ++i) {
+      if (!(xstate_bv & xcr0_ & (uint64_t{1} << i))) continue;  // init state: omitted
+      const ComponentLayout& l = layout_[i];
+      if (l.size == 0 || l.offset + l.size > iov.iov_len) continue;  // supervisor or absent
+      CRLIB_RETURN_IF_ERROR(write_component(i, l.offset, l.size));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckCpu(absl::Span<const Record> records) const override {
+    return Assemble(records, nullptr, nullptr);
+  }
+
+  absl::StatusOr<ArchRegs> RestoreCpu(pid_t tid, absl::Span<const Record> records) const override {
+    ArchRegs regs;
+    std::vector<uint8_t> xstate;
+    CRLIB_RETURN_IF_ERROR(Assemble(records, &regs, &xstate));
+    iovec iov{xstate.data(), xstate.size()};
+    if (ptrace(PTRACE_SETREGSET, tid, NT_X86_XSTATE, &iov) != 0) {
+      return Errno("ptrace(SETREGSET, NT_X86_XSTATE) on tid %d", tid);
+    }
+    auto* r = reinterpret_cast<user_regs_struct*>(regs.words.data());
+    // Resume a system call the way the kernel would after a signal with no
+    // handler: restart it, or report EINTR where its restart block (kernel
+    // state, e.g. a nanosleep deadline) cannot be rebuilt.
+    const int64_t rax = static_cast<int64_t>(r->rax);
+    if (static_cast<int64_t>(r->orig_rax) >= 0) {
+      if (rax == sys::kErestartSys || rax == sys::kErestartNoIntr || rax == sys::kErestartNoHand) {
+        r->rax = r->orig_rax;
+        r->rip -= 2;
+      } else if (rax == sys::kErestartRestartBlock) {
+        r->rax = static_cast<uint64_t>(-EINTR);
+      }
+    }
+    r->orig_rax = static_cast<uint64_t>(-1);
+    return regs;
+  }
+
+ private:
+  static const user_regs_struct& Regs(const ArchRegs& regs) {
+    return *reinterpret_cast<const user_regs_struct*>(regs.words.data());
+  }
+
+  // Decodes a thread's CPU records into registers and a standard-format
+  // XSAVE buffer for this CPU. With null outputs, only validates.
+  absl::Status Assemble(absl::Span<const Record> records, ArchRegs* regs,
+                        std::vector<uint8_t>* xstate) const {
+    std::vector<uint8_t> buf(xsave_size_, 0);
+    // Initial x87/SSE state: FCW 0x37f, MXCSR 0x1f80.
+    buf[0] = 0x7f;
+    buf[1] = 0x03;
+    uint32_t mxcsr = 0x1f80;
+    memcpy(&buf[kMxcsrOffset], &mxcsr, 4);
+    uint64_t bv = 0;
+    bool have_regs = false;
+    for (const Record& r : records) {
+      switch (r.type()) {
+        case RecordType::kX86Registers: {
+          X86RegistersRecord rec;
+          CRLIB_RETURN_IF_ERROR(DecodeFields(r.payload, &rec));
+          if (regs) {
+            RecordToRegs copy{regs->words.data()};
+            X86RegistersRecord::Fields(static_cast<const X86RegistersRecord&>(rec), copy);
+            regs->size = sizeof(user_regs_struct);
+          }
+          have_regs = true;
+          break;
+        }
+        case RecordType::kXstate:
+          break;
+        case RecordType::kXstateComponent: {
+          XstateComponentRecord c;
+          CRLIB_RETURN_IF_ERROR(DecodeFields(r.payload, &c));
+          size_t offset, size;
+          if (c.component == 0) {
+            offset = 0, size = kX87Bytes;
+          } else if (c.component == 1) {
+            offset = kSseOffset, size = kSseBytes;
+          } else if (c.component < 64 && (xcr0_ & (uint64_t{1} << c.component))) {
+            offset = layout_[c.component].offset, size = layout_[c.component].size;
+          } else {
+            return absl::FailedPreconditionError(absl::StrFormat(
+                "xstate component %d is not enabled on this CPU", c.component));
+          }
+          if (c.data.size() != size || offset + size > buf.size()) {
+            return absl::FailedPreconditionError(absl::StrFormat(
+                "xstate component %d (%s) is %d bytes in the image, %d on this CPU", c.component,
+                ComponentName(c.component) ? ComponentName(c.component) : "?", c.data.size(),
+                size));
+          }
+          memcpy(&buf[offset], c.data.data(), size);
+          bv |= uint64_t{1} << c.component;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    if (!have_regs) return absl::DataLossError("thread has no x86_64_registers record");
+    // The legacy area is always loaded; the header says which of the rest.
+    bv |= 3;
+    memcpy(&buf[kXstateBvOffset], &bv, 8);
+    memset(&buf[kXcompBvOffset], 0, 8);
+    // FXSAVE's software-reserved bytes (464-511) are ignored by the kernel.
+    if (xstate) *xstate = std::move(buf);
+    return absl::OkStatus();
+  }
+
+  uint64_t xcr0_;
+  uint32_t xsave_size_;
+  ComponentLayout layout_[64];
 };
 
 }  // namespace

@@ -1,0 +1,42 @@
+// Checkpoint of a process's file descriptors and of the files its memory
+// maps, by kind: regular (deleted ones with their contents), directories,
+// pipes and FIFOs (with their buffered bytes), character devices.
+#ifndef CRLIB_FILES_FILE_CAPTURE_H_
+#define CRLIB_FILES_FILE_CAPTURE_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/context.h"
+#include "core/records.h"
+
+namespace crlib {
+
+struct FdInfo {
+  int fd = -1;
+  std::string link;  // readlink of /proc/PID/fd/N
+  FileRecord file;
+  uint32_t fd_flags = 0;
+};
+
+// Looks at every descriptor of stopped process `pid` without changing
+// anything; fails with Unimplemented naming the first unsupported one
+// ("fd 5 (socket:[1234], TCP) is not supported").
+absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid);
+
+// Writes the file table, its files, pipes and fds under `process`.
+absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
+                            ObjectRef process);
+
+// The ref of the file record for a mapped or executable file at `path`
+// (identified by dev/inode), writing the record under `parent` the first
+// time.
+absl::StatusOr<ObjectRef> InternMappedFile(Context* ctx, const std::string& path, uint64_t dev,
+                                           uint64_t inode, ObjectRef parent);
+
+}  // namespace crlib
+
+#endif  // CRLIB_FILES_FILE_CAPTURE_H_

@@ -1,0 +1,176 @@
+#include "files/file_restore.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+
+namespace crlib {
+namespace {
+
+constexpr int kOpenFlagsMask = ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+
+absl::Status WriteAll(int fd, const Bytes& data, const std::string& what) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("write of %d bytes to %s", data.size(), what);
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+std::string Dirname(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos || slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+OpenedFiles::~OpenedFiles() {
+  for (int fd : all()) close(fd);
+}
+
+std::vector<int> OpenedFiles::all() const {
+  std::vector<int> out = extra_;
+  for (const auto& [ref, fd] : fds_) out.push_back(fd);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+int OpenedFiles::fd(ObjectRef ref) const {
+  auto it = fds_.find(ref);
+  return it == fds_.end() ? -1 : it->second;
+}
+
+absl::Status OpenedFiles::Place(ObjectRef ref, int fd) {
+  // Move above every number the image uses, so that putting the image's
+  // descriptors in place never overwrites one still needed.
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, base_);
+  if (high < 0) {
+    absl::Status st = Errno("fcntl(F_DUPFD) to %d or above", base_);
+    close(fd);
+    return st;
+  }
+  close(fd);
+  fds_[ref] = high;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileImage& file) {
+  const FileRecord& f = file.record;
+  const int flags = static_cast<int>(f.flags) & kOpenFlagsMask;
+  switch (static_cast<FileKind>(f.kind)) {
+    case FileKind::kRegular:
+    case FileKind::kDirectory:
+    case FileKind::kCharDevice: {
+      int fd = open(f.path.c_str(), flags | O_CLOEXEC);
+      if (fd < 0) return Errno("open %s", f.path);
+      struct stat st;
+      if (fstat(fd, &st) == 0 && static_cast<FileKind>(f.kind) == FileKind::kRegular &&
+          st.st_ino != f.inode) {
+        close(fd);
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "%s is not the file the image was taken with (inode %d, was %d)", f.path, st.st_ino,
+            f.inode));
+      }
+      if (static_cast<FileKind>(f.kind) == FileKind::kRegular &&
+          lseek(fd, static_cast<off_t>(f.offset), SEEK_SET) < 0) {
+        absl::Status st2 = Errno("lseek %s to %d", f.path, f.offset);
+        close(fd);
+        return st2;
+      }
+      return fd;
+    }
+    case FileKind::kDeletedRegular: {
+      // An unlinked file with the saved contents, in the directory the
+      // original lived in when it still exists (else /tmp).
+      std::string dir = Dirname(f.path);
+      int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, f.mode & 07777);
+      if (fd < 0) fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, f.mode & 07777);
+      if (fd < 0) return Errno("open(O_TMPFILE) for deleted file %s", f.path);
+      absl::Status st = WriteAll(fd, file.contents, f.path);
+      if (st.ok()) {
+        // Reopen with the recorded mode and flags: a new open file description.
+        int reopened = open(absl::StrCat("/proc/self/fd/", fd).c_str(), flags | O_CLOEXEC);
+        close(fd);
+        if (reopened < 0) return Errno("reopen of deleted file %s", f.path);
+        fd = reopened;
+        if (lseek(fd, static_cast<off_t>(f.offset), SEEK_SET) < 0) st = Errno("lseek %s", f.path);
+      }
+      if (!st.ok()) {
+        close(fd);
+        return st;
+      }
+      return fd;
+    }
+    case FileKind::kPipe:
+    case FileKind::kFifo: {
+      const PipeImage& pipe = image.pipes.at(f.pipe);
+      auto it = pipes_.find(f.pipe);
+      if (it == pipes_.end()) {
+        int p[2];
+        if (static_cast<FileKind>(f.kind) == FileKind::kFifo) {
+          // Opening for both directions never blocks; it holds the FIFO
+          // open while the recorded ends are opened through it.
+          int holder = open(f.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+          if (holder < 0) return Errno("open FIFO %s", f.path);
+          p[0] = p[1] = holder;
+        } else if (pipe2(p, O_CLOEXEC) != 0) {
+          return Errno("pipe2");
+        }
+        if (pipe.record.capacity) fcntl(p[1], F_SETPIPE_SZ, pipe.record.capacity);
+        CRLIB_RETURN_IF_ERROR(WriteAll(p[1], pipe.buffered, "a restored pipe"));
+        it = pipes_.emplace(f.pipe, std::make_pair(p[0], p[1])).first;
+        extra_.push_back(p[0]);
+        if (p[1] != p[0]) extra_.push_back(p[1]);
+      }
+      // Each recorded end gets its own open file description.
+      int end = (flags & O_ACCMODE) == O_WRONLY ? it->second.second : it->second.first;
+      int fd = open(absl::StrCat("/proc/self/fd/", end).c_str(), flags | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) return Errno("reopen of pipe end for %s", f.path);
+      if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_ACCMODE);
+      return fd;
+    }
+    case FileKind::kInherited:
+      return -1;
+  }
+  return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
+}
+
+absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
+  OpenedFiles files;
+  int max_fd = 2;
+  for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
+  files.base_ = std::max(max_fd + 1, 64);
+  for (const auto& [ref, file] : image.files) {
+    FileImage f = file;
+    // A file mapped shared and writable must be open for writing.
+    for (const VmaRecord& v : image.vmas) {
+      if (v.file == ref && (v.flags & MAP_SHARED) && (v.prot & PROT_WRITE)) {
+        f.record.flags = (f.record.flags & ~O_ACCMODE) | O_RDWR;
+      }
+    }
+    CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
+    if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
+  }
+  // Pipe holders move above the base too, out of the way of the image's fds.
+  for (int& fd : files.extra_) {
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, files.base_);
+    if (high < 0) return Errno("fcntl(F_DUPFD)");
+    close(fd);
+    fd = high;
+  }
+  return files;
+}
+
+}  // namespace crlib

@@ -1,0 +1,47 @@
+// Restore of files, in the restoring process before the restored one is
+// created: every file the image's descriptors and mappings need is opened
+// here, at descriptor numbers above any the image uses, so the new process
+// inherits them and only has to move them into place.
+#ifndef CRLIB_FILES_FILE_RESTORE_H_
+#define CRLIB_FILES_FILE_RESTORE_H_
+
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "task/process_image.h"
+
+namespace crlib {
+
+class OpenedFiles {
+ public:
+  // Opens everything `image` needs; any missing or changed file is an
+  // error here, before the point of no return.
+  static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image);
+
+  OpenedFiles(OpenedFiles&& other) noexcept : fds_(std::move(other.fds_)), extra_(std::move(other.extra_)) {
+    other.fds_.clear();
+    other.extra_.clear();
+  }
+  OpenedFiles& operator=(OpenedFiles&&) = delete;
+  ~OpenedFiles();
+
+  // Our descriptor for file record `ref` (the child inherits the number).
+  int fd(ObjectRef ref) const;
+  // Every descriptor this object holds.
+  std::vector<int> all() const;
+
+ private:
+  OpenedFiles() = default;
+  absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
+  absl::Status Place(ObjectRef ref, int fd);
+
+  int base_ = 0;
+  std::map<ObjectRef, int> fds_;
+  std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
+  std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
+};
+
+}  // namespace crlib
+
+#endif  // CRLIB_FILES_FILE_RESTORE_H_

@@ -1,0 +1,38 @@
+// Checkpoint of a process's address space: its VMAs, the fields
+// PR_SET_MM_MAP restores, and the pages that differ from what restore can
+// rebuild without them (zero pages and file pages never stored).
+#ifndef CRLIB_MM_MEMORY_CAPTURE_H_
+#define CRLIB_MM_MEMORY_CAPTURE_H_
+
+#include <sys/types.h>
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/context.h"
+#include "core/records.h"
+#include "sys/proc.h"
+#include "task/tracee.h"
+
+namespace crlib {
+
+struct VmaInfo {
+  sys::MapsEntry map;
+  VmaKind kind = VmaKind::kAnonymous;
+};
+
+// Reads and classifies the VMAs of `pid`; fails with Unimplemented naming
+// the first mapping crlib cannot restore.
+absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid);
+
+// Names the special mappings ([vdso], [vvar] ...) or returns nullopt.
+std::optional<VmaKind> SpecialMappingKind(const std::string& name);
+
+// Writes the memory map record, the VMAs, the mapped files and the pages of
+// stopped `tracee` under `process`. `brk` is the current program break.
+absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+                            uint64_t brk, ObjectRef process);
+
+}  // namespace crlib
+
+#endif  // CRLIB_MM_MEMORY_CAPTURE_H_

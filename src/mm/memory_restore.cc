@@ -1,0 +1,246 @@
+#include "mm/memory_restore.h"
+
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "core/image_reader.h"
+#include "core/status.h"
+#include "mm/memory_capture.h"
+#include "mm/page_array.h"
+#include "sys/proc.h"
+
+namespace crlib {
+namespace {
+
+constexpr uint64_t kLowestAddress = 0x10000;
+constexpr uint64_t kHighestAddress = 0x7ffffffff000;
+
+bool IsSpecial(VmaKind k) {
+  return k == VmaKind::kVdso || k == VmaKind::kVvar || k == VmaKind::kVvarVclock;
+}
+
+struct Special {
+  VmaKind kind;
+  uint64_t start, end;
+};
+
+std::vector<Special> SpecialsOf(const std::vector<VmaRecord>& vmas) {
+  std::vector<Special> out;
+  for (const VmaRecord& v : vmas) {
+    auto k = static_cast<VmaKind>(v.kind);
+    if (IsSpecial(k)) out.push_back({k, v.start, v.end});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Special>> OwnSpecials(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(pid));
+  std::vector<Special> out;
+  for (const sys::MapsEntry& m : maps) {
+    auto k = SpecialMappingKind(m.path);
+    if (k && IsSpecial(*k)) out.push_back({*k, m.start, m.end});
+  }
+  return out;
+}
+
+const char* KindName(VmaKind k) {
+  switch (k) {
+    case VmaKind::kVdso: return "[vdso]";
+    case VmaKind::kVvar: return "[vvar]";
+    case VmaKind::kVvarVclock: return "[vvar_vclock]";
+    default: return "?";
+  }
+}
+
+// Moves the tracee's special mappings so they sit at `target`'s addresses,
+// one mremap each, through a free range when the two places overlap.
+absl::Status MoveSpecials(Tracee* t, std::vector<Special> current, const std::vector<Special>& target,
+                          const std::vector<AddressRange>& occupied) {
+  auto move_to = [&](auto address_of) -> absl::Status {
+    for (size_t i = 0; i < current.size(); ++i) {
+      uint64_t to = address_of(i);
+      if (to == current[i].start) continue;
+      uint64_t size = current[i].end - current[i].start;
+      CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("mremap of the vDSO area", SYS_mremap,
+                                              {current[i].start, size, size,
+                                               MREMAP_MAYMOVE | MREMAP_FIXED, to})
+                                .status());
+      current[i].end = to + size;
+      current[i].start = to;
+    }
+    return absl::OkStatus();
+  };
+  const uint64_t lo = target.front().start, hi = target.back().end;
+  bool overlap = false;
+  for (const Special& c : current) overlap |= c.start < hi && lo < c.end;
+  if (overlap && current.front().start != lo) {
+    std::vector<AddressRange> busy = occupied;
+    for (const Special& c : current) busy.push_back({c.start, c.end});
+    CRLIB_ASSIGN_OR_RETURN(uint64_t temp, FindFreeRange(hi - lo, busy));
+    CRLIB_RETURN_IF_ERROR(move_to([&](size_t i) { return temp + (target[i].start - lo); }));
+  }
+  CRLIB_RETURN_IF_ERROR(move_to([&](size_t i) { return target[i].start; }));
+  return t->FindSyscallSite();
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> FindFreeRange(uint64_t size, std::vector<AddressRange> occupied) {
+  std::sort(occupied.begin(), occupied.end());
+  uint64_t candidate = kLowestAddress;
+  for (const AddressRange& r : occupied) {
+    if (r.first >= candidate + size) break;
+    candidate = std::max(candidate, r.second);
+  }
+  if (candidate + size > kHighestAddress) {
+    return absl::ResourceExhaustedError("no free address range for restore's scratch area");
+  }
+  return candidate;
+}
+
+absl::Status CheckSpecialMappings(const ProcessImage& image) {
+  std::vector<Special> want = SpecialsOf(image.vmas);
+  CRLIB_ASSIGN_OR_RETURN(std::vector<Special> have, OwnSpecials(getpid()));
+  bool same = want.size() == have.size();
+  for (size_t i = 0; same && i < want.size(); ++i) {
+    same = want[i].kind == have[i].kind &&
+           want[i].end - want[i].start == have[i].end - have[i].start &&
+           want[i].start - want.front().start == have[i].start - have.front().start;
+  }
+  if (!same || want.empty()) {
+    auto describe = [](const std::vector<Special>& s) {
+      std::string out;
+      for (const Special& x : s) absl::StrAppendFormat(&out, " %s(%d KiB)", KindName(x.kind), (x.end - x.start) / 1024);
+      return out.empty() ? std::string(" none") : out;
+    };
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the image's vDSO layout (%s) differs from this kernel's (%s); restore on the kernel it "
+        "was taken on",
+        describe(want).substr(1), describe(have).substr(1)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+                                 AddressRange scratch) {
+  const pid_t pid = t->tid();
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(pid));
+  // 1. Unmap everything inherited but the special mappings and the scratch
+  //    range, in as few calls as the layout allows.
+  std::vector<AddressRange> keep = {scratch};
+  for (const sys::MapsEntry& m : maps) {
+    if (SpecialMappingKind(m.path)) keep.push_back({m.start, m.end});
+  }
+  std::sort(keep.begin(), keep.end());
+  uint64_t from = kLowestAddress;
+  for (const AddressRange& k : keep) {
+    if (k.first >= kHighestAddress) break;  // [vsyscall]
+    if (k.first > from) {
+      CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
+                                              {from, k.first - from})
+                                .status());
+    }
+    from = std::max(from, k.second);
+  }
+  if (from < kHighestAddress) {
+    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
+                                            {from, kHighestAddress - from})
+                              .status());
+  }
+  // 2. The mm fields and the executable, now that the inherited executable
+  //    is no longer mapped (the kernel refuses to switch while it is, and
+  //    the image may map the very same file).
+  CRLIB_RETURN_IF_ERROR(RestoreMmFields(t, image, files, scratch.first));
+  // 3. The vDSO and vvar areas to where the image had them.
+  std::vector<AddressRange> image_ranges;
+  for (const VmaRecord& v : image.vmas) image_ranges.push_back({v.start, v.end});
+  image_ranges.push_back(scratch);
+  CRLIB_ASSIGN_OR_RETURN(std::vector<Special> current, OwnSpecials(pid));
+  CRLIB_RETURN_IF_ERROR(MoveSpecials(t, current, SpecialsOf(image.vmas), image_ranges));
+  // 4. The image's VMAs, with their final protections; pages are written
+  //    through /proc/PID/mem, which may write read-only memory.
+  for (const VmaRecord& v : image.vmas) {
+    const auto kind = static_cast<VmaKind>(v.kind);
+    if (IsSpecial(kind) || kind == VmaKind::kVsyscall) continue;
+    uint64_t flags = MAP_FIXED | (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN));
+    uint64_t fd = static_cast<uint64_t>(-1);
+    if (kind == VmaKind::kFile) {
+      fd = static_cast<uint64_t>(files.fd(v.file));
+    } else {
+      flags |= MAP_ANONYMOUS;
+    }
+    absl::StatusOr<int64_t> r = t->CheckedSyscall(
+        "mmap", SYS_mmap, {v.start, v.end - v.start, v.prot, flags, fd, v.pgoff});
+    if (!r.ok()) {
+      return Annotate(r.status(), absl::StrFormat("mapping 0x%x-0x%x %s", v.start, v.end, v.name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadPages(Tracee* t, const std::string& image_path, uint64_t* pages_loaded) {
+  int fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open %s", image_path);
+  FdSource source(fd);
+  absl::Status st = [&]() -> absl::Status {
+    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(&source));
+    const uint64_t page = reader->info().page_size;
+    std::vector<uint8_t> staging;
+    for (;;) {
+      CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
+      if (rec == nullptr) return absl::OkStatus();
+      if (rec->type() != RecordType::kPages) continue;
+      CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
+      staging.resize(pages.page_count * page);
+      uint64_t used = 0;
+      CRLIB_RETURN_IF_ERROR(ReadPages(reader.get(), *rec, pages,
+                                      [&](uint64_t, uint64_t n) -> absl::StatusOr<uint8_t*> {
+                                        uint8_t* p = staging.data() + used;
+                                        used += n * page;
+                                        return p;
+                                      }));
+      used = 0;
+      for (const PageRun& run : pages.runs) {
+        CRLIB_RETURN_IF_ERROR(t->WriteMemory(run.address, staging.data() + used, run.pages * page));
+        used += run.pages * page;
+      }
+      *pages_loaded += pages.page_count;
+    }
+  }();
+  close(fd);
+  return st;
+}
+
+absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+                             uint64_t scratch) {
+  const MemoryMapRecord& mm = image.mm;
+  prctl_mm_map map{};
+  map.start_code = mm.start_code;
+  map.end_code = mm.end_code;
+  map.start_data = mm.start_data;
+  map.end_data = mm.end_data;
+  map.start_brk = mm.start_brk;
+  map.brk = mm.brk;
+  map.start_stack = mm.start_stack;
+  map.arg_start = mm.arg_start;
+  map.arg_end = mm.arg_end;
+  map.env_start = mm.env_start;
+  map.env_end = mm.env_end;
+  const uint64_t auxv_at = scratch + AlignUp(sizeof(map), 16);
+  map.auxv = reinterpret_cast<__u64*>(auxv_at);
+  map.auxv_size = static_cast<__u32>(mm.auxv.size() * 8);
+  map.exe_fd = static_cast<__u32>(mm.exe_file ? files.fd(mm.exe_file) : -1);
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &map, sizeof(map)));
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(auxv_at, mm.auxv.data(), mm.auxv.size() * 8));
+  return t->CheckedSyscall("prctl(PR_SET_MM, PR_SET_MM_MAP)", SYS_prctl,
+                           {PR_SET_MM, PR_SET_MM_MAP, scratch, sizeof(map)})
+      .status();
+}
+
+}  // namespace crlib

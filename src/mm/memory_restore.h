@@ -1,0 +1,45 @@
+// Restore of an address space inside a new, ptrace-stopped process: the
+// inherited mappings go, the vDSO moves to where the image had it, the
+// image's VMAs are mapped and their pages written, and the mm fields set.
+#ifndef CRLIB_MM_MEMORY_RESTORE_H_
+#define CRLIB_MM_MEMORY_RESTORE_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "files/file_restore.h"
+#include "task/process_image.h"
+#include "task/tracee.h"
+
+namespace crlib {
+
+using AddressRange = std::pair<uint64_t, uint64_t>;
+
+// The lowest page-aligned range of `size` bytes that overlaps none of
+// `occupied`, or an error.
+absl::StatusOr<uint64_t> FindFreeRange(uint64_t size, std::vector<AddressRange> occupied);
+
+// Checks, in this process, that the image's vDSO and vvar areas can be
+// recreated here: same kinds and sizes as this kernel gives.
+absl::Status CheckSpecialMappings(const ProcessImage& image);
+
+// Replaces the tracee's address space with the image's, keeping only the
+// vDSO (moved to the image's address) and the scratch range; sets the mm
+// fields and executable.
+absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+                                 AddressRange scratch);
+
+// Writes the pages of the image read from `image_path` into the tracee.
+absl::Status LoadPages(Tracee* t, const std::string& image_path, uint64_t* pages_loaded);
+
+// PR_SET_MM_MAP: code, data, brk, stack, args, env, auxv and the
+// executable file. Part of RebuildAddressSpace.
+absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+                             uint64_t scratch);
+
+}  // namespace crlib
+
+#endif  // CRLIB_MM_MEMORY_RESTORE_H_

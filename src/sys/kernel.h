@@ -1,0 +1,87 @@
+// Kernel interfaces newer than the build machine's headers (Debian 12 ships
+// 6.1 headers; we run on 6.18), defined once, with the kernel's values.
+#ifndef CRLIB_SYS_KERNEL_H_
+#define CRLIB_SYS_KERNEL_H_
+
+#include <linux/types.h>
+#include <sys/ioctl.h>
+
+#include <cstdint>
+
+namespace crlib::sys {
+
+// PTRACE_GET_RSEQ_CONFIGURATION (5.13) and its result.
+inline constexpr int kPtraceGetRseqConfiguration = 0x420f;
+struct PtraceRseqConfiguration {
+  uint64_t rseq_abi_pointer;
+  uint32_t rseq_abi_size;
+  uint32_t signature;
+  uint32_t flags;
+  uint32_t pad;
+};
+inline constexpr int kRseqFlagUnregister = 1;
+
+// PAGEMAP_SCAN (6.7), include/uapi/linux/fs.h.
+inline constexpr uint64_t kPageIsWpAllowed = 1 << 0;
+inline constexpr uint64_t kPageIsWritten = 1 << 1;
+inline constexpr uint64_t kPageIsFile = 1 << 2;
+inline constexpr uint64_t kPageIsPresent = 1 << 3;
+inline constexpr uint64_t kPageIsSwapped = 1 << 4;
+inline constexpr uint64_t kPageIsPfnZero = 1 << 5;
+inline constexpr uint64_t kPageIsHuge = 1 << 6;
+inline constexpr uint64_t kPageIsSoftDirty = 1 << 7;
+struct PageRegion {
+  uint64_t start;
+  uint64_t end;
+  uint64_t categories;
+};
+struct PmScanArg {
+  uint64_t size;  // sizeof(PmScanArg)
+  uint64_t flags;
+  uint64_t start;
+  uint64_t end;
+  uint64_t walk_end;
+  uint64_t vec;
+  uint64_t vec_len;
+  uint64_t max_pages;
+  uint64_t category_inverted;
+  uint64_t category_mask;
+  uint64_t category_anyof_mask;
+  uint64_t return_mask;
+};
+inline constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+
+// userfaultfd asynchronous write-protect (6.7).
+inline constexpr uint64_t kUffdFeatureWpUnpopulated = 1 << 13;
+inline constexpr uint64_t kUffdFeatureWpAsync = 1 << 15;
+
+// /proc/PID/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
+inline constexpr uint64_t kPagemapSwapped = uint64_t{1} << 62;
+inline constexpr uint64_t kPagemapFileOrShared = uint64_t{1} << 61;
+
+// clone3 arguments up to set_tid (5.5).
+struct CloneArgs {
+  uint64_t flags;
+  uint64_t pidfd;
+  uint64_t child_tid;
+  uint64_t parent_tid;
+  uint64_t exit_signal;
+  uint64_t stack;
+  uint64_t stack_size;
+  uint64_t tls;
+  uint64_t set_tid;
+  uint64_t set_tid_size;
+  uint64_t cgroup;
+};
+
+// Kernel-internal syscall return values a stopped task may show in rax
+// (include/linux/errno.h); user space never sees them.
+inline constexpr int64_t kErestartSys = -512;
+inline constexpr int64_t kErestartNoIntr = -513;
+inline constexpr int64_t kErestartNoHand = -514;
+inline constexpr int64_t kErestartRestartBlock = -516;
+
+}  // namespace crlib::sys
+
+#endif  // CRLIB_SYS_KERNEL_H_

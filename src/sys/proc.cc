@@ -1,0 +1,149 @@
+#include "sys/proc.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "core/status.h"
+
+namespace crlib::sys {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open %s", path);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status st = Errno("read %s", path);
+      close(fd);
+      return st;
+    }
+    if (n == 0) break;
+    out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
+
+absl::StatusOr<std::string> ReadLink(const std::string& path) {
+  char buf[4096];
+  ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
+  if (n < 0) return Errno("readlink %s", path);
+  if (n == sizeof(buf)) return absl::OutOfRangeError("readlink " + path + ": target too long");
+  return std::string(buf, n);
+}
+
+namespace {
+
+bool ParseHex(absl::string_view s, uint64_t* out) {
+  return absl::SimpleHexAtoi(s, out);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text) {
+  std::vector<MapsEntry> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    // start-end perms offset major:minor inode [path]
+    MapsEntry e;
+    std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(' ', 5));
+    auto bad = [&] { return absl::DataLossError(absl::StrCat("unparsable maps line: ", line)); };
+    if (f.size() < 5) return bad();
+    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(f[0], '-');
+    std::pair<absl::string_view, absl::string_view> dev = absl::StrSplit(f[3], ':');
+    uint64_t major, minor;
+    if (!ParseHex(range.first, &e.start) || !ParseHex(range.second, &e.end) ||
+        f[1].size() != 4 || !ParseHex(f[2], &e.offset) || !ParseHex(dev.first, &major) ||
+        !ParseHex(dev.second, &minor) || !absl::SimpleAtoi(f[4], &e.inode)) {
+      return bad();
+    }
+    e.read = f[1][0] == 'r';
+    e.write = f[1][1] == 'w';
+    e.exec = f[1][2] == 'x';
+    e.shared = f[1][3] == 's';
+    e.dev_major = static_cast<uint32_t>(major);
+    e.dev_minor = static_cast<uint32_t>(minor);
+    if (f.size() == 6) e.path = std::string(absl::StripLeadingAsciiWhitespace(f[5]));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFile(absl::StrCat("/proc/", pid, "/maps")));
+  return ParseMaps(text);
+}
+
+absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (absl::ConsumePrefix(&line, key) && absl::ConsumePrefix(&line, ":")) {
+      return std::string(absl::StripAsciiWhitespace(line));
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no ", key, " in /proc status"));
+}
+
+absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string stat, ReadFile(absl::StrCat("/proc/", pid, "/stat")));
+  // comm may hold spaces and parentheses: split after the last ')'.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return absl::DataLossError("unparsable /proc/PID/stat");
+  return absl::StrSplit(absl::StripAsciiWhitespace(absl::string_view(stat).substr(close + 1)), ' ');
+}
+
+namespace {
+
+absl::StatusOr<std::vector<long>> ListNumbers(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return Errno("opendir %s", dir);
+  std::vector<long> out;
+  while (dirent* e = readdir(d)) {
+    long n;
+    if (absl::SimpleAtoi(e->d_name, &n)) out.push_back(n);
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<pid_t>> ListThreads(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<long> n, ListNumbers(absl::StrCat("/proc/", pid, "/task")));
+  return std::vector<pid_t>(n.begin(), n.end());
+}
+
+absl::StatusOr<std::vector<int>> ListFds(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<long> n, ListNumbers(absl::StrCat("/proc/", pid, "/fd")));
+  return std::vector<int>(n.begin(), n.end());
+}
+
+absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> threads, ListThreads(pid));
+  std::vector<pid_t> out;
+  for (pid_t tid : threads) {
+    auto text = ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/children"));
+    if (!text.ok()) continue;  // the thread exited meanwhile
+    for (absl::string_view s : absl::StrSplit(*text, ' ', absl::SkipWhitespace())) {
+      pid_t child;
+      if (absl::SimpleAtoi(s, &child)) out.push_back(child);
+    }
+  }
+  return out;
+}
+
+bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+
+}  // namespace crlib::sys

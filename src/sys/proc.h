@@ -1,0 +1,50 @@
+// /proc parsing: the read side of everything the kernel shows about a task.
+#ifndef CRLIB_SYS_PROC_H_
+#define CRLIB_SYS_PROC_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace crlib::sys {
+
+// Reads a whole (small, /proc-style) file.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+absl::StatusOr<std::string> ReadLink(const std::string& path);
+
+// One line of /proc/PID/maps.
+struct MapsEntry {
+  uint64_t start = 0, end = 0;
+  bool read = false, write = false, exec = false, shared = false;
+  uint64_t offset = 0;
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint64_t inode = 0;
+  std::string path;  // may be empty, "[heap]", "/x (deleted)" ...
+};
+absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text);
+absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid);
+
+// The value of "Key:" in /proc/PID/status, or NotFound.
+absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key);
+
+// Fields of /proc/PID/stat, split after the comm field; index 0 is field 3
+// (state) in proc(5) numbering.
+absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid);
+
+// Thread IDs in /proc/PID/task.
+absl::StatusOr<std::vector<pid_t>> ListThreads(pid_t pid);
+// Open descriptor numbers in /proc/PID/fd.
+absl::StatusOr<std::vector<int>> ListFds(pid_t pid);
+// PIDs whose parent is `pid` (from /proc/PID/task/*/children).
+absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid);
+
+bool ProcessExists(pid_t pid);
+
+}  // namespace crlib::sys
+
+#endif  // CRLIB_SYS_PROC_H_

@@ -1,0 +1,165 @@
+#include "task/process_image.h"
+
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+
+namespace crlib {
+namespace {
+
+absl::StatusOr<Bytes> ReadBulk(ImageReader* reader) {
+  Bytes data;
+  CRLIB_RETURN_IF_ERROR(reader->ReadBulkChunks(1 << 20, [&](absl::Span<const uint8_t> chunk) {
+    data.insert(data.end(), chunk.begin(), chunk.end());
+    return absl::OkStatus();
+  }));
+  return data;
+}
+
+}  // namespace
+
+absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
+  ProcessImage image;
+  image.info = reader->info();
+  ObjectRef mm_ref = 0, file_table = 0;
+  auto thread_of = [&](ObjectRef ref) -> ThreadImage* {
+    for (ThreadImage& t : image.threads) {
+      if (t.ref == ref) return &t;
+    }
+    return nullptr;
+  };
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
+    if (rec == nullptr) break;
+    const RecordHeader& h = rec->header;
+    auto misplaced = [&](const char* what) {
+      return absl::DataLossError(absl::StrFormat("record %d at offset %d: %s", rec->index,
+                                                 rec->offset, what));
+    };
+    switch (rec->type()) {
+      case RecordType::kProcess: {
+        if (image.ref) {
+          return absl::UnimplementedError("image holds more than one process; process trees are not supported yet");
+        }
+        CRLIB_ASSIGN_OR_RETURN(image.process, reader->Decode<ProcessRecord>(*rec));
+        image.ref = h.self;
+        break;
+      }
+      case RecordType::kThread: {
+        if (h.parent != image.ref) return misplaced("thread outside its process");
+        ThreadImage t;
+        t.ref = h.self;
+        CRLIB_ASSIGN_OR_RETURN(t.record, reader->Decode<ThreadRecord>(*rec));
+        image.threads.push_back(std::move(t));
+        break;
+      }
+      case RecordType::kX86Registers:
+      case RecordType::kXstate:
+      case RecordType::kXstateComponent: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("CPU state outside a thread");
+        t->cpu.push_back(*rec);
+        break;
+      }
+      case RecordType::kSignalHandlers: {
+        CRLIB_ASSIGN_OR_RETURN(image.handlers, reader->Decode<SignalHandlersRecord>(*rec));
+        break;
+      }
+      case RecordType::kPendingSignals: {
+        CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord p, reader->Decode<PendingSignalsRecord>(*rec));
+        if (h.parent == image.ref) {
+          image.shared_pending = std::move(p);
+        } else if (ThreadImage* t = thread_of(h.parent)) {
+          t->pending = std::move(p);
+        } else {
+          return misplaced("pending signals outside a thread or process");
+        }
+        break;
+      }
+      case RecordType::kRlimits: {
+        CRLIB_ASSIGN_OR_RETURN(image.rlimits, reader->Decode<RlimitsRecord>(*rec));
+        break;
+      }
+      case RecordType::kItimers: {
+        CRLIB_ASSIGN_OR_RETURN(image.itimers, reader->Decode<ItimersRecord>(*rec));
+        break;
+      }
+      case RecordType::kMemoryMap: {
+        if (mm_ref) return misplaced("second memory map");
+        mm_ref = h.self;
+        CRLIB_ASSIGN_OR_RETURN(image.mm, reader->Decode<MemoryMapRecord>(*rec));
+        break;
+      }
+      case RecordType::kVma: {
+        if (h.parent != mm_ref) return misplaced("VMA outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(VmaRecord v, reader->Decode<VmaRecord>(*rec));
+        if (v.start >= v.end || v.start % image.info.page_size || v.end % image.info.page_size ||
+            (!image.vmas.empty() && v.start < image.vmas.back().end)) {
+          return misplaced("VMA out of order or not page-aligned");
+        }
+        image.vmas.push_back(std::move(v));
+        break;
+      }
+      case RecordType::kPages:
+        if (h.parent != mm_ref) return misplaced("pages outside the memory map");
+        ++image.page_records;
+        break;
+      case RecordType::kFileTable:
+        if (file_table) return misplaced("second file table");
+        file_table = h.self;
+        break;
+      case RecordType::kFile: {
+        FileImage f;
+        f.ref = h.self;
+        CRLIB_ASSIGN_OR_RETURN(f.record, reader->Decode<FileRecord>(*rec));
+        if (h.bulk_length) {
+          CRLIB_ASSIGN_OR_RETURN(f.contents, ReadBulk(reader));
+        }
+        image.files[f.ref] = std::move(f);
+        break;
+      }
+      case RecordType::kPipe: {
+        PipeImage p;
+        p.ref = h.self;
+        CRLIB_ASSIGN_OR_RETURN(p.record, reader->Decode<PipeRecord>(*rec));
+        if (h.bulk_length) {
+          CRLIB_ASSIGN_OR_RETURN(p.buffered, ReadBulk(reader));
+        }
+        image.pipes[p.ref] = std::move(p);
+        break;
+      }
+      case RecordType::kFd: {
+        if (h.parent != file_table) return misplaced("fd outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
+        image.fds.push_back(fd);
+        break;
+      }
+      case RecordType::kEnd:
+        break;
+    }
+  }
+  if (!image.ref) return absl::DataLossError("image holds no process");
+  if (image.threads.empty()) return absl::DataLossError("image holds no thread");
+  if (!mm_ref) return absl::DataLossError("image holds no memory map");
+  // Every reference must resolve before restore relies on it.
+  for (const FdRecord& fd : image.fds) {
+    if (!image.files.contains(fd.file)) {
+      return absl::DataLossError(absl::StrFormat("fd %d names file %d, which the image lacks", fd.fd, fd.file));
+    }
+  }
+  for (const auto& [ref, f] : image.files) {
+    if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
+      return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
+    }
+  }
+  for (const VmaRecord& v : image.vmas) {
+    if (v.file && !image.files.contains(v.file)) {
+      return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
+    }
+  }
+  if (image.mm.exe_file && !image.files.contains(image.mm.exe_file)) {
+    return absl::DataLossError("memory map names an executable the image lacks");
+  }
+  return image;
+}
+
+}  // namespace crlib

@@ -1,0 +1,59 @@
+// A checkpointed process as restore needs it: every record of the image
+// except page contents, decoded and cross-checked before anything is
+// created. Pages stay in the image and are streamed in a second pass.
+#ifndef CRLIB_TASK_PROCESS_IMAGE_H_
+#define CRLIB_TASK_PROCESS_IMAGE_H_
+
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/image_reader.h"
+#include "core/records.h"
+
+namespace crlib {
+
+struct FileImage {
+  ObjectRef ref = 0;
+  FileRecord record;
+  Bytes contents;  // deleted files
+};
+
+struct PipeImage {
+  ObjectRef ref = 0;
+  PipeRecord record;
+  Bytes buffered;
+};
+
+struct ThreadImage {
+  ObjectRef ref = 0;
+  ThreadRecord record;
+  std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
+  std::optional<PendingSignalsRecord> pending;
+};
+
+struct ProcessImage {
+  ImageInfo info;
+  ObjectRef ref = 0;
+  ProcessRecord process;
+  std::vector<ThreadImage> threads;
+  SignalHandlersRecord handlers;
+  std::optional<PendingSignalsRecord> shared_pending;
+  RlimitsRecord rlimits;
+  ItimersRecord itimers;
+  MemoryMapRecord mm;
+  std::vector<VmaRecord> vmas;
+  std::map<ObjectRef, FileImage> files;
+  std::map<ObjectRef, PipeImage> pipes;
+  std::vector<FdRecord> fds;
+  uint64_t page_records = 0;
+};
+
+// Reads every record of `reader` (page data is skipped, checksums still
+// verified) and checks that the records form one restorable process.
+absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
+
+}  // namespace crlib
+
+#endif  // CRLIB_TASK_PROCESS_IMAGE_H_

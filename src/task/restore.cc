@@ -1,0 +1,311 @@
+#include "task/restore.h"
+
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "arch/arch_backend.h"
+#include "core/byte_stream.h"
+#include "core/image_reader.h"
+#include "core/status.h"
+#include "files/file_restore.h"
+#include "mm/memory_restore.h"
+#include "sys/kernel.h"
+#include "sys/proc.h"
+#include "task/process_image.h"
+#include "task/tracee.h"
+
+namespace crlib {
+namespace {
+
+constexpr uint64_t kScratchBytes = 64 * 1024;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Creates the child that becomes the restored process: PID `pid`, dies
+// with us until restore is done, traced by us and stopped. Raw system calls
+// only in the child: it is a copy of this process that glibc did not fork.
+absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
+  pid_t want = pid;
+  sys::CloneArgs args{};
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&want);
+  args.set_tid_size = 1;
+  long r = syscall(SYS_clone3, &args, sizeof(args));
+  if (r == 0) {
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {
+      syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+    }
+    syscall(SYS_exit_group, 127);
+  }
+  if (r < 0) {
+    if (errno == EEXIST) {
+      return absl::FailedPreconditionError(absl::StrFormat("pid %d is in use by another process", pid));
+    }
+    return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", pid);
+  }
+  return static_cast<pid_t>(r);
+}
+
+// Signals whose disposition in `pid` is not SIG_DFL (from /proc status).
+absl::StatusOr<uint64_t> NonDefaultSignals(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  uint64_t mask = 0;
+  for (const char* key : {"SigIgn", "SigCgt"}) {
+    CRLIB_ASSIGN_OR_RETURN(std::string v, sys::StatusField(status, key));
+    mask |= strtoull(v.c_str(), nullptr, 16);
+  }
+  return mask;
+}
+
+// Every step after the child exists; `t` is killed by the caller on error.
+absl::Status BuildProcess(Context* ctx, Tracee* t, const ProcessImage& image,
+                          const OpenedFiles& files, const std::string& image_path,
+                          AddressRange scratch_range) {
+  const pid_t pid = t->tid();
+  const ThreadImage& thread = image.threads.front();
+  auto step = [](const char* name, absl::Status st) {
+    return st.ok() ? st : Annotate(st, absl::StrCat("restore step '", name, "'"));
+  };
+  uint64_t all = ~uint64_t{0};
+  if (ptrace(PTRACE_SETSIGMASK, pid, sizeof(all), &all) != 0) {
+    return Errno("ptrace(SETSIGMASK) on pid %d", pid);
+  }
+  // The inherited rseq area is about to be unmapped: the kernel must stop
+  // writing to it first.
+  sys::PtraceRseqConfiguration rseq{};
+  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), pid, sizeof(rseq),
+             &rseq) > 0 &&
+      rseq.rseq_abi_size > 0) {
+    CRLIB_RETURN_IF_ERROR(step("rseq unregister",
+                               t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
+                                                 {rseq.rseq_abi_pointer, rseq.rseq_abi_size,
+                                                  sys::kRseqFlagUnregister, rseq.signature})
+                                   .status()));
+  }
+  const uint64_t scratch = scratch_range.first;
+  CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
+                                                          {scratch, kScratchBytes,
+                                                           PROT_READ | PROT_WRITE,
+                                                           MAP_PRIVATE | MAP_ANONYMOUS |
+                                                               MAP_FIXED_NOREPLACE,
+                                                           static_cast<uint64_t>(-1), 0})
+                                            .status()));
+  CRLIB_RETURN_IF_ERROR(step("address space", RebuildAddressSpace(t, image, files, scratch_range)));
+  uint64_t pages = 0;
+  CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(t, image_path, &pages)));
+  ctx->stats().pages_stored = pages;
+
+  // Descriptors: move each into place, then close everything else.
+  std::set<int> targets;
+  for (const FdRecord& fd : image.fds) {
+    targets.insert(static_cast<int>(fd.fd));
+    const FileImage& f = image.files.at(fd.file);
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
+    CRLIB_RETURN_IF_ERROR(step(
+        "file descriptors",
+        t->CheckedSyscall("dup3", SYS_dup3,
+                          {static_cast<uint64_t>(files.fd(fd.file)), fd.fd,
+                           (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
+            .status()));
+  }
+  CRLIB_ASSIGN_OR_RETURN(std::vector<int> open_fds, sys::ListFds(pid));
+  for (int fd : open_fds) {
+    if (targets.contains(fd)) continue;
+    CRLIB_RETURN_IF_ERROR(step("file descriptors",
+                               t->CheckedSyscall("close", SYS_close, {static_cast<uint64_t>(fd)}).status()));
+  }
+
+  // Process attributes.
+  const ProcessRecord& p = image.process;
+  auto remote_string = [&](const std::string& s) -> absl::StatusOr<uint64_t> {
+    if (s.size() + 1 > kScratchBytes) return absl::OutOfRangeError("path too long: " + s);
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.c_str(), s.size() + 1));
+    return scratch;
+  };
+  if (p.root != "/") {
+    CRLIB_ASSIGN_OR_RETURN(uint64_t path, remote_string(p.root));
+    CRLIB_RETURN_IF_ERROR(step("root", t->CheckedSyscall("chroot", SYS_chroot, {path}).status()));
+  }
+  CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
+  CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("umask", SYS_umask, {p.umask}).status());
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("personality", SYS_personality, {p.personality}).status());
+  for (const Rlimit& r : image.rlimits.limits) {
+    rlimit64 lim{r.cur, r.max};
+    if (prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &lim, nullptr) != 0) {
+      return Errno("prlimit(%d) on pid %d", r.resource, pid);
+    }
+  }
+  for (const Itimer& it : image.itimers.timers) {
+    itimerval tv{{it.interval_usec / 1000000, it.interval_usec % 1000000},
+                 {it.value_usec / 1000000, it.value_usec % 1000000}};
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &tv, sizeof(tv)));
+    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("setitimer", SYS_setitimer, {it.which, scratch, 0}).status());
+  }
+
+  // Signal handlers: the image's, and SIG_DFL for any other the child has.
+  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, NonDefaultSignals(pid));
+  std::vector<SignalHandler> handlers = image.handlers.handlers;
+  for (int sig = 1; sig <= 64; ++sig) {
+    bool listed = std::any_of(handlers.begin(), handlers.end(),
+                              [&](const SignalHandler& h) { return h.signo == static_cast<uint32_t>(sig); });
+    if (!listed && (non_default & (uint64_t{1} << (sig - 1)))) {
+      handlers.push_back({.signo = static_cast<uint32_t>(sig)});  // SIG_DFL
+    }
+  }
+  for (const SignalHandler& h : handlers) {
+    uint64_t sa[4] = {h.handler, h.flags, h.restorer, h.mask};
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, sa, sizeof(sa)));
+    CRLIB_RETURN_IF_ERROR(step("signal handlers",
+                               t->CheckedSyscall("rt_sigaction", SYS_rt_sigaction,
+                                                 {h.signo, scratch, 0, 8})
+                                   .status()));
+  }
+  if (thread.record.sigaltstack_size || thread.record.sigaltstack_flags) {
+    stack_t ss{};
+    ss.ss_sp = reinterpret_cast<void*>(thread.record.sigaltstack_sp);
+    ss.ss_size = thread.record.sigaltstack_size;
+    ss.ss_flags = static_cast<int>(thread.record.sigaltstack_flags) & ~SS_ONSTACK;
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &ss, sizeof(ss)));
+    CRLIB_RETURN_IF_ERROR(step("sigaltstack", t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {scratch, 0}).status()));
+  }
+  if (thread.record.rseq_length) {
+    CRLIB_RETURN_IF_ERROR(step("rseq", t->CheckedSyscall("rseq", SYS_rseq,
+                                                         {thread.record.rseq_address,
+                                                          thread.record.rseq_length, 0,
+                                                          thread.record.rseq_signature})
+                                           .status()));
+  }
+  if (p.sid == p.pid) {
+    CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
+  } else if (p.pgid == p.pid) {
+    CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
+  }
+  // Pending signals go into the queues the image had them in; the child
+  // queues them to itself, which lets it keep their siginfo.
+  auto queue = [&](const PendingSignalsRecord& rec) -> absl::Status {
+    for (const PendingSignal& s : rec.signals) {
+      if (s.siginfo.size() > 128) return absl::DataLossError("siginfo larger than 128 bytes");
+      CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.siginfo.data(), s.siginfo.size()));
+      absl::StatusOr<int64_t> r =
+          rec.shared ? t->CheckedSyscall("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+                                         {static_cast<uint64_t>(pid), s.signo, scratch})
+                     : t->CheckedSyscall("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,
+                                         {static_cast<uint64_t>(pid), static_cast<uint64_t>(pid), s.signo, scratch});
+      CRLIB_RETURN_IF_ERROR(step("pending signals", r.status()));
+    }
+    return absl::OkStatus();
+  };
+  if (thread.pending) CRLIB_RETURN_IF_ERROR(queue(*thread.pending));
+  if (image.shared_pending) CRLIB_RETURN_IF_ERROR(queue(*image.shared_pending));
+  // Credentials last: after them the child may lack the rights the steps
+  // above needed.
+  if (p.gid != 0 || p.egid != 0 || p.sgid != 0) {
+    CRLIB_RETURN_IF_ERROR(step("credentials", t->CheckedSyscall("setresgid", SYS_setresgid, {p.gid, p.egid, p.sgid}).status()));
+  }
+  if (p.uid != 0 || p.euid != 0 || p.suid != 0) {
+    CRLIB_RETURN_IF_ERROR(step("credentials", t->CheckedSyscall("setresuid", SYS_setresuid, {p.uid, p.euid, p.suid}).status()));
+  }
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
+  CRLIB_ASSIGN_OR_RETURN(uint64_t comm, remote_string(thread.record.comm.substr(0, 15)));
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, comm}).status());
+  CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
+                                                          {scratch, kScratchBytes})
+                                            .status()));
+  // CPU state last, then let it go.
+  CRLIB_ASSIGN_OR_RETURN(ArchRegs regs, t->arch().RestoreCpu(pid, thread.cpu));
+  uint64_t mask = thread.record.sigmask;
+  if (ptrace(PTRACE_SETSIGMASK, pid, sizeof(mask), &mask) != 0) {
+    return Errno("ptrace(SETSIGMASK) on pid %d", pid);
+  }
+  CRLIB_RETURN_IF_ERROR(t->SetRegs(regs));
+  return t->Detach();
+}
+
+}  // namespace
+
+absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path) {
+  const int64_t start = NowNs();
+  int fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open %s", image_path);
+  FdSource source(fd);
+  // Page checksums are verified when the pages are loaded, before the
+  // process runs; the first pass reads everything else.
+  absl::StatusOr<std::unique_ptr<ImageReader>> reader =
+      ImageReader::Open(&source, ReaderOptions{.verify_bulk = false});
+  absl::StatusOr<ProcessImage> loaded =
+      reader.ok() ? LoadProcessImage(reader->get()) : absl::StatusOr<ProcessImage>(reader.status());
+  close(fd);
+  CRLIB_RETURN_IF_ERROR(loaded.status());
+  const ProcessImage& image = *loaded;
+
+  // Checks that need nothing created.
+  const ArchBackend* arch = FindArchBackend(image.info.cpu_family);
+  if (arch == nullptr || arch != &HostArchBackend()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "image is for CPU family %s, which this machine cannot run",
+        CpuFamilyName(image.info.cpu_family)));
+  }
+  CRLIB_RETURN_IF_ERROR(arch->CheckImage(image.info));
+  if (image.info.page_size != static_cast<uint32_t>(sysconf(_SC_PAGESIZE))) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "image page size %d differs from this machine's %d", image.info.page_size,
+        sysconf(_SC_PAGESIZE)));
+  }
+  if (image.threads.size() != 1) {
+    return absl::UnimplementedError("multi-threaded images are not supported yet");
+  }
+  for (const ThreadImage& thread : image.threads) {
+    CRLIB_RETURN_IF_ERROR(Annotate(arch->CheckCpu(thread.cpu),
+                                   absl::StrFormat("thread %d", thread.record.tid)));
+  }
+  const pid_t pid = static_cast<pid_t>(image.process.pid);
+  if (sys::ProcessExists(pid)) {
+    return absl::FailedPreconditionError(absl::StrFormat("pid %d is in use by another process", pid));
+  }
+  CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
+  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
+  std::vector<AddressRange> busy;
+  for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
+  for (const sys::MapsEntry& m : own) busy.push_back({m.start, m.end});
+  CRLIB_ASSIGN_OR_RETURN(uint64_t scratch, FindFreeRange(kScratchBytes, busy));
+
+  // The point of no return: from here a failure kills the child.
+  CRLIB_ASSIGN_OR_RETURN(pid_t child, CloneWithPid(pid));
+  absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptStoppedChild(child);
+  if (!t.ok()) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    return t.status();
+  }
+  absl::Status st = BuildProcess(ctx, t->get(), image, files, image_path, {scratch, scratch + kScratchBytes});
+  if (!st.ok()) {
+    (*t)->Kill();
+    return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));
+  }
+  ctx->stats().total_ns = NowNs() - start;
+  return child;
+}
+
+}  // namespace crlib

@@ -1,0 +1,204 @@
+#include "task/tracee.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "sys/proc.h"
+
+namespace crlib {
+
+absl::StatusOr<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid) {
+  std::unique_ptr<Tracee> t(new Tracee(tid, HostArchBackend()));
+  if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) {
+    t->attached_ = false;
+    if (errno == ESRCH) return absl::NotFoundError(absl::StrFormat("no process with pid %d", tid));
+    return Errno("ptrace(SEIZE) of pid %d", tid);
+  }
+  if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return Errno("ptrace(INTERRUPT) of pid %d", tid);
+  // A signal may be reported before the interrupt: let it be delivered as
+  // it would have been a moment earlier, and wait for the interrupt stop.
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(int status, t->WaitStop());
+    if ((status >> 16) == PTRACE_EVENT_STOP) break;
+    int sig = WSTOPSIG(status);
+    if (ptrace(PTRACE_CONT, tid, 0, sig == (SIGTRAP | 0x80) ? 0 : sig) != 0) {
+      return Errno("ptrace(CONT) of pid %d", tid);
+    }
+  }
+  CRLIB_RETURN_IF_ERROR(t->Init());
+  return t;
+}
+
+absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptStoppedChild(pid_t pid) {
+  std::unique_ptr<Tracee> t(new Tracee(pid, HostArchBackend()));
+  t->our_child_ = true;
+  CRLIB_ASSIGN_OR_RETURN(int status, t->WaitStop());
+  if (WSTOPSIG(status) != SIGSTOP) {
+    return absl::InternalError(absl::StrFormat("child %d stopped with signal %d, not SIGSTOP", pid,
+                                               WSTOPSIG(status)));
+  }
+  if (ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL) != 0) {
+    return Errno("ptrace(SETOPTIONS) on pid %d", pid);
+  }
+  CRLIB_RETURN_IF_ERROR(t->Init());
+  return t;
+}
+
+absl::Status Tracee::Init() {
+  std::string mem = absl::StrCat("/proc/", tid_, "/mem");
+  mem_fd_ = open(mem.c_str(), O_RDWR | O_CLOEXEC);
+  if (mem_fd_ < 0) return Errno("open %s", mem);
+  CRLIB_ASSIGN_OR_RETURN(initial_regs_, GetRegs());
+  return absl::OkStatus();
+}
+
+Tracee::~Tracee() {
+  if (mem_fd_ >= 0) close(mem_fd_);
+  if (attached_) ptrace(PTRACE_DETACH, tid_, 0, 0);
+}
+
+absl::StatusOr<int> Tracee::WaitStop() {
+  int status;
+  for (;;) {
+    pid_t r = waitpid(tid_, &status, __WALL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Errno("waitpid(%d)", tid_);
+    break;
+  }
+  if (WIFEXITED(status) || WIFSIGNALED(status)) {
+    attached_ = false;
+    return absl::AbortedError(absl::StrFormat(
+        "pid %d %s while traced", tid_,
+        WIFEXITED(status) ? absl::StrCat("exited with status ", WEXITSTATUS(status))
+                          : absl::StrCat("was killed by signal ", WTERMSIG(status))));
+  }
+  return status;
+}
+
+absl::StatusOr<ArchRegs> Tracee::GetRegs() {
+  ArchRegs regs;
+  iovec iov{regs.words.data(), sizeof(regs.words)};
+  if (ptrace(PTRACE_GETREGSET, tid_, NT_PRSTATUS, &iov) != 0) {
+    return Errno("ptrace(GETREGSET, NT_PRSTATUS) on tid %d", tid_);
+  }
+  regs.size = iov.iov_len;
+  return regs;
+}
+
+absl::Status Tracee::SetRegs(const ArchRegs& regs) {
+  ArchRegs copy = regs;
+  iovec iov{copy.words.data(), regs.size ? regs.size : initial_regs_.size};
+  if (ptrace(PTRACE_SETREGSET, tid_, NT_PRSTATUS, &iov) != 0) {
+    return Errno("ptrace(SETREGSET, NT_PRSTATUS) on tid %d", tid_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tracee::ReadMemory(uint64_t address, void* buffer, size_t size) {
+  auto* p = static_cast<char*>(buffer);
+  while (size > 0) {
+    ssize_t n = pread(mem_fd_, p, size, static_cast<off_t>(address));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return n < 0 ? Errno("read of %d bytes at 0x%x in pid %d", size, address, tid_)
+                   : absl::OutOfRangeError(absl::StrFormat(
+                         "read of %d bytes at 0x%x in pid %d: unmapped", size, address, tid_));
+    }
+    p += n;
+    address += n;
+    size -= n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tracee::WriteMemory(uint64_t address, const void* buffer, size_t size) {
+  const auto* p = static_cast<const char*>(buffer);
+  while (size > 0) {
+    ssize_t n = pwrite(mem_fd_, p, size, static_cast<off_t>(address));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("write of %d bytes at 0x%x in pid %d", size, address, tid_);
+    p += n;
+    address += n;
+    size -= n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tracee::FindSyscallSite() {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(tid_));
+  absl::Span<const uint8_t> insn = arch_.SyscallInstruction();
+  for (const sys::MapsEntry& m : maps) {
+    if (m.path != "[vdso]") continue;
+    std::vector<uint8_t> code(m.end - m.start);
+    CRLIB_RETURN_IF_ERROR(ReadMemory(m.start, code.data(), code.size()));
+    auto it = std::search(code.begin(), code.end(), insn.begin(), insn.end());
+    if (it == code.end()) break;
+    syscall_site_ = m.start + (it - code.begin());
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "pid %d: no system call instruction in a [vdso] mapping to run remote calls at", tid_));
+}
+
+absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
+  if (syscall_site_ == 0) CRLIB_RETURN_IF_ERROR(FindSyscallSite());
+  ArchRegs regs = initial_regs_;
+  arch_.SetSyscall(&regs, syscall_site_, nr, args);
+  CRLIB_RETURN_IF_ERROR(SetRegs(regs));
+  // Entry stop, then exit stop.
+  for (int stop = 0; stop < 2;) {
+    if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return Errno("ptrace(SYSCALL) on tid %d", tid_);
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+      ++stop;
+      continue;
+    }
+    // Any other stop means the tracee did not run our call as planned
+    // (all signals are blocked while we work).
+    return absl::InternalError(absl::StrFormat(
+        "remote system call %d in pid %d: unexpected stop (signal %d, event %d)", nr, tid_,
+        WSTOPSIG(status), status >> 16));
+  }
+  CRLIB_ASSIGN_OR_RETURN(ArchRegs after, GetRegs());
+  return arch_.SyscallResult(after);
+}
+
+absl::StatusOr<int64_t> Tracee::CheckedSyscall(const char* what, long nr,
+                                               std::array<uint64_t, 6> args) {
+  CRLIB_ASSIGN_OR_RETURN(int64_t r, Syscall(nr, args));
+  if (r < 0 && r > -4096) {
+    return ErrnoError(static_cast<int>(-r), absl::StrFormat("%s in pid %d", what, tid_));
+  }
+  return r;
+}
+
+absl::Status Tracee::Detach(int signal) {
+  if (!attached_) return absl::OkStatus();
+  if (ptrace(PTRACE_DETACH, tid_, 0, signal) != 0) return Errno("ptrace(DETACH) of %d", tid_);
+  attached_ = false;
+  return absl::OkStatus();
+}
+
+void Tracee::Kill() {
+  kill(tid_, SIGKILL);
+  if (our_child_) {
+    int status;
+    while (waitpid(tid_, &status, __WALL) < 0 && errno == EINTR) {
+    }
+  }
+  attached_ = false;
+}
+
+}  // namespace crlib
