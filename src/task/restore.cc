@@ -77,6 +77,24 @@ absl::StatusOr<uint64_t> NonDefaultSignals(pid_t pid) {
   return mask;
 }
 
+// Hard limits above our own need CAP_SYS_RESOURCE; find out now, not after
+// the child exists.
+absl::Status CheckRlimits(const ProcessImage& image) {
+  for (const Rlimit& r : image.rlimits.limits) {
+    rlimit64 ours;
+    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), nullptr, &ours) != 0) continue;
+    if (r.max <= ours.rlim_max) continue;
+    rlimit64 probe = ours;  // raising our own hard limit is the same check
+    probe.rlim_max = r.max;
+    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), &probe, nullptr) != 0) {
+      return Errno("rlimit %d: the image's hard limit %d is above ours (%d) and cannot be raised",
+                   r.resource, r.max, ours.rlim_max);
+    }
+    prlimit64(0, static_cast<__rlimit_resource>(r.resource), &ours, nullptr);
+  }
+  return absl::OkStatus();
+}
+
 // Every step after the child exists; `t` is killed by the caller on error.
 absl::Status BuildProcess(Context* ctx, Tracee* t, const ProcessImage& image,
                           const OpenedFiles& files, const std::string& image_path,
@@ -284,6 +302,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
     return absl::FailedPreconditionError(absl::StrFormat("pid %d is in use by another process", pid));
   }
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
+  CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});

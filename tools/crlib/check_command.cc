@@ -79,7 +79,10 @@ absl::StatusOr<int> CheckCommand(const Args& args) {
   std::vector<Probe> probes;
   probes.push_back(ProbePtrace());
   probes.push_back({"clone3 with set_tid (CAP_SYS_ADMIN)", true, HasCapability(21), ""});
-  probes.push_back({"CAP_SYS_RESOURCE (PR_SET_MM_MAP, raising rlimits)", true, HasCapability(24), ""});
+  probes.push_back({"CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (PR_SET_MM_MAP with an exe file)", true,
+                    HasCapability(40) || HasCapability(21), ""});
+  probes.push_back({"CAP_SYS_RESOURCE (restoring rlimits above the restorer's own)", false,
+                    HasCapability(24), ""});
   {
     unsigned int size = 0;
     bool ok = prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size, 0, 0) == 0;
