@@ -78,5 +78,36 @@ TEST(CliTest, MissingFileAndBadUsage) {
   EXPECT_THAT(r.err, StartsWith("crlib: error: unknown command 'frobnicate'"));
 }
 
+TEST(CliTest, CheckProbesThisMachine) {
+  CliResult r = Crlib("check");
+  // CI runs as root on our kernel: everything crlib needs must be there.
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("ok       ptrace seize, remote system calls"));
+  EXPECT_THAT(r.out, HasSubstr("crlib can checkpoint and restore on this machine"));
+}
+
+TEST(CliTest, DemoShowsTheProcessContinuing) {
+  CliResult r = Crlib("demo");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // The counter goes on after the restore from where it stopped.
+  size_t restored = r.out.find("it continues:");
+  ASSERT_NE(restored, std::string::npos) << r.out;
+  size_t before = r.out.rfind("counter = ", restored);
+  size_t after = r.out.find("counter = ", restored);
+  ASSERT_NE(before, std::string::npos) << r.out;
+  ASSERT_NE(after, std::string::npos) << r.out;
+  int last = std::stoi(r.out.substr(before + 10));
+  int next = std::stoi(r.out.substr(after + 10));
+  EXPECT_EQ(next, last + 1) << r.out;
+}
+
+TEST(CliTest, DumpOfMissingPidIsOneLineError) {
+  CliResult r = Crlib("dump --pid 999999999 --image " + ::testing::TempDir() + "/none.img");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.err, "crlib: error: no process with pid 999999999\n");
+  r = Crlib("dump --pid 12 --image");
+  EXPECT_THAT(r.err, StartsWith("crlib: error: --image needs a value"));
+}
+
 }  // namespace
 }  // namespace crlib
