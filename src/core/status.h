@@ -15,7 +15,8 @@ namespace crlib {
 
 // A status for a failed system call. `what` names the call and its
 // arguments, e.g. "ptrace(GETREGSET) on tid 4242"; the errno text is
-// appended: "ptrace(GETREGSET) on tid 4242: No such process".
+// appended: "ptrace(GETREGSET) on tid 4242: No such process". Never OK:
+// errno 0 becomes an Internal error.
 absl::Status ErrnoError(int error_number, absl::string_view what);
 
 // Same, formatting `what` and reading errno before anything can clobber it.

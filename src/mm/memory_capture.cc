@@ -63,23 +63,30 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
 
 namespace {
 
-// Which pages of a VMA restore cannot rebuild without the image.
-bool PageNeeded(VmaKind kind, bool shared, uint64_t pagemap) {
+// Whether a VMA can hold pages restore cannot rebuild without the image:
+// not the special mappings, and not shared file mappings, whose data
+// lives in the file.
+bool MayHoldPages(VmaKind kind, bool shared) {
   switch (kind) {
     case VmaKind::kAnonymous:
     case VmaKind::kHeap:
     case VmaKind::kStack:
-      return pagemap & (sys::kPagemapPresent | sys::kPagemapSwapped);
+      return true;
     case VmaKind::kFile:
-      // A private file page differs from the file once it was copied on
-      // write: then it is anonymous (present without the file bit) or
-      // swapped. Shared mappings live in the file itself.
-      if (shared) return false;
-      return (pagemap & sys::kPagemapSwapped) ||
-             ((pagemap & sys::kPagemapPresent) && !(pagemap & sys::kPagemapFileOrShared));
+      return !shared;
     default:
       return false;
   }
+}
+
+// Which pages of such a VMA the image needs, by their pagemap entry.
+bool PageNeeded(VmaKind kind, bool shared, uint64_t pagemap) {
+  if (!MayHoldPages(kind, shared)) return false;
+  if (kind != VmaKind::kFile) return pagemap & (sys::kPagemapPresent | sys::kPagemapSwapped);
+  // A private file page differs from the file once it was copied on
+  // write: then it is anonymous (present without the file bit) or swapped.
+  return (pagemap & sys::kPagemapSwapped) ||
+         ((pagemap & sys::kPagemapPresent) && !(pagemap & sys::kPagemapFileOrShared));
 }
 
 absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
@@ -92,14 +99,23 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
   std::vector<uint64_t> entries;
   absl::Status st;
   for (const VmaInfo& v : vmas) {
+    // Only VMAs that can hold pages the image needs are looked at; the
+    // special mappings ([vsyscall] lies outside the address space that
+    // pagemap covers) and shared file mappings never do.
+    if (!MayHoldPages(v.kind, v.map.shared)) continue;
     const uint64_t total = (v.map.end - v.map.start) / page;
     for (uint64_t first = 0; first < total && st.ok();) {
       const uint64_t count = std::min<uint64_t>(total - first, 65536);
       entries.resize(count);
       const uint64_t base = v.map.start + first * page;
       ssize_t n = pread(pagemap, entries.data(), count * 8, static_cast<off_t>(base / page * 8));
-      if (n != static_cast<ssize_t>(count * 8)) {
+      if (n < 0) {
         st = Errno("read of %s at 0x%x", path, base);
+        break;
+      }
+      if (n != static_cast<ssize_t>(count * 8)) {
+        st = absl::InternalError(absl::StrFormat("read of %s at 0x%x: %d of %d bytes", path, base,
+                                                 n, count * 8));
         break;
       }
       for (uint64_t i = 0; i < count && st.ok();) {

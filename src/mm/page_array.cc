@@ -52,7 +52,7 @@ absl::StatusOr<absl::Span<uint8_t>> PageArray::Reserve(uint64_t address, size_t 
   if (pages == 0) return absl::InvalidArgumentError("PageArray::Reserve of 0 pages");
   if (buffer_ == nullptr) {
     void* p = mmap(nullptr, capacity_ * page_size_, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);  // one fault pass, not one per page
     if (p == MAP_FAILED) return Errno("mmap of a %d-byte page batch", capacity_ * page_size_);
     buffer_ = static_cast<uint8_t*>(p);
   }

@@ -25,5 +25,20 @@ TEST(Crc32cTest, ExtendsAcrossCalls) {
   }
 }
 
+TEST(Crc32cTest, LargeInputsMatchTheBytewiseDefinition) {
+  // Long enough for the three-chain path, with a ragged tail.
+  std::string data(3 * 8192 * 3 + 12345, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 + (i >> 9));
+  uint32_t expected = 0xffffffff;
+  for (unsigned char c : data) {
+    expected ^= c;
+    for (int k = 0; k < 8; ++k) expected = (expected & 1) ? (expected >> 1) ^ 0x82f63b78 : expected >> 1;
+  }
+  expected = ~expected;
+  EXPECT_EQ(Crc32c(0, data.data(), data.size()), expected);
+  uint32_t split = Crc32c(0, data.data(), 1000);
+  EXPECT_EQ(Crc32c(split, data.data() + 1000, data.size() - 1000), expected);
+}
+
 }  // namespace
 }  // namespace crlib
