@@ -1,0 +1,543 @@
+// Checkpoint and restore of one process holding 64 MiB .. 1 GiB of anonymous
+// memory, next to floors measured in the same run: writing the image's size
+// to a new /dev/shm file (dump), and filling fresh anonymous memory with the
+// data (restore: memcpy into plain mmap memory, into MAP_POPULATE memory,
+// and read() from /dev/shm). A summary with the ratios is printed at the end.
+//
+// Run as root. Every benchmark uses manual timing: only the library call
+// (or the floor's copy) is timed, not the child's set-up or teardown.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "benchmark/benchmark.h"
+#include "core/context.h"
+#include "task/checkpoint.h"
+#include "task/restore.h"
+
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+constexpr size_t kPage = 4096;
+constexpr size_t kChunk = 4 * kMiB;
+// The child's data lives here, so the parent can check a restored process.
+constexpr uintptr_t kDataAddress = 0x600000000000;
+
+// Mean figures per size in MiB, for the summary.
+struct Figures {
+  double dump_ms = 0, frozen_ms = 0, lib_dump_ms = 0;
+  double restore_ms = 0, lib_restore_ms = 0;
+  double image_bytes = 0, pages_stored = 0, pages_zero = 0;
+  double floor_write_ms = 0, floor_write_bytes = 0;
+  double floor_copy_ms = 0, floor_read_ms = 0, floor_populate_ms = 0;
+  // The same, in CPU ms of this thread.
+  double dump_cpu = 0, restore_cpu = 0, floor_write_cpu = 0, floor_copy_cpu = 0;
+  double floor_populate_cpu = 0, floor_read_cpu = 0;
+};
+std::map<int64_t, Figures> g_figures;
+
+// CPU time of this thread: nearly all the work of a dump or restore (ptrace,
+// /proc/PID/mem, the image I/O) and of the floors runs here, and unlike wall
+// time it does not grow when other jobs compete for the two CPUs.
+double CpuMs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A different, non-zero pattern on every page: a page header (its index)
+// followed by words mixed from page and word index, plus a text-like run.
+void FillPage(uint8_t* page, uint64_t index) {
+  auto* w = reinterpret_cast<uint64_t*>(page);
+  w[0] = index + 1;
+  uint64_t x = (index + 1) * 0x9E3779B97F4A7C15ull;
+  for (size_t j = 1; j < kPage / 8; ++j) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    w[j] = (j % 64 < 16) ? 0x2020656761702061ull + j  // "a page  " + j: text-like
+                         : x;
+  }
+}
+
+void Fill(uint8_t* p, size_t bytes) {
+  for (size_t off = 0; off < bytes; off += kPage) FillPage(p + off, off / kPage);
+}
+
+bool CheckPage(const uint8_t* page, uint64_t index) {
+  alignas(8) uint8_t want[kPage];
+  FillPage(want, index);
+  return memcmp(page, want, kPage) == 0;
+}
+
+char ProcState(pid_t pid) {
+  std::ifstream f(absl::StrFormat("/proc/%d/stat", pid));
+  std::string line;
+  std::getline(f, line);
+  size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() ? '?' : line[paren + 2];
+}
+
+// Forks a child that maps `bytes` at kDataAddress, fills it, keeps only
+// fd 0-2 (all /dev/null) and sleeps in pause(). Returns once it sleeps.
+absl::StatusOr<pid_t> SpawnChild(size_t bytes) {
+  const pid_t parent = getpid();
+  fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    void* p = mmap(reinterpret_cast<void*>(kDataAddress), bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED) _exit(101);
+    Fill(static_cast<uint8_t*>(p), bytes);
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0) _exit(102);
+    for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
+    syscall(SYS_close_range, 3, ~0u, 0);
+    kill(parent, SIGUSR2);  // ready
+    for (;;) pause();
+  }
+  // SIGUSR2 is blocked in main(), so it waits here as pending.
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  for (;;) {
+    timespec timeout{120, 0};
+    siginfo_t si;
+    int sig = sigtimedwait(&usr2, &si, &timeout);
+    if (sig == SIGUSR2 && si.si_pid == pid) break;
+    if (sig < 0 && errno == EINTR) continue;
+    if (sig == SIGUSR2) continue;  // a stale one
+    int status = 0;
+    pid_t w = waitpid(pid, &status, WNOHANG);
+    kill(pid, SIGKILL);
+    if (w == 0) waitpid(pid, &status, 0);
+    return absl::DeadlineExceededError(
+        absl::StrFormat("child %d not ready (status 0x%x)", pid, status));
+  }
+  // Until it sleeps in pause().
+  while (ProcState(pid) != 'S') usleep(200);
+  return pid;
+}
+
+void KillAndReap(pid_t pid) {
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+}
+
+std::string ImagePath() { return absl::StrFormat("/dev/shm/crlib-bench-%d.img", getpid()); }
+
+// Dumps a fresh child to `image`; the child is killed and reaped.
+absl::Status DumpChild(size_t bytes, const std::string& image, crlib::Context* ctx,
+                       double* ms, double* cpu_ms) {
+  absl::StatusOr<pid_t> child = SpawnChild(bytes);
+  if (!child.ok()) return child.status();
+  double t0 = NowMs(), c0 = CpuMs();
+  absl::Status st = crlib::CheckpointProcess(ctx, *child, image, {});
+  double t1 = NowMs(), c1 = CpuMs();
+  if (!st.ok()) {
+    KillAndReap(*child);
+    return st;
+  }
+  int status = 0;
+  waitpid(*child, &status, 0);
+  *ms = t1 - t0;
+  *cpu_ms = c1 - c0;
+  return absl::OkStatus();
+}
+
+void Fail(benchmark::State& state, const std::string& what, const absl::Status& st) {
+  std::string msg = what + ": " + st.ToString();
+  fprintf(stderr, "ERROR %s\n", msg.c_str());
+  state.SkipWithError(msg.c_str());
+}
+
+void BM_Dump(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const std::string image = ImagePath();
+  double sum_ms = 0, sum_cpu = 0, sum_lib = 0, sum_frozen = 0;
+  crlib::Stats last;
+  for (auto _ : state) {
+    crlib::Context ctx;
+    double ms = 0, cpu_ms = 0;
+    absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
+    if (!st.ok()) {
+      Fail(state, "CheckpointProcess", st);
+      break;
+    }
+    state.SetIterationTime(ms / 1e3);
+    last = ctx.stats();
+    sum_ms += ms;
+    sum_cpu += cpu_ms;
+    sum_lib += last.total_ns / 1e6;
+    sum_frozen += last.frozen_ns / 1e6;
+    unlink(image.c_str());
+  }
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["dump_ms"] = sum_lib / n;  // ctx.stats().total_ns
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.counters["frozen_ms"] = sum_frozen / n;
+  state.counters["image_MiB"] = last.bytes / double(kMiB);
+  state.counters["pages_stored"] = last.pages_stored;
+  state.counters["pages_zero"] = last.pages_zero;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  Figures& f = g_figures[state.range(0)];
+  f.dump_ms = sum_ms / n;
+  f.dump_cpu = sum_cpu / n;
+  f.lib_dump_ms = sum_lib / n;
+  f.frozen_ms = sum_frozen / n;
+  f.image_bytes = last.bytes;
+  f.pages_stored = last.pages_stored;
+  f.pages_zero = last.pages_zero;
+}
+
+// VmRSS of `pid` in KiB, -1 if unknown.
+long RssKiB(pid_t pid) {
+  std::ifstream f(absl::StrFormat("/proc/%d/status", pid));
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+// Reads a few pages of the restored process's data and compares them.
+absl::Status CheckRestored(pid_t pid, size_t bytes) {
+  if (ProcState(pid) == 'Z' || kill(pid, 0) != 0)
+    return absl::InternalError(absl::StrFormat("restored pid %d is not running", pid));
+  int fd = open(absl::StrFormat("/proc/%d/mem", pid).c_str(), O_RDONLY);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "open /proc/PID/mem");
+  const size_t pages = bytes / kPage;
+  alignas(8) uint8_t buf[kPage];
+  absl::Status result;
+  for (size_t i = 0; i <= pages; i += 997) {
+    size_t index = i < pages ? i : pages - 1;  // the last page too
+    if (pread(fd, buf, kPage, kDataAddress + index * kPage) != static_cast<ssize_t>(kPage) ||
+        !CheckPage(buf, index)) {
+      result = absl::DataLossError(absl::StrFormat("restored page %zu differs", index));
+      break;
+    }
+    if (i < pages && i + 997 > pages) i = pages - 997;  // next: i == pages
+  }
+  close(fd);
+  return result;
+}
+
+void BM_Restore(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const std::string image = ImagePath();
+  {
+    crlib::Context ctx;
+    double ms, cpu_ms;
+    absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
+    if (!st.ok()) {
+      Fail(state, "CheckpointProcess (restore set-up)", st);
+      for (auto _ : state) {
+      }
+      return;
+    }
+  }
+  double sum_ms = 0, sum_cpu = 0, sum_lib = 0;
+  bool checked = false;
+  for (auto _ : state) {
+    crlib::Context ctx;
+    double t0 = NowMs(), c0 = CpuMs();
+    absl::StatusOr<pid_t> pid = crlib::RestoreProcess(&ctx, image);
+    double t1 = NowMs(), c1 = CpuMs();
+    if (!pid.ok()) {
+      Fail(state, "RestoreProcess", pid.status());
+      break;
+    }
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_ms += t1 - t0;
+    sum_cpu += c1 - c0;
+    sum_lib += ctx.stats().total_ns / 1e6;
+    if (!checked) {
+      // Resident right after the call: restore writes every page (pwrite to
+      // /proc/PID/mem), nothing is left to fault in lazily.
+      state.counters["rss_MiB"] = RssKiB(*pid) / 1024.0;
+      absl::Status st = CheckRestored(*pid, bytes);
+      checked = true;
+      if (!st.ok()) {
+        KillAndReap(*pid);
+        Fail(state, "restored process check", st);
+        break;
+      }
+    }
+    KillAndReap(*pid);
+  }
+  unlink(image.c_str());
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["restore_ms"] = sum_lib / n;  // ctx.stats().total_ns
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  Figures& f = g_figures[state.range(0)];
+  f.restore_ms = sum_ms / n;
+  f.restore_cpu = sum_cpu / n;
+  f.lib_restore_ms = sum_lib / n;
+}
+
+uint8_t* MapFilled(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  Fill(static_cast<uint8_t*>(p), bytes);
+  return static_cast<uint8_t*>(p);
+}
+
+// Writes `bytes` of `chunk` (kChunk long) to a new file; false on error.
+bool WriteFile(const std::string& path, const uint8_t* chunk, size_t bytes) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  for (size_t done = 0; done < bytes;) {
+    size_t n = std::min(kChunk, bytes - done);
+    ssize_t w = write(fd, chunk, n);
+    if (w <= 0) {
+      close(fd);
+      return false;
+    }
+    done += w;
+  }
+  return close(fd) == 0;
+}
+
+// Dump floor: the image's size (or the memory size if BM_Dump did not run)
+// written to a new /dev/shm file in 4 MiB chunks. unlink is not timed (nor
+// is the image's removal in BM_Dump).
+void BM_FloorShmWrite(benchmark::State& state) {
+  const Figures& dumped = g_figures[state.range(0)];
+  const size_t bytes = dumped.image_bytes > 0 ? static_cast<size_t>(dumped.image_bytes)
+                                              : state.range(0) * kMiB;
+  const std::string path = ImagePath() + ".floor";
+  uint8_t* chunk = MapFilled(kChunk);
+  double sum_ms = 0, sum_cpu = 0;
+  for (auto _ : state) {
+    double t0 = NowMs(), c0 = CpuMs();
+    bool ok = WriteFile(path, chunk, bytes);
+    double t1 = NowMs(), c1 = CpuMs();
+    if (!ok) {
+      Fail(state, "write " + path, absl::ErrnoToStatus(errno, "write"));
+      break;
+    }
+    unlink(path.c_str());
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_ms += t1 - t0;
+    sum_cpu += c1 - c0;
+  }
+  munmap(chunk, kChunk);
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["write_ms"] = sum_ms / n;
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.counters["file_MiB"] = bytes / double(kMiB);
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  Figures& f = g_figures[state.range(0)];
+  f.floor_write_ms = sum_ms / n;
+  f.floor_write_cpu = sum_cpu / n;
+  f.floor_write_bytes = bytes;
+}
+
+// Restore floor: mmap fresh anonymous memory and memcpy the data into it.
+// The munmap afterwards is not timed (nor is the restored process's exit).
+void BM_FloorFreshCopy(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  uint8_t* src = MapFilled(bytes);
+  double sum_ms = 0, sum_cpu = 0;
+  for (auto _ : state) {
+    double t0 = NowMs(), c0 = CpuMs();
+    void* dst = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (dst == MAP_FAILED) {
+      Fail(state, "mmap", absl::ErrnoToStatus(errno, "mmap"));
+      break;
+    }
+    memcpy(dst, src, bytes);
+    benchmark::ClobberMemory();
+    double t1 = NowMs(), c1 = CpuMs();
+    munmap(dst, bytes);
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_ms += t1 - t0;
+    sum_cpu += c1 - c0;
+  }
+  munmap(src, bytes);
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["copy_ms"] = sum_ms / n;
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  g_figures[state.range(0)].floor_copy_ms = sum_ms / n;
+  g_figures[state.range(0)].floor_copy_cpu = sum_cpu / n;
+}
+
+// Restore floor without user-mode page faults: MAP_POPULATE allocates the
+// pages in the kernel (as restore's pwrite to /proc/PID/mem does), then
+// memcpy. On a machine where a user page fault is expensive (here about
+// 3 s per GiB) this, not BM_FloorFreshCopy, is what restore competes with.
+void BM_FloorPopulateCopy(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  uint8_t* src = MapFilled(bytes);
+  double sum_ms = 0, sum_cpu = 0;
+  for (auto _ : state) {
+    double t0 = NowMs(), c0 = CpuMs();
+    void* dst = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (dst == MAP_FAILED) {
+      Fail(state, "mmap", absl::ErrnoToStatus(errno, "mmap"));
+      break;
+    }
+    memcpy(dst, src, bytes);
+    benchmark::ClobberMemory();
+    double t1 = NowMs(), c1 = CpuMs();
+    munmap(dst, bytes);
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_ms += t1 - t0;
+    sum_cpu += c1 - c0;
+  }
+  munmap(src, bytes);
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["copy_ms"] = sum_ms / n;
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  g_figures[state.range(0)].floor_populate_ms = sum_ms / n;
+  g_figures[state.range(0)].floor_populate_cpu = sum_cpu / n;
+}
+
+// A second restore floor, closer to what a restore does: read the bytes
+// from a /dev/shm file into fresh anonymous memory (4 MiB reads).
+void BM_FloorShmReadFresh(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const std::string path = ImagePath() + ".floor";
+  uint8_t* chunk = MapFilled(kChunk);
+  bool ok = WriteFile(path, chunk, bytes);
+  munmap(chunk, kChunk);
+  if (!ok) {
+    Fail(state, "write " + path, absl::ErrnoToStatus(errno, "write"));
+    for (auto _ : state) {
+    }
+    return;
+  }
+  double sum_ms = 0, sum_cpu = 0;
+  for (auto _ : state) {
+    double t0 = NowMs(), c0 = CpuMs();
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    auto* dst = static_cast<uint8_t*>(
+        mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    size_t done = 0;
+    while (fd >= 0 && dst != MAP_FAILED && done < bytes) {
+      ssize_t r = read(fd, dst + done, std::min(kChunk, bytes - done));
+      if (r <= 0) break;
+      done += r;
+    }
+    benchmark::ClobberMemory();
+    double t1 = NowMs(), c1 = CpuMs();
+    if (fd >= 0) close(fd);
+    if (dst != MAP_FAILED) munmap(dst, bytes);
+    if (done != bytes) {
+      Fail(state, "read " + path, absl::ErrnoToStatus(errno, "read"));
+      break;
+    }
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_ms += t1 - t0;
+    sum_cpu += c1 - c0;
+  }
+  unlink(path.c_str());
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["read_ms"] = sum_ms / n;
+  state.counters["cpu_ms"] = sum_cpu / n;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  g_figures[state.range(0)].floor_read_ms = sum_ms / n;
+  g_figures[state.range(0)].floor_read_cpu = sum_cpu / n;
+}
+
+// Few iterations: each dump needs a fresh child (about 3 s to fault in and
+// fill 1 GiB on a small machine).
+BENCHMARK(BM_Dump)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Restore)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FloorShmWrite)->Arg(64)->Arg(256)->Arg(1024)->Iterations(5)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FloorFreshCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FloorPopulateCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FloorShmReadFresh)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+void PrintSummary() {
+  if (g_figures.empty()) return;
+  auto ratio = [](double a, double b) { return a > 0 && b > 0 ? a / b : 0.0; };
+  printf("\nSummary: means in ms of wall time around the call (crlib's own total_ns in "
+         "brackets); ratio = crlib / floor\n");
+  printf("%5s | %14s %8s %9s %9s %6s | %14s %9s %6s %9s %6s %9s %6s\n", "MiB", "dump [lib]",
+         "frozen", "image_MiB", "shm_write", "ratio", "restore [lib]", "freshcopy", "ratio",
+         "populate", "ratio", "shm_read", "ratio");
+  for (const auto& [mib, f] : g_figures) {
+    printf("%5" PRId64 " | %6.1f [%5.1f] %8.1f %9.2f %9.1f %6.2f | %6.1f [%5.1f] %9.1f %6.2f "
+           "%9.1f %6.2f %9.1f %6.2f\n",
+           mib, f.dump_ms, f.lib_dump_ms, f.frozen_ms, f.image_bytes / kMiB, f.floor_write_ms,
+           ratio(f.dump_ms, f.floor_write_ms), f.restore_ms, f.lib_restore_ms, f.floor_copy_ms,
+           ratio(f.restore_ms, f.floor_copy_ms), f.floor_populate_ms,
+           ratio(f.restore_ms, f.floor_populate_ms), f.floor_read_ms,
+           ratio(f.restore_ms, f.floor_read_ms));
+  }
+  printf("\nThe same in CPU ms of the calling thread (robust against other load)\n");
+  printf("%5s | %8s %9s %6s | %8s %9s %6s %9s %6s %9s %6s\n", "MiB", "dump", "shm_write",
+         "ratio", "restore", "freshcopy", "ratio", "populate", "ratio", "shm_read", "ratio");
+  for (const auto& [mib, f] : g_figures) {
+    printf("%5" PRId64 " | %8.1f %9.1f %6.2f | %8.1f %9.1f %6.2f %9.1f %6.2f %9.1f %6.2f\n", mib,
+           f.dump_cpu, f.floor_write_cpu, ratio(f.dump_cpu, f.floor_write_cpu), f.restore_cpu,
+           f.floor_copy_cpu, ratio(f.restore_cpu, f.floor_copy_cpu), f.floor_populate_cpu,
+           ratio(f.restore_cpu, f.floor_populate_cpu), f.floor_read_cpu,
+           ratio(f.restore_cpu, f.floor_read_cpu));
+  }
+  printf("\n");
+  for (const auto& [mib, f] : g_figures) {
+    printf("%5" PRId64 " MiB: image %.0f bytes, %.0f pages stored, %.0f zero pages; "
+           "shm_write floor wrote %.0f bytes\n",
+           mib, f.image_bytes, f.pages_stored, f.pages_zero, f.floor_write_bytes);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Children announce readiness with SIGUSR2, collected by sigtimedwait.
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &usr2, nullptr);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  PrintSummary();
+  return 0;
+}
