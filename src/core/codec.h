@@ -122,7 +122,9 @@ class Decoder {
     uint64_t n;
     if (!Count(name, sizeof(T), &n)) return;
     values.resize(n);
-    memcpy(values.data(), data_.data() + pos_, n * sizeof(T));
+    // An empty vector's data() may be null, which memcpy must not get even
+    // for 0 bytes.
+    if (n > 0) memcpy(values.data(), data_.data() + pos_, n * sizeof(T));
     pos_ += n * sizeof(T);
     Align(8, name);
   }

@@ -9,6 +9,9 @@
 namespace crlib {
 namespace {
 
+// Payloads are read in pieces of at most this size (see Next()).
+constexpr uint64_t kPayloadChunk = 1 << 20;
+
 bool AllZero(const uint8_t* p, size_t n) {
   return std::all_of(p, p + n, [](uint8_t b) { return b == 0; });
 }
@@ -157,8 +160,22 @@ absl::StatusOr<const Record*> ImageReader::Next() {
     const uint64_t bulk_total = h.bulk_length ? h.bulk_pad + AlignUp(h.bulk_length, 8) : 0;
     if (h.bulk_length == 0 && h.bulk_pad != 0) return Fail(where + ": bulk pad without bulk");
     CRLIB_RETURN_IF_ERROR(CheckFits(padded + bulk_total, "record payload and bulk"));
-    r.payload.resize(padded);
-    CRLIB_RETURN_IF_ERROR(ReadExact(r.payload.data(), padded, "record payload"));
+    // A source that does not know its size (a pipe) could not check the
+    // length above: grow the buffer with the bytes that actually arrive, so
+    // a forged length costs no more memory than the stream holds.
+    r.payload.clear();
+    while (r.payload.size() < padded) {
+      const size_t at = r.payload.size();
+      r.payload.resize(at + std::min<uint64_t>(padded - at, kPayloadChunk));
+      CRLIB_ASSIGN_OR_RETURN(size_t got,
+                             source_->Read(r.payload.data() + at, r.payload.size() - at));
+      offset_ += got;
+      if (at + got < r.payload.size()) {
+        return Fail(absl::StrFormat(
+            "image truncated: record payload at offset %d needs %d bytes, only %d left",
+            r.offset + sizeof(RecordHeader), padded, at + got));
+      }
+    }
     if (!AllZero(r.payload.data() + h.length, padded - h.length)) {
       return Fail(where + ": non-zero payload padding");
     }

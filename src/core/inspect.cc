@@ -108,6 +108,9 @@ struct Node {
   std::vector<size_t> children;
   std::vector<PageRun> runs;  // for kPages
   uint64_t vma_start = 0, vma_end = 0;  // for kVma
+  // Its parent was defined by a skippable record of a type this crlib does
+  // not know; the reader passed over that record, so this one is a root.
+  bool parent_skipped = false;
 };
 
 // Decodes `record` as whichever known type it is and renders it.
@@ -162,9 +165,14 @@ absl::StatusOr<Tree> ReadTree(ByteSource* source) {
     CRLIB_RETURN_IF_ERROR(Render(*reader, *record, &node));
     size_t id = tree.nodes.size();
     if (node.header.self) owner[node.header.self] = id;
-    if (node.header.parent) {
-      tree.nodes[owner.at(node.header.parent)].children.push_back(id);  // reader checked it
+    // The reader checked that an earlier record defines the parent, but
+    // that record may be one of an unknown, skippable type, which Next()
+    // never returned: such a record is shown at the top level.
+    auto parent = node.header.parent ? owner.find(node.header.parent) : owner.end();
+    if (parent != owner.end()) {
+      tree.nodes[parent->second].children.push_back(id);
     } else {
+      node.parent_skipped = node.header.parent != 0;
       tree.roots.push_back(id);
     }
     tree.nodes.push_back(std::move(node));
@@ -204,34 +212,71 @@ void AppendVmaPages(const Tree& tree, const std::vector<const PageRun*>& runs, u
   for (const std::string& l : lines) out->append(l);
 }
 
-void AppendText(const Tree& tree, const std::vector<const PageRun*>& runs, size_t id, int depth,
-                std::string* out) {
-  const Node& n = tree.nodes[id];
-  std::string indent(2 * depth, ' ');
-  absl::StrAppend(out, indent, n.text);
-  if (n.header.self) absl::StrAppend(out, " #", n.header.self);
-  if (n.children.empty()) {
-    absl::StrAppend(out, "  (", HumanSize(n.bytes), ")\n");
-  } else {
-    absl::StrAppend(out, "  (", HumanSize(n.subtree), " with ", n.children.size(), " children)\n");
-  }
-  if (n.header.type == static_cast<uint32_t>(RecordType::kVma)) {
-    AppendVmaPages(tree, runs, n.vma_start, n.vma_end, indent + "  ", out);
-  }
-  for (size_t c : n.children) AppendText(tree, runs, c, depth + 1, out);
+// Text indentation: two spaces per generation, up to kMaxIndentLevels.
+// Records nested deeper (only a forged image nests that deep) keep that
+// indentation and name their depth, so the text stays linear in the image.
+constexpr size_t kMaxIndentLevels = 32;
+
+std::string Indent(size_t depth) {
+  if (depth <= kMaxIndentLevels) return std::string(2 * depth, ' ');
+  return absl::StrCat(std::string(2 * kMaxIndentLevels, ' '), "[depth ", depth, "] ");
 }
 
-std::string AppendJson(const Tree& tree, size_t id) {
-  const Node& n = tree.nodes[id];
-  std::vector<std::string> children;
-  for (size_t c : n.children) children.push_back(AppendJson(tree, c));
-  const char* name = RecordTypeName(n.header.type);
-  return absl::StrFormat(
-      "{\"type\":%s,\"type_id\":%d,\"index\":%d,\"self\":%d,\"parent\":%d,\"bytes\":%d,"
-      "\"bulk_bytes\":%d,\"subtree_bytes\":%d,\"fields\":%s,\"children\":[%s]}",
-      JsonString(name ? name : "unknown"), n.header.type, n.index, n.header.self,
-      n.header.parent, n.bytes, n.header.bulk_length, n.subtree, n.json,
-      absl::StrJoin(children, ","));
+// The tree under `root`, one line per record. Iterative: an image may nest
+// records as deep as it has records, too deep for recursion on the stack.
+void AppendText(const Tree& tree, const std::vector<const PageRun*>& runs, size_t root,
+                std::string* out) {
+  std::vector<std::pair<size_t, size_t>> stack = {{root, 0}};  // node, depth
+  while (!stack.empty()) {
+    const auto [id, depth] = stack.back();
+    stack.pop_back();
+    const Node& n = tree.nodes[id];
+    absl::StrAppend(out, Indent(depth), n.text);
+    if (n.header.self) absl::StrAppend(out, " #", n.header.self);
+    if (n.parent_skipped) {
+      absl::StrAppend(out, " (parent #", n.header.parent, " is a record of a type this crlib skips)");
+    }
+    if (n.children.empty()) {
+      absl::StrAppend(out, "  (", HumanSize(n.bytes), ")\n");
+    } else {
+      absl::StrAppend(out, "  (", HumanSize(n.subtree), " with ", n.children.size(),
+                      " children)\n");
+    }
+    if (n.header.type == static_cast<uint32_t>(RecordType::kVma)) {
+      AppendVmaPages(tree, runs, n.vma_start, n.vma_end, Indent(depth + 1), out);
+    }
+    for (auto c = n.children.rbegin(); c != n.children.rend(); ++c) stack.push_back({*c, depth + 1});
+  }
+}
+
+// The JSON object of `root` and its descendants. Iterative, like AppendText;
+// each object is written once, straight into `out`.
+void AppendJson(const Tree& tree, size_t root, std::string* out) {
+  auto open = [&](size_t id) {
+    const Node& n = tree.nodes[id];
+    const char* name = RecordTypeName(n.header.type);
+    absl::StrAppendFormat(
+        out,
+        "{\"type\":%s,\"type_id\":%d,\"index\":%d,\"self\":%d,\"parent\":%d,\"bytes\":%d,"
+        "\"bulk_bytes\":%d,\"subtree_bytes\":%d,\"fields\":%s,\"children\":[",
+        JsonString(name ? name : "unknown"), n.header.type, n.index, n.header.self,
+        n.header.parent, n.bytes, n.header.bulk_length, n.subtree, n.json);
+  };
+  std::vector<std::pair<size_t, size_t>> stack = {{root, 0}};  // node, next child
+  open(root);
+  while (!stack.empty()) {
+    auto& [id, next] = stack.back();
+    const std::vector<size_t>& children = tree.nodes[id].children;
+    if (next == children.size()) {
+      out->append("]}");
+      stack.pop_back();
+      continue;
+    }
+    if (next > 0) out->push_back(',');
+    const size_t child = children[next++];
+    open(child);
+    stack.push_back({child, 0});  // invalidates id and next
+  }
 }
 
 std::string HeaderFlags(uint32_t flags) {
@@ -250,8 +295,11 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
   std::string components = arch ? arch->DescribeComponents(info.xsave_features) : "";
   std::string result;
   if (options.json) {
-    std::vector<std::string> roots;
-    for (size_t r : tree.roots) roots.push_back(AppendJson(tree, r));
+    std::string records;
+    for (size_t r : tree.roots) {
+      if (!records.empty()) records.push_back(',');
+      AppendJson(tree, r, &records);
+    }
     result = absl::StrFormat(
         "{\"header\":{\"format_version\":%d,\"cpu_family\":%s,\"page_size\":%d,"
         "\"xsave_features\":%d,\"xsave_components\":%s,\"xsave_size\":%d,\"flags\":%d,"
@@ -261,8 +309,7 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
         info.format_version, JsonString(CpuFamilyName(info.cpu_family)), info.page_size,
         info.xsave_features, JsonString(components), info.xsave_size, info.flags,
         JsonString(HeaderFlags(info.flags)), JsonString(info.kernel_release), tree.image_bytes,
-        tree.end.record_count, tree.end.payload_bytes, tree.end.bulk_bytes,
-        absl::StrJoin(roots, ","));
+        tree.end.record_count, tree.end.payload_bytes, tree.end.bulk_bytes, records);
   } else {
     absl::StrAppendFormat(&result, "crlib image, %s\n", HumanSize(tree.image_bytes));
     absl::StrAppendFormat(&result, "  format version %d, cpu %s, page size %d, kernel %s\n",
@@ -280,7 +327,7 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
     }
     std::sort(runs.begin(), runs.end(),
               [](const PageRun* a, const PageRun* b) { return a->address < b->address; });
-    for (size_t r : tree.roots) AppendText(tree, runs, r, 0, &result);
+    for (size_t r : tree.roots) AppendText(tree, runs, r, &result);
   }
   out->append(result);
   return absl::OkStatus();
