@@ -45,50 +45,38 @@ PageArray::PageArray(Context* ctx, ObjectRef parent)
 }
 
 PageArray::~PageArray() {
-  if (buffer_) munmap(buffer_, capacity_ * page_size_);
+  (void)Wait();
+  for (Batch& b : batches_) {
+    if (b.buffer) munmap(b.buffer, capacity_ * page_size_);
+  }
 }
 
 absl::StatusOr<absl::Span<uint8_t>> PageArray::Reserve(uint64_t address, size_t pages) {
   if (pages == 0) return absl::InvalidArgumentError("PageArray::Reserve of 0 pages");
-  if (buffer_ == nullptr) {
+  if (batches_[current_].used == capacity_) CRLIB_RETURN_IF_ERROR(Submit());
+  Batch& b = batches_[current_];
+  if (b.buffer == nullptr) {
+    // Populated in one pass rather than one fault per page.
     void* p = mmap(nullptr, capacity_ * page_size_, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);  // one fault pass, not one per page
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) return Errno("mmap of a %d-byte page batch", capacity_ * page_size_);
-    buffer_ = static_cast<uint8_t*>(p);
+    b.buffer = static_cast<uint8_t*>(p);
   }
-  if (used_ == capacity_) CRLIB_RETURN_IF_ERROR(Flush());
   reserved_address_ = address;
-  reserved_pages_ = std::min(pages, capacity_ - used_);
-  return absl::MakeSpan(buffer_ + used_ * page_size_, reserved_pages_ * page_size_);
+  reserved_pages_ = std::min(pages, capacity_ - b.used);
+  return absl::MakeSpan(b.buffer + b.used * page_size_, reserved_pages_ * page_size_);
 }
 
 absl::Status PageArray::Commit(size_t pages) {
   if (pages > reserved_pages_) {
     return absl::InvalidArgumentError("PageArray::Commit of more pages than reserved");
   }
-  Stats& stats = ctx_->stats();
-  for (size_t i = 0; i < pages; ++i) {
-    uint8_t* page = buffer_ + (used_ + i) * page_size_;
-    uint64_t address = reserved_address_ + i * page_size_;
-    ++stats.pages_scanned;
-    if (IsZeroPage(page, page_size_)) {
-      ++stats.pages_zero;
-      continue;
-    }
-    if (!record_.runs.empty() &&
-        record_.runs.back().address + record_.runs.back().pages * page_size_ == address) {
-      ++record_.runs.back().pages;
-    } else {
-      record_.runs.push_back({address, 1});
-    }
-    if (!iov_.empty() && static_cast<uint8_t*>(iov_.back().iov_base) + iov_.back().iov_len == page) {
-      iov_.back().iov_len += page_size_;
-    } else {
-      iov_.push_back({page, page_size_});
-    }
-    ++record_.page_count;
+  if (pages > 0) {
+    Batch& b = batches_[current_];
+    b.segments.push_back({reserved_address_, pages});
+    b.used += pages;
+    ctx_->stats().pages_scanned += pages;
   }
-  used_ += pages;
   reserved_pages_ = 0;
   return absl::OkStatus();
 }
@@ -107,40 +95,81 @@ absl::Status PageArray::Add(uint64_t address, const void* data, size_t pages) {
   return absl::OkStatus();
 }
 
-absl::Status PageArray::Flush() {
-  if (record_.page_count > 0) {
-    Stats& stats = ctx_->stats();
-    absl::Status st;
-    if (compress_) {
-      compressed_.resize(ZSTD_compressBound(record_.page_count * page_size_));
-      ZSTD_outBuffer out{compressed_.data(), compressed_.size(), 0};
-      for (size_t i = 0; i < iov_.size(); ++i) {
-        ZSTD_inBuffer in{iov_[i].iov_base, iov_[i].iov_len, 0};
-        ZSTD_EndDirective mode = i + 1 == iov_.size() ? ZSTD_e_end : ZSTD_e_continue;
-        size_t left;
-        do {
-          left = ZSTD_compressStream2(zstd_->cctx, &out, &in, mode);
-          if (ZSTD_isError(left)) {
-            return absl::InternalError(
-                absl::StrFormat("zstd compression: %s", ZSTD_getErrorName(left)));
-          }
-        } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
-      }
-      iovec bulk{compressed_.data(), out.pos};
-      st = ctx_->writer()->Write(record_, 0, parent_, absl::MakeConstSpan(&bulk, 1));
-      stats.page_bytes_stored += out.pos;
-    } else {
-      st = ctx_->writer()->Write(record_, 0, parent_, iov_, /*align_bulk=*/true);
-      stats.page_bytes_stored += record_.page_count * page_size_;
-    }
-    CRLIB_RETURN_IF_ERROR(st);
-    stats.pages_stored += record_.page_count;
-    ++stats.records;
+absl::Status PageArray::Wait() {
+  if (!pending_.valid()) return absl::OkStatus();
+  return pending_.get();
+}
+
+absl::Status PageArray::Submit() {
+  // Writes go out in order: the previous batch must be done, which also
+  // frees its buffer for the next fill.
+  CRLIB_RETURN_IF_ERROR(Wait());
+  Batch* b = &batches_[current_];
+  if (b->used > 0) {
+    pending_ = std::async(std::launch::async, [this, b] { return WriteBatch(*b); });
+    current_ ^= 1;
   }
+  return absl::OkStatus();
+}
+
+absl::Status PageArray::Flush() {
+  CRLIB_RETURN_IF_ERROR(Submit());
+  return Wait();
+}
+
+absl::Status PageArray::WriteBatch(Batch& batch) {
+  Stats& stats = ctx_->stats();
   record_.runs.clear();
   record_.page_count = 0;
   iov_.clear();
-  used_ = 0;
+  uint8_t* page = batch.buffer;
+  for (const PageRun& seg : batch.segments) {
+    for (uint64_t i = 0; i < seg.pages; ++i, page += page_size_) {
+      uint64_t address = seg.address + i * page_size_;
+      if (IsZeroPage(page, page_size_)) {
+        ++stats.pages_zero;
+        continue;
+      }
+      if (!record_.runs.empty() &&
+          record_.runs.back().address + record_.runs.back().pages * page_size_ == address) {
+        ++record_.runs.back().pages;
+      } else {
+        record_.runs.push_back({address, 1});
+      }
+      if (!iov_.empty() && static_cast<uint8_t*>(iov_.back().iov_base) + iov_.back().iov_len == page) {
+        iov_.back().iov_len += page_size_;
+      } else {
+        iov_.push_back({page, page_size_});
+      }
+      ++record_.page_count;
+    }
+  }
+  batch.used = 0;
+  batch.segments.clear();
+  if (record_.page_count == 0) return absl::OkStatus();
+  if (compress_) {
+    compressed_.resize(ZSTD_compressBound(record_.page_count * page_size_));
+    ZSTD_outBuffer out{compressed_.data(), compressed_.size(), 0};
+    for (size_t i = 0; i < iov_.size(); ++i) {
+      ZSTD_inBuffer in{iov_[i].iov_base, iov_[i].iov_len, 0};
+      ZSTD_EndDirective mode = i + 1 == iov_.size() ? ZSTD_e_end : ZSTD_e_continue;
+      size_t left;
+      do {
+        left = ZSTD_compressStream2(zstd_->cctx, &out, &in, mode);
+        if (ZSTD_isError(left)) {
+          return absl::InternalError(
+              absl::StrFormat("zstd compression: %s", ZSTD_getErrorName(left)));
+        }
+      } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
+    }
+    iovec bulk{compressed_.data(), out.pos};
+    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, parent_, absl::MakeConstSpan(&bulk, 1)));
+    stats.page_bytes_stored += out.pos;
+  } else {
+    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, parent_, iov_, /*align_bulk=*/true));
+    stats.page_bytes_stored += record_.page_count * page_size_;
+  }
+  stats.pages_stored += record_.page_count;
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <vector>
 
@@ -23,7 +24,12 @@
 
 namespace crlib {
 
-// Not thread-safe. Writes through ctx->writer() and counts into ctx->stats().
+// Not thread-safe for its callers. Writes through ctx->writer() and counts
+// into ctx->stats(). Batches are double-buffered: while the caller fills
+// one, a worker thread scans the other for zero pages, checksums or
+// compresses it and writes it, so reading a process's memory and writing
+// the image overlap. The writer must not be used by anyone else until
+// Flush() returns.
 class PageArray {
  public:
   // Records name `parent` (the memory map) as their owner.
@@ -34,28 +40,40 @@ class PageArray {
 
   // A buffer for up to `pages` pages starting at `address`, for the caller
   // to fill; it may be shorter than asked (at least one page). The caller
-  // then calls Commit with the pages it filled. Writes a full batch first.
+  // then calls Commit with the pages it filled. Hands a full batch to the
+  // worker first.
   absl::StatusOr<absl::Span<uint8_t>> Reserve(uint64_t address, size_t pages);
   absl::Status Commit(size_t pages);
 
   // Copies `pages` pages from `data` (Reserve + memcpy + Commit).
   absl::Status Add(uint64_t address, const void* data, size_t pages);
 
-  // Writes whatever the batch holds. Call once at the end.
+  // Writes whatever is batched and waits until everything is written.
   absl::Status Flush();
 
  private:
+  struct Batch {
+    uint8_t* buffer = nullptr;  // capacity_ pages, page-aligned
+    size_t used = 0;            // pages filled
+    std::vector<PageRun> segments;  // what was filled, in buffer order
+  };
+  absl::Status Submit();  // hands the current batch to the worker
+  absl::Status Wait();    // for the batch the worker has
+  absl::Status WriteBatch(Batch& batch);  // on the worker
+
   Context* ctx_;
   ObjectRef parent_;
   size_t page_size_;
   size_t capacity_;  // pages per batch
   bool compress_;
-  uint8_t* buffer_ = nullptr;  // capacity_ pages, page-aligned
-  size_t used_ = 0;             // pages in buffer_ (stored or reserved)
+  Batch batches_[2];
+  int current_ = 0;
   uint64_t reserved_address_ = 0;
   size_t reserved_pages_ = 0;
+  std::future<absl::Status> pending_;
+  // Worker-only state.
   PagesRecord record_;
-  std::vector<iovec> iov_;  // stored pages in buffer_, merged
+  std::vector<iovec> iov_;
   std::vector<uint8_t> compressed_;
   struct ZstdCtx;
   std::unique_ptr<ZstdCtx> zstd_;
