@@ -116,11 +116,10 @@ FdSource::FdSource(int fd) : fd_(fd) {
   }
 }
 
-absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
+absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t size) {
   size_t total = 0;
-  auto* p = static_cast<char*>(buffer);
   while (total < size) {
-    ssize_t n = read(fd_, p + total, size - total);
+    ssize_t n = read(fd_, to + total, size - total);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read from fd %d", fd_);
@@ -128,12 +127,46 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
     if (n == 0) break;
     total += static_cast<size_t>(n);
   }
+  return total;
+}
+
+absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
+  auto* p = static_cast<char*>(buffer);
+  size_t total = std::min(size, buffer_end_ - buffer_pos_);
+  if (total > 0) memcpy(p, buffer_.get() + buffer_pos_, total);
+  buffer_pos_ += total;
+  if (total < size && size - total >= kBufferSize) {
+    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, size - total));
+    total += n;
+  } else if (total < size) {
+    if (!buffer_) buffer_ = std::make_unique<char[]>(kBufferSize);
+    // A pipe returns what it has; keep filling until the request is met
+    // or the stream ends.
+    buffer_pos_ = buffer_end_ = 0;
+    while (buffer_end_ < size - total) {
+      ssize_t n = read(fd_, buffer_.get() + buffer_end_, kBufferSize - buffer_end_);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Errno("read from fd %d", fd_);
+      if (n == 0) break;
+      buffer_end_ += static_cast<size_t>(n);
+    }
+    const size_t take = std::min(size - total, buffer_end_);
+    memcpy(p + total, buffer_.get(), take);
+    buffer_pos_ = take;
+    total += take;
+  }
   position_ += total;
   return total;
 }
 
 absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
+  const size_t buffered = std::min<uint64_t>(size, buffer_end_ - buffer_pos_);
+  buffer_pos_ += buffered;
+  position_ += buffered;
+  size -= buffered;
+  if (size == 0) return true;
   if (!regular_) return ByteSource::Skip(size);
+  // The buffer is empty, so the fd's offset is the stream's position.
   if (size > size_ - std::min(position_, size_)) {
     position_ = size_;
     lseek(fd_, 0, SEEK_END);

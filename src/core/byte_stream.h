@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,6 +80,10 @@ class ByteSource {
 };
 
 // Reads from a borrowed fd. A regular file read from offset 0 is mappable.
+// Small reads (record headers and payloads) come from a 64 KiB buffer, so
+// reading an image costs a few system calls per 64 KiB of records; large
+// reads (page data) go straight to the caller's memory. The fd's offset is
+// therefore ahead of what was consumed.
 class FdSource final : public ByteSource {
  public:
   explicit FdSource(int fd);
@@ -88,11 +93,17 @@ class FdSource final : public ByteSource {
   int MappableFd() const override { return mappable_ ? fd_ : -1; }
 
  private:
+  // read(2) until `size` bytes or the end; returns the count.
+  absl::StatusOr<size_t> ReadFd(char* to, size_t size);
+
+  static constexpr size_t kBufferSize = 64 << 10;
   int fd_;
   bool regular_ = false;
   bool mappable_ = false;
   uint64_t size_ = 0;
-  uint64_t position_ = 0;
+  uint64_t position_ = 0;  // bytes consumed by the caller
+  std::unique_ptr<char[]> buffer_;
+  size_t buffer_pos_ = 0, buffer_end_ = 0;
 };
 
 class MemorySource final : public ByteSource {

@@ -6,8 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
+#include "absl/status/status.h"
 #include "core/object_registry.h"
 
 namespace crlib {
@@ -35,6 +37,13 @@ struct Stats {
   int64_t frozen_ns = 0;  // time the target was stopped
 };
 
+// Steps an operation reports (the values of the C ABI's CRLIB_PHASE_*).
+enum class Phase { kFreeze = 1, kState = 2, kMemory = 3, kDone = 4 };
+
+// Told where an operation is; returns false to cancel it. `total` is 0
+// when unknown. Called on the thread that runs the operation.
+using ProgressFn = std::function<bool(Phase phase, uint64_t done, uint64_t total)>;
+
 // Not thread-safe: one operation, one thread at a time.
 class Context {
  public:
@@ -51,12 +60,21 @@ class Context {
   void set_writer(ImageWriter* writer) { writer_ = writer; }
   void set_reader(ImageReader* reader) { reader_ = reader; }
 
+  void set_progress(ProgressFn progress) { progress_ = std::move(progress); }
+  // Reports a step; Cancelled if the callback asked to stop, which the
+  // operation then undoes like any other failure.
+  absl::Status Progress(Phase phase, uint64_t done = 0, uint64_t total = 0) {
+    if (!progress_ || progress_(phase, done, total)) return absl::OkStatus();
+    return absl::CancelledError("cancelled by the progress callback");
+  }
+
  private:
   Options options_;
   Stats stats_;
   ObjectRegistry registry_;
   ImageWriter* writer_ = nullptr;
   ImageReader* reader_ = nullptr;
+  ProgressFn progress_;
 };
 
 }  // namespace crlib

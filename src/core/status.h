@@ -3,13 +3,15 @@
 #ifndef CRLIB_CORE_STATUS_H_
 #define CRLIB_CORE_STATUS_H_
 
+#include <sys/types.h>
+
 #include <cerrno>
-#include "absl/strings/string_view.h"
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace crlib {
 
@@ -27,9 +29,19 @@ absl::Status Errno(const absl::FormatSpec<Args...>& format,
   return ErrnoError(saved, absl::StrFormat(format, args...));
 }
 
+// The errno a status from ErrnoError carries, or 0; AttachErrno sets it.
+int StatusErrno(const absl::Status& status);
+void AttachErrno(absl::Status* status, int error_number);
+
 // Prefixes a status message with context, keeping its code:
 // Annotate(st, "restoring VMA 3") -> "restoring VMA 3: <message>".
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
+
+// The process asked not to be checkpointed now (crlib_nocr_enter) and said
+// why. A FailedPrecondition whose message is "pid N is not checkpointable
+// now: REASON", marked so the C ABI can report CRLIB_E_NOT_CHECKPOINTABLE.
+absl::Status NotCheckpointableError(pid_t pid, absl::string_view reason);
+bool IsNotCheckpointable(const absl::Status& status);
 
 }  // namespace crlib
 

@@ -106,6 +106,8 @@ absl::Status PageArray::Submit() {
   CRLIB_RETURN_IF_ERROR(Wait());
   Batch* b = &batches_[current_];
   if (b->used > 0) {
+    CRLIB_RETURN_IF_ERROR(
+        ctx_->Progress(Phase::kMemory, ctx_->stats().pages_scanned * page_size_));
     pending_ = std::async(std::launch::async, [this, b] { return WriteBatch(*b); });
     current_ ^= 1;
   }
