@@ -54,6 +54,14 @@ class ArchBackend {
   virtual int64_t SyscallResult(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+  // Makes `regs`, of a thread stopped inside a system call, those of a
+  // thread that call has just returned `value` to: the result in place,
+  // the instruction pointer after the call, and nothing that would make
+  // RestoreCpu or the kernel restart it. FailedPrecondition, `regs`
+  // untouched, unless the thread is inside a call that has not completed
+  // (one the stop interrupted, due to restart): a completed call's result
+  // is real and must not be replaced.
+  virtual absl::Status SetSyscallResult(ArchRegs* regs, int64_t value) const = 0;
 
   // Writes the CPU records of a ptrace-stopped thread (registers `regs`,
   // xstate read from the kernel) with `thread` as their parent.

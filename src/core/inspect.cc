@@ -49,6 +49,7 @@ std::string JsonString(std::string_view s) {
 // Quantities read best in decimal; other large numbers are addresses or
 // masks and read best in hex.
 bool IsQuantity(std::string_view name) {
+  if (name == "clear_child_tid") return false;  // an address, despite "tid"
   for (std::string_view w : {"count", "size", "bytes", "length", "pages", "inode", "usec",
                              "offset", "cur", "max", "pid", "tid", "dev", "capacity"}) {
     if (name.find(w) != std::string_view::npos) return true;

@@ -82,6 +82,7 @@ struct ProcessRecord {
   }
 };
 
+// Parent: the process, which has one per thread, its main thread first.
 struct ThreadRecord {
   static constexpr RecordType kType = RecordType::kThread;
   static constexpr const char* kName = "thread";
@@ -97,6 +98,9 @@ struct ThreadRecord {
   uint32_t rseq_flags = 0;
   int64_t syscall_nr = -1;  // system call the thread was stopped in, or -1
   std::string comm;
+  uint64_t clear_child_tid = 0;     // set_tid_address(2); 0: none
+  uint64_t robust_list = 0;         // set_robust_list(2) head; 0: none
+  uint64_t robust_list_length = 0;  // its length argument
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("tid", s.tid); v("flags", s.flags);
@@ -110,6 +114,9 @@ struct ThreadRecord {
     v("rseq_flags", s.rseq_flags);
     v("syscall_nr", s.syscall_nr);
     v("comm", s.comm);
+    v("clear_child_tid", s.clear_child_tid);
+    v("robust_list", s.robust_list);
+    v("robust_list_length", s.robust_list_length);
   }
 };
 

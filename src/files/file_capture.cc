@@ -9,7 +9,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +21,7 @@
 #include "core/image_writer.h"
 #include "core/status.h"
 #include "sys/proc.h"
+#include "task/nocr.h"
 
 namespace crlib {
 namespace {
@@ -70,14 +73,27 @@ bool IsTerminalPath(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid) {
-  CRLIB_ASSIGN_OR_RETURN(std::vector<int> fds, sys::ListFds(pid));
+absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<int> all_fds, sys::ListFds(pid));
+  // Links first: a nocr mark is the answer even when another descriptor
+  // is unsupported too.
+  std::vector<std::pair<int, std::string>> fds;
+  for (int fd : all_fds) {
+    if (std::find(skip_fds.begin(), skip_fds.end(), fd) != skip_fds.end()) continue;
+    absl::StatusOr<std::string> link = sys::ReadLink(FdPath(pid, fd));
+    if (!link.ok() && absl::IsNotFound(link.status())) continue;  // closed meanwhile
+    if (!link.ok()) return link.status();
+    if (std::optional<std::string> reason = NoCrReasonFromLink(*link)) {
+      return NotCheckpointableError(pid, *reason);
+    }
+    fds.emplace_back(fd, std::move(*link));
+  }
   std::vector<FdInfo> out;
   std::map<uint64_t, std::pair<bool, bool>> pipe_ends;  // inode -> (reader, writer)
-  for (int fd : fds) {
+  for (auto& [fd, link] : fds) {
     FdInfo info;
     info.fd = fd;
-    CRLIB_ASSIGN_OR_RETURN(info.link, sys::ReadLink(FdPath(pid, fd)));
+    info.link = std::move(link);
     struct stat st;
     if (stat(FdPath(pid, fd).c_str(), &st) != 0) {
       return Unsupported(fd, info.link);  // anon inodes and the like cannot be stat'ed by path

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/context.h"
 #include "core/records.h"
 
@@ -22,10 +23,12 @@ struct FdInfo {
   uint32_t fd_flags = 0;
 };
 
-// Looks at every descriptor of stopped process `pid` without changing
-// anything; fails with Unimplemented naming the first unsupported one
-// ("fd 5 (socket:[1234], TCP) is not supported").
-absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid);
+// Looks at every descriptor of stopped process `pid` but those in
+// `skip_fds`, without changing anything. Fails with NotCheckpointableError
+// if the process holds a nocr mark (task/nocr.h), else with Unimplemented
+// naming the first unsupported descriptor ("fd 5 (socket:[1234], TCP) is
+// not supported").
+absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
 
 // Writes the file table, its files, pipes and fds under `process`.
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,

@@ -4,7 +4,11 @@
 #define CRLIB_SYS_KERNEL_H_
 
 #include <linux/types.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include <cstdint>
 
@@ -74,6 +78,19 @@ struct CloneArgs {
   uint64_t set_tid_size;
   uint64_t cgroup;
 };
+
+// A fork-like clone3 whose child gets PID `pid` (set_tid; needs
+// CAP_SYS_ADMIN over the PID namespace). Returns as fork() does, with
+// errno set on failure (EEXIST: the PID is in use). The child is a copy
+// glibc did not fork: it may only make raw system calls.
+inline long CloneWithPid(pid_t pid) {
+  pid_t want = pid;
+  CloneArgs args{};
+  args.exit_signal = SIGCHLD;
+  args.set_tid = reinterpret_cast<uint64_t>(&want);
+  args.set_tid_size = 1;
+  return syscall(SYS_clone3, &args, sizeof(args));
+}
 
 // Kernel-internal syscall return values a stopped task may show in rax
 // (include/linux/errno.h); user space never sees them.

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -9,12 +10,18 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "absl/types/span.h"
 #include "core/byte_stream.h"
 #include "core/image_writer.h"
 #include "core/status.h"
@@ -106,10 +113,77 @@ absl::StatusOr<PendingSignalsRecord> PeekSignals(pid_t tid, bool shared) {
   return rec;
 }
 
+// A thread's own state that only the thread itself can report
+// (sigaltstack, clear_child_tid), read with remote calls that leave their
+// results at `buf` (a scratch page), plus what ptrace and /proc show.
+absl::StatusOr<ThreadRecord> CaptureThread(Tracee* t, pid_t pid, uint64_t buf) {
+  const pid_t tid = t->tid();
+  ThreadRecord thread;
+  thread.tid = static_cast<uint32_t>(tid);
+  thread.sigmask = t->initial_sigmask();
+  struct {
+    stack_t ss;
+    uint64_t clear_child_tid;
+  } out;
+  const uint64_t tid_address_at = buf + offsetof(decltype(out), clear_child_tid);
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {0, buf}).status());
+  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_GET_TID_ADDRESS)", SYS_prctl,
+                                          {PR_GET_TID_ADDRESS, tid_address_at})
+                            .status());
+  CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &out, sizeof(out)));
+  thread.sigaltstack_sp = reinterpret_cast<uint64_t>(out.ss.ss_sp);
+  thread.sigaltstack_size = out.ss.ss_size;
+  thread.sigaltstack_flags = static_cast<uint32_t>(out.ss.ss_flags);
+  thread.clear_child_tid = out.clear_child_tid;
+  // Readable from here: no remote call needed.
+  uint64_t robust_head = 0;
+  size_t robust_length = 0;
+  if (syscall(SYS_get_robust_list, tid, &robust_head, &robust_length) != 0) {
+    return Errno("get_robust_list(%d)", tid);
+  }
+  thread.robust_list = robust_head;
+  thread.robust_list_length = robust_length;
+  sys::PtraceRseqConfiguration rseq{};
+  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), tid, sizeof(rseq),
+             &rseq) < 0) {
+    return Errno("ptrace(GET_RSEQ_CONFIGURATION) on tid %d", tid);
+  }
+  thread.rseq_address = rseq.rseq_abi_pointer;
+  thread.rseq_length = rseq.rseq_abi_size;
+  thread.rseq_signature = rseq.signature;
+  thread.rseq_flags = rseq.flags;
+  thread.syscall_nr = t->arch().InterruptedSyscall(t->initial_regs());
+  thread.comm = ThreadComm(pid, tid);
+  return thread;
+}
+
+// Refuses `results` (CheckpointOptions::syscall_results) before anything
+// is written unless each names a thread stopped inside a system call that
+// has not completed.
+absl::Status CheckSyscallResults(absl::Span<const std::unique_ptr<Tracee>> threads,
+                                 const std::map<pid_t, int64_t>& results) {
+  for (const auto& [tid, value] : results) {
+    auto it = std::find_if(threads.begin(), threads.end(),
+                           [&](const auto& t) { return t->tid() == tid; });
+    if (it == threads.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "syscall_results names thread %d, which is not a thread of pid %d", tid,
+          threads.front()->tid()));
+    }
+    ArchRegs regs = (*it)->initial_regs();
+    CRLIB_RETURN_IF_ERROR(Annotate((*it)->arch().SetSyscallResult(&regs, value),
+                                   absl::StrFormat("syscall_results names thread %d of pid %d",
+                                                   tid, threads.front()->tid())));
+  }
+  return absl::OkStatus();
+}
+
 // Everything the dump reads while the process is stopped, written in the
-// order restore consumes it.
-absl::Status CaptureProcess(Context* ctx, Tracee* t, uint64_t original_sigmask,
-                            const std::vector<FdInfo>& fds, const std::vector<VmaInfo>& vmas) {
+// order restore consumes it. Every thread has all signals blocked.
+absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>> threads,
+                            const CheckpointOptions& options, const std::vector<FdInfo>& fds,
+                            const std::vector<VmaInfo>& vmas) {
+  Tracee* t = threads.front().get();
   const pid_t pid = t->tid();
   ImageWriter* w = ctx->writer();
   ObjectRegistry& reg = ctx->registry();
@@ -127,8 +201,8 @@ absl::Status CaptureProcess(Context* ctx, Tracee* t, uint64_t original_sigmask,
   CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
   CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
 
-  // State only the process itself can report: handlers, sigaltstack,
-  // timers, the program break. All signals are blocked meanwhile.
+  // State only the process itself can report: handlers, timers, the
+  // program break, and each thread's own (CaptureThread).
   CRLIB_ASSIGN_OR_RETURN(RemoteScratch scratch, RemoteScratch::Map(t));
   const uint64_t buf = scratch.address();
   SignalHandlersRecord handlers;
@@ -143,10 +217,6 @@ absl::Status CaptureProcess(Context* ctx, Tracee* t, uint64_t original_sigmask,
     handlers.handlers.push_back({.signo = static_cast<uint32_t>(sig), .handler = sa.handler,
                                  .flags = sa.flags, .restorer = sa.restorer, .mask = sa.mask});
   }
-  CRLIB_RETURN_IF_ERROR(
-      t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {0, buf}).status());
-  stack_t ss;
-  CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &ss, sizeof(ss)));
   ItimersRecord timers;
   for (int which : {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF}) {
     CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("getitimer", SYS_getitimer,
@@ -161,33 +231,31 @@ absl::Status CaptureProcess(Context* ctx, Tracee* t, uint64_t original_sigmask,
          .value_usec = tv.it_value.tv_sec * 1000000 + tv.it_value.tv_usec});
   }
   CRLIB_ASSIGN_OR_RETURN(int64_t brk, t->CheckedSyscall("brk", SYS_brk, {0}));
+  std::vector<ThreadRecord> records;
+  for (const std::unique_ptr<Tracee>& thread : threads) {
+    thread->ShareSyscallSite(*t);
+    absl::StatusOr<ThreadRecord> rec = CaptureThread(thread.get(), pid, buf);
+    if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
+    records.push_back(std::move(*rec));
+  }
   CRLIB_RETURN_IF_ERROR(scratch.Unmap());
 
   ObjectRef process_ref = reg.NewRef();
   CRLIB_RETURN_IF_ERROR(w->Write(proc, process_ref, 0));
-
-  ThreadRecord thread;
-  thread.tid = static_cast<uint32_t>(pid);
-  thread.sigmask = original_sigmask;
-  thread.sigaltstack_sp = reinterpret_cast<uint64_t>(ss.ss_sp);
-  thread.sigaltstack_size = ss.ss_size;
-  thread.sigaltstack_flags = static_cast<uint32_t>(ss.ss_flags);
-  sys::PtraceRseqConfiguration rseq{};
-  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), pid, sizeof(rseq),
-             &rseq) < 0) {
-    return Errno("ptrace(GET_RSEQ_CONFIGURATION) on tid %d", pid);
+  for (size_t i = 0; i < threads.size(); ++i) {
+    const Tracee& thread = *threads[i];
+    ArchRegs regs = thread.initial_regs();
+    if (auto it = options.syscall_results.find(thread.tid()); it != options.syscall_results.end()) {
+      // The image holds the call as returned: no longer inside it.
+      CRLIB_RETURN_IF_ERROR(thread.arch().SetSyscallResult(&regs, it->second));
+      records[i].syscall_nr = -1;
+    }
+    ObjectRef thread_ref = reg.NewRef();
+    CRLIB_RETURN_IF_ERROR(w->Write(records[i], thread_ref, process_ref));
+    CRLIB_RETURN_IF_ERROR(thread.arch().CaptureCpu(thread.tid(), regs, w, thread_ref));
+    CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(thread.tid(), false));
+    if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
   }
-  thread.rseq_address = rseq.rseq_abi_pointer;
-  thread.rseq_length = rseq.rseq_abi_size;
-  thread.rseq_signature = rseq.signature;
-  thread.rseq_flags = rseq.flags;
-  thread.syscall_nr = t->arch().InterruptedSyscall(t->initial_regs());
-  thread.comm = ThreadComm(pid, pid);
-  ObjectRef thread_ref = reg.NewRef();
-  CRLIB_RETURN_IF_ERROR(w->Write(thread, thread_ref, process_ref));
-  CRLIB_RETURN_IF_ERROR(t->arch().CaptureCpu(pid, t->initial_regs(), w, thread_ref));
-  CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(pid, false));
-  if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
 
   CRLIB_RETURN_IF_ERROR(w->Write(handlers, 0, process_ref));
   CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord shared, PeekSignals(pid, true));
@@ -218,38 +286,41 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   if (pid == getpid()) {
     return absl::InvalidArgumentError("a process cannot dump itself directly");
   }
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> t, Tracee::Seize(pid));
+  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
+  CRLIB_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tracee>> threads, Tracee::SeizeProcess(pid));
   const int64_t frozen_at = NowNs();
-  // From here on every failure resumes the process as it was: registers
-  // and signal mask restored, then detached (by ~Tracee).
-  uint64_t sigmask = 0;
-  if (ptrace(PTRACE_GETSIGMASK, pid, sizeof(sigmask), &sigmask) != 0) {
-    return Errno("ptrace(GETSIGMASK) on pid %d", pid);
-  }
-  auto resume = [&]() {
-    (void)t->SetRegs(t->initial_regs());
-    ptrace(PTRACE_SETSIGMASK, pid, sizeof(sigmask), &sigmask);
+  Tracee* t = threads.front().get();
+  // From here on every failure resumes every thread as it was: registers
+  // and signal mask restored, then detached.
+  auto resume = [&]() -> absl::Status {
+    absl::Status first;
+    for (const std::unique_ptr<Tracee>& thread : threads) {
+      absl::Status st = thread->RestoreInitialState();
+      if (st.ok()) st = thread->Detach();
+      if (first.ok()) first = st;
+    }
+    return first;
   };
   absl::Status st = [&]() -> absl::Status {
-    CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> threads, sys::ListThreads(pid));
-    if (threads.size() > 1) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "pid %d has %d threads; multi-threaded processes are not supported yet", pid,
-          threads.size()));
-    }
+    // Refuse unsupported resources before anything is written; a nocr
+    // mark (seen among the descriptors) comes first.
+    CRLIB_ASSIGN_OR_RETURN(std::vector<FdInfo> fds, ScanFds(pid, options.skip_fds));
+    CRLIB_RETURN_IF_ERROR(CheckSyscallResults(threads, options.syscall_results));
     CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> children, sys::ListChildren(pid));
+    std::erase_if(children, [&](pid_t c) {
+      return std::find(options.skip_children.begin(), options.skip_children.end(), c) !=
+             options.skip_children.end();
+    });
     if (!children.empty()) {
       return absl::UnimplementedError(absl::StrFormat(
           "pid %d has child processes (%d); process trees are not supported yet", pid,
           children.front()));
     }
-    // Refuse unsupported resources before anything is written.
-    CRLIB_ASSIGN_OR_RETURN(std::vector<FdInfo> fds, ScanFds(pid));
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
 
-    uint64_t all = ~uint64_t{0};
-    if (ptrace(PTRACE_SETSIGMASK, pid, sizeof(all), &all) != 0) {
-      return Errno("ptrace(SETSIGMASK) on pid %d", pid);
+    // Remote calls run in every thread: no signal handler may run instead.
+    for (const std::unique_ptr<Tracee>& thread : threads) {
+      CRLIB_RETURN_IF_ERROR(thread->SetSigmask(~uint64_t{0}));
     }
     CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> sink, AtomicFileSink::Create(image_path));
     const ArchBackend& arch = t->arch();
@@ -266,7 +337,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     ImageWriter writer(sink.get(), info);
     ctx->set_writer(&writer);
     CRLIB_RETURN_IF_ERROR(writer.Begin());
-    CRLIB_RETURN_IF_ERROR(CaptureProcess(ctx, t.get(), sigmask, fds, vmas));
+    CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
+    CRLIB_RETURN_IF_ERROR(CaptureProcess(ctx, threads, options, fds, vmas));
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
@@ -275,14 +347,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   }();
   ctx->set_writer(nullptr);
   if (!st.ok() || options.leave_running) {
-    resume();
-    absl::Status detach = t->Detach();
+    absl::Status resumed = resume();
     ctx->stats().frozen_ns = NowNs() - frozen_at;
     ctx->stats().total_ns = NowNs() - start;
-    return st.ok() ? detach : st;
+    return st.ok() ? resumed : st;
   }
   // The image is complete and durable: the process may go.
-  kill(pid, SIGKILL);
+  Tracee::KillProcess(threads);
   ctx->stats().frozen_ns = NowNs() - frozen_at;
   ctx->stats().total_ns = NowNs() - start;
   return absl::OkStatus();

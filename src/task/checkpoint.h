@@ -4,7 +4,10 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/context.h"
@@ -14,6 +17,17 @@ namespace crlib {
 struct CheckpointOptions {
   // Resume the process after the image is complete; otherwise kill it.
   bool leave_running = false;
+  // Descriptors left out of the image (and not checked for support): the
+  // self-checkpoint's rendezvous pipe. Restore leaves those numbers closed.
+  std::vector<int> skip_fds;
+  // Children of the process that are not part of the image: the
+  // self-checkpoint's helper, which does the dump.
+  std::vector<pid_t> skip_children;
+  // Threads (by TID) stopped inside a system call that the image records
+  // as if that call had just returned the value, with no restart: the
+  // self-checkpoint's calling thread, blocked in read() on its rendezvous
+  // pipe, learns it was restored from the value.
+  std::map<pid_t, int64_t> syscall_results;
 };
 
 // Seizes `pid`, writes its image to `image_path` (visible only once

@@ -1,5 +1,7 @@
 #include "task/process_image.h"
 
+#include <set>
+
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 
@@ -139,6 +141,18 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   }
   if (!image.ref) return absl::DataLossError("image holds no process");
   if (image.threads.empty()) return absl::DataLossError("image holds no thread");
+  if (image.threads.front().record.tid != image.process.pid) {
+    return absl::DataLossError(
+        absl::StrFormat("the first thread (%d) is not the main thread of pid %d",
+                        image.threads.front().record.tid, image.process.pid));
+  }
+  std::set<uint32_t> tids;
+  for (const ThreadImage& t : image.threads) {
+    if (t.record.tid == 0 || !tids.insert(t.record.tid).second) {
+      return absl::DataLossError(
+          absl::StrFormat("thread id %d is 0 or appears twice", t.record.tid));
+    }
+  }
   if (!mm_ref) return absl::DataLossError("image holds no memory map");
   // Every reference must resolve before restore relies on it.
   for (const FdRecord& fd : image.fds) {

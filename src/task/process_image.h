@@ -37,7 +37,7 @@ struct ProcessImage {
   ImageInfo info;
   ObjectRef ref = 0;
   ProcessRecord process;
-  std::vector<ThreadImage> threads;
+  std::vector<ThreadImage> threads;  // the main thread first
   SignalHandlersRecord handlers;
   std::optional<PendingSignalsRecord> shared_pending;
   RlimitsRecord rlimits;

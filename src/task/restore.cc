@@ -27,6 +27,7 @@
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/process_image.h"
+#include "task/thread_restore.h"
 #include "task/tracee.h"
 
 namespace crlib {
@@ -44,12 +45,7 @@ int64_t NowNs() {
 // with us until restore is done, traced by us and stopped. Raw system calls
 // only in the child: it is a copy of this process that glibc did not fork.
 absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
-  pid_t want = pid;
-  sys::CloneArgs args{};
-  args.exit_signal = SIGCHLD;
-  args.set_tid = reinterpret_cast<uint64_t>(&want);
-  args.set_tid_size = 1;
-  long r = syscall(SYS_clone3, &args, sizeof(args));
+  long r = sys::CloneWithPid(pid);
   if (r == 0) {
     syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {
@@ -59,7 +55,7 @@ absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
   }
   if (r < 0) {
     if (errno == EEXIST) {
-      return absl::FailedPreconditionError(absl::StrFormat("pid %d is in use by another process", pid));
+      return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
     }
     return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", pid);
   }
@@ -95,19 +91,19 @@ absl::Status CheckRlimits(const ProcessImage& image) {
   return absl::OkStatus();
 }
 
-// Every step after the child exists; `t` is killed by the caller on error.
-absl::Status BuildProcess(Context* ctx, Tracee* t, const ProcessImage& image,
-                          const OpenedFiles& files, const std::string& image_path,
-                          AddressRange scratch_range) {
+// Every step after the child exists. `threads` holds its main thread and
+// gets every thread created here, for the caller to kill on error.
+absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* threads,
+                          const ProcessImage& image, const OpenedFiles& files,
+                          const std::string& image_path, AddressRange scratch_range) {
+  Tracee* t = threads->front().get();
   const pid_t pid = t->tid();
-  const ThreadImage& thread = image.threads.front();
   auto step = [](const char* name, absl::Status st) {
     return st.ok() ? st : Annotate(st, absl::StrCat("restore step '", name, "'"));
   };
-  uint64_t all = ~uint64_t{0};
-  if (ptrace(PTRACE_SETSIGMASK, pid, sizeof(all), &all) != 0) {
-    return Errno("ptrace(SETSIGMASK) on pid %d", pid);
-  }
+  // No handler may run in place of a remote call; threads created later
+  // inherit this mask.
+  CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
   // The inherited rseq area is about to be unmapped: the kernel must stop
   // writing to it first.
   sys::PtraceRseqConfiguration rseq{};
@@ -199,65 +195,37 @@ absl::Status BuildProcess(Context* ctx, Tracee* t, const ProcessImage& image,
                                                  {h.signo, scratch, 0, 8})
                                    .status()));
   }
-  if (thread.record.sigaltstack_size || thread.record.sigaltstack_flags) {
-    stack_t ss{};
-    ss.ss_sp = reinterpret_cast<void*>(thread.record.sigaltstack_sp);
-    ss.ss_size = thread.record.sigaltstack_size;
-    ss.ss_flags = static_cast<int>(thread.record.sigaltstack_flags) & ~SS_ONSTACK;
-    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &ss, sizeof(ss)));
-    CRLIB_RETURN_IF_ERROR(step("sigaltstack", t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {scratch, 0}).status()));
-  }
-  if (thread.record.rseq_length) {
-    CRLIB_RETURN_IF_ERROR(step("rseq", t->CheckedSyscall("rseq", SYS_rseq,
-                                                         {thread.record.rseq_address,
-                                                          thread.record.rseq_length, 0,
-                                                          thread.record.rseq_signature})
-                                           .status()));
-  }
   if (p.sid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
   } else if (p.pgid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
   }
-  // Pending signals go into the queues the image had them in; the child
-  // queues them to itself, which lets it keep their siginfo.
-  auto queue = [&](const PendingSignalsRecord& rec) -> absl::Status {
-    for (const PendingSignal& s : rec.signals) {
-      if (s.siginfo.size() > 128) return absl::DataLossError("siginfo larger than 128 bytes");
-      CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.siginfo.data(), s.siginfo.size()));
-      absl::StatusOr<int64_t> r =
-          rec.shared ? t->CheckedSyscall("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
-                                         {static_cast<uint64_t>(pid), s.signo, scratch})
-                     : t->CheckedSyscall("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,
-                                         {static_cast<uint64_t>(pid), static_cast<uint64_t>(pid), s.signo, scratch});
-      CRLIB_RETURN_IF_ERROR(step("pending signals", r.status()));
-    }
-    return absl::OkStatus();
-  };
-  if (thread.pending) CRLIB_RETURN_IF_ERROR(queue(*thread.pending));
-  if (image.shared_pending) CRLIB_RETURN_IF_ERROR(queue(*image.shared_pending));
-  // Credentials last: after them the child may lack the rights the steps
-  // above needed.
-  if (p.gid != 0 || p.egid != 0 || p.sgid != 0) {
-    CRLIB_RETURN_IF_ERROR(step("credentials", t->CheckedSyscall("setresgid", SYS_setresgid, {p.gid, p.egid, p.sgid}).status()));
+  // Each thread's own state, the main thread's first: threads it creates
+  // inherit its name. Creating them needs the rights credentials may drop.
+  CRLIB_RETURN_IF_ERROR(
+      RestoreThreadAttributes(t, pid, image.threads.front(), ThreadStart{}, scratch));
+  CRLIB_RETURN_IF_ERROR(CreateThreads(t, image, scratch, threads));
+  if (image.shared_pending) {
+    CRLIB_RETURN_IF_ERROR(
+        step("pending signals", QueueSignals(t, pid, *image.shared_pending, scratch)));
   }
-  if (p.uid != 0 || p.euid != 0 || p.suid != 0) {
-    CRLIB_RETURN_IF_ERROR(step("credentials", t->CheckedSyscall("setresuid", SYS_setresuid, {p.uid, p.euid, p.suid}).status()));
+  // Credentials last: after them a thread may lack the rights the steps
+  // above needed.
+  for (const std::unique_ptr<Tracee>& thread : *threads) {
+    CRLIB_RETURN_IF_ERROR(RestoreCredentials(thread.get(), p));
   }
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
-  CRLIB_ASSIGN_OR_RETURN(uint64_t comm, remote_string(thread.record.comm.substr(0, 15)));
-  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, comm}).status());
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
                                                           {scratch, kScratchBytes})
                                             .status()));
-  // CPU state last, then let it go.
-  CRLIB_ASSIGN_OR_RETURN(ArchRegs regs, t->arch().RestoreCpu(pid, thread.cpu));
-  uint64_t mask = thread.record.sigmask;
-  if (ptrace(PTRACE_SETSIGMASK, pid, sizeof(mask), &mask) != 0) {
-    return Errno("ptrace(SETSIGMASK) on pid %d", pid);
+  // CPU state last; only when every thread is complete may any run.
+  for (size_t i = 0; i < threads->size(); ++i) {
+    CRLIB_RETURN_IF_ERROR(RestoreCpuState((*threads)[i].get(), image.threads[i]));
   }
-  CRLIB_RETURN_IF_ERROR(t->SetRegs(regs));
-  return t->Detach();
+  for (const std::unique_ptr<Tracee>& thread : *threads) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep("detach", thread->tid(), thread->Detach()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -290,16 +258,20 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
         "image page size %d differs from this machine's %d", image.info.page_size,
         sysconf(_SC_PAGESIZE)));
   }
-  if (image.threads.size() != 1) {
-    return absl::UnimplementedError("multi-threaded images are not supported yet");
-  }
   for (const ThreadImage& thread : image.threads) {
     CRLIB_RETURN_IF_ERROR(Annotate(arch->CheckCpu(thread.cpu),
                                    absl::StrFormat("thread %d", thread.record.tid)));
   }
   const pid_t pid = static_cast<pid_t>(image.process.pid);
   if (sys::ProcessExists(pid)) {
-    return absl::FailedPreconditionError(absl::StrFormat("pid %d is in use by another process", pid));
+    return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
+  }
+  for (size_t i = 1; i < image.threads.size(); ++i) {
+    const uint32_t tid = image.threads[i].record.tid;
+    if (sys::ProcessExists(static_cast<pid_t>(tid))) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "tid %d (a thread of pid %d) is in use by another process", tid, pid));
+    }
   }
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
@@ -318,9 +290,12 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
     waitpid(child, nullptr, 0);
     return t.status();
   }
-  absl::Status st = BuildProcess(ctx, t->get(), image, files, image_path, {scratch, scratch + kScratchBytes});
+  std::vector<std::unique_ptr<Tracee>> threads;
+  threads.push_back(std::move(*t));
+  absl::Status st =
+      BuildProcess(ctx, &threads, image, files, image_path, {scratch, scratch + kScratchBytes});
   if (!st.ok()) {
-    (*t)->Kill();
+    Tracee::KillProcess(threads);
     return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));
   }
   ctx->stats().total_ns = NowNs() - start;

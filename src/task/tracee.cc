@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,8 +19,27 @@
 #include "sys/proc.h"
 
 namespace crlib {
+namespace {
+
+// False once thread `tid` of `pid` has exited, even if not yet reaped.
+bool ThreadAlive(pid_t pid, pid_t tid) {
+  absl::StatusOr<std::string> stat =
+      sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/stat"));
+  if (!stat.ok()) return false;
+  size_t paren = stat->rfind(')');
+  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z' &&
+         (*stat)[paren + 2] != 'X';
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid) {
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> t, StartSeize(tid));
+  CRLIB_RETURN_IF_ERROR(t->FinishSeize());
+  return t;
+}
+
+absl::StatusOr<std::unique_ptr<Tracee>> Tracee::StartSeize(pid_t tid) {
   std::unique_ptr<Tracee> t(new Tracee(tid, HostArchBackend()));
   if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) {
     t->attached_ = false;
@@ -27,18 +47,76 @@ absl::StatusOr<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid) {
     return Errno("ptrace(SEIZE) of pid %d", tid);
   }
   if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return Errno("ptrace(INTERRUPT) of pid %d", tid);
+  return t;
+}
+
+absl::Status Tracee::FinishSeize() {
   // A signal may be reported before the interrupt: let it be delivered as
   // it would have been a moment earlier, and wait for the interrupt stop.
   for (;;) {
-    CRLIB_ASSIGN_OR_RETURN(int status, t->WaitStop());
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
     if ((status >> 16) == PTRACE_EVENT_STOP) break;
     int sig = WSTOPSIG(status);
-    if (ptrace(PTRACE_CONT, tid, 0, sig == (SIGTRAP | 0x80) ? 0 : sig) != 0) {
-      return Errno("ptrace(CONT) of pid %d", tid);
+    if (ptrace(PTRACE_CONT, tid_, 0, sig == (SIGTRAP | 0x80) ? 0 : sig) != 0) {
+      return Errno("ptrace(CONT) of pid %d", tid_);
     }
   }
-  CRLIB_RETURN_IF_ERROR(t->Init());
-  return t;
+  return Init();
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> Tracee::SeizeProcess(pid_t pid) {
+  // A main thread that has exited (pthread_exit) never stops again: the
+  // interrupt would wait forever.
+  CRLIB_ASSIGN_OR_RETURN(std::vector<std::string> stat, sys::ReadStatFields(pid));
+  if (!stat.empty() && stat[0] == "Z") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d: its main thread has exited; such processes are not supported", pid));
+  }
+  std::vector<std::unique_ptr<Tracee>> threads;
+  // A failure, unless the thread exited meanwhile (ESRCH, EPERM on an
+  // exiting one, or its exit seen while waiting for the stop): no loss.
+  absl::Status failed;
+  auto fail = [&](pid_t tid, const absl::Status& st) {
+    if (!failed.ok() || (tid != pid && !ThreadAlive(pid, tid))) return;
+    failed = tid == pid ? st : Annotate(st, absl::StrFormat("thread %d of pid %d", tid, pid));
+  };
+  // Each pass interrupts every thread it finds first and collects their
+  // stops after, so that they stop in parallel. A thread not yet stopped
+  // may create another; once a pass finds nothing new, all are stopped and
+  // none can.
+  std::set<pid_t> seen;
+  for (bool found = true; found && failed.ok();) {
+    found = false;
+    CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> tids, sys::ListThreads(pid));
+    std::vector<std::unique_ptr<Tracee>> started;
+    for (pid_t tid : tids) {
+      if (!seen.insert(tid).second) continue;
+      found = true;
+      absl::StatusOr<std::unique_ptr<Tracee>> t = StartSeize(tid);
+      if (t.ok()) {
+        started.push_back(std::move(*t));
+      } else {
+        fail(tid, t.status());
+        if (!failed.ok()) break;
+      }
+    }
+    // Even after a failure: a thread must be stopped to be detached.
+    for (std::unique_ptr<Tracee>& t : started) {
+      absl::Status st = t->FinishSeize();
+      if (st.ok()) {
+        threads.push_back(std::move(t));
+      } else {
+        fail(t->tid_, st);
+      }
+    }
+  }
+  CRLIB_RETURN_IF_ERROR(failed);
+  std::stable_partition(threads.begin(), threads.end(),
+                        [&](const std::unique_ptr<Tracee>& t) { return t->tid_ == pid; });
+  if (threads.empty() || threads.front()->tid_ != pid) {
+    return absl::NotFoundError(absl::StrFormat("no process with pid %d", pid));
+  }
+  return threads;
 }
 
 absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptStoppedChild(pid_t pid) {
@@ -49,18 +127,61 @@ absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptStoppedChild(pid_t pid) {
     return absl::InternalError(absl::StrFormat("child %d stopped with signal %d, not SIGSTOP", pid,
                                                WSTOPSIG(status)));
   }
-  if (ptrace(PTRACE_SETOPTIONS, pid, 0, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL) != 0) {
+  if (ptrace(PTRACE_SETOPTIONS, pid, 0,
+             PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE) != 0) {
     return Errno("ptrace(SETOPTIONS) on pid %d", pid);
   }
   CRLIB_RETURN_IF_ERROR(t->Init());
   return t;
 }
 
+absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptNewThread(pid_t tid, const Tracee& creator) {
+  std::unique_ptr<Tracee> t(new Tracee(tid, creator.arch_));
+  t->syscall_site_ = creator.syscall_site_;
+  CRLIB_ASSIGN_OR_RETURN(int status, t->WaitStop());
+  // Auto-attached threads start with a SIGSTOP (creator traced through
+  // TRACEME) or a PTRACE_EVENT_STOP (creator seized); our first resume
+  // passes no signal, so the SIGSTOP is dropped.
+  if (WSTOPSIG(status) != SIGSTOP && (status >> 16) != PTRACE_EVENT_STOP) {
+    return absl::InternalError(absl::StrFormat(
+        "new thread %d stopped with signal %d (event %d), not at its start", tid,
+        WSTOPSIG(status), status >> 16));
+  }
+  CRLIB_RETURN_IF_ERROR(t->Init());
+  return t;
+}
+
+void Tracee::KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads) {
+  if (threads.empty()) return;
+  Tracee& main = *threads.front();
+  const pid_t pid = main.tid_;
+  absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
+  const bool parent_is_us = stat.ok() && stat->size() > 1 && (*stat)[1] == absl::StrCat(getpid());
+  // Threads the process still lists may include one we never adopted
+  // (created, then a failure): wait for those too.
+  std::set<pid_t> tids;
+  for (const auto& t : threads) tids.insert(t->tid_);
+  if (absl::StatusOr<std::vector<pid_t>> listed = sys::ListThreads(pid); listed.ok()) {
+    tids.insert(listed->begin(), listed->end());
+  }
+  kill(pid, SIGKILL);
+  auto reap = [](pid_t tid) {
+    int status;
+    while (waitpid(tid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+  };
+  for (pid_t tid : tids) {
+    if (tid != pid) reap(tid);
+  }
+  if (main.our_child_ || !parent_is_us) reap(pid);
+  for (const auto& t : threads) t->attached_ = false;
+}
+
 absl::Status Tracee::Init() {
-  std::string mem = absl::StrCat("/proc/", tid_, "/mem");
-  mem_fd_ = open(mem.c_str(), O_RDWR | O_CLOEXEC);
-  if (mem_fd_ < 0) return Errno("open %s", mem);
   CRLIB_ASSIGN_OR_RETURN(initial_regs_, GetRegs());
+  if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(initial_sigmask_), &initial_sigmask_) != 0) {
+    return Errno("ptrace(GETSIGMASK) on tid %d", tid_);
+  }
   return absl::OkStatus();
 }
 
@@ -106,7 +227,29 @@ absl::Status Tracee::SetRegs(const ArchRegs& regs) {
   return absl::OkStatus();
 }
 
+absl::Status Tracee::SetSigmask(uint64_t mask) {
+  if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(mask), &mask) != 0) {
+    return Errno("ptrace(SETSIGMASK, 0x%x) on tid %d", mask, tid_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Tracee::RestoreInitialState() {
+  absl::Status regs = SetRegs(initial_regs_);
+  absl::Status mask = SetSigmask(initial_sigmask_);
+  return regs.ok() ? mask : regs;
+}
+
+absl::Status Tracee::OpenMemory() {
+  if (mem_fd_ >= 0) return absl::OkStatus();
+  std::string mem = absl::StrCat("/proc/", tid_, "/mem");
+  mem_fd_ = open(mem.c_str(), O_RDWR | O_CLOEXEC);
+  if (mem_fd_ < 0) return Errno("open %s", mem);
+  return absl::OkStatus();
+}
+
 absl::Status Tracee::ReadMemory(uint64_t address, void* buffer, size_t size) {
+  CRLIB_RETURN_IF_ERROR(OpenMemory());
   auto* p = static_cast<char*>(buffer);
   while (size > 0) {
     ssize_t n = pread(mem_fd_, p, size, static_cast<off_t>(address));
@@ -124,6 +267,7 @@ absl::Status Tracee::ReadMemory(uint64_t address, void* buffer, size_t size) {
 }
 
 absl::Status Tracee::WriteMemory(uint64_t address, const void* buffer, size_t size) {
+  CRLIB_RETURN_IF_ERROR(OpenMemory());
   const auto* p = static_cast<const char*>(buffer);
   while (size > 0) {
     ssize_t n = pwrite(mem_fd_, p, size, static_cast<off_t>(address));
@@ -165,6 +309,9 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
       ++stop;
       continue;
     }
+    // A thread the call created (clone3 in a restore): the caller adopts
+    // it from the result.
+    if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
     // Any other stop means the tracee did not run our call as planned
     // (all signals are blocked while we work).
     return absl::InternalError(absl::StrFormat(
@@ -189,16 +336,6 @@ absl::Status Tracee::Detach(int signal) {
   if (ptrace(PTRACE_DETACH, tid_, 0, signal) != 0) return Errno("ptrace(DETACH) of %d", tid_);
   attached_ = false;
   return absl::OkStatus();
-}
-
-void Tracee::Kill() {
-  kill(tid_, SIGKILL);
-  if (our_child_) {
-    int status;
-    while (waitpid(tid_, &status, __WALL) < 0 && errno == EINTR) {
-    }
-  }
-  attached_ = false;
 }
 
 }  // namespace crlib

@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "arch/arch_backend.h"
 
 namespace crlib {
@@ -26,9 +28,26 @@ class Tracee {
   // Seizes a running thread and stops it (PTRACE_SEIZE + PTRACE_INTERRUPT).
   // Detaching later leaves it as it was.
   static absl::StatusOr<std::unique_ptr<Tracee>> Seize(pid_t tid);
+  // Seizes every thread of process `pid`, the main thread first, and
+  // stops them all; a thread created meanwhile is caught too (the task list
+  // is read again until a pass finds no new thread). A thread that ends
+  // meanwhile is left out. On failure every thread seized so far is
+  // detached, untouched.
+  static absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> SeizeProcess(pid_t pid);
   // Adopts a child that called PTRACE_TRACEME and stopped itself. It dies
-  // with the tracer (PTRACE_O_EXITKILL).
+  // with the tracer (PTRACE_O_EXITKILL), and the threads it creates start
+  // traced and stopped (PTRACE_O_TRACECLONE).
   static absl::StatusOr<std::unique_ptr<Tracee>> AdoptStoppedChild(pid_t pid);
+  // Adopts thread `tid` that `creator` just created under
+  // PTRACE_O_TRACECLONE, once it reports its first stop (before it ran any
+  // user code). It shares the creator's system call site.
+  static absl::StatusOr<std::unique_ptr<Tracee>> AdoptNewThread(pid_t tid, const Tracee& creator);
+  // Kills the process of `threads` (its main thread first) and waits for
+  // every thread we trace, so none stays a zombie: a traced thread is
+  // released only when its tracer waits for it, and the main thread only
+  // after all the others. The main thread is left for its parent to reap
+  // when that is us and we did not create it (the caller of a dump).
+  static void KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads);
 
   ~Tracee();
   Tracee(const Tracee&) = delete;
@@ -36,22 +55,31 @@ class Tracee {
 
   pid_t tid() const { return tid_; }
   const ArchBackend& arch() const { return arch_; }
-  // Registers at the stop where the tracee was taken.
+  // Registers and blocked signals at the stop where the tracee was taken.
   const ArchRegs& initial_regs() const { return initial_regs_; }
+  uint64_t initial_sigmask() const { return initial_sigmask_; }
 
   absl::StatusOr<ArchRegs> GetRegs();
   absl::Status SetRegs(const ArchRegs& regs);
+  // Blocked signals, bit n-1 for signal n.
+  absl::Status SetSigmask(uint64_t mask);
+  // Puts back the registers and signal mask the tracee was taken with.
+  absl::Status RestoreInitialState();
 
-  // The tracee's memory through /proc/PID/mem (large reads are fast).
+  // The tracee's memory through /proc/PID/mem (large reads are fast),
+  // opened at the first access.
   absl::Status ReadMemory(uint64_t address, void* buffer, size_t size);
   absl::Status WriteMemory(uint64_t address, const void* buffer, size_t size);
-  int mem_fd() const { return mem_fd_; }
 
   // Finds the system call instruction to run remote calls at; call again
   // after the vDSO moves.
   absl::Status FindSyscallSite();
+  // Uses `other`'s site (a thread of the same process) instead of finding
+  // one again.
+  void ShareSyscallSite(const Tracee& other) { syscall_site_ = other.syscall_site_; }
   // Runs system call `nr` in the tracee; returns its raw result (-errno on
-  // failure). Registers are left as the call left them.
+  // failure). Registers are left as the call left them. A thread the call
+  // creates under PTRACE_O_TRACECLONE is left stopped for AdoptNewThread.
   absl::StatusOr<int64_t> Syscall(long nr, std::array<uint64_t, 6> args = {});
   // Same, but a negative result becomes an error naming the call.
   absl::StatusOr<int64_t> CheckedSyscall(const char* what, long nr,
@@ -59,12 +87,16 @@ class Tracee {
 
   // Ends tracing; the thread continues with `signal` (0 for none).
   absl::Status Detach(int signal = 0);
-  // Kills the whole process and reaps it if it is our child.
-  void Kill();
 
  private:
   Tracee(pid_t tid, const ArchBackend& arch) : tid_(tid), arch_(arch) {}
+  // Seize in two halves, so that many threads can stop at once:
+  // PTRACE_SEIZE + PTRACE_INTERRUPT, then the wait for the stop.
+  static absl::StatusOr<std::unique_ptr<Tracee>> StartSeize(pid_t tid);
+  absl::Status FinishSeize();
+  // Reads the registers and signal mask at the first stop.
   absl::Status Init();
+  absl::Status OpenMemory();
   // Waits for the next stop; NotFound/Aborted if the tracee died.
   absl::StatusOr<int> WaitStop();
 
@@ -72,9 +104,10 @@ class Tracee {
   const ArchBackend& arch_;
   int mem_fd_ = -1;
   bool attached_ = true;
-  bool our_child_ = false;
+  bool our_child_ = false;  // created by us (AdoptStoppedChild): we reap it
   uint64_t syscall_site_ = 0;
   ArchRegs initial_regs_;
+  uint64_t initial_sigmask_ = 0;
 };
 
 }  // namespace crlib

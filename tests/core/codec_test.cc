@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "core/records.h"
 
 namespace crlib {
@@ -48,7 +50,9 @@ TEST(CodecTest, RejectsNonZeroPadding) {
   ThreadRecord t;
   t.comm = "abc";
   Bytes b = EncodeFields(t);
-  b.back() = 1;  // padding after the 3-byte string
+  auto at = std::search(b.begin(), b.end(), t.comm.begin(), t.comm.end());
+  ASSERT_NE(at, b.end());
+  at[3] = 1;  // padding after the 3-byte string
   ThreadRecord back;
   EXPECT_EQ(DecodeFields(b, &back).code(), absl::StatusCode::kDataLoss);
 }

@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -28,11 +30,16 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/crc32c.h"
+#include "core/image_format.h"
+#include "core/records.h"
+#include "sys/kernel.h"
+#include "tests/fuzz/image_fuzz_checksums.h"
 
 namespace crlib {
 namespace {
@@ -150,6 +157,55 @@ std::string PidText(const std::set<pid_t>& pids) {
 
 // Matches `pid` as a whole number.
 std::string PidRegex(pid_t pid) { return "(^|[^0-9])" + std::to_string(pid) + "([^0-9]|$)"; }
+
+// The thread IDs the threads workload prints before READY ("TIDS a b c").
+std::vector<pid_t> WorkloadTids(const std::string& out) {
+  std::vector<pid_t> tids;
+  size_t at = out.find("TIDS ");
+  if (at == std::string::npos) return tids;
+  std::istringstream line(out.substr(at + 5, out.find('\n', at) - at - 5));
+  for (pid_t tid; line >> tid;) tids.push_back(tid);
+  return tids;
+}
+
+// A child of ours with PID `pid` (clone3 with set_tid; we are root) that
+// pauses until killed, or -1.
+pid_t HoldPid(pid_t pid) {
+  long r = sys::CloneWithPid(pid);
+  if (r == 0) {
+    for (;;) syscall(SYS_pause);  // raw calls only: glibc did not fork us
+  }
+  return static_cast<pid_t>(r);
+}
+
+// In the image bytes, sets the last field of thread `tid`'s record
+// (robust_list_length, docs/FORMAT.md) and repairs the checksums. False if
+// the image has no such thread.
+bool SetRobustListLength(std::string* image, pid_t tid, uint64_t length) {
+  auto* data = reinterpret_cast<uint8_t*>(image->data());
+  FileHeader fh;
+  if (image->size() < sizeof(fh)) return false;
+  memcpy(&fh, data, sizeof(fh));
+  bool found = false;
+  for (uint64_t pos = fh.header_length; pos + sizeof(RecordHeader) <= image->size();) {
+    RecordHeader h;
+    memcpy(&h, data + pos, sizeof(h));
+    uint8_t* payload = data + pos + sizeof(h);
+    if (pos + sizeof(h) + h.length > image->size()) break;
+    uint32_t record_tid = 0;  // the first field
+    if (h.type == static_cast<uint32_t>(RecordType::kThread) && h.length >= 16) {
+      memcpy(&record_tid, payload, sizeof(record_tid));
+    }
+    if (record_tid == static_cast<uint32_t>(tid)) {
+      memcpy(payload + h.length - sizeof(length), &length, sizeof(length));
+      found = true;
+    }
+    pos += sizeof(h) + AlignUp(h.length, 8);
+    if (h.bulk_length) pos += h.bulk_pad + AlignUp(h.bulk_length, 8);
+  }
+  testing::RepairImageChecksums(data, image->size());
+  return found;
+}
 
 // XCR0: the xstate components this CPU and kernel enable.
 uint64_t Xcr0() {
@@ -453,6 +509,15 @@ class CheckpointTest : public ::testing::Test {
     EXPECT_THAT(added, Not(HasSubstr("READY"))) << "the workload started over" << Describe(*w, r);
   }
 
+  // Starts the threads workload, reads the TIDs of its three other threads
+  // and dumps it (killing it).
+  void DumpThreads(Workload* w, std::vector<pid_t>* tids, const std::string& image) {
+    ASSERT_NO_FATAL_FAILURE(Start(w, "threads"));
+    *tids = WorkloadTids(Slurp(w->out));
+    ASSERT_EQ(tids->size(), 3u) << Output(*w);
+    ASSERT_NO_FATAL_FAILURE(Dump(w, image));
+  }
+
   // Dump (killing it), reap, restore, signal, OK.
   void RoundTrip(Workload* w) {
     const std::string image = Path(w->name + ".img");
@@ -547,6 +612,12 @@ TEST_F(CheckpointTest, PythonInterpreter) {
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
+TEST_F(CheckpointTest, Threads) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 // ---- --leave-running, and restoring one image more than once.
 
 TEST_F(CheckpointTest, LeaveRunningKeepsRegistersLive) {
@@ -558,6 +629,12 @@ TEST_F(CheckpointTest, LeaveRunningKeepsRegistersLive) {
 TEST_F(CheckpointTest, LeaveRunningInsideASystemCall) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "nanosleep"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+TEST_F(CheckpointTest, LeaveRunningWithThreads) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
@@ -601,6 +678,76 @@ TEST_F(CheckpointTest, RestoreRefusesPidInUse) {
   // Nothing new is left running: our only child is the original, which
   // still works (orphans of the restore would have come to us).
   EXPECT_EQ(OurChildren(), std::set<pid_t>{w.pid}) << PidText(OurChildren());
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
+TEST_F(CheckpointTest, RestoreRefusesThreadIdInUse) {
+  Workload w;
+  std::vector<pid_t> tids;
+  const std::string image = Path("threads.img");
+  ASSERT_NO_FATAL_FAILURE(DumpThreads(&w, &tids, image));
+  // The waiter's TID, taken by another process: the main PID is free.
+  const pid_t holder = HoldPid(tids[1]);
+  ASSERT_EQ(holder, tids[1]) << strerror(errno);
+  spawned_.push_back(holder);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, ContainsRegex(PidRegex(tids[1]))) << Describe(w, r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
+  EXPECT_EQ(OurChildren(), std::set<pid_t>{holder}) << PidText(OurChildren());
+  // Freed, the TID lets the same image restore.
+  kill(holder, SIGKILL);
+  int status;
+  ASSERT_TRUE(WaitExit(holder, &status, kReapTimeout));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(CheckpointTest, FailedThreadStepKillsTheWholeProcess) {
+  Workload w;
+  std::vector<pid_t> tids;
+  const std::string image = Path("threads.img");
+  ASSERT_NO_FATAL_FAILURE(DumpThreads(&w, &tids, image));
+  // A robust list length the kernel refuses, for the last thread: the
+  // checks before the point of no return cannot see it, so the process and
+  // two threads exist when it fails.
+  std::string bytes = Slurp(image);
+  ASSERT_TRUE(SetRobustListLength(&bytes, tids[2], 7));
+  const std::string forged = Path("forged.img");
+  std::ofstream(forged, std::ios::binary) << bytes;
+  CliResult r = Crlib({"restore", "--image", forged});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("robust list")) << Describe(w, r);
+  EXPECT_THAT(r.err, ContainsRegex(PidRegex(tids[2]))) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("nothing left running")) << Describe(w, r);
+  EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
+  for (pid_t tid : {w.pid, tids[0], tids[1], tids[2]}) {
+    EXPECT_FALSE(Probe(tid).exists) << "tid " << tid << " exists after a failed restore";
+  }
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
+  // An image that does not fit its filesystem fails late: every thread has
+  // been stopped, had its signals blocked and run remote calls by then.
+  // The tmpfs is mounted in a mount namespace of our own.
+  const std::string small = Path("small");
+  ASSERT_EQ(mkdir(small.c_str(), 0700), 0) << strerror(errno);
+  if (unshare(CLONE_NEWNS) != 0 ||
+      mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      mount("tmpfs", small.c_str(), "tmpfs", 0, "size=16k") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs: " << strerror(errno);
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount(path.c_str()); }
+  } unmount{small};
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", small + "/threads.img"});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("No space left")) << Describe(w, r);
+  EXPECT_TRUE(std::filesystem::is_empty(small)) << "a failed dump left a file";
   ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
 }

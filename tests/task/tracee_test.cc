@@ -7,7 +7,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <atomic>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "sys/proc.h"
 
 namespace crlib {
 namespace {
@@ -68,6 +76,79 @@ TEST(TraceeTest, RemoteSyscallsAndMemory) {
     ASSERT_TRUE((*t)->Detach().ok());
   }
   EXPECT_TRUE(Advances(c.count)) << "the tracee did not resume after detach";
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+}
+
+// A child whose threads create short-lived threads as fast as they can,
+// counting them in shared memory.
+Counter StartThreadStorm() {
+  void* shared = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* count = new (shared) std::atomic<uint64_t>(0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    auto storm = +[](void* arg) -> void* {
+      auto* n = static_cast<std::atomic<uint64_t>*>(arg);
+      for (;;) {
+        pthread_t t;
+        if (pthread_create(&t, nullptr, +[](void*) -> void* { return nullptr; }, nullptr) == 0) {
+          pthread_detach(t);
+          n->fetch_add(1);
+        }
+      }
+      return nullptr;
+    };
+    for (int i = 0; i < 3; ++i) {
+      pthread_t t;
+      pthread_create(&t, nullptr, storm, count);
+    }
+    for (;;) pause();
+  }
+  return {pid, count};
+}
+
+// The state letter of /proc/PID/task/TID/stat, or 0 when it is gone.
+char ThreadState(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string stat = ss.str();
+  size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() ? 0 : stat[paren + 2];
+}
+
+TEST(TraceeTest, SeizeProcessStopsThreadsCreatedMeanwhile) {
+  Counter c = StartThreadStorm();
+  ASSERT_TRUE(Advances(c.count)) << "the storm did not start";
+  for (int round = 0; round < 20; ++round) {
+    auto threads = Tracee::SeizeProcess(c.pid);
+    ASSERT_TRUE(threads.ok()) << threads.status();
+    ASSERT_FALSE(threads->empty());
+    EXPECT_EQ(threads->front()->tid(), c.pid);
+    std::set<pid_t> seized;
+    for (const auto& t : *threads) seized.insert(t->tid());
+    EXPECT_GE(seized.size(), 4u);
+    auto listed = sys::ListThreads(c.pid);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    for (pid_t tid : *listed) {
+      char state = ThreadState(c.pid, tid);
+      if (seized.contains(tid)) {
+        EXPECT_EQ(state, 't') << "seized thread " << tid << " is not stopped";
+      } else {
+        EXPECT_TRUE(state == 0 || state == 'Z' || state == 'X')
+            << "thread " << tid << " escaped the seize (state " << state << ")";
+      }
+    }
+    uint64_t frozen = c.count->load();
+    usleep(20000);
+    EXPECT_EQ(c.count->load(), frozen) << "a thread was created while all were seized";
+    for (const auto& t : *threads) {
+      ASSERT_TRUE(t->RestoreInitialState().ok());
+      ASSERT_TRUE(t->Detach().ok());
+    }
+    threads->clear();
+    ASSERT_TRUE(Advances(c.count)) << "the process did not resume after detach";
+  }
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
 }

@@ -35,6 +35,13 @@ constexpr size_t kXcompBvOffset = 520;
 constexpr size_t kMxcsrOffset = 24;
 constexpr size_t kMaxXstateBytes = 16384;
 
+// The results a system call interrupted by a signal or a ptrace stop leaves
+// in rax (include/linux/errno.h): it has not completed.
+bool IsRestartCode(int64_t rax) {
+  return rax == sys::kErestartSys || rax == sys::kErestartNoIntr || rax == sys::kErestartNoHand ||
+         rax == sys::kErestartRestartBlock;
+}
+
 uint64_t Xgetbv0() {
   uint32_t eax, edx;
   asm volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -123,6 +130,23 @@ class X86_64 final : public ArchBackend {
     return static_cast<int64_t>(Regs(regs).orig_rax);
   }
 
+  absl::Status SetSyscallResult(ArchRegs* regs, int64_t value) const override {
+    auto* r = reinterpret_cast<user_regs_struct*>(regs->words.data());
+    const int64_t nr = static_cast<int64_t>(r->orig_rax);
+    const int64_t rax = static_cast<int64_t>(r->rax);
+    if (nr < 0) return absl::FailedPreconditionError("not inside a system call");
+    if (!IsRestartCode(rax)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "not inside a system call: its call %d has already returned %d", nr, rax));
+    }
+    // At a stop inside a call rip is already past the syscall instruction
+    // (a restart would move it back); orig_rax -1 means "no call to
+    // restart", whatever the value looks like (even -ERESTARTSYS).
+    r->rax = static_cast<uint64_t>(value);
+    r->orig_rax = static_cast<uint64_t>(-1);
+    return absl::OkStatus();
+  }
+
   absl::Status CaptureCpu(pid_t tid, const ArchRegs& regs, ImageWriter* writer,
                           ObjectRef thread) const override {
     X86RegistersRecord rec;
@@ -178,12 +202,12 @@ class X86_64 final : public ArchBackend {
     // handler: restart it, or report EINTR where its restart block (kernel
     // state, e.g. a nanosleep deadline) cannot be rebuilt.
     const int64_t rax = static_cast<int64_t>(r->rax);
-    if (static_cast<int64_t>(r->orig_rax) >= 0) {
-      if (rax == sys::kErestartSys || rax == sys::kErestartNoIntr || rax == sys::kErestartNoHand) {
+    if (static_cast<int64_t>(r->orig_rax) >= 0 && IsRestartCode(rax)) {
+      if (rax == sys::kErestartRestartBlock) {
+        r->rax = static_cast<uint64_t>(-EINTR);
+      } else {
         r->rax = r->orig_rax;
         r->rip -= 2;
-      } else if (rax == sys::kErestartRestartBlock) {
-        r->rax = static_cast<uint64_t>(-EINTR);
       }
     }
     r->orig_rax = static_cast<uint64_t>(-1);

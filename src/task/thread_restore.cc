@@ -1,0 +1,168 @@
+#include "task/thread_restore.h"
+
+#include <linux/prctl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include <cstddef>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "sys/kernel.h"
+
+namespace crlib {
+
+absl::Status ThreadStep(const char* name, pid_t tid, absl::Status status) {
+  if (status.ok()) return status;
+  return Annotate(status, absl::StrFormat("restore step '%s' of thread %d", name, tid));
+}
+
+absl::Status RestoreThreadAttributes(Tracee* t, pid_t pid, const ThreadImage& thread,
+                                     const ThreadStart& start, uint64_t scratch) {
+  const ThreadRecord& r = thread.record;
+  const pid_t tid = t->tid();
+  // A thread created with CLONE_VM has no signal stack, rseq area or
+  // robust list; the main thread, forked from the restorer, may have the
+  // restorer's signal stack (rseq is unregistered and the robust list
+  // cleared by then).
+  if (!(r.sigaltstack_flags & SS_DISABLE) || !start.no_sigaltstack) {
+    stack_t ss{};
+    ss.ss_sp = reinterpret_cast<void*>(r.sigaltstack_sp);
+    ss.ss_size = r.sigaltstack_size;
+    // SS_ONSTACK is a state, not a flag sigaltstack() takes.
+    ss.ss_flags = static_cast<int>(r.sigaltstack_flags) & ~SS_ONSTACK;
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &ss, sizeof(ss)));
+    CRLIB_RETURN_IF_ERROR(
+        ThreadStep("sigaltstack", tid,
+                   t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {scratch, 0}).status()));
+  }
+  if (r.rseq_length) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep(
+        "rseq", tid,
+        t->CheckedSyscall("rseq", SYS_rseq, {r.rseq_address, r.rseq_length, 0, r.rseq_signature})
+            .status()));
+  }
+  if (r.clear_child_tid != start.clear_child_tid) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep(
+        "clear_child_tid", tid,
+        t->CheckedSyscall("set_tid_address", SYS_set_tid_address, {r.clear_child_tid}).status()));
+  }
+  if (r.robust_list) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep("robust list", tid,
+                                     t->CheckedSyscall("set_robust_list", SYS_set_robust_list,
+                                                       {r.robust_list, r.robust_list_length})
+                                         .status()));
+  }
+  const std::string comm = r.comm.substr(0, 15);  // TASK_COMM_LEN, NUL included
+  if (comm != start.comm) {
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, comm.c_str(), comm.size() + 1));
+    CRLIB_RETURN_IF_ERROR(ThreadStep(
+        "name", tid,
+        t->CheckedSyscall("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, scratch}).status()));
+  }
+  if (thread.pending) {
+    CRLIB_RETURN_IF_ERROR(
+        ThreadStep("pending signals", tid, QueueSignals(t, pid, *thread.pending, scratch)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CreateThreads(Tracee* main, const ProcessImage& image, uint64_t scratch,
+                           std::vector<std::unique_ptr<Tracee>>* threads) {
+  const pid_t pid = main->tid();
+  // The main thread's name is set already; threads that share it inherit it.
+  const ThreadStart inherited{.comm = image.threads.front().record.comm.substr(0, 15)};
+  for (size_t i = 1; i < image.threads.size(); ++i) {
+    const ThreadImage& thread = image.threads[i];
+    const ThreadRecord& r = thread.record;
+    const pid_t want = static_cast<pid_t>(r.tid);
+    // clone3's arguments and its one-entry set_tid array, in the scratch
+    // area. No stack: the thread runs no code before its registers are set.
+    // Its TLS comes back with fs_base, its clear_child_tid with
+    // CLONE_CHILD_CLEARTID (one remote call fewer than set_tid_address).
+    struct {
+      sys::CloneArgs args;
+      uint64_t tid;
+    } clone{};
+    clone.args.flags =
+        CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    if (r.clear_child_tid) {
+      clone.args.flags |= CLONE_CHILD_CLEARTID;
+      clone.args.child_tid = r.clear_child_tid;
+    }
+    clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
+    clone.args.set_tid_size = 1;
+    clone.tid = static_cast<uint64_t>(want);
+    CRLIB_RETURN_IF_ERROR(main->WriteMemory(scratch, &clone, sizeof(clone)));
+    absl::StatusOr<int64_t> created = main->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
+    CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, created.status()));
+    if (*created == -EEXIST) {
+      return ThreadStep(
+          "create thread", want,
+          absl::AlreadyExistsError(absl::StrFormat("tid %d is in use by another process", want)));
+    }
+    if (*created < 0) {
+      return ThreadStep("create thread", want,
+                        ErrnoError(static_cast<int>(-*created),
+                                   absl::StrFormat("clone3 with set_tid %d in pid %d", want, pid)));
+    }
+    if (*created != want) {
+      // Cannot happen with set_tid; if it does, the image's TID is wrong
+      // for this thread, and the thread must still be killed with the rest.
+      return ThreadStep("create thread", want,
+                        absl::InternalError(absl::StrFormat("clone3 created tid %d", *created)));
+    }
+    absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptNewThread(want, *main);
+    CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, t.status()));
+    threads->push_back(std::move(*t));
+    ThreadStart start = inherited;
+    start.clear_child_tid = r.clear_child_tid;
+    start.no_sigaltstack = true;
+    CRLIB_RETURN_IF_ERROR(
+        RestoreThreadAttributes(threads->back().get(), pid, thread, start, scratch));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QueueSignals(Tracee* t, pid_t pid, const PendingSignalsRecord& rec, uint64_t scratch) {
+  for (const PendingSignal& s : rec.signals) {
+    if (s.siginfo.size() > 128) return absl::DataLossError("siginfo larger than 128 bytes");
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.siginfo.data(), s.siginfo.size()));
+    // The kernel accepts a siginfo claiming to come from kill() or tkill()
+    // only from the receiving thread itself: hence the remote call.
+    absl::StatusOr<int64_t> r =
+        rec.shared ? t->CheckedSyscall("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+                                       {static_cast<uint64_t>(pid), s.signo, scratch})
+                   : t->CheckedSyscall("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,
+                                       {static_cast<uint64_t>(pid), static_cast<uint64_t>(t->tid()),
+                                        s.signo, scratch});
+    CRLIB_RETURN_IF_ERROR(r.status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p) {
+  if (p.gid != 0 || p.egid != 0 || p.sgid != 0) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep(
+        "credentials", t->tid(),
+        t->CheckedSyscall("setresgid", SYS_setresgid, {p.gid, p.egid, p.sgid}).status()));
+  }
+  if (p.uid != 0 || p.euid != 0 || p.suid != 0) {
+    CRLIB_RETURN_IF_ERROR(ThreadStep(
+        "credentials", t->tid(),
+        t->CheckedSyscall("setresuid", SYS_setresuid, {p.uid, p.euid, p.suid}).status()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreCpuState(Tracee* t, const ThreadImage& thread) {
+  absl::StatusOr<ArchRegs> regs = t->arch().RestoreCpu(t->tid(), thread.cpu);
+  CRLIB_RETURN_IF_ERROR(ThreadStep("CPU state", t->tid(), regs.status()));
+  CRLIB_RETURN_IF_ERROR(ThreadStep("signal mask", t->tid(), t->SetSigmask(thread.record.sigmask)));
+  return ThreadStep("registers", t->tid(), t->SetRegs(*regs));
+}
+
+}  // namespace crlib
