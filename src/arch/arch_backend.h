@@ -54,6 +54,14 @@ class ArchBackend {
   virtual int64_t SyscallResult(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+
+  // Remote system calls in bulk (Tracee::SyscallBatch): position-
+  // independent code that runs the calls of a table one after the other,
+  // stops after the first that fails, and ends with a breakpoint; and how
+  // to point a thread's registers at it. A table entry is 8 words: number,
+  // six arguments, result; a number of -1 ends the table.
+  virtual absl::Span<const uint8_t> BatchSyscallCode() const = 0;
+  virtual void SetBatchCall(ArchRegs* regs, uint64_t code, uint64_t table) const = 0;
   // Makes `regs`, of a thread stopped inside a system call, those of a
   // thread that call has just returned `value` to: the result in place,
   // the instruction pointer after the call, and nothing that would make

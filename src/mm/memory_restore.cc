@@ -164,7 +164,15 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
   CRLIB_ASSIGN_OR_RETURN(std::vector<Special> current, OwnSpecials(pid));
   CRLIB_RETURN_IF_ERROR(MoveSpecials(t, current, SpecialsOf(image.vmas), image_ranges));
   // 4. The image's VMAs, with their final protections; pages are written
-  //    through /proc/PID/mem, which may write read-only memory.
+  //    through /proc/PID/mem, which may write read-only memory. A process
+  //    linked against many libraries has hundreds of VMAs: the mmaps run
+  //    as batches, one stop each, from code and a table in the scratch
+  //    area (executable, past the part used for arguments).
+  const uint64_t code = scratch.first + kBatchCodeOffset;
+  const uint64_t table = code + 256;
+  const size_t per_batch = (scratch.second - table) / 64 - 1;
+  std::vector<const VmaRecord*> order;
+  std::vector<Tracee::RemoteCall> calls;
   for (const VmaRecord& v : image.vmas) {
     const auto kind = static_cast<VmaKind>(v.kind);
     if (IsSpecial(kind) || kind == VmaKind::kVsyscall) continue;
@@ -175,10 +183,19 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
     } else {
       flags |= MAP_ANONYMOUS;
     }
-    absl::StatusOr<int64_t> r = t->CheckedSyscall(
-        "mmap", SYS_mmap, {v.start, v.end - v.start, v.prot, flags, fd, v.pgoff});
-    if (!r.ok()) {
-      return Annotate(r.status(), absl::StrFormat("mapping 0x%x-0x%x %s", v.start, v.end, v.name));
+    order.push_back(&v);
+    calls.push_back({SYS_mmap, {v.start, v.end - v.start, v.prot, flags, fd, v.pgoff}});
+  }
+  for (size_t at = 0; at < calls.size(); at += per_batch) {
+    absl::Span<Tracee::RemoteCall> batch =
+        absl::MakeSpan(calls).subspan(at, std::min(per_batch, calls.size() - at));
+    CRLIB_ASSIGN_OR_RETURN(size_t ran, t->SyscallBatch(code, table, batch));
+    const bool failed = ran > 0 && batch[ran - 1].result < 0 && batch[ran - 1].result > -4096;
+    if (failed || ran < batch.size()) {
+      const VmaRecord& v = *order[at + (ran > 0 ? ran - 1 : 0)];
+      const int err = failed ? static_cast<int>(-batch[ran - 1].result) : 0;
+      return ErrnoError(err, absl::StrFormat("mmap in pid %d: mapping 0x%x-0x%x %s", pid, v.start,
+                                             v.end, v.name));
     }
   }
   return absl::OkStatus();

@@ -26,9 +26,13 @@ absl::StatusOr<uint64_t> FindFreeRange(uint64_t size, std::vector<AddressRange> 
 // recreated here: same kinds and sizes as this kernel gives.
 absl::Status CheckSpecialMappings(const ProcessImage& image);
 
+// Where in the scratch range (readable, writable and executable, at least
+// 64 KiB) the batch code and its table go; arguments use the bytes below.
+inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
+
 // Replaces the tracee's address space with the image's, keeping only the
 // vDSO (moved to the image's address) and the scratch range; sets the mm
-// fields and executable.
+// fields and executable. The VMAs are mapped with Tracee::SyscallBatch.
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
                                  AddressRange scratch);
 

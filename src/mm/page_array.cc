@@ -46,6 +46,14 @@ PageArray::PageArray(Context* ctx, ObjectRef parent)
 
 PageArray::~PageArray() {
   (void)Wait();
+  if (worker_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
   for (Batch& b : batches_) {
     if (b.buffer) munmap(b.buffer, capacity_ * page_size_);
   }
@@ -96,8 +104,26 @@ absl::Status PageArray::Add(uint64_t address, const void* data, size_t pages) {
 }
 
 absl::Status PageArray::Wait() {
-  if (!pending_.valid()) return absl::OkStatus();
-  return pending_.get();
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return handed_ == nullptr; });
+  absl::Status st = written_;
+  written_ = absl::OkStatus();
+  return st;
+}
+
+void PageArray::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return handed_ != nullptr || stopping_; });
+    if (handed_ == nullptr) return;  // stopping, nothing left
+    Batch* batch = handed_;
+    lock.unlock();
+    absl::Status st = WriteBatch(*batch);
+    lock.lock();
+    if (written_.ok()) written_ = st;
+    handed_ = nullptr;
+    cv_.notify_all();
+  }
 }
 
 absl::Status PageArray::Submit() {
@@ -108,7 +134,12 @@ absl::Status PageArray::Submit() {
   if (b->used > 0) {
     CRLIB_RETURN_IF_ERROR(
         ctx_->Progress(Phase::kMemory, ctx_->stats().pages_scanned * page_size_));
-    pending_ = std::async(std::launch::async, [this, b] { return WriteBatch(*b); });
+    if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      handed_ = b;
+    }
+    cv_.notify_all();
     current_ ^= 1;
   }
   return absl::OkStatus();

@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <functional>
-#include <future>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <vector>
 
@@ -70,7 +72,16 @@ class PageArray {
   int current_ = 0;
   uint64_t reserved_address_ = 0;
   size_t reserved_pages_ = 0;
-  std::future<absl::Status> pending_;
+  // The worker thread, started by the first Submit(), and the one batch
+  // it may hold: `handed_` is set by Submit() and cleared by the worker
+  // when the batch is written, with its status in `written_`.
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Batch* handed_ = nullptr;
+  bool stopping_ = false;
+  absl::Status written_;
+  void WorkerLoop();
   // Worker-only state.
   PagesRecord record_;
   std::vector<iovec> iov_;

@@ -62,17 +62,6 @@ absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
   return static_cast<pid_t>(r);
 }
 
-// Signals whose disposition in `pid` is not SIG_DFL (from /proc status).
-absl::StatusOr<uint64_t> NonDefaultSignals(pid_t pid) {
-  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
-  uint64_t mask = 0;
-  for (const char* key : {"SigIgn", "SigCgt"}) {
-    CRLIB_ASSIGN_OR_RETURN(std::string v, sys::StatusField(status, key));
-    mask |= strtoull(v.c_str(), nullptr, 16);
-  }
-  return mask;
-}
-
 // Hard limits above our own need CAP_SYS_RESOURCE; find out now, not after
 // the child exists.
 absl::Status CheckRlimits(const ProcessImage& image) {
@@ -119,7 +108,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   const uint64_t scratch = scratch_range.first;
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
                                                           {scratch, kScratchBytes,
-                                                           PROT_READ | PROT_WRITE,
+                                                           PROT_READ | PROT_WRITE | PROT_EXEC,
                                                            MAP_PRIVATE | MAP_ANONYMOUS |
                                                                MAP_FIXED_NOREPLACE,
                                                            static_cast<uint64_t>(-1), 0})
@@ -142,11 +131,24 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                            (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
             .status()));
   }
+  // Everything else goes, a close_range per gap between the image's fds
+  // rather than a remote close per descriptor.
   CRLIB_ASSIGN_OR_RETURN(std::vector<int> open_fds, sys::ListFds(pid));
-  for (int fd : open_fds) {
-    if (targets.contains(fd)) continue;
+  std::sort(open_fds.begin(), open_fds.end());
+  for (size_t i = 0; i < open_fds.size();) {
+    if (targets.contains(open_fds[i])) {
+      ++i;
+      continue;
+    }
+    const int first = open_fds[i];
+    auto next_target = targets.upper_bound(first);
+    while (i < open_fds.size() && (next_target == targets.end() || open_fds[i] < *next_target)) ++i;
+    const int last = open_fds[i - 1];
     CRLIB_RETURN_IF_ERROR(step("file descriptors",
-                               t->CheckedSyscall("close", SYS_close, {static_cast<uint64_t>(fd)}).status()));
+                               t->CheckedSyscall("close_range", SYS_close_range,
+                                                 {static_cast<uint64_t>(first),
+                                                  static_cast<uint64_t>(last), 0})
+                                   .status()));
   }
 
   // Process attributes.
@@ -178,7 +180,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
 
   // Signal handlers: the image's, and SIG_DFL for any other the child has.
-  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, NonDefaultSignals(pid));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(pid));
   std::vector<SignalHandler> handlers = image.handlers.handlers;
   for (int sig = 1; sig <= 64; ++sig) {
     bool listed = std::any_of(handlers.begin(), handlers.end(),

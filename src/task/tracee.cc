@@ -331,6 +331,42 @@ absl::StatusOr<int64_t> Tracee::CheckedSyscall(const char* what, long nr,
   return r;
 }
 
+absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
+                                            absl::Span<RemoteCall> calls) {
+  // A result slot nothing can return, to tell which calls ran.
+  constexpr uint64_t kNotRun = uint64_t{1} << 63;
+  absl::Span<const uint8_t> bytes = arch_.BatchSyscallCode();
+  CRLIB_RETURN_IF_ERROR(WriteMemory(code, bytes.data(), bytes.size()));
+  std::vector<uint64_t> words;
+  words.reserve((calls.size() + 1) * 8);
+  for (const RemoteCall& c : calls) {
+    words.push_back(static_cast<uint64_t>(c.nr));
+    words.insert(words.end(), c.args.begin(), c.args.end());
+    words.push_back(kNotRun);
+  }
+  words.push_back(static_cast<uint64_t>(-1));
+  words.resize(words.size() + 7);
+  CRLIB_RETURN_IF_ERROR(WriteMemory(table, words.data(), words.size() * 8));
+  ArchRegs regs = initial_regs_;
+  arch_.SetBatchCall(&regs, code, table);
+  CRLIB_RETURN_IF_ERROR(SetRegs(regs));
+  for (;;) {
+    if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return Errno("ptrace(CONT) on tid %d", tid_);
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
+    if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
+    return absl::InternalError(absl::StrFormat(
+        "remote system call batch in pid %d: unexpected stop (signal %d, event %d)", tid_,
+        WSTOPSIG(status), status >> 16));
+  }
+  CRLIB_RETURN_IF_ERROR(ReadMemory(table, words.data(), calls.size() * 64));
+  size_t ran = 0;
+  for (; ran < calls.size() && words[ran * 8 + 7] != kNotRun; ++ran) {
+    calls[ran].result = static_cast<int64_t>(words[ran * 8 + 7]);
+  }
+  return ran;
+}
+
 absl::Status Tracee::Detach(int signal) {
   if (!attached_) return absl::OkStatus();
   if (ptrace(PTRACE_DETACH, tid_, 0, signal) != 0) return Errno("ptrace(DETACH) of %d", tid_);

@@ -85,6 +85,23 @@ class Tracee {
   absl::StatusOr<int64_t> CheckedSyscall(const char* what, long nr,
                                          std::array<uint64_t, 6> args = {});
 
+  // Many system calls with one stop instead of two per call: the arch's
+  // batch code is written to `code` (memory of the tracee's that is
+  // executable) and `calls` to a table at `table` (writable, room for
+  // calls.size() + 1 entries of 64 bytes), then the thread runs until the
+  // code's breakpoint. Calls run in order and stop after the first that
+  // fails; each ran call gets its raw result. Returns how many ran. The
+  // breakpoint's SIGTRAP is forced on the thread, which resets a blocked
+  // SIGTRAP's handler to SIG_DFL and unblocks it: use it only where
+  // handlers and mask are set afterwards (restore).
+  struct RemoteCall {
+    long nr = 0;
+    std::array<uint64_t, 6> args{};
+    int64_t result = 0;
+  };
+  absl::StatusOr<size_t> SyscallBatch(uint64_t code, uint64_t table,
+                                      absl::Span<RemoteCall> calls);
+
   // Ends tracing; the thread continues with `signal` (0 for none).
   absl::Status Detach(int signal = 0);
 

@@ -122,6 +122,30 @@ class X86_64 final : public ArchBackend {
     r->r9 = a[5];
   }
 
+  absl::Span<const uint8_t> BatchSyscallCode() const override {
+    // rbx walks the table; the kernel keeps rbx across syscall.
+    //   0: mov rax,[rbx]; cmp rax,-1; je done
+    //      mov rdi,[rbx+8]; mov rsi,[rbx+16]; mov rdx,[rbx+24]
+    //      mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]
+    //      syscall; mov [rbx+56],rax
+    //      cmp rax,-4095; jae done       (an error: stop here)
+    //      add rbx,64; jmp 0
+    //   done: int3
+    static constexpr uint8_t kCode[] = {
+        0x48, 0x8b, 0x03, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x2c, 0x48, 0x8b, 0x7b, 0x08, 0x48,
+        0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43,
+        0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x3d, 0x01,
+        0xf0, 0xff, 0xff, 0x73, 0x06, 0x48, 0x83, 0xc3, 0x40, 0xeb, 0xcb, 0xcc};
+    return kCode;
+  }
+
+  void SetBatchCall(ArchRegs* regs, uint64_t code, uint64_t table) const override {
+    auto* r = reinterpret_cast<user_regs_struct*>(regs->words.data());
+    r->rip = code;
+    r->rbx = table;
+    r->orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on resume
+  }
+
   int64_t SyscallResult(const ArchRegs& regs) const override {
     return static_cast<int64_t>(Regs(regs).rax);
   }
