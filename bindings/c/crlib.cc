@@ -1,11 +1,241 @@
 // The C ABI over the C++ library. This is the one place where internal
-// statuses become C status codes.
+// statuses become C status codes (ToC below).
 #include "crlib/crlib.h"
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/context.h"
+#include "core/status.h"
+#include "task/checkpoint.h"
+#include "task/nocr.h"
+#include "task/restore.h"
+#include "task/self_checkpoint.h"
+
+struct crlib_error {
+  int code;
+  int sys_errno;
+  std::string message;
+};
+
+namespace {
+
+using crlib::Context;
+
+int CodeOf(const absl::Status& st) {
+  if (crlib::IsNotCheckpointable(st)) return CRLIB_E_NOT_CHECKPOINTABLE;
+  // A failed system call: its errno says more than the canonical code
+  // absl derives from it.
+  switch (crlib::StatusErrno(st)) {
+    case 0: break;
+    case EPERM:
+    case EACCES: return CRLIB_E_PERMISSION;
+    case ENOENT:
+    case ESRCH: return CRLIB_E_NOT_FOUND;
+    case ENOMEM: return CRLIB_E_NO_MEMORY;
+    case EEXIST:
+    case EBUSY: return CRLIB_E_BUSY;
+    default: return CRLIB_E_IO;
+  }
+  switch (st.code()) {
+    case absl::StatusCode::kOk: return CRLIB_OK;
+    case absl::StatusCode::kInvalidArgument: return CRLIB_E_INVALID_ARGUMENT;
+    case absl::StatusCode::kNotFound: return CRLIB_E_NOT_FOUND;
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated: return CRLIB_E_PERMISSION;
+    case absl::StatusCode::kUnimplemented: return CRLIB_E_UNSUPPORTED;
+    case absl::StatusCode::kDataLoss: return CRLIB_E_BAD_IMAGE;
+    case absl::StatusCode::kFailedPrecondition: return CRLIB_E_INCOMPATIBLE;
+    case absl::StatusCode::kAlreadyExists: return CRLIB_E_BUSY;
+    case absl::StatusCode::kResourceExhausted: return CRLIB_E_NO_MEMORY;
+    case absl::StatusCode::kCancelled: return CRLIB_E_CANCELLED;
+    default: return CRLIB_E_INTERNAL;
+  }
+}
+
+// Turns a status into the return value and, if asked, an error object.
+int ToC(const absl::Status& st, crlib_error** error) {
+  if (error) *error = nullptr;
+  const int code = CodeOf(st);
+  if (code == CRLIB_OK) return CRLIB_OK;
+  if (error) {
+    *error = new (std::nothrow) crlib_error{code, crlib::StatusErrno(st), std::string(st.message())};
+  }
+  return code;
+}
+
+// Options from a caller's struct, which may be older (smaller) than ours:
+// fields past its `size` keep their defaults.
+template <typename T>
+absl::Status ReadOptions(const T* from, T* to) {
+  if (from == nullptr) return absl::OkStatus();
+  const size_t size = from->size;
+  if (size < sizeof(size_t) || size > (1u << 16)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options size ", size, " is not a sizeof of the options struct"));
+  }
+  memcpy(to, from, std::min(size, sizeof(T)));
+  to->size = sizeof(T);
+  return absl::OkStatus();
+}
+
+absl::Status PathArgument(const char* path) {
+  if (path == nullptr || *path == '\0') return absl::InvalidArgumentError("image path is NULL or empty");
+  return absl::OkStatus();
+}
+
+void ConnectProgress(Context* ctx, crlib_progress_fn fn, void* user) {
+  if (fn == nullptr) return;
+  ctx->set_progress([fn, user](crlib::Phase phase, uint64_t done, uint64_t total) {
+    return fn(static_cast<int>(phase), done, total, user) == 0;
+  });
+}
+
+void FillStats(const Context& ctx, crlib_stats* out) {
+  if (out == nullptr || out->size < sizeof(crlib_stats::size)) return;
+  crlib_stats s = CRLIB_STATS_INIT;
+  const crlib::Stats& in = ctx.stats();
+  s.image_bytes = in.bytes;
+  s.pages_scanned = in.pages_scanned;
+  s.pages_stored = in.pages_stored;
+  s.pages_zero = in.pages_zero;
+  s.records = in.records;
+  s.frozen_ns = in.frozen_ns;
+  s.total_ns = in.total_ns;
+  const size_t n = std::min(out->size, sizeof(crlib_stats));
+  memcpy(out, &s, n);
+  out->size = n;
+}
+
+absl::StatusOr<crlib::Options> ImageOptions(const crlib_checkpoint_options& o) {
+  crlib::Options options;
+  if (o.flags & ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS}) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o.flags)));
+  }
+  if (o.flags & CRLIB_CHECKPOINT_COMPRESS) {
+    if (o.compression_level < 0 || o.compression_level > 19) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("compression level ", o.compression_level, " is not in 1..19"));
+    }
+    options.compression_level = o.compression_level == 0 ? 1 : o.compression_level;
+  }
+  return options;
+}
+
+}  // namespace
 
 extern "C" {
 
 unsigned crlib_version(void) { return CRLIB_VERSION_NUMBER; }
 
 const char* crlib_version_string(void) { return CRLIB_VERSION_STRING; }
+
+const char* crlib_status_name(int status) {
+  switch (status) {
+    case CRLIB_OK: return "CRLIB_OK";
+    case CRLIB_CHECKPOINTED: return "CRLIB_CHECKPOINTED";
+    case CRLIB_RESTORED: return "CRLIB_RESTORED";
+    case CRLIB_E_INVALID_ARGUMENT: return "CRLIB_E_INVALID_ARGUMENT";
+    case CRLIB_E_NOT_FOUND: return "CRLIB_E_NOT_FOUND";
+    case CRLIB_E_PERMISSION: return "CRLIB_E_PERMISSION";
+    case CRLIB_E_UNSUPPORTED: return "CRLIB_E_UNSUPPORTED";
+    case CRLIB_E_NOT_CHECKPOINTABLE: return "CRLIB_E_NOT_CHECKPOINTABLE";
+    case CRLIB_E_BAD_IMAGE: return "CRLIB_E_BAD_IMAGE";
+    case CRLIB_E_INCOMPATIBLE: return "CRLIB_E_INCOMPATIBLE";
+    case CRLIB_E_BUSY: return "CRLIB_E_BUSY";
+    case CRLIB_E_IO: return "CRLIB_E_IO";
+    case CRLIB_E_NO_MEMORY: return "CRLIB_E_NO_MEMORY";
+    case CRLIB_E_CANCELLED: return "CRLIB_E_CANCELLED";
+    case CRLIB_E_INTERNAL: return "CRLIB_E_INTERNAL";
+    default: return "CRLIB_UNKNOWN_STATUS";
+  }
+}
+
+int crlib_error_code(const crlib_error* error) { return error ? error->code : 0; }
+
+int crlib_error_errno(const crlib_error* error) { return error ? error->sys_errno : 0; }
+
+const char* crlib_error_message(const crlib_error* error) {
+  return error ? error->message.c_str() : "";
+}
+
+void crlib_error_free(crlib_error* error) { delete error; }
+
+int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_options* options,
+                     crlib_error** error) {
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  absl::Status st = ReadOptions(options, &o);
+  if (st.ok()) st = PathArgument(image_path);
+  absl::StatusOr<crlib::Options> image_options = ImageOptions(o);
+  if (st.ok()) st = image_options.status();
+  if (!st.ok()) return ToC(st, error);
+  Context ctx(*image_options);
+  ConnectProgress(&ctx, o.progress, o.progress_user_data);
+  crlib::CheckpointOptions co;
+  co.leave_running = !(o.flags & CRLIB_CHECKPOINT_KILL);
+  st = crlib::CheckpointProcess(&ctx, pid, image_path, co);
+  if (st.ok()) {
+    (void)ctx.Progress(crlib::Phase::kDone);
+    FillStats(ctx, o.stats);
+  }
+  return ToC(crlib::Annotate(st, absl::StrCat("checkpoint of pid ", pid)), error);
+}
+
+int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options* options,
+                          crlib_error** error) {
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  absl::Status st = ReadOptions(options, &o);
+  if (st.ok()) st = PathArgument(image_path);
+  if (st.ok() && (o.flags & CRLIB_CHECKPOINT_KILL)) {
+    st = absl::InvalidArgumentError("CRLIB_CHECKPOINT_KILL is not allowed for a self-checkpoint");
+  }
+  absl::StatusOr<crlib::Options> image_options = ImageOptions(o);
+  if (st.ok()) st = image_options.status();
+  if (!st.ok()) return ToC(st, error);
+  Context ctx(*image_options);
+  ConnectProgress(&ctx, o.progress, o.progress_user_data);
+  absl::StatusOr<crlib::SelfResult> r = crlib::CheckpointSelf(&ctx, image_path);
+  if (!r.ok()) return ToC(crlib::Annotate(r.status(), "self-checkpoint"), error);
+  if (error) *error = nullptr;
+  if (*r == crlib::SelfResult::kRestored) return CRLIB_RESTORED;
+  FillStats(ctx, o.stats);
+  return CRLIB_CHECKPOINTED;
+}
+
+int crlib_restore(const char* image_path, const crlib_restore_options* options, pid_t* pid,
+                  crlib_error** error) {
+  crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
+  absl::Status st = ReadOptions(options, &o);
+  if (st.ok()) st = PathArgument(image_path);
+  if (st.ok() && o.flags != 0) {
+    st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
+  }
+  if (!st.ok()) return ToC(st, error);
+  Context ctx;
+  ConnectProgress(&ctx, o.progress, o.progress_user_data);
+  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, image_path);
+  if (!restored.ok()) {
+    return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", image_path)), error);
+  }
+  if (pid) *pid = *restored;
+  (void)ctx.Progress(crlib::Phase::kDone);
+  FillStats(ctx, o.stats);
+  return ToC(absl::OkStatus(), error);
+}
+
+int crlib_nocr_enter(const char* reason) {
+  absl::Status st = crlib::NoCrEnter(reason ? reason : "");
+  return ToC(st, nullptr);
+}
+
+int crlib_nocr_leave(void) {
+  absl::Status st = crlib::NoCrLeave();
+  if (absl::IsFailedPrecondition(st)) return CRLIB_E_INVALID_ARGUMENT;
+  return ToC(st, nullptr);
+}
 
 }  // extern "C"

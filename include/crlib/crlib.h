@@ -1,9 +1,25 @@
 /* crlib — checkpoint/restart for Linux processes. The stable C ABI.
  *
- * Contract: functions are thread-safe unless stated otherwise; strings the
- * library returns are owned by the library and live for the process. */
+ * Conventions, true of every function below unless its comment says
+ * otherwise:
+ *  - Functions return an int status: CRLIB_OK (0) or another non-negative
+ *    success value, or a negative CRLIB_E_* code. The values never change.
+ *  - `error`, when not NULL, receives a newly allocated crlib_error on
+ *    failure (and NULL on success); the caller frees it with
+ *    crlib_error_free. Passing NULL is always allowed.
+ *  - Options structs begin with their size; initialize them with their
+ *    _INIT macro (or memset to 0 and set `size`), so a newer library can
+ *    tell which fields an older caller knows. NULL options mean defaults.
+ *  - Functions are thread-safe: they may be called from several threads at
+ *    once. Operations on different processes run independently.
+ *  - Paths and strings are borrowed for the duration of the call only.
+ */
 #ifndef CRLIB_CRLIB_H_
 #define CRLIB_CRLIB_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "crlib/export.h"
 #include "crlib/version.h"
@@ -12,12 +28,161 @@
 extern "C" {
 #endif
 
+/* ---- Versions ----------------------------------------------------------- */
+
 /* Run-time version, CRLIB_VERSION_NUMBER of the library actually loaded.
  * Compare with the compile-time CRLIB_VERSION_NUMBER to detect a mismatch. */
 CRLIB_EXPORT unsigned crlib_version(void);
 
 /* Run-time version as "MAJOR.MINOR.PATCH"; static storage, never NULL. */
 CRLIB_EXPORT const char *crlib_version_string(void);
+
+/* ---- Status codes (stable values; new ones are only ever added) --------- */
+
+enum {
+  CRLIB_OK = 0,
+  /* crlib_checkpoint_self: returned in the process that took the image. */
+  CRLIB_CHECKPOINTED = 1,
+  /* crlib_checkpoint_self: returned in a process restored from the image. */
+  CRLIB_RESTORED = 2,
+
+  CRLIB_E_INVALID_ARGUMENT = -1,   /* a NULL path, a bad option, ... */
+  CRLIB_E_NOT_FOUND = -2,          /* no such process, image or file */
+  CRLIB_E_PERMISSION = -3,         /* ptrace or another call was refused */
+  CRLIB_E_UNSUPPORTED = -4,        /* the process holds something crlib cannot save */
+  CRLIB_E_NOT_CHECKPOINTABLE = -5, /* the process holds a crlib_nocr_enter mark */
+  CRLIB_E_BAD_IMAGE = -6,          /* corrupt, truncated or unknown image */
+  CRLIB_E_INCOMPATIBLE = -7,       /* image needs CPU features, kernel or resources missing here */
+  CRLIB_E_BUSY = -8,               /* a PID the image needs is in use */
+  CRLIB_E_IO = -9,                 /* reading or writing a file failed */
+  CRLIB_E_NO_MEMORY = -10,
+  CRLIB_E_CANCELLED = -11,         /* the progress callback asked to stop */
+  CRLIB_E_INTERNAL = -12           /* a bug in crlib; the message says where */
+};
+
+/* A short constant name for a status code ("CRLIB_E_BUSY"); never NULL. */
+CRLIB_EXPORT const char *crlib_status_name(int status);
+
+/* ---- Errors ------------------------------------------------------------- */
+
+/* Opaque. Owned by the caller once returned; not shared between threads
+ * unless the caller synchronizes. */
+typedef struct crlib_error crlib_error;
+
+/* The CRLIB_E_* code (negative). 0 for a NULL error. */
+CRLIB_EXPORT int crlib_error_code(const crlib_error *error);
+/* The errno of the system call that failed, or 0 if none did. */
+CRLIB_EXPORT int crlib_error_errno(const crlib_error *error);
+/* One line naming what failed, e.g. "restore of /tmp/a.img: pid 4242 is in
+ * use". Valid until crlib_error_free; "" for a NULL error, never NULL. */
+CRLIB_EXPORT const char *crlib_error_message(const crlib_error *error);
+/* Frees an error; NULL is fine. */
+CRLIB_EXPORT void crlib_error_free(crlib_error *error);
+
+/* ---- Statistics and progress -------------------------------------------- */
+
+typedef struct crlib_stats {
+  size_t size;            /* set by the caller: sizeof(crlib_stats) */
+  uint64_t image_bytes;   /* bytes written (checkpoint) or read (restore) */
+  uint64_t pages_scanned; /* memory pages looked at */
+  uint64_t pages_stored;  /* pages written to / loaded from the image */
+  uint64_t pages_zero;    /* pages found all zero and not stored */
+  uint64_t records;       /* image records */
+  int64_t frozen_ns;      /* time the process was stopped (checkpoint) */
+  int64_t total_ns;       /* time of the whole call */
+} crlib_stats;
+#define CRLIB_STATS_INIT {sizeof(crlib_stats), 0, 0, 0, 0, 0, 0, 0}
+
+enum {
+  CRLIB_PHASE_FREEZE = 1,  /* the process is being stopped */
+  CRLIB_PHASE_STATE = 2,   /* registers, signals, files, memory map */
+  CRLIB_PHASE_MEMORY = 3,  /* pages; `done` and `total` count bytes */
+  CRLIB_PHASE_DONE = 4     /* the image is complete / the process runs */
+};
+
+/* Called from the thread that made the call, between steps. Return 0 to go
+ * on, non-zero to cancel: the operation is undone (the process resumes, no
+ * image; or nothing restored) and fails with CRLIB_E_CANCELLED. `total` is
+ * 0 when unknown. Must not call back into crlib. */
+typedef int (*crlib_progress_fn)(int phase, uint64_t done, uint64_t total, void *user_data);
+
+/* ---- Checkpoint --------------------------------------------------------- */
+
+enum {
+  /* Kill the process once its image is complete (default: it runs on). Not
+   * allowed for crlib_checkpoint_self. */
+  CRLIB_CHECKPOINT_KILL = 1u << 0,
+  /* Store pages zstd-compressed (smaller, slower; not mappable). */
+  CRLIB_CHECKPOINT_COMPRESS = 1u << 1
+};
+
+typedef struct crlib_checkpoint_options {
+  size_t size;                 /* sizeof(crlib_checkpoint_options) */
+  unsigned flags;              /* CRLIB_CHECKPOINT_* */
+  int compression_level;       /* 1..19 with CRLIB_CHECKPOINT_COMPRESS; 0: default (1) */
+  crlib_progress_fn progress;  /* may be NULL */
+  void *progress_user_data;
+  crlib_stats *stats;          /* filled on success when not NULL */
+} crlib_checkpoint_options;
+#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL}
+
+/* Checkpoints process `pid` (the caller must be allowed to ptrace it) into
+ * `image_path`. The image appears under that name only once complete; on
+ * failure no file is left and the process runs on untouched. Returns
+ * CRLIB_OK. */
+CRLIB_EXPORT int crlib_checkpoint(pid_t pid, const char *image_path,
+                                  const crlib_checkpoint_options *options, crlib_error **error);
+
+/* Checkpoints the calling process, all its threads, into `image_path`.
+ * Returns CRLIB_CHECKPOINTED in the calling process once the image is
+ * complete, and CRLIB_RESTORED when the same call returns inside a process
+ * restored from that image (`crlib restore --image PATH` or
+ * crlib_restore), any number of times. The calling thread is captured
+ * inside this call; the other threads wherever they are. A helper process
+ * (a fork of the caller) does the work, so the caller is never left
+ * stopped or traced, on success or failure; its SIGCHLD is delivered to
+ * the caller and reaped by this call. Fails with CRLIB_E_NOT_CHECKPOINTABLE
+ * while this process holds a crlib_nocr_enter mark. The progress callback
+ * is called only before and after the process is stopped. */
+CRLIB_EXPORT int crlib_checkpoint_self(const char *image_path,
+                                       const crlib_checkpoint_options *options,
+                                       crlib_error **error);
+
+/* ---- Restore ------------------------------------------------------------ */
+
+typedef struct crlib_restore_options {
+  size_t size;                 /* sizeof(crlib_restore_options) */
+  unsigned flags;              /* none defined yet; must be 0 */
+  crlib_progress_fn progress;  /* may be NULL */
+  void *progress_user_data;
+  crlib_stats *stats;          /* filled on success when not NULL */
+} crlib_restore_options;
+#define CRLIB_RESTORE_OPTIONS_INIT {sizeof(crlib_restore_options), 0, NULL, NULL, NULL}
+
+/* Restores the image at `image_path` as a child of the calling process,
+ * with its recorded PID, and lets it run; `*pid` receives that PID (the
+ * caller reaps it with waitpid). Everything is checked before anything is
+ * created; a failure after that kills the half-built process, so nothing
+ * is left running. Needs CAP_SYS_ADMIN (the PID is chosen) and the
+ * caller's PID namespace. Returns CRLIB_OK. */
+CRLIB_EXPORT int crlib_restore(const char *image_path, const crlib_restore_options *options,
+                               pid_t *pid, crlib_error **error);
+
+/* ---- "Not checkpointable now" marks ------------------------------------- */
+
+/* Marks this process as not checkpointable, with a reason (cut to 200
+ * bytes; NULL means "(no reason given)"). Marks nest and may be held by
+ * several threads: until the last is left, any checkpoint of this process
+ * -- crlib_checkpoint_self, crlib_checkpoint or `crlib dump` from outside --
+ * fails with CRLIB_E_NOT_CHECKPOINTABLE and the reason of the most recent
+ * mark still held. The mark is a descriptor on a memfd named
+ * "crlib-nocr:REASON", visible in /proc/PID/fd without attaching; closing
+ * it behind crlib's back drops the mark. Returns CRLIB_OK, or
+ * CRLIB_E_NO_MEMORY / CRLIB_E_IO if the descriptor could not be made. */
+CRLIB_EXPORT int crlib_nocr_enter(const char *reason);
+
+/* Leaves the mark entered last. CRLIB_E_INVALID_ARGUMENT if none is held. */
+CRLIB_EXPORT int crlib_nocr_leave(void);
 
 #ifdef __cplusplus
 }

@@ -1,25 +1,329 @@
-/* The C ABI through the public header alone, compiled as C. */
+/* The C ABI through the public header alone, compiled as C: versions,
+ * status names, errors, options, nocr marks, checkpoint of another process,
+ * self-checkpoint of a multi-threaded process restored twice. Real
+ * processes; run as root (restore chooses PIDs). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "crlib/crlib.h"
 
 static int failures;
-#define CHECK(cond)                                              \
-  do {                                                           \
-    if (!(cond)) {                                               \
+#define CHECK(cond)                                                             \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
       fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                \
-    }                                                            \
+      ++failures;                                                               \
+    }                                                                           \
   } while (0)
 
-int main(void) {
+static char dir[256];
+
+static void Path(char *out, size_t size, const char *name) {
+  snprintf(out, size, "%s/%s", dir, name);
+}
+
+static int Exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Waits for `pid`; its exit code, or 128 + signal, or -1 after 60 s. */
+static int WaitCode(pid_t pid) {
+  for (int i = 0; i < 6000; ++i) {
+    int status;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (r < 0) return -1;
+    usleep(10000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return -1;
+}
+
+static void TestVersionsAndNames(void) {
   char expected[32];
   snprintf(expected, sizeof(expected), "%d.%d.%d", CRLIB_VERSION_MAJOR, CRLIB_VERSION_MINOR,
            CRLIB_VERSION_PATCH);
   CHECK(crlib_version() == CRLIB_VERSION_NUMBER);
   CHECK(strcmp(crlib_version_string(), expected) == 0);
   CHECK(strcmp(crlib_version_string(), CRLIB_VERSION_STRING) == 0);
+  CHECK(strcmp(crlib_status_name(CRLIB_E_BUSY), "CRLIB_E_BUSY") == 0);
+  CHECK(strcmp(crlib_status_name(CRLIB_RESTORED), "CRLIB_RESTORED") == 0);
+  CHECK(strcmp(crlib_status_name(12345), "CRLIB_UNKNOWN_STATUS") == 0);
+  /* NULL errors are fine everywhere. */
+  CHECK(crlib_error_code(NULL) == 0);
+  CHECK(crlib_error_errno(NULL) == 0);
+  CHECK(strcmp(crlib_error_message(NULL), "") == 0);
+  crlib_error_free(NULL);
+}
+
+static void TestArgumentErrors(void) {
+  crlib_error *err = (crlib_error *)1;
+  char image[512];
+  Path(image, sizeof(image), "never.img");
+  CHECK(crlib_checkpoint(getpid(), NULL, NULL, &err) == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(err != NULL && crlib_error_code(err) == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "path") != NULL);
+  crlib_error_free(err);
+
+  crlib_checkpoint_options bad = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  bad.size = 3;
+  CHECK(crlib_checkpoint_self(image, &bad, NULL) == CRLIB_E_INVALID_ARGUMENT);
+  crlib_checkpoint_options kill_self = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  kill_self.flags = CRLIB_CHECKPOINT_KILL;
+  CHECK(crlib_checkpoint_self(image, &kill_self, NULL) == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(!Exists(image));
+
+  /* A PID that just ended. */
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, NULL, 0);
+  err = NULL;
+  CHECK(crlib_checkpoint(gone, image, NULL, &err) == CRLIB_E_NOT_FOUND);
+  char pid_text[32];
+  snprintf(pid_text, sizeof(pid_text), "%d", (int)gone);
+  CHECK(err != NULL && strstr(crlib_error_message(err), pid_text) != NULL);
+  crlib_error_free(err);
+  CHECK(!Exists(image));
+
+  pid_t pid = 0;
+  err = NULL;
+  CHECK(crlib_restore(image, NULL, &pid, &err) == CRLIB_E_NOT_FOUND);
+  CHECK(err != NULL && crlib_error_errno(err) == ENOENT);
+  crlib_error_free(err);
+
+  /* Not an image. */
+  char junk[512];
+  Path(junk, sizeof(junk), "junk.img");
+  FILE *f = fopen(junk, "w");
+  fputs("this is not a crlib image, not even close to one\n", f);
+  fclose(f);
+  err = NULL;
+  CHECK(crlib_restore(junk, NULL, &pid, &err) == CRLIB_E_BAD_IMAGE);
+  CHECK(err != NULL && strlen(crlib_error_message(err)) > 0);
+  crlib_error_free(err);
+}
+
+static volatile sig_atomic_t leave_requests;
+static void OnUsr1(int sig) {
+  (void)sig;
+  ++leave_requests;
+}
+
+/* A child that holds two nested nocr marks and leaves one per SIGUSR1. It
+ * keeps no descriptor but 0-2 and the mark's, so once the marks are gone a
+ * checkpoint of it goes through. */
+static pid_t StartMarkedChild(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (int fd = 3; fd < 1024; ++fd) close(fd);
+    signal(SIGUSR1, OnUsr1);
+    if (crlib_nocr_enter("outer reason") != CRLIB_OK) _exit(3);
+    if (crlib_nocr_enter("flushing the journal") != CRLIB_OK) _exit(3);
+    int handled = 0;
+    for (;;) {
+      while (handled < leave_requests) {
+        if (crlib_nocr_leave() != CRLIB_OK) _exit(4);
+        ++handled;
+      }
+      usleep(1000);
+    }
+  }
+  return pid;
+}
+
+/* Polls /proc/PID/fd until a descriptor's link contains `want` (or, with
+ * want NULL, until none contains "crlib-nocr"). */
+static int WaitForMark(pid_t pid, const char *want) {
+  for (int tries = 0; tries < 2000; ++tries) {
+    int found = 0, any = 0;
+    for (int fd = 0; fd < 64; ++fd) {
+      char path[64], link[512];
+      snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+      ssize_t n = readlink(path, link, sizeof(link) - 1);
+      if (n <= 0) continue;
+      link[n] = '\0';
+      if (strstr(link, "crlib-nocr")) any = 1;
+      if (want && strstr(link, want)) found = 1;
+    }
+    if (want ? found : !any) return 1;
+    usleep(1000);
+  }
+  return 0;
+}
+
+static void TestNocrMarks(void) {
+  /* In this process: nested marks, the innermost reason wins. */
+  char image[512];
+  Path(image, sizeof(image), "self-nocr.img");
+  CHECK(crlib_nocr_leave() == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(crlib_nocr_enter("outer") == CRLIB_OK);
+  CHECK(crlib_nocr_enter("inner work") == CRLIB_OK);
+  crlib_error *err = NULL;
+  CHECK(crlib_checkpoint_self(image, NULL, &err) == CRLIB_E_NOT_CHECKPOINTABLE);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "inner work") != NULL);
+  crlib_error_free(err);
+  CHECK(crlib_nocr_leave() == CRLIB_OK);
+  err = NULL;
+  CHECK(crlib_checkpoint_self(image, NULL, &err) == CRLIB_E_NOT_CHECKPOINTABLE);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "outer") != NULL);
+  crlib_error_free(err);
+  CHECK(crlib_nocr_leave() == CRLIB_OK);
+  CHECK(crlib_nocr_leave() == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(!Exists(image));
+
+  /* Seen from outside, by another process, without attaching first. */
+  pid_t child = StartMarkedChild();
+  CHECK(child > 0);
+  if (child <= 0) return;
+  CHECK(WaitForMark(child, "crlib-nocr:flushing the journal"));
+  Path(image, sizeof(image), "other-nocr.img");
+  err = NULL;
+  CHECK(crlib_checkpoint(child, image, NULL, &err) == CRLIB_E_NOT_CHECKPOINTABLE);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "flushing the journal") != NULL);
+  crlib_error_free(err);
+  CHECK(!Exists(image));
+  kill(child, SIGUSR1);
+  CHECK(WaitForMark(child, "crlib-nocr:outer reason"));
+  err = NULL;
+  CHECK(crlib_checkpoint(child, image, NULL, &err) == CRLIB_E_NOT_CHECKPOINTABLE);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "outer reason") != NULL);
+  crlib_error_free(err);
+  kill(child, SIGUSR1);
+  CHECK(WaitForMark(child, NULL));
+  /* No mark left: the checkpoint goes through and the child runs on. */
+  crlib_stats stats = CRLIB_STATS_INIT;
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  o.stats = &stats;
+  err = NULL;
+  int r = crlib_checkpoint(child, image, &o, &err);
+  CHECK(r == CRLIB_OK);
+  if (r != CRLIB_OK) fprintf(stderr, "checkpoint: %s\n", crlib_error_message(err));
+  crlib_error_free(err);
+  CHECK(Exists(image));
+  CHECK(stats.image_bytes > 0 && stats.pages_stored > 0 && stats.total_ns >= stats.frozen_ns &&
+        stats.frozen_ns > 0);
+  CHECK(waitpid(child, NULL, WNOHANG) == 0); /* still running */
+  kill(child, SIGKILL);
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+}
+
+/* ---- Self-checkpoint of a multi-threaded process ---- */
+
+static volatile uint64_t spins[2];
+static volatile int stop_threads;
+static __thread uint64_t tls_value;
+
+static void *Spinner(void *arg) {
+  int i = (int)(intptr_t)arg;
+  tls_value = 1000 + i;
+  while (!stop_threads) {
+    spins[i]++;
+    if (tls_value != 1000u + i) return (void *)1;
+    if ((spins[i] & 0xffff) == 0) usleep(100);
+  }
+  return NULL;
+}
+
+/* Checkpoints itself with two threads running. Exit codes: 10 in the
+ * original, 20 in a restored copy whose threads run on and join. */
+static int SelfCheckpointChild(const char *image) {
+  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  uint64_t *heap = malloc(1 << 20);
+  for (size_t i = 0; i < (1 << 20) / 8; ++i) heap[i] = i * 2654435761u;
+  pthread_t threads[2];
+  for (int i = 0; i < 2; ++i) pthread_create(&threads[i], NULL, Spinner, (void *)(intptr_t)i);
+  while (spins[0] == 0 || spins[1] == 0) usleep(100);
+  crlib_error *err = NULL;
+  int r = crlib_checkpoint_self(image, NULL, &err);
+  if (r == CRLIB_CHECKPOINTED) {
+    stop_threads = 1;
+    for (int i = 0; i < 2; ++i) pthread_join(threads[i], NULL);
+    return 10;
+  }
+  if (r != CRLIB_RESTORED) {
+    fprintf(stderr, "self-checkpoint: %s: %s\n", crlib_status_name(r), crlib_error_message(err));
+    return 1;
+  }
+  for (size_t i = 0; i < (1 << 20) / 8; ++i) {
+    if (heap[i] != i * 2654435761u) return 2;
+  }
+  /* The threads were restored too: they still count. */
+  uint64_t before[2] = {spins[0], spins[1]};
+  for (int tries = 0; tries < 2000 && (spins[0] == before[0] || spins[1] == before[1]); ++tries) {
+    usleep(1000);
+  }
+  if (spins[0] == before[0] || spins[1] == before[1]) return 3;
+  stop_threads = 1;
+  for (int i = 0; i < 2; ++i) {
+    void *ret = (void *)1;
+    pthread_join(threads[i], &ret);
+    if (ret != NULL) return 4;
+  }
+  return 20;
+}
+
+static void TestSelfCheckpointRestoresTwice(void) {
+  char image[512];
+  Path(image, sizeof(image), "self.img");
+  pid_t child = fork();
+  if (child == 0) _exit(SelfCheckpointChild(image));
+  CHECK(WaitCode(child) == 10);
+  CHECK(Exists(image));
+  for (int round = 0; round < 2; ++round) {
+    pid_t pid = 0;
+    crlib_stats stats = CRLIB_STATS_INIT;
+    crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
+    o.stats = &stats;
+    crlib_error *err = NULL;
+    int r = crlib_restore(image, &o, &pid, &err);
+    CHECK(r == CRLIB_OK);
+    if (r != CRLIB_OK) {
+      fprintf(stderr, "restore: %s\n", crlib_error_message(err));
+      crlib_error_free(err);
+      return;
+    }
+    CHECK(pid == child);
+    CHECK(WaitCode(pid) == 20);
+  }
+  /* Its PID is taken by a running copy: the restore says so. */
+  pid_t pid = 0;
+  crlib_error *err = NULL;
+  if (crlib_restore(image, NULL, &pid, &err) == CRLIB_OK) {
+    int r2 = crlib_restore(image, NULL, &pid, NULL);
+    CHECK(r2 == CRLIB_E_BUSY);
+    CHECK(WaitCode(pid) == 20);
+  } else {
+    CHECK(0);
+    crlib_error_free(err);
+  }
+}
+
+int main(void) {
+  snprintf(dir, sizeof(dir), "/tmp/crlib-c-api-XXXXXX");
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  /* Standard streams to files: a restored child writes to them too. */
+  TestVersionsAndNames();
+  TestArgumentErrors();
+  TestNocrMarks();
+  TestSelfCheckpointRestoresTwice();
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (!failures) (void)!system(cmd);
   printf("%s\n", failures ? "c_api_test: FAILED" : "c_api_test: ok");
   return failures != 0;
 }

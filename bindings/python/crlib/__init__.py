@@ -1,0 +1,236 @@
+"""crlib for Python: checkpoint and restore processes, this one included.
+
+A thin ctypes layer over libcrlib's stable C ABI (include/crlib/crlib.h); no
+compiled extension. The library is loaded from $CRLIB_LIBRARY (a path) if
+set, else found on the normal loader path as libcrlib.so.0.
+
+    import crlib
+    if crlib.checkpoint_self("/tmp/app.img") == crlib.RESTORED:
+        print("running again from the image")
+
+    with crlib.nocr("writing the journal"):
+        ...  # any checkpoint of this process fails meanwhile
+
+Every failure raises crlib.Error, with .code (a CRLIB_E_* value, see
+crlib.STATUS_NAMES), .errno (0 if no system call failed) and the message.
+"""
+
+import ctypes
+import contextlib
+import os
+
+__all__ = [
+    "CHECKPOINTED", "RESTORED", "Error", "Stats", "checkpoint", "checkpoint_self",
+    "restore", "nocr", "version",
+]
+
+OK = 0
+CHECKPOINTED = 1
+RESTORED = 2
+
+# Status codes, as in crlib.h (stable values).
+E_INVALID_ARGUMENT = -1
+E_NOT_FOUND = -2
+E_PERMISSION = -3
+E_UNSUPPORTED = -4
+E_NOT_CHECKPOINTABLE = -5
+E_BAD_IMAGE = -6
+E_INCOMPATIBLE = -7
+E_BUSY = -8
+E_IO = -9
+E_NO_MEMORY = -10
+E_CANCELLED = -11
+E_INTERNAL = -12
+
+_CHECKPOINT_KILL = 1 << 0
+_CHECKPOINT_COMPRESS = 1 << 1
+
+
+class Error(Exception):
+    """A crlib call failed. .code is the CRLIB_E_* value, .name its name."""
+
+    def __init__(self, code, message, errno=0):
+        super().__init__(message)
+        self.code = code
+        self.errno = errno
+        self.name = _lib().crlib_status_name(code).decode()
+        self.message = message
+
+    def __str__(self):
+        return "%s (%s)" % (self.message, self.name)
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("image_bytes", ctypes.c_uint64),
+        ("pages_scanned", ctypes.c_uint64),
+        ("pages_stored", ctypes.c_uint64),
+        ("pages_zero", ctypes.c_uint64),
+        ("records", ctypes.c_uint64),
+        ("frozen_ns", ctypes.c_int64),
+        ("total_ns", ctypes.c_int64),
+    ]
+
+
+_PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64,
+                             ctypes.c_void_p)
+
+
+class _CheckpointOptions(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("flags", ctypes.c_uint),
+        ("compression_level", ctypes.c_int),
+        ("progress", _PROGRESS),
+        ("progress_user_data", ctypes.c_void_p),
+        ("stats", ctypes.POINTER(_Stats)),
+    ]
+
+
+class _RestoreOptions(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("flags", ctypes.c_uint),
+        ("progress", _PROGRESS),
+        ("progress_user_data", ctypes.c_void_p),
+        ("stats", ctypes.POINTER(_Stats)),
+    ]
+
+
+class Stats:
+    """What an operation did: image_bytes, pages_scanned, pages_stored,
+    pages_zero, records, frozen_ns, total_ns."""
+
+    def __init__(self, raw):
+        for name, _ in _Stats._fields_[1:]:
+            setattr(self, name, getattr(raw, name))
+
+    def __repr__(self):
+        return "Stats(%s)" % ", ".join(
+            "%s=%d" % (n, getattr(self, n)) for n, _ in _Stats._fields_[1:])
+
+
+_handle = None
+
+
+def _lib():
+    global _handle
+    if _handle is not None:
+        return _handle
+    path = os.environ.get("CRLIB_LIBRARY") or "libcrlib.so.0"
+    lib = ctypes.CDLL(path, use_errno=True)
+    err_p = ctypes.POINTER(ctypes.c_void_p)
+    lib.crlib_version.restype = ctypes.c_uint
+    lib.crlib_version_string.restype = ctypes.c_char_p
+    lib.crlib_status_name.restype = ctypes.c_char_p
+    lib.crlib_status_name.argtypes = [ctypes.c_int]
+    lib.crlib_error_code.argtypes = [ctypes.c_void_p]
+    lib.crlib_error_errno.argtypes = [ctypes.c_void_p]
+    lib.crlib_error_message.argtypes = [ctypes.c_void_p]
+    lib.crlib_error_message.restype = ctypes.c_char_p
+    lib.crlib_error_free.argtypes = [ctypes.c_void_p]
+    lib.crlib_error_free.restype = None
+    lib.crlib_checkpoint.argtypes = [ctypes.c_int, ctypes.c_char_p,
+                                     ctypes.POINTER(_CheckpointOptions), err_p]
+    lib.crlib_checkpoint_self.argtypes = [ctypes.c_char_p, ctypes.POINTER(_CheckpointOptions),
+                                          err_p]
+    lib.crlib_restore.argtypes = [ctypes.c_char_p, ctypes.POINTER(_RestoreOptions),
+                                  ctypes.POINTER(ctypes.c_int), err_p]
+    lib.crlib_nocr_enter.argtypes = [ctypes.c_char_p]
+    lib.crlib_nocr_leave.argtypes = []
+    _handle = lib
+    return lib
+
+
+def _check(status, err):
+    """Raises Error for a negative status, freeing the error object."""
+    if status >= 0:
+        return status
+    lib = _lib()
+    if err.value:
+        message = lib.crlib_error_message(err).decode(errors="replace")
+        errno = lib.crlib_error_errno(err)
+        lib.crlib_error_free(err)
+    else:
+        message, errno = lib.crlib_status_name(status).decode(), 0
+    raise Error(status, message, errno)
+
+
+def _path(path):
+    return os.fsencode(path)
+
+
+def _checkpoint_options(stats, compress):
+    o = _CheckpointOptions()
+    o.size = ctypes.sizeof(_CheckpointOptions)
+    if compress:
+        o.flags |= _CHECKPOINT_COMPRESS
+        o.compression_level = 0 if compress is True else int(compress)
+    o.stats = ctypes.pointer(stats)
+    return o
+
+
+def _new_stats():
+    s = _Stats()
+    s.size = ctypes.sizeof(_Stats)
+    return s
+
+
+def version():
+    """The loaded library's version, "MAJOR.MINOR.PATCH"."""
+    return _lib().crlib_version_string().decode()
+
+
+def checkpoint_self(path, compress=False):
+    """Writes an image of this process (all threads) to `path`.
+
+    Returns CHECKPOINTED here, and RESTORED when the process is restored
+    from the image (`crlib restore --image PATH`); the same image restores
+    any number of times. `compress`: True or a zstd level 1..19.
+    """
+    stats = _new_stats()
+    o = _checkpoint_options(stats, compress)
+    err = ctypes.c_void_p()
+    r = _check(_lib().crlib_checkpoint_self(_path(path), ctypes.byref(o), ctypes.byref(err)), err)
+    return r
+
+
+def checkpoint(pid, path, kill=False, compress=False):
+    """Writes an image of process `pid` to `path`; it runs on unless `kill`.
+    Returns a Stats."""
+    stats = _new_stats()
+    o = _checkpoint_options(stats, compress)
+    if kill:
+        o.flags |= _CHECKPOINT_KILL
+    err = ctypes.c_void_p()
+    _check(_lib().crlib_checkpoint(int(pid), _path(path), ctypes.byref(o), ctypes.byref(err)), err)
+    return Stats(stats)
+
+
+def restore(path):
+    """Restores the image at `path` as a child of this process, with its
+    recorded PID, and returns that PID (reap it with os.waitpid)."""
+    stats = _new_stats()
+    o = _RestoreOptions()
+    o.size = ctypes.sizeof(_RestoreOptions)
+    o.stats = ctypes.pointer(stats)
+    pid = ctypes.c_int(0)
+    err = ctypes.c_void_p()
+    _check(_lib().crlib_restore(_path(path), ctypes.byref(o), ctypes.byref(pid),
+                                ctypes.byref(err)), err)
+    return pid.value
+
+
+@contextlib.contextmanager
+def nocr(reason):
+    """While inside, any checkpoint of this process fails with
+    E_NOT_CHECKPOINTABLE and `reason`. Nests."""
+    lib = _lib()
+    r = lib.crlib_nocr_enter(str(reason).encode())
+    if r < 0:
+        raise Error(r, "crlib_nocr_enter(%r) failed" % (reason,))
+    try:
+        yield
+    finally:
+        lib.crlib_nocr_leave()
