@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -274,6 +275,44 @@ static int SelfCheckpointChild(const char *image) {
   return 20;
 }
 
+/* A self-checkpoint that fails after the helper has stopped us (a socket
+ * is refused) leaves this process as it was: not traced, running, the same
+ * signal mask, the helper reaped, no image. Exit 0 when all holds. */
+static int FailedSelfCheckpointChild(const char *image) {
+  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 10;
+  sigset_t before, after;
+  sigemptyset(&before);
+  sigaddset(&before, SIGUSR2);
+  pthread_sigmask(SIG_SETMASK, &before, NULL);
+  crlib_error *err = NULL;
+  int r = crlib_checkpoint_self(image, NULL, &err);
+  if (r != CRLIB_E_UNSUPPORTED) return 11;
+  if (strstr(crlib_error_message(err), "socket") == NULL) return 12;
+  crlib_error_free(err);
+  if (Exists(image)) return 13;
+  pthread_sigmask(SIG_SETMASK, NULL, &after);
+  if (sigismember(&after, SIGUSR2) != 1 || sigismember(&after, SIGTERM) != 0) return 14;
+  if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD) return 15; /* helper reaped */
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int tracer = -1;
+  while (f && fgets(line, sizeof(line), f)) sscanf(line, "TracerPid: %d", &tracer);
+  if (f) fclose(f);
+  return tracer == 0 ? 0 : 16;
+}
+
+static void TestFailedSelfCheckpointLeavesCallerIntact(void) {
+  char image[512];
+  Path(image, sizeof(image), "refused.img");
+  pid_t child = fork();
+  if (child == 0) _exit(FailedSelfCheckpointChild(image));
+  int code = WaitCode(child);
+  if (code != 0) fprintf(stderr, "failed self-checkpoint child: code %d\n", code);
+  CHECK(code == 0);
+}
+
 static void TestSelfCheckpointRestoresTwice(void) {
   char image[512];
   Path(image, sizeof(image), "self.img");
@@ -320,6 +359,7 @@ int main(void) {
   TestVersionsAndNames();
   TestArgumentErrors();
   TestNocrMarks();
+  TestFailedSelfCheckpointLeavesCallerIntact();
   TestSelfCheckpointRestoresTwice();
   char cmd[300];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
