@@ -115,8 +115,10 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                                             .status()));
   CRLIB_RETURN_IF_ERROR(step("address space", RebuildAddressSpace(t, image, files, scratch_range)));
   uint64_t pages = 0;
+  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, 0, ctx->stats().bytes));
   CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(t, image_path, &pages)));
   ctx->stats().pages_stored = pages;
+  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, ctx->stats().bytes, ctx->stats().bytes));
 
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
@@ -237,6 +239,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   int fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno("open %s", image_path);
   FdSource source(fd);
+  ctx->stats().bytes = source.Remaining().value_or(0);
   // Page checksums are verified when the pages are loaded, before the
   // process runs; the first pass reads everything else.
   absl::StatusOr<std::unique_ptr<ImageReader>> reader =
@@ -284,6 +287,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   for (const sys::MapsEntry& m : own) busy.push_back({m.start, m.end});
   CRLIB_ASSIGN_OR_RETURN(uint64_t scratch, FindFreeRange(kScratchBytes, busy));
 
+  // Last chance to cancel with nothing created.
+  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
   // The point of no return: from here a failure kills the child.
   CRLIB_ASSIGN_OR_RETURN(pid_t child, CloneWithPid(pid));
   absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptStoppedChild(child);

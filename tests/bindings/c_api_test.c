@@ -220,6 +220,88 @@ static void TestNocrMarks(void) {
   CHECK(WaitCode(child) == 128 + SIGKILL);
 }
 
+/* ---- Progress callbacks: phases reported, and cancelling undoes ---- */
+
+struct ProgressLog {
+  int cancel_at; /* a CRLIB_PHASE_*, or 0 never to cancel */
+  unsigned seen; /* bit per phase */
+};
+
+static int OnProgress(int phase, uint64_t done, uint64_t total, void *user_data) {
+  struct ProgressLog *log = user_data;
+  (void)done;
+  (void)total;
+  if (phase >= 1 && phase <= 8) log->seen |= 1u << phase;
+  return phase == log->cancel_at;
+}
+
+static int TracerOf(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  int tracer = -1;
+  while (f && fgets(line, sizeof(line), f)) sscanf(line, "TracerPid: %d", &tracer);
+  if (f) fclose(f);
+  return tracer;
+}
+
+static void TestProgressAndCancel(void) {
+  pid_t child = fork();
+  if (child == 0) {
+    for (int fd = 3; fd < 1024; ++fd) close(fd);
+    for (;;) pause();
+  }
+  usleep(20000);
+  char image[512];
+  Path(image, sizeof(image), "progress.img");
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  struct ProgressLog log = {CRLIB_PHASE_MEMORY, 0};
+  o.progress = OnProgress;
+  o.progress_user_data = &log;
+  crlib_error *err = NULL;
+  /* Cancelled while pages are written: no image, the process runs on. */
+  CHECK(crlib_checkpoint(child, image, &o, &err) == CRLIB_E_CANCELLED);
+  crlib_error_free(err);
+  CHECK(log.seen & (1u << CRLIB_PHASE_FREEZE));
+  CHECK(log.seen & (1u << CRLIB_PHASE_STATE));
+  CHECK(!Exists(image));
+  CHECK(waitpid(child, NULL, WNOHANG) == 0);
+  CHECK(TracerOf(child) == 0);
+  /* Not cancelled: every phase, then the image. */
+  log.cancel_at = 0;
+  log.seen = 0;
+  o.flags = CRLIB_CHECKPOINT_KILL;
+  CHECK(crlib_checkpoint(child, image, &o, NULL) == CRLIB_OK);
+  CHECK(log.seen == ((1u << CRLIB_PHASE_FREEZE) | (1u << CRLIB_PHASE_STATE) |
+                     (1u << CRLIB_PHASE_MEMORY) | (1u << CRLIB_PHASE_DONE)));
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+
+  /* Restore, cancelled before anything exists and while pages load: the
+   * PID stays free. */
+  crlib_restore_options ro = CRLIB_RESTORE_OPTIONS_INIT;
+  ro.progress = OnProgress;
+  ro.progress_user_data = &log;
+  pid_t pid = 0;
+  for (int phase = CRLIB_PHASE_STATE; phase <= CRLIB_PHASE_MEMORY; ++phase) {
+    log.cancel_at = phase;
+    log.seen = 0;
+    CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_E_CANCELLED);
+    CHECK(kill(child, 0) == -1 && errno == ESRCH);
+  }
+  log.cancel_at = 0;
+  log.seen = 0;
+  crlib_stats stats = CRLIB_STATS_INIT;
+  ro.stats = &stats;
+  CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_OK);
+  CHECK(pid == child);
+  CHECK(log.seen == ((1u << CRLIB_PHASE_STATE) | (1u << CRLIB_PHASE_MEMORY) |
+                     (1u << CRLIB_PHASE_DONE)));
+  CHECK(stats.image_bytes > 0 && stats.pages_stored > 0 && stats.total_ns > 0);
+  CHECK(waitpid(pid, NULL, WNOHANG) == 0);
+  kill(pid, SIGKILL);
+  CHECK(WaitCode(pid) == 128 + SIGKILL);
+}
+
 /* ---- Self-checkpoint of a multi-threaded process ---- */
 
 static volatile uint64_t spins[2];
@@ -360,6 +442,7 @@ int main(void) {
   TestArgumentErrors();
   TestNocrMarks();
   TestFailedSelfCheckpointLeavesCallerIntact();
+  TestProgressAndCancel();
   TestSelfCheckpointRestoresTwice();
   char cmd[300];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
