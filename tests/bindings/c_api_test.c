@@ -431,6 +431,33 @@ static void TestSelfCheckpointRestoresTwice(void) {
   }
 }
 
+/* A restored process snapshots itself again: exit 10 in the original, 11
+ * in the copy restored from the first image once it wrote the second, 12
+ * in the copy restored from the second. */
+static int ChainChild(const char *first, const char *second) {
+  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  int r = crlib_checkpoint_self(first, NULL, NULL);
+  if (r == CRLIB_CHECKPOINTED) return 10;
+  if (r != CRLIB_RESTORED) return 1;
+  r = crlib_checkpoint_self(second, NULL, NULL);
+  if (r == CRLIB_CHECKPOINTED) return 11;
+  return r == CRLIB_RESTORED ? 12 : 2;
+}
+
+static void TestRestoredProcessCheckpointsItselfAgain(void) {
+  char first[512], second[512];
+  Path(first, sizeof(first), "chain-1.img");
+  Path(second, sizeof(second), "chain-2.img");
+  pid_t child = fork();
+  if (child == 0) _exit(ChainChild(first, second));
+  CHECK(WaitCode(child) == 10);
+  pid_t pid = 0;
+  CHECK(crlib_restore(first, NULL, &pid, NULL) == CRLIB_OK);
+  CHECK(WaitCode(pid) == 11);
+  CHECK(crlib_restore(second, NULL, &pid, NULL) == CRLIB_OK);
+  CHECK(WaitCode(pid) == 12);
+}
+
 int main(void) {
   snprintf(dir, sizeof(dir), "/tmp/crlib-c-api-XXXXXX");
   if (!mkdtemp(dir)) {
@@ -443,6 +470,7 @@ int main(void) {
   TestNocrMarks();
   TestFailedSelfCheckpointLeavesCallerIntact();
   TestProgressAndCancel();
+  TestRestoredProcessCheckpointsItselfAgain();
   TestSelfCheckpointRestoresTwice();
   char cmd[300];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
