@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 
@@ -72,7 +73,9 @@ AtomicFileSink::~AtomicFileSink() {
 }
 
 absl::Status AtomicFileSink::Write(absl::Span<const iovec> iov) {
-  return sink_.Write(iov);
+  // "writev to fd 3: No space left on device" alone does not say which
+  // file; the final name is what the user asked for.
+  return Annotate(sink_.Write(iov), absl::StrCat("writing the image ", path_));
 }
 
 absl::Status AtomicFileSink::Commit() {

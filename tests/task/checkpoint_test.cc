@@ -738,7 +738,7 @@ TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
   if (unshare(CLONE_NEWNS) != 0 ||
       mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
       mount("tmpfs", small.c_str(), "tmpfs", 0, "size=16k") != 0) {
-    GTEST_SKIP() << "cannot mount a small tmpfs: " << strerror(errno);
+    FAIL() << "cannot mount a small tmpfs (the test needs CAP_SYS_ADMIN): " << strerror(errno);
   }
   struct Unmount {
     std::string path;
@@ -747,6 +747,7 @@ TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
   CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", small + "/threads.img"});
   ExpectOneLineError(r);
   EXPECT_THAT(r.err, HasSubstr("No space left")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr(small + "/threads.img")) << "the error names the image";
   EXPECT_TRUE(std::filesystem::is_empty(small)) << "a failed dump left a file";
   ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
