@@ -178,6 +178,7 @@ void SelfCheckpoint(benchmark::State& state, bool python) {
     sum.rss_kib = f.rss_kib;
   }
   unlink(report.c_str());
+  unlink(image.c_str());
   const double n = static_cast<double>(state.iterations());
   if (n == 0) return;
   state.counters["checkpoint_ms"] = sum.wall_ms / n;
