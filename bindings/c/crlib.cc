@@ -27,7 +27,7 @@ namespace {
 using crlib::Context;
 
 int CodeOf(const absl::Status& st) {
-  if (crlib::IsNotCheckpointable(st)) return CRLIB_E_NOT_CHECKPOINTABLE;
+  if (crlib::NotCheckpointableReason(st)) return CRLIB_E_NOT_CHECKPOINTABLE;
   // A failed system call: its errno says more than the canonical code
   // absl derives from it.
   switch (crlib::StatusErrno(st)) {
@@ -68,10 +68,12 @@ int ToC(const absl::Status& st, crlib_error** error) {
   return code;
 }
 
-// Options from a caller's struct, which may be older (smaller) than ours:
-// fields past its `size` keep their defaults.
+// The arguments every operation takes: an image path, and options from a
+// caller's struct, which may be older (smaller) than ours: fields past its
+// `size` keep their defaults.
 template <typename T>
-absl::Status ReadOptions(const T* from, T* to) {
+absl::Status ReadArguments(const char* path, const T* from, T* to) {
+  if (path == nullptr || *path == '\0') return absl::InvalidArgumentError("image path is NULL or empty");
   if (from == nullptr) return absl::OkStatus();
   const size_t size = from->size;
   if (size < sizeof(size_t) || size > (1u << 16)) {
@@ -80,11 +82,6 @@ absl::Status ReadOptions(const T* from, T* to) {
   }
   memcpy(to, from, std::min(size, sizeof(T)));
   to->size = sizeof(T);
-  return absl::OkStatus();
-}
-
-absl::Status PathArgument(const char* path) {
-  if (path == nullptr || *path == '\0') return absl::InvalidArgumentError("image path is NULL or empty");
   return absl::OkStatus();
 }
 
@@ -111,19 +108,24 @@ void FillStats(const Context& ctx, crlib_stats* out) {
   out->size = n;
 }
 
-absl::StatusOr<crlib::Options> ImageOptions(const crlib_checkpoint_options& o) {
-  crlib::Options options;
-  if (o.flags & ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS}) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o.flags)));
+// The arguments of both checkpoint calls, checked, and the image options
+// they ask for.
+absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
+                                                   const crlib_checkpoint_options* options,
+                                                   crlib_checkpoint_options* o) {
+  CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o));
+  if (o->flags & ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS}) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o->flags)));
   }
-  if (o.flags & CRLIB_CHECKPOINT_COMPRESS) {
-    if (o.compression_level < 0 || o.compression_level > 19) {
+  crlib::Options image;
+  if (o->flags & CRLIB_CHECKPOINT_COMPRESS) {
+    if (o->compression_level < 0 || o->compression_level > 19) {
       return absl::InvalidArgumentError(
-          absl::StrCat("compression level ", o.compression_level, " is not in 1..19"));
+          absl::StrCat("compression level ", o->compression_level, " is not in 1..19"));
     }
-    options.compression_level = o.compression_level == 0 ? 1 : o.compression_level;
+    image.compression_level = o->compression_level == 0 ? 1 : o->compression_level;
   }
-  return options;
+  return image;
 }
 
 }  // namespace
@@ -168,39 +170,31 @@ void crlib_error_free(crlib_error* error) { delete error; }
 int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_options* options,
                      crlib_error** error) {
   crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
-  absl::Status st = ReadOptions(options, &o);
-  if (st.ok()) st = PathArgument(image_path);
-  absl::StatusOr<crlib::Options> image_options = ImageOptions(o);
-  if (st.ok()) st = image_options.status();
-  if (!st.ok()) return ToC(st, error);
+  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o);
+  if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
   crlib::CheckpointOptions co;
   co.leave_running = !(o.flags & CRLIB_CHECKPOINT_KILL);
-  st = crlib::CheckpointProcess(&ctx, pid, image_path, co);
-  if (st.ok()) {
-    (void)ctx.Progress(crlib::Phase::kDone);
-    FillStats(ctx, o.stats);
-  }
+  absl::Status st = crlib::CheckpointProcess(&ctx, pid, image_path, co);
+  if (st.ok()) FillStats(ctx, o.stats);
   return ToC(crlib::Annotate(st, absl::StrCat("checkpoint of pid ", pid)), error);
 }
 
 int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options* options,
                           crlib_error** error) {
   crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
-  absl::Status st = ReadOptions(options, &o);
-  if (st.ok()) st = PathArgument(image_path);
-  if (st.ok() && (o.flags & CRLIB_CHECKPOINT_KILL)) {
-    st = absl::InvalidArgumentError("CRLIB_CHECKPOINT_KILL is not allowed for a self-checkpoint");
+  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o);
+  if (image_options.ok() && (o.flags & CRLIB_CHECKPOINT_KILL)) {
+    image_options =
+        absl::InvalidArgumentError("CRLIB_CHECKPOINT_KILL is not allowed for a self-checkpoint");
   }
-  absl::StatusOr<crlib::Options> image_options = ImageOptions(o);
-  if (st.ok()) st = image_options.status();
-  if (!st.ok()) return ToC(st, error);
+  if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
   absl::StatusOr<crlib::SelfResult> r = crlib::CheckpointSelf(&ctx, image_path);
   if (!r.ok()) return ToC(crlib::Annotate(r.status(), "self-checkpoint"), error);
-  if (error) *error = nullptr;
+  ToC(absl::OkStatus(), error);
   if (*r == crlib::SelfResult::kRestored) return CRLIB_RESTORED;
   FillStats(ctx, o.stats);
   return CRLIB_CHECKPOINTED;
@@ -209,8 +203,7 @@ int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options
 int crlib_restore(const char* image_path, const crlib_restore_options* options, pid_t* pid,
                   crlib_error** error) {
   crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
-  absl::Status st = ReadOptions(options, &o);
-  if (st.ok()) st = PathArgument(image_path);
+  absl::Status st = ReadArguments(image_path, options, &o);
   if (st.ok() && o.flags != 0) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
@@ -222,7 +215,6 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
     return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", image_path)), error);
   }
   if (pid) *pid = *restored;
-  (void)ctx.Progress(crlib::Phase::kDone);
   FillStats(ctx, o.stats);
   return ToC(absl::OkStatus(), error);
 }
@@ -233,9 +225,7 @@ int crlib_nocr_enter(const char* reason) {
 }
 
 int crlib_nocr_leave(void) {
-  absl::Status st = crlib::NoCrLeave();
-  if (absl::IsFailedPrecondition(st)) return CRLIB_E_INVALID_ARGUMENT;
-  return ToC(st, nullptr);
+  return ToC(crlib::NoCrLeave(), nullptr);
 }
 
 }  // extern "C"

@@ -119,10 +119,10 @@ FdSource::FdSource(int fd) : fd_(fd) {
   }
 }
 
-absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t size) {
+absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t min, size_t max) {
   size_t total = 0;
-  while (total < size) {
-    ssize_t n = read(fd_, to + total, size - total);
+  while (total < min) {
+    ssize_t n = read(fd_, to + total, max - total);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read from fd %d", fd_);
@@ -138,25 +138,18 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
   size_t total = std::min(size, buffer_end_ - buffer_pos_);
   if (total > 0) memcpy(p, buffer_.get() + buffer_pos_, total);
   buffer_pos_ += total;
-  if (total < size && size - total >= kBufferSize) {
-    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, size - total));
+  const size_t want = size - total;
+  if (want >= kBufferSize) {
+    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, want, want));
     total += n;
-  } else if (total < size) {
+  } else if (want > 0) {
+    // Refill with whatever the fd gives, at least what is asked (a pipe
+    // returns what it has).
     if (!buffer_) buffer_ = std::make_unique<char[]>(kBufferSize);
-    // A pipe returns what it has; keep filling until the request is met
-    // or the stream ends.
-    buffer_pos_ = buffer_end_ = 0;
-    while (buffer_end_ < size - total) {
-      ssize_t n = read(fd_, buffer_.get() + buffer_end_, kBufferSize - buffer_end_);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Errno("read from fd %d", fd_);
-      if (n == 0) break;
-      buffer_end_ += static_cast<size_t>(n);
-    }
-    const size_t take = std::min(size - total, buffer_end_);
-    memcpy(p + total, buffer_.get(), take);
-    buffer_pos_ = take;
-    total += take;
+    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, kBufferSize));
+    buffer_pos_ = std::min(want, buffer_end_);
+    memcpy(p + total, buffer_.get(), buffer_pos_);
+    total += buffer_pos_;
   }
   position_ += total;
   return total;

@@ -93,8 +93,9 @@ class FdSource final : public ByteSource {
   int MappableFd() const override { return mappable_ ? fd_ : -1; }
 
  private:
-  // read(2) until `size` bytes or the end; returns the count.
-  absl::StatusOr<size_t> ReadFd(char* to, size_t size);
+  // read(2) into `to` (room for `max`) until at least `min` bytes or the
+  // end of the stream; returns the count.
+  absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max);
 
   static constexpr size_t kBufferSize = 64 << 10;
   int fd_;

@@ -5,6 +5,7 @@
 #define CRLIB_CORE_CONTEXT_H_
 
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,6 +29,13 @@ struct Options {
   // batches stay small.
   size_t page_batch_bytes = 1u << 20;
 };
+
+// The clock Stats' times are read from (monotonic, nanoseconds).
+inline int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 struct Stats {
   uint64_t records = 0;

@@ -1,8 +1,5 @@
 #include "core/status.h"
 
-#include <optional>
-#include <string>
-
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -51,8 +48,10 @@ absl::Status NotCheckpointableError(pid_t pid, absl::string_view reason) {
   return st;
 }
 
-bool IsNotCheckpointable(const absl::Status& status) {
-  return status.GetPayload(kNotCheckpointableUrl).has_value();
+std::optional<std::string> NotCheckpointableReason(const absl::Status& status) {
+  auto payload = status.GetPayload(kNotCheckpointableUrl);
+  if (!payload) return std::nullopt;
+  return std::string(*payload);
 }
 
 }  // namespace crlib

@@ -6,6 +6,8 @@
 #include <sys/types.h>
 
 #include <cerrno>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -41,7 +43,8 @@ absl::Status Annotate(const absl::Status& status, absl::string_view context);
 // why. A FailedPrecondition whose message is "pid N is not checkpointable
 // now: REASON", marked so the C ABI can report CRLIB_E_NOT_CHECKPOINTABLE.
 absl::Status NotCheckpointableError(pid_t pid, absl::string_view reason);
-bool IsNotCheckpointable(const absl::Status& status);
+// The reason of a NotCheckpointableError (kept through Annotate), if it is one.
+std::optional<std::string> NotCheckpointableReason(const absl::Status& status);
 
 }  // namespace crlib
 

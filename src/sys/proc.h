@@ -43,9 +43,9 @@ absl::StatusOr<std::vector<int>> ListFds(pid_t pid);
 // PIDs whose parent is `pid` (from /proc/PID/task/*/children).
 absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid);
 
-// Signals whose handler in `pid` is not SIG_DFL (SigIgn | SigCgt of
-// /proc/PID/status), bit (n-1) for signal n.
-absl::StatusOr<uint64_t> NonDefaultSignals(pid_t pid);
+// Signals whose handler is not SIG_DFL (SigIgn | SigCgt), bit (n-1) for
+// signal n, from the text of /proc/PID/status.
+absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status);
 
 bool ProcessExists(pid_t pid);
 

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -33,12 +32,6 @@
 
 namespace crlib {
 namespace {
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // The kernel's struct sigaction for rt_sigaction(2).
 struct KernelSigaction {
@@ -73,9 +66,8 @@ std::string ThreadComm(pid_t pid, pid_t tid) {
   return comm.ok() ? std::string(absl::StripSuffix(*comm, "\n")) : "";
 }
 
-// What the process shows in /proc/PID/status.
-absl::Status ReadStatus(pid_t pid, ProcessRecord* p) {
-  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+// What the process shows in /proc/PID/status (`status`, its text).
+absl::Status ParseStatus(absl::string_view status, ProcessRecord* p) {
   auto ids = [&](const char* key, uint32_t* a, uint32_t* b, uint32_t* c, uint32_t* d) -> absl::Status {
     CRLIB_ASSIGN_OR_RETURN(std::string v, sys::StatusField(status, key));
     if (sscanf(v.c_str(), "%u %u %u %u", a, b, c, d) != 4) {
@@ -190,7 +182,9 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
 
   ProcessRecord proc;
   proc.pid = static_cast<uint32_t>(pid);
-  CRLIB_RETURN_IF_ERROR(ReadStatus(pid, &proc));
+  CRLIB_ASSIGN_OR_RETURN(std::string status,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  CRLIB_RETURN_IF_ERROR(ParseStatus(status, &proc));
   proc.pgid = static_cast<uint32_t>(getpgid(pid));
   proc.sid = static_cast<uint32_t>(getsid(pid));
   proc.exit_signal = SIGCHLD;
@@ -209,7 +203,7 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
   // Only handlers /proc reports as ignored or caught need a remote call
   // (one each, ~50 us); SIGCHLD always, since SIG_DFL with SA_NOCLDWAIT
   // shows in neither mask.
-  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(pid));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(status));
   non_default |= uint64_t{1} << (SIGCHLD - 1);
   for (int sig = 1; sig <= 64; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP || !(non_default & (uint64_t{1} << (sig - 1)))) continue;
@@ -350,21 +344,20 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
-    ctx->set_writer(nullptr);
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);
   if (!st.ok() || options.leave_running) {
     absl::Status resumed = resume();
-    ctx->stats().frozen_ns = NowNs() - frozen_at;
-    ctx->stats().total_ns = NowNs() - start;
-    return st.ok() ? resumed : st;
+    if (st.ok()) st = resumed;
+  } else {
+    // The image is complete and durable: the process may go.
+    Tracee::KillProcess(threads);
   }
-  // The image is complete and durable: the process may go.
-  Tracee::KillProcess(threads);
   ctx->stats().frozen_ns = NowNs() - frozen_at;
   ctx->stats().total_ns = NowNs() - start;
-  return absl::OkStatus();
+  if (st.ok()) (void)ctx->Progress(Phase::kDone);  // too late to cancel
+  return st;
 }
 
 }  // namespace crlib

@@ -70,7 +70,7 @@ absl::Status NoCrEnter(absl::string_view reason) {
 absl::Status NoCrLeave() {
   Marks& m = TheMarks();
   std::lock_guard<std::mutex> lock(m.mu);
-  if (m.reasons.empty()) return absl::FailedPreconditionError("crlib_nocr_leave without a mark held");
+  if (m.reasons.empty()) return absl::InvalidArgumentError("crlib_nocr_leave without a mark held");
   m.reasons.pop_back();
   if (m.reasons.empty()) {
     close(m.fd);

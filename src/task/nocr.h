@@ -28,7 +28,7 @@ std::optional<std::string> NoCrReasonFromLink(absl::string_view link);
 
 // Enters a mark (nestable). The reason is shown as given, cut to 200 bytes.
 absl::Status NoCrEnter(absl::string_view reason);
-// Leaves the innermost mark entered last; FailedPrecondition if none is held.
+// Leaves the innermost mark entered last; InvalidArgument if none is held.
 absl::Status NoCrLeave();
 // The reason of the most recent mark still held, if any.
 std::optional<std::string> NoCrHeld();

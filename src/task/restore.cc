@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -34,12 +33,6 @@ namespace crlib {
 namespace {
 
 constexpr uint64_t kScratchBytes = 64 * 1024;
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Creates the child that becomes the restored process: PID `pid`, dies
 // with us until restore is done, traced by us and stopped. Raw system calls
@@ -182,7 +175,9 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
 
   // Signal handlers: the image's, and SIG_DFL for any other the child has.
-  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(pid));
+  CRLIB_ASSIGN_OR_RETURN(std::string status,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(status));
   std::vector<SignalHandler> handlers = image.handlers.handlers;
   for (int sig = 1; sig <= 64; ++sig) {
     bool listed = std::any_of(handlers.begin(), handlers.end(),
@@ -306,6 +301,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
     return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));
   }
   ctx->stats().total_ns = NowNs() - start;
+  (void)ctx->Progress(Phase::kDone);  // it runs: too late to cancel
   return child;
 }
 

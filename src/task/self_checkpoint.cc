@@ -47,12 +47,6 @@ static_assert(std::is_trivially_copyable_v<Reply>);
 static_assert(sizeof(Reply) <= PIPE_BUF, "a pipe write of at most PIPE_BUF bytes is atomic");
 static_assert(kRestoredResult > static_cast<int64_t>(sizeof(Reply)));
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 void CopyString(absl::string_view from, char* to, size_t size) {
   const size_t n = std::min(from.size(), size - 1);
   memcpy(to, from.data(), n);
@@ -109,11 +103,9 @@ bool BlockedInRead(pid_t pid, pid_t tid, int fd) {
   reply.sys_errno = StatusErrno(st);
   reply.stats = ctx.stats();
   CopyString(st.message(), reply.message, sizeof(reply.message));
-  if (IsNotCheckpointable(st)) {
+  if (std::optional<std::string> reason = NotCheckpointableReason(st)) {
     reply.not_checkpointable = 1;
-    absl::string_view m = st.message();
-    size_t colon = m.find(": ");
-    CopyString(colon == m.npos ? m : m.substr(colon + 2), reply.reason, sizeof(reply.reason));
+    CopyString(*reason, reply.reason, sizeof(reply.reason));
   }
   ssize_t n = write(reply_fd, &reply, sizeof(reply));
   _exit(n == static_cast<ssize_t>(sizeof(reply)) ? 0 : 1);
