@@ -47,7 +47,7 @@ struct Figures {
   double dump_ms = 0, frozen_ms = 0, lib_dump_ms = 0;
   double restore_ms = 0, lib_restore_ms = 0;
   double image_bytes = 0, pages_stored = 0, pages_zero = 0;
-  double floor_write_ms = 0, floor_write_bytes = 0;
+  double floor_write_ms = 0;
   double floor_copy_ms = 0, floor_read_ms = 0, floor_populate_ms = 0;
   // The same, in CPU ms of this thread.
   double dump_cpu = 0, restore_cpu = 0, floor_write_cpu = 0, floor_copy_cpu = 0;
@@ -64,11 +64,7 @@ double CpuMs() {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-double NowMs() {
-  return std::chrono::duration<double, std::milli>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+double NowMs() { return crlib::NowNs() / 1e6; }
 
 // A different, non-zero pattern on every page: a page header (its index)
 // followed by words mixed from page and word index, plus a text-like run.
@@ -171,8 +167,7 @@ absl::Status DumpChild(size_t bytes, const std::string& image, crlib::Context* c
     KillAndReap(*child);
     return st;
   }
-  int status = 0;
-  waitpid(*child, &status, 0);
+  waitpid(*child, nullptr, 0);
   *ms = t1 - t0;
   *cpu_ms = c1 - c0;
   return absl::OkStatus();
@@ -225,7 +220,8 @@ void BM_Dump(benchmark::State& state) {
   int64_t round = 0;
   for (auto _ : state) {
     auto floor = [&]() -> bool {
-      const size_t size = last.bytes > 0 ? last.bytes : bytes;
+      // Round 0 runs the floor after its dump, so the image size is known.
+      const size_t size = last.bytes;
       double t0 = NowMs(), c0 = CpuMs();
       bool ok = WriteFile(floor_path, chunk, size);
       sum_floor += NowMs() - t0;
@@ -273,7 +269,6 @@ void BM_Dump(benchmark::State& state) {
   f.pages_zero = last.pages_zero;
   f.floor_write_ms = sum_floor / n;
   f.floor_write_cpu = sum_floor_cpu / n;
-  f.floor_write_bytes = last.bytes;
 }
 
 // VmRSS of `pid` in KiB, -1 if unknown.
@@ -365,13 +360,17 @@ void BM_Restore(benchmark::State& state) {
 
 // Restore floor: mmap fresh anonymous memory and memcpy the data into it.
 // The munmap afterwards is not timed (nor is the restored process's exit).
-void BM_FloorFreshCopy(benchmark::State& state) {
+// Restore floor: mmap fresh anonymous memory (with `extra_flags`) and
+// memcpy the data into it. The munmap afterwards is not timed.
+void FloorCopy(benchmark::State& state, int extra_flags, double Figures::*ms,
+               double Figures::*cpu) {
   const size_t bytes = state.range(0) * kMiB;
   uint8_t* src = MapFilled(bytes);
   double sum_ms = 0, sum_cpu = 0;
   for (auto _ : state) {
     double t0 = NowMs(), c0 = CpuMs();
-    void* dst = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* dst = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
     if (dst == MAP_FAILED) {
       Fail(state, "mmap", absl::ErrnoToStatus(errno, "mmap"));
       break;
@@ -390,8 +389,12 @@ void BM_FloorFreshCopy(benchmark::State& state) {
   state.counters["copy_ms"] = sum_ms / n;
   state.counters["cpu_ms"] = sum_cpu / n;
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
-  g_figures[state.range(0)].floor_copy_ms = sum_ms / n;
-  g_figures[state.range(0)].floor_copy_cpu = sum_cpu / n;
+  g_figures[state.range(0)].*ms = sum_ms / n;
+  g_figures[state.range(0)].*cpu = sum_cpu / n;
+}
+
+void BM_FloorFreshCopy(benchmark::State& state) {
+  FloorCopy(state, 0, &Figures::floor_copy_ms, &Figures::floor_copy_cpu);
 }
 
 // Restore floor without user-mode page faults: MAP_POPULATE allocates the
@@ -399,33 +402,7 @@ void BM_FloorFreshCopy(benchmark::State& state) {
 // memcpy. On a machine where a user page fault is expensive (here about
 // 3 s per GiB) this, not BM_FloorFreshCopy, is what restore competes with.
 void BM_FloorPopulateCopy(benchmark::State& state) {
-  const size_t bytes = state.range(0) * kMiB;
-  uint8_t* src = MapFilled(bytes);
-  double sum_ms = 0, sum_cpu = 0;
-  for (auto _ : state) {
-    double t0 = NowMs(), c0 = CpuMs();
-    void* dst = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (dst == MAP_FAILED) {
-      Fail(state, "mmap", absl::ErrnoToStatus(errno, "mmap"));
-      break;
-    }
-    memcpy(dst, src, bytes);
-    benchmark::ClobberMemory();
-    double t1 = NowMs(), c1 = CpuMs();
-    munmap(dst, bytes);
-    state.SetIterationTime((t1 - t0) / 1e3);
-    sum_ms += t1 - t0;
-    sum_cpu += c1 - c0;
-  }
-  munmap(src, bytes);
-  const double n = static_cast<double>(state.iterations());
-  if (n == 0) return;
-  state.counters["copy_ms"] = sum_ms / n;
-  state.counters["cpu_ms"] = sum_cpu / n;
-  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
-  g_figures[state.range(0)].floor_populate_ms = sum_ms / n;
-  g_figures[state.range(0)].floor_populate_cpu = sum_cpu / n;
+  FloorCopy(state, MAP_POPULATE, &Figures::floor_populate_ms, &Figures::floor_populate_cpu);
 }
 
 // A second restore floor, closer to what a restore does: read the bytes
@@ -520,7 +497,7 @@ void PrintSummary() {
   for (const auto& [mib, f] : g_figures) {
     printf("%5" PRId64 " MiB: image %.0f bytes, %.0f pages stored, %.0f zero pages; "
            "shm_write floor wrote %.0f bytes\n",
-           mib, f.image_bytes, f.pages_stored, f.pages_zero, f.floor_write_bytes);
+           mib, f.image_bytes, f.pages_stored, f.pages_zero, f.image_bytes);
   }
 }
 

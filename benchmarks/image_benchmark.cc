@@ -13,7 +13,6 @@
 // jobs do not inflate. Compare the Time and CPU columns to see contention.
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,6 +43,11 @@
 
 namespace crlib {
 namespace {
+
+// Ends a benchmark with a failed status as its error text.
+void Skip(benchmark::State& state, const absl::Status& st) {
+  state.SkipWithError(std::string(st.message()).c_str());
+}
 
 constexpr size_t kPageSize = 4096;
 constexpr size_t kMiB = size_t{1} << 20;
@@ -327,7 +331,7 @@ const StoredImage* PageImage(int level, int mib, benchmark::State& state) {
     }
   }
   if (!st.ok()) {
-    state.SkipWithError(std::string(st.message()).c_str());
+    Skip(state, st);
     image.bytes.clear();
     return nullptr;
   }
@@ -383,7 +387,7 @@ void BM_TmpfsWrite(benchmark::State& state) {
     unlink(path.c_str());
     state.ResumeTiming();
     if (!st.ok()) {
-      state.SkipWithError(std::string(st.message()).c_str());
+      Skip(state, st);
       break;
     }
   }
@@ -413,7 +417,7 @@ void BM_WritePagesMemory(benchmark::State& state) {
     MemorySink sink(&image);
     absl::Status st = WritePageImage(&sink, data, level, &stats);
     if (!st.ok()) {
-      state.SkipWithError(std::string(st.message()).c_str());
+      Skip(state, st);
       break;
     }
     benchmark::DoNotOptimize(image.data());
@@ -442,7 +446,7 @@ void BM_WritePagesFile(benchmark::State& state) {
     unlink(path.c_str());
     state.ResumeTiming();
     if (!st.ok()) {
-      state.SkipWithError(std::string(st.message()).c_str());
+      Skip(state, st);
       break;
     }
   }
@@ -598,7 +602,7 @@ void BM_DecodeFields(benchmark::State& state) {
     for (const Bytes& payload : payloads) {
       R value;
       absl::Status st = DecodeFields(payload, &value);
-      if (!st.ok()) state.SkipWithError(std::string(st.message()).c_str());
+      if (!st.ok()) Skip(state, st);
       benchmark::DoNotOptimize(value);
     }
   }
@@ -635,7 +639,7 @@ void BM_WriteRecords(benchmark::State& state) {
     MemorySink sink(&image);
     absl::Status st = WriteRecordImage(&sink, samples);
     if (!st.ok()) {
-      state.SkipWithError(std::string(st.message()).c_str());
+      Skip(state, st);
       break;
     }
     benchmark::DoNotOptimize(image.data());
@@ -654,28 +658,28 @@ void BM_ReadRecords(benchmark::State& state) {
   MemorySink sink(&image);
   absl::Status st = WriteRecordImage(&sink, SampleRecords<R>());
   if (!st.ok()) {
-    state.SkipWithError(std::string(st.message()).c_str());
+    Skip(state, st);
     return;
   }
   for (auto _ : state) {
     MemorySource source(image);
     absl::StatusOr<std::unique_ptr<ImageReader>> reader = ImageReader::Open(&source);
     if (!reader.ok()) {
-      state.SkipWithError(std::string(reader.status().message()).c_str());
+      Skip(state, reader.status());
       return;
     }
     int decoded = 0;
     for (;;) {
       absl::StatusOr<const Record*> record = (*reader)->Next();
       if (!record.ok()) {
-        state.SkipWithError(std::string(record.status().message()).c_str());
+        Skip(state, record.status());
         return;
       }
       if (*record == nullptr) break;
       if ((*record)->type() != R::kType) continue;
       absl::StatusOr<R> value = (*reader)->Decode<R>(**record);
       if (!value.ok()) {
-        state.SkipWithError(std::string(value.status().message()).c_str());
+        Skip(state, value.status());
         return;
       }
       benchmark::DoNotOptimize(*value);

@@ -24,10 +24,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <string>
-#include <vector>
 
 #include "benchmark/benchmark.h"
 #include "crlib/crlib.h"
@@ -98,7 +96,7 @@ long RssKiB(pid_t pid) {
 }
 
 const char* kPythonProgram = R"(
-import os, signal, sys, time, resource
+import os, signal, sys, time
 import crlib
 table = {"k%d" % i: [i] * 4 for i in range(20000)}
 rss = int([l for l in open("/proc/self/status") if l.startswith("VmRSS:")][0].split()[1])

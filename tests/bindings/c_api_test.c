@@ -52,6 +52,22 @@ static int WaitCode(pid_t pid) {
   return -1;
 }
 
+static int TracerOf(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  int tracer = -1;
+  while (f && fgets(line, sizeof(line), f)) sscanf(line, "TracerPid: %d", &tracer);
+  if (f) fclose(f);
+  return tracer;
+}
+
+/* Closes every descriptor but 0-2 (a child about to be checkpointed must
+ * not hold the test runner's pipes). */
+static void CloseInheritedFds(void) {
+  for (int fd = 3; fd < 1024; ++fd) close(fd);
+}
+
 static void TestVersionsAndNames(void) {
   char expected[32];
   snprintf(expected, sizeof(expected), "%d.%d.%d", CRLIB_VERSION_MAJOR, CRLIB_VERSION_MINOR,
@@ -128,7 +144,7 @@ static void OnUsr1(int sig) {
 static pid_t StartMarkedChild(void) {
   pid_t pid = fork();
   if (pid == 0) {
-    for (int fd = 3; fd < 1024; ++fd) close(fd);
+    CloseInheritedFds();
     signal(SIGUSR1, OnUsr1);
     if (crlib_nocr_enter("outer reason") != CRLIB_OK) _exit(3);
     if (crlib_nocr_enter("flushing the journal") != CRLIB_OK) _exit(3);
@@ -235,20 +251,11 @@ static int OnProgress(int phase, uint64_t done, uint64_t total, void *user_data)
   return phase == log->cancel_at;
 }
 
-static int TracerOf(pid_t pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "r");
-  int tracer = -1;
-  while (f && fgets(line, sizeof(line), f)) sscanf(line, "TracerPid: %d", &tracer);
-  if (f) fclose(f);
-  return tracer;
-}
 
 static void TestProgressAndCancel(void) {
   pid_t child = fork();
   if (child == 0) {
-    for (int fd = 3; fd < 1024; ++fd) close(fd);
+    CloseInheritedFds();
     for (;;) pause();
   }
   usleep(20000);
@@ -322,7 +329,7 @@ static void *Spinner(void *arg) {
 /* Checkpoints itself with two threads running. Exit codes: 10 in the
  * original, 20 in a restored copy whose threads run on and join. */
 static int SelfCheckpointChild(const char *image) {
-  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  CloseInheritedFds();
   uint64_t *heap = malloc(1 << 20);
   for (size_t i = 0; i < (1 << 20) / 8; ++i) heap[i] = i * 2654435761u;
   pthread_t threads[2];
@@ -361,7 +368,7 @@ static int SelfCheckpointChild(const char *image) {
  * is refused) leaves this process as it was: not traced, running, the same
  * signal mask, the helper reaped, no image. Exit 0 when all holds. */
 static int FailedSelfCheckpointChild(const char *image) {
-  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  CloseInheritedFds();
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 10;
   sigset_t before, after;
@@ -377,12 +384,7 @@ static int FailedSelfCheckpointChild(const char *image) {
   pthread_sigmask(SIG_SETMASK, NULL, &after);
   if (sigismember(&after, SIGUSR2) != 1 || sigismember(&after, SIGTERM) != 0) return 14;
   if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD) return 15; /* helper reaped */
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  int tracer = -1;
-  while (f && fgets(line, sizeof(line), f)) sscanf(line, "TracerPid: %d", &tracer);
-  if (f) fclose(f);
-  return tracer == 0 ? 0 : 16;
+  return TracerOf(getpid()) == 0 ? 0 : 16;
 }
 
 static void TestFailedSelfCheckpointLeavesCallerIntact(void) {
@@ -435,7 +437,7 @@ static void TestSelfCheckpointRestoresTwice(void) {
  * in the copy restored from the first image once it wrote the second, 12
  * in the copy restored from the second. */
 static int ChainChild(const char *first, const char *second) {
-  for (int fd = 3; fd < 1024; ++fd) close(fd);
+  CloseInheritedFds();
   int r = crlib_checkpoint_self(first, NULL, NULL);
   if (r == CRLIB_CHECKPOINTED) return 10;
   if (r != CRLIB_RESTORED) return 1;
@@ -464,7 +466,6 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
-  /* Standard streams to files: a restored child writes to them too. */
   TestVersionsAndNames();
   TestArgumentErrors();
   TestNocrMarks();

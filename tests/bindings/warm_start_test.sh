@@ -18,16 +18,19 @@ if ! "$warm_start" "$dir/warm.img" 7 123456 2>&1 </dev/null | cat > "$dir/cold.t
    ! grep -q '^cold start: table built' "$dir/cold.txt"; then
   echo "cold run failed:"; cat "$dir/cold.txt"; exit 1
 fi
+# The answers every restored run must repeat.
+grep '^table' "$dir/cold.txt" > "$dir/cold.answers"
+if [ "$(wc -l < "$dir/cold.answers")" -ne 3 ]; then
+  echo "cold run gave no answers"; cat "$dir/cold.txt"; exit 1
+fi
 for round in 1 2; do
   if ! "$crlib" restore --image "$dir/warm.img" > "$dir/restored.txt" 2>&1 </dev/null ||
      ! grep -q '^restored (pid [0-9]*): ready' "$dir/restored.txt"; then
     echo "round $round: restore failed:"; cat "$dir/restored.txt"; exit 1
   fi
   # Same checksum and answers as the cold run.
-  grep '^table' "$dir/cold.txt" > "$dir/cold.answers"
-  grep '^table' "$dir/restored.txt" > "$dir/restored.answers"
-  if [ "$(wc -l < "$dir/cold.answers")" -ne 3 ] ||
-     ! cmp -s "$dir/cold.answers" "$dir/restored.answers"; then
+  grep '^table' "$dir/restored.txt" > "$dir/restored.answers" || true
+  if ! cmp -s "$dir/cold.answers" "$dir/restored.answers"; then
     echo "round $round: answers differ"; cat "$dir/cold.txt" "$dir/restored.txt"; exit 1
   fi
 done

@@ -7,7 +7,6 @@
 // The test process is a child subreaper, so whatever a restore leaves
 // behind is reparented here: "nothing left running" is checked by listing
 // our children, and TearDown kills and reaps them all.
-#include <dirent.h>
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -39,6 +38,7 @@
 #include "core/image_format.h"
 #include "core/records.h"
 #include "sys/kernel.h"
+#include "sys/proc.h"
 #include "tests/fuzz/image_fuzz_checksums.h"
 
 namespace crlib {
@@ -67,21 +67,12 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 std::string CrlibBin() { return EnvOr("CRLIB_BIN", "crlib"); }
 std::string WorkloadsDir() { return EnvOr("CRLIB_WORKLOADS_DIR", "tests/workloads"); }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+// A file's contents, "" if it cannot be read.
+std::string Slurp(const std::string& path) { return sys::ReadFile(path).value_or(""); }
 
-bool Exists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
+bool Exists(const std::string& path) { return std::filesystem::exists(path); }
 
-std::string ReadLink(const std::string& path) {
-  char buf[4096];
-  ssize_t n = readlink(path.c_str(), buf, sizeof(buf) - 1);
-  return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
-}
+std::string ReadLink(const std::string& path) { return sys::ReadLink(path).value_or(""); }
 
 // Polls `done` every 10 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& done, Clock::duration timeout) {
@@ -136,17 +127,8 @@ ProcInfo Probe(pid_t pid) {
 
 // Processes whose parent is this one (live or zombie).
 std::set<pid_t> OurChildren() {
-  std::set<pid_t> out;
-  DIR* d = opendir("/proc");
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    pid_t pid = atoi(e->d_name);
-    if (pid <= 0) continue;
-    ProcInfo info = Probe(pid);
-    if (info.exists && info.ppid == getpid()) out.insert(pid);
-  }
-  closedir(d);
-  return out;
+  absl::StatusOr<std::vector<pid_t>> children = sys::ListChildren(getpid());
+  return children.ok() ? std::set<pid_t>(children->begin(), children->end()) : std::set<pid_t>();
 }
 
 std::string PidText(const std::set<pid_t>& pids) {
@@ -233,7 +215,6 @@ struct Workload {
   std::string out, err;  // its stdout and stderr files
   std::string exe;       // /proc/PID/exe once it is READY
   std::string dumped;    // what its stdout held when it was checkpointed
-  bool reaped = false;
 };
 
 class CheckpointTest : public ::testing::Test {
@@ -426,7 +407,6 @@ class CheckpointTest : public ::testing::Test {
     ASSERT_EQ(kill(w->pid, SIGUSR1), 0) << strerror(errno);
     int status = 0;
     ASSERT_TRUE(WaitExit(w->pid, &status, kExitTimeout)) << w->name << " did not exit" << Output(*w);
-    w->reaped = true;
     std::string added = Slurp(w->out).substr(before);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << StatusText(status) << Output(*w);
     EXPECT_THAT(added, StartsWith("OK")) << Output(*w);
@@ -450,7 +430,6 @@ class CheckpointTest : public ::testing::Test {
     int status = 0;
     ASSERT_TRUE(WaitExit(w->pid, &status, kReapTimeout))
         << "pid " << w->pid << " still runs after a dump without --leave-running" << Describe(*w, r);
-    w->reaped = true;
     EXPECT_TRUE(WIFSIGNALED(status)) << "the dumped process was not killed: " << StatusText(status)
                                      << Describe(*w, r);
     EXPECT_FALSE(Probe(w->pid).exists);

@@ -15,13 +15,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include "core/context.h"
 #include "task/checkpoint.h"
+#include "sys/proc.h"
 #include "task/restore.h"
 
 namespace crlib {
@@ -104,12 +103,7 @@ Child StartChild(Mode mode) {
   return c;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string Slurp(const std::string& path) { return sys::ReadFile(path).value_or(""); }
 
 // Waits until thread `tid` of `pid` is blocked in read(fd, ...).
 bool WaitBlockedInRead(pid_t pid, pid_t tid, int fd) {

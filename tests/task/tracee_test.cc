@@ -10,9 +10,7 @@
 #include <pthread.h>
 
 #include <atomic>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "sys/proc.h"
@@ -108,13 +106,10 @@ Counter StartThreadStorm() {
 }
 
 // The state letter of /proc/PID/task/TID/stat, or 0 when it is gone.
-char ThreadState(pid_t pid, pid_t tid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string stat = ss.str();
-  size_t paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() ? 0 : stat[paren + 2];
+// A thread's state letter from /proc/TID/stat, 0 if it is gone.
+char ThreadState(pid_t tid) {
+  absl::StatusOr<std::vector<std::string>> f = sys::ReadStatFields(tid);
+  return f.ok() && !f->empty() && !(*f)[0].empty() ? (*f)[0][0] : 0;
 }
 
 TEST(TraceeTest, SeizeProcessStopsThreadsCreatedMeanwhile) {
@@ -131,7 +126,7 @@ TEST(TraceeTest, SeizeProcessStopsThreadsCreatedMeanwhile) {
     auto listed = sys::ListThreads(c.pid);
     ASSERT_TRUE(listed.ok()) << listed.status();
     for (pid_t tid : *listed) {
-      char state = ThreadState(c.pid, tid);
+      char state = ThreadState(tid);
       if (seized.contains(tid)) {
         EXPECT_EQ(state, 't') << "seized thread " << tid << " is not stopped";
       } else {

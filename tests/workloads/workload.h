@@ -41,6 +41,18 @@ static inline void wl_install_handler(void) {
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+static inline int wl_write_all(int fd, const void* buf, size_t size) {
+  const char* p = (const char*)buf;
+  while (size > 0) {
+    ssize_t n = write(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n;
+    size -= (size_t)n;
+  }
+  return 0;
+}
+
 /* One line to stdout with a single write(2). */
 static inline void wl_vsay(const char* prefix, const char* fmt, va_list ap) {
   char line[512];
@@ -48,13 +60,7 @@ static inline void wl_vsay(const char* prefix, const char* fmt, va_list ap) {
   n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
   if (n > (int)sizeof(line) - 2) n = (int)sizeof(line) - 2;
   line[n++] = '\n';
-  size_t done = 0;
-  while (done < (size_t)n) {
-    ssize_t w = write(1, line + done, (size_t)n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    done += (size_t)w;
-  }
+  (void)wl_write_all(1, line, (size_t)n);
 }
 
 static inline void wl_say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -113,17 +119,6 @@ static inline long wl_mismatch(const void* buf, size_t size, uint64_t seed, uint
 }
 
 /* write(2) / pread(2) of a whole buffer; 0 on success. */
-static inline int wl_write_all(int fd, const void* buf, size_t size) {
-  const char* p = (const char*)buf;
-  while (size > 0) {
-    ssize_t n = write(fd, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    p += n;
-    size -= (size_t)n;
-  }
-  return 0;
-}
 
 static inline int wl_pread_all(int fd, void* buf, size_t size, off_t offset) {
   char* p = (char*)buf;

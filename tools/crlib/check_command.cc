@@ -36,11 +36,17 @@ struct Probe {
   std::string detail;
 };
 
-bool HasCapability(int cap) {
+// Capability numbers (linux/capability.h; 40 is newer than some headers).
+constexpr int kCapSysAdmin = 21;
+constexpr int kCapSysResource = 24;
+constexpr int kCapCheckpointRestore = 40;
+
+// This process's effective capabilities, a bit per capability.
+uint64_t EffectiveCapabilities() {
   auto status = sys::ReadFile("/proc/self/status");
-  if (!status.ok()) return false;
+  if (!status.ok()) return 0;
   auto eff = sys::StatusField(*status, "CapEff");
-  return eff.ok() && (strtoull(eff->c_str(), nullptr, 16) >> cap) & 1;
+  return eff.ok() ? strtoull(eff->c_str(), nullptr, 16) : 0;
 }
 
 // Seizes a throwaway child and runs one remote system call in it.
@@ -78,11 +84,13 @@ absl::StatusOr<int> CheckCommand(const Args& args) {
   if (!args.empty()) return absl::InvalidArgumentError("usage: crlib check");
   std::vector<Probe> probes;
   probes.push_back(ProbePtrace());
-  probes.push_back({"clone3 with set_tid (CAP_SYS_ADMIN)", true, HasCapability(21), ""});
+  const uint64_t caps = EffectiveCapabilities();
+  auto has = [caps](int cap) { return ((caps >> cap) & 1) != 0; };
+  probes.push_back({"clone3 with set_tid (CAP_SYS_ADMIN)", true, has(kCapSysAdmin), ""});
   probes.push_back({"CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (PR_SET_MM_MAP with an exe file)", true,
-                    HasCapability(40) || HasCapability(21), ""});
+                    has(kCapCheckpointRestore) || has(kCapSysAdmin), ""});
   probes.push_back({"CAP_SYS_RESOURCE (restoring rlimits above the restorer's own)", false,
-                    HasCapability(24), ""});
+                    has(kCapSysResource), ""});
   {
     unsigned int size = 0;
     bool ok = prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size, 0, 0) == 0;

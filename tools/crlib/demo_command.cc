@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "absl/strings/str_format.h"
 #include "core/context.h"
 #include "core/status.h"
 #include "task/checkpoint.h"
@@ -21,6 +20,12 @@
 
 namespace crlib::cli {
 namespace {
+
+void Sleep(int ms) {
+  timespec ts{ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
 
 [[noreturn]] void Workload() {
   // Some state worth keeping: a heap table whose checksum it prints.
@@ -31,15 +36,7 @@ namespace {
   for (unsigned counter = 1;; ++counter) {
     printf("    [pid %d] counter = %u, table checksum = %08x\n", getpid(), counter, sum);
     fflush(stdout);
-    timespec ts{0, 300 * 1000 * 1000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-  }
-}
-
-void Sleep(int ms) {
-  timespec ts{ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    Sleep(300);
   }
 }
 

@@ -6,7 +6,6 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_format.h"
 #include "core/context.h"
 #include "core/status.h"
 #include "task/checkpoint.h"

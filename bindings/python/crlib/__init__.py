@@ -12,7 +12,7 @@ set, else found on the normal loader path as libcrlib.so.0.
         ...  # any checkpoint of this process fails meanwhile
 
 Every failure raises crlib.Error, with .code (a CRLIB_E_* value, see
-crlib.STATUS_NAMES), .errno (0 if no system call failed) and the message.
+Error.name), .errno (0 if no system call failed) and the message.
 """
 
 import ctypes
@@ -121,11 +121,9 @@ def _lib():
     path = os.environ.get("CRLIB_LIBRARY") or "libcrlib.so.0"
     lib = ctypes.CDLL(path, use_errno=True)
     err_p = ctypes.POINTER(ctypes.c_void_p)
-    lib.crlib_version.restype = ctypes.c_uint
     lib.crlib_version_string.restype = ctypes.c_char_p
     lib.crlib_status_name.restype = ctypes.c_char_p
     lib.crlib_status_name.argtypes = [ctypes.c_int]
-    lib.crlib_error_code.argtypes = [ctypes.c_void_p]
     lib.crlib_error_errno.argtypes = [ctypes.c_void_p]
     lib.crlib_error_message.argtypes = [ctypes.c_void_p]
     lib.crlib_error_message.restype = ctypes.c_char_p
@@ -157,24 +155,20 @@ def _check(status, err):
     raise Error(status, message, errno)
 
 
-def _path(path):
-    return os.fsencode(path)
+def _sized(cls):
+    """A C struct that begins with its size, as the C API's _INIT does."""
+    value = cls()
+    value.size = ctypes.sizeof(cls)
+    return value
 
 
 def _checkpoint_options(stats, compress):
-    o = _CheckpointOptions()
-    o.size = ctypes.sizeof(_CheckpointOptions)
+    o = _sized(_CheckpointOptions)
     if compress:
         o.flags |= _CHECKPOINT_COMPRESS
         o.compression_level = 0 if compress is True else int(compress)
     o.stats = ctypes.pointer(stats)
     return o
-
-
-def _new_stats():
-    s = _Stats()
-    s.size = ctypes.sizeof(_Stats)
-    return s
 
 
 def version():
@@ -189,35 +183,34 @@ def checkpoint_self(path, compress=False):
     from the image (`crlib restore --image PATH`); the same image restores
     any number of times. `compress`: True or a zstd level 1..19.
     """
-    stats = _new_stats()
+    stats = _sized(_Stats)
     o = _checkpoint_options(stats, compress)
     err = ctypes.c_void_p()
-    r = _check(_lib().crlib_checkpoint_self(_path(path), ctypes.byref(o), ctypes.byref(err)), err)
-    return r
+    return _check(_lib().crlib_checkpoint_self(os.fsencode(path), ctypes.byref(o),
+                                               ctypes.byref(err)), err)
 
 
 def checkpoint(pid, path, kill=False, compress=False):
     """Writes an image of process `pid` to `path`; it runs on unless `kill`.
     Returns a Stats."""
-    stats = _new_stats()
+    stats = _sized(_Stats)
     o = _checkpoint_options(stats, compress)
     if kill:
         o.flags |= _CHECKPOINT_KILL
     err = ctypes.c_void_p()
-    _check(_lib().crlib_checkpoint(int(pid), _path(path), ctypes.byref(o), ctypes.byref(err)), err)
+    _check(_lib().crlib_checkpoint(int(pid), os.fsencode(path), ctypes.byref(o), ctypes.byref(err)), err)
     return Stats(stats)
 
 
 def restore(path):
     """Restores the image at `path` as a child of this process, with its
     recorded PID, and returns that PID (reap it with os.waitpid)."""
-    stats = _new_stats()
-    o = _RestoreOptions()
-    o.size = ctypes.sizeof(_RestoreOptions)
+    stats = _sized(_Stats)
+    o = _sized(_RestoreOptions)
     o.stats = ctypes.pointer(stats)
     pid = ctypes.c_int(0)
     err = ctypes.c_void_p()
-    _check(_lib().crlib_restore(_path(path), ctypes.byref(o), ctypes.byref(pid),
+    _check(_lib().crlib_restore(os.fsencode(path), ctypes.byref(o), ctypes.byref(pid),
                                 ctypes.byref(err)), err)
     return pid.value
 
