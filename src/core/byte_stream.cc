@@ -51,13 +51,36 @@ absl::Status MemorySink::Write(absl::Span<const iovec> iov) {
   return absl::OkStatus();
 }
 
+namespace {
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// A name next to `path` that nothing uses yet, for a file created with
+// O_EXCL or a link made with linkat (both fail if it exists).
+std::string TempNameFor(const std::string& path, std::random_device& rd) {
+  return absl::StrFormat("%s.tmp-%d-%08x", path, getpid(), rd());
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
     const std::string& path) {
+  const std::string dir = DirectoryOf(path);
+  int fd = open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) return std::unique_ptr<AtomicFileSink>(new AtomicFileSink(path, "", fd));
+  // Filesystems without O_TMPFILE say so in one of these ways.
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    return Errno("creating the image %s (an unnamed file in %s)", path, dir);
+  }
   // The temporary lives in the target's directory so rename() is atomic.
   std::random_device rd;
   for (int attempt = 0; attempt < 16; ++attempt) {
-    std::string temp = absl::StrFormat("%s.tmp-%d-%08x", path, getpid(), rd());
-    int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    std::string temp = TempNameFor(path, rd);
+    fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
       return std::unique_ptr<AtomicFileSink>(new AtomicFileSink(path, temp, fd));
     }
@@ -69,7 +92,7 @@ absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
 
 AtomicFileSink::~AtomicFileSink() {
   close(fd_);
-  if (!committed_) unlink(temp_path_.c_str());
+  if (!committed_ && !temp_path_.empty()) unlink(temp_path_.c_str());
 }
 
 absl::Status AtomicFileSink::Write(absl::Span<const iovec> iov) {
@@ -78,21 +101,80 @@ absl::Status AtomicFileSink::Write(absl::Span<const iovec> iov) {
   return Annotate(sink_.Write(iov), absl::StrCat("writing the image ", path_));
 }
 
-absl::Status AtomicFileSink::Commit() {
-  if (fsync(fd_) != 0) return Errno("fsync of %s", temp_path_);
-  if (rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    return Errno("rename %s to %s", temp_path_, path_);
+absl::Status AtomicFileSink::LinkInPlace() {
+  // linkat() through /proc/self/fd needs no capability (AT_EMPTY_PATH
+  // would need CAP_DAC_READ_SEARCH). It never replaces a file: an image
+  // that already exists is replaced by linking a temporary name and
+  // renaming it over, the one moment a name other than the final one
+  // exists.
+  const std::string self = absl::StrCat("/proc/self/fd/", fd_);
+  if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path_.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+    return absl::OkStatus();
   }
-  committed_ = true;
-  // Make the rename itself durable.
-  std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
-  if (dir.empty()) dir = ".";
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (errno != EEXIST) return Errno("linking the image %s into place", path_);
+  std::random_device rd;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    temp_path_ = TempNameFor(path_, rd);
+    if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, temp_path_.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      return absl::OkStatus();
+    }
+    if (errno != EEXIST) {
+      absl::Status st = Errno("linking the image as %s", temp_path_);
+      temp_path_.clear();
+      return st;
+    }
+  }
+  temp_path_.clear();
+  return absl::AlreadyExistsError(
+      absl::StrFormat("could not find a free temporary name next to %s", path_));
+}
+
+absl::Status AtomicFileSink::Commit() {
+  if (fsync(fd_) != 0) return Errno("fsync of the image %s", path_);
+  const bool unnamed = temp_path_.empty();
+  if (unnamed) {
+    CRLIB_RETURN_IF_ERROR(LinkInPlace());
+    if (temp_path_.empty()) {
+      committed_ = true;  // linked under its final name
+    }
+  }
+  if (!committed_) {
+    if (rename(temp_path_.c_str(), path_.c_str()) != 0) {
+      return Errno("rename %s to %s", temp_path_, path_);
+    }
+    committed_ = true;
+  }
+  // Make the new name itself durable.
+  int dfd = open(DirectoryOf(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);
     close(dfd);
   }
   return absl::OkStatus();
+}
+
+StreamImageSink::~StreamImageSink() {
+  if (owned_) close(fd_);
+}
+
+absl::Status StreamImageSink::Write(absl::Span<const iovec> iov) {
+  return Annotate(sink_.Write(iov), absl::StrCat("writing the image to ", name_));
+}
+
+absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd) {
+  if (fd >= 0) return std::make_unique<StreamImageSink>(fd, /*owned=*/false, path);
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat("the image path ", path, " is a directory"));
+    }
+    // A FIFO's open waits for its reader: that is the point of a FIFO.
+    int out = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (out < 0) return Errno("open %s for writing the image", path);
+    return std::make_unique<StreamImageSink>(out, /*owned=*/true, path);
+  }
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> file, AtomicFileSink::Create(path));
+  return file;
 }
 
 absl::StatusOr<bool> ByteSource::Skip(uint64_t size) {
@@ -106,6 +188,10 @@ absl::StatusOr<bool> ByteSource::Skip(uint64_t size) {
   return true;
 }
 
+absl::Status ByteSource::Seek(uint64_t) {
+  return absl::UnimplementedError("the image is a stream (a pipe or socket): it cannot be read twice");
+}
+
 FdSource::FdSource(int fd) : fd_(fd) {
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -113,7 +199,7 @@ FdSource::FdSource(int fd) : fd_(fd) {
     if (pos >= 0) {
       regular_ = true;
       size_ = static_cast<uint64_t>(st.st_size);
-      position_ = static_cast<uint64_t>(pos);
+      base_ = position_ = static_cast<uint64_t>(pos);
       mappable_ = pos == 0;
     }
   }
@@ -175,6 +261,16 @@ absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
   return true;
 }
 
+absl::Status FdSource::Seek(uint64_t offset) {
+  if (!regular_) return ByteSource::Seek(offset);
+  if (lseek(fd_, static_cast<off_t>(base_ + offset), SEEK_SET) < 0) {
+    return Errno("lseek on fd %d to %d", fd_, base_ + offset);
+  }
+  position_ = base_ + offset;
+  buffer_pos_ = buffer_end_ = 0;
+  return absl::OkStatus();
+}
+
 std::optional<uint64_t> FdSource::Remaining() const {
   if (!regular_) return std::nullopt;
   return size_ - std::min(position_, size_);
@@ -185,6 +281,12 @@ absl::StatusOr<size_t> MemorySource::Read(void* buffer, size_t size) {
   if (n > 0) memcpy(buffer, data_.data() + pos_, n);
   pos_ += n;
   return n;
+}
+
+absl::Status MemorySource::Seek(uint64_t offset) {
+  if (offset > data_.size()) return absl::OutOfRangeError("seek past the end of the image");
+  pos_ = offset;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> MemorySource::Skip(uint64_t size) {

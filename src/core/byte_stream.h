@@ -44,27 +44,63 @@ class MemorySink final : public ByteSink {
   std::vector<uint8_t>* out_;
 };
 
-// A file written under a temporary name in the target's directory and
-// renamed over `path` by Commit() after fsync. Destroying it uncommitted
-// removes the temporary, so a failed or interrupted write never leaves a
-// file under the final name. Not thread-safe.
-class AtomicFileSink final : public ByteSink {
+// Where an image is written: a ByteSink that becomes the image only when
+// Commit() says it is complete. Destroyed uncommitted, it leaves nothing
+// under the image's name. Not thread-safe.
+class ImageSink : public ByteSink {
+ public:
+  virtual absl::Status Commit() = 0;
+};
+
+// An image file that has no name until Commit(): an unnamed file
+// (O_TMPFILE) in the target's directory, linked in place after fsync. A
+// dump that is killed, by any signal, leaves nothing behind. On a
+// filesystem without O_TMPFILE it falls back to a temporary name that the
+// destructor removes. Created mode 0600: an image holds the process's
+// whole memory.
+class AtomicFileSink final : public ImageSink {
  public:
   static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path);
   ~AtomicFileSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
-  absl::Status Commit();
+  absl::Status Commit() override;
+  // The temporary name, or "" when the file has none (O_TMPFILE).
   const std::string& temp_path() const { return temp_path_; }
 
  private:
   AtomicFileSink(std::string path, std::string temp_path, int fd)
       : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd), sink_(fd) {}
+  absl::Status LinkInPlace();
   std::string path_;
   std::string temp_path_;
   int fd_;
   FdSink sink_;
   bool committed_ = false;
 };
+
+// An image written to a stream: a pipe, FIFO, socket or device, or any fd
+// the caller lends. There is nothing to commit: a reader knows the image
+// is complete from its end record.
+class StreamImageSink final : public ImageSink {
+ public:
+  // Writes to `fd`; closes it at destruction when `owned`.
+  StreamImageSink(int fd, bool owned, std::string name)
+      : fd_(fd), owned_(owned), name_(std::move(name)), sink_(fd) {}
+  ~StreamImageSink() override;
+  absl::Status Write(absl::Span<const iovec> iov) override;
+  absl::Status Commit() override { return absl::OkStatus(); }
+
+ private:
+  int fd_;
+  bool owned_;
+  std::string name_;
+  FdSink sink_;
+};
+
+// The sink for an image: `fd` when it is not -1 (borrowed; `path` only
+// names it in messages), else an existing FIFO, character device or other
+// non-regular file at `path` opened for writing, else an AtomicFileSink.
+absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd = -1);
 
 class ByteSource {
  public:
@@ -77,6 +113,10 @@ class ByteSource {
   virtual std::optional<uint64_t> Remaining() const { return std::nullopt; }
   // A file descriptor whose offset 0 is the stream's start, for mmap; -1 if none.
   virtual int MappableFd() const { return -1; }
+  // Moves to stream offset `offset`, when the source can (a regular file,
+  // memory); Unimplemented for a pipe or socket.
+  virtual absl::Status Seek(uint64_t offset);
+  virtual bool CanSeek() const { return false; }
 };
 
 // Reads from a borrowed fd. A regular file read from offset 0 is mappable.
@@ -91,6 +131,8 @@ class FdSource final : public ByteSource {
   absl::StatusOr<bool> Skip(uint64_t size) override;
   std::optional<uint64_t> Remaining() const override;
   int MappableFd() const override { return mappable_ ? fd_ : -1; }
+  absl::Status Seek(uint64_t offset) override;
+  bool CanSeek() const override { return regular_; }
 
  private:
   // read(2) into `to` (room for `max`) until at least `min` bytes or the
@@ -102,7 +144,8 @@ class FdSource final : public ByteSource {
   bool regular_ = false;
   bool mappable_ = false;
   uint64_t size_ = 0;
-  uint64_t position_ = 0;  // bytes consumed by the caller
+  uint64_t base_ = 0;      // the fd's offset at the stream's start
+  uint64_t position_ = 0;  // fd offset of the next byte the caller gets
   std::unique_ptr<char[]> buffer_;
   size_t buffer_pos_ = 0, buffer_end_ = 0;
 };
@@ -113,6 +156,8 @@ class MemorySource final : public ByteSource {
   absl::StatusOr<size_t> Read(void* buffer, size_t size) override;
   absl::StatusOr<bool> Skip(uint64_t size) override;
   std::optional<uint64_t> Remaining() const override { return data_.size() - pos_; }
+  absl::Status Seek(uint64_t offset) override;
+  bool CanSeek() const override { return true; }
 
  private:
   absl::Span<const uint8_t> data_;

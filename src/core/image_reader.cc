@@ -123,7 +123,37 @@ absl::Status ImageReader::SkipPending() {
   return absl::OkStatus();
 }
 
+ImageReader::Bookmark ImageReader::BeforeCurrent() const {
+  return {.offset = current_.offset,
+          .records = current_.index,
+          .payload_bytes = payload_bytes_ - current_.header.length,
+          .bulk_bytes = bulk_bytes_ - current_.header.bulk_length};
+}
+
+absl::Status ImageReader::Rewind(const Bookmark& mark) {
+  CRLIB_RETURN_IF_ERROR(source_->Seek(mark.offset));
+  offset_ = mark.offset;
+  records_ = mark.records;
+  payload_bytes_ = mark.payload_bytes;
+  bulk_bytes_ = mark.bulk_bytes;
+  bulk_left_ = tail_left_ = 0;
+  bulk_started_ = unread_ = done_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status ImageReader::Unread() {
+  if (done_ || bulk_started_ || bulk_left_ != current_.header.bulk_length) {
+    return absl::FailedPreconditionError("image reader: the current record cannot be read again");
+  }
+  unread_ = true;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const Record*> ImageReader::Next() {
+  if (unread_) {
+    unread_ = false;
+    return &current_;
+  }
   if (done_) return nullptr;
   CRLIB_RETURN_IF_ERROR(SkipPending());
   for (;;) {

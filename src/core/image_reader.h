@@ -82,6 +82,23 @@ class ImageReader {
     return value;
   }
 
+  // A place between records to come back to, in a source that can seek:
+  // restore checks a whole image file before the point of no return, then
+  // reads its pages from where they begin.
+  struct Bookmark {
+    uint64_t offset = 0, records = 0, payload_bytes = 0, bulk_bytes = 0;
+  };
+  // The position just before the record Next() returned last.
+  Bookmark BeforeCurrent() const;
+  // Goes back to `mark` (taken from this reader): the next Next() reads
+  // the record found there again. Records after `mark` must not define
+  // objects, or they would be defined twice. Unimplemented on a stream.
+  absl::Status Rewind(const Bookmark& mark);
+  // Makes the next Next() return the current record again (its bulk data
+  // untouched): how a stream hands the first page record from the reader
+  // of the process's state to the reader of its pages.
+  absl::Status Unread();
+
   ByteSource* source() const { return source_; }
   uint64_t offset() const { return offset_; }
   const EndRecord& end() const { return end_; }
@@ -108,6 +125,7 @@ class ImageReader {
   uint64_t bulk_left_ = 0;  // unread bulk bytes of the current record
   uint64_t tail_left_ = 0;  // padding after the bulk
   bool bulk_started_ = false;
+  bool unread_ = false;  // Next() returns current_ again
   bool done_ = false;
   EndRecord end_;
   absl::flat_hash_set<ObjectRef> defined_;

@@ -193,6 +193,8 @@ TEST(AtomicFileSinkTest, NothingUnderTheFinalNameUntilCommit) {
     iovec v{data, 7};
     ASSERT_TRUE((*sink)->Write(absl::MakeConstSpan(&v, 1)).ok());
     EXPECT_FALSE(std::filesystem::exists(path));
+    // An unnamed file: a dump killed now leaves nothing to clean up.
+    EXPECT_TRUE(std::filesystem::is_empty(dir)) << "the image being written has a name";
     // Dropped without Commit: as if the dump failed half-way.
   }
   EXPECT_FALSE(std::filesystem::exists(path));
@@ -207,6 +209,33 @@ TEST(AtomicFileSinkTest, NothingUnderTheFinalNameUntilCommit) {
   }
   EXPECT_EQ(std::filesystem::file_size(path), 8u);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
+  std::filesystem::remove_all(dir);
+}
+
+// An image holds a process's whole memory: only its owner may read it,
+// whatever the umask, and a new image replaces an old one in one step.
+TEST(AtomicFileSinkTest, ImagesAreOwnerOnlyAndReplaceAtomically) {
+  std::string dir = ::testing::TempDir() + "/atomic_sink_mode_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/image";
+  const mode_t old_umask = umask(0);
+  for (const char* contents : {"first", "second image"}) {
+    auto sink = AtomicFileSink::Create(path);
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    iovec v{const_cast<char*>(contents), strlen(contents)};
+    ASSERT_TRUE((*sink)->Write(absl::MakeConstSpan(&v, 1)).ok());
+    absl::Status st = (*sink)->Commit();
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  umask(old_umask);
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, geteuid());
+  EXPECT_EQ(std::filesystem::file_size(path), strlen("second image"));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1)
+      << "a temporary name was left next to the image";
   std::filesystem::remove_all(dir);
 }
 
