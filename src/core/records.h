@@ -82,6 +82,9 @@ struct ProcessRecord {
   }
 };
 
+// ProcessRecord::flags.
+inline constexpr uint32_t kProcessStopped = 1u << 0;  // in a group stop: restored stopped
+
 // Parent: the process, which has one per thread, its main thread first.
 struct ThreadRecord {
   static constexpr RecordType kType = RecordType::kThread;

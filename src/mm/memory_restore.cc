@@ -201,37 +201,36 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
   return absl::OkStatus();
 }
 
-absl::Status LoadPages(Tracee* t, const std::string& image_path, uint64_t* pages_loaded) {
-  int fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open %s", image_path);
-  FdSource source(fd);
-  absl::Status st = [&]() -> absl::Status {
-    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(&source));
-    const uint64_t page = reader->info().page_size;
-    std::vector<uint8_t> staging;
-    for (;;) {
-      CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
-      if (rec == nullptr) return absl::OkStatus();
-      if (rec->type() != RecordType::kPages) continue;
-      CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
-      staging.resize(pages.page_count * page);
-      uint64_t used = 0;
-      CRLIB_RETURN_IF_ERROR(ReadPages(reader.get(), *rec, pages,
-                                      [&](uint64_t, uint64_t n) -> absl::StatusOr<uint8_t*> {
-                                        uint8_t* p = staging.data() + used;
-                                        used += n * page;
-                                        return p;
-                                      }));
-      used = 0;
-      for (const PageRun& run : pages.runs) {
-        CRLIB_RETURN_IF_ERROR(t->WriteMemory(run.address, staging.data() + used, run.pages * page));
-        used += run.pages * page;
-      }
-      *pages_loaded += pages.page_count;
+absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
+                       uint64_t* pages_loaded) {
+  const uint64_t page = reader->info().page_size;
+  const uint64_t total = reader->source()->Remaining().value_or(0) + reader->offset();
+  std::vector<uint8_t> staging;
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
+    if (rec == nullptr) return absl::OkStatus();
+    if (rec->type() != RecordType::kPages || rec->header.parent != image.mm_ref) {
+      return absl::DataLossError(absl::StrFormat(
+          "record %d at offset %d follows the page data but is not pages of the memory map",
+          rec->index, rec->offset));
     }
-  }();
-  close(fd);
-  return st;
+    CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
+    staging.resize(pages.page_count * page);
+    uint64_t used = 0;
+    CRLIB_RETURN_IF_ERROR(ReadPages(reader, *rec, pages,
+                                    [&](uint64_t, uint64_t n) -> absl::StatusOr<uint8_t*> {
+                                      uint8_t* p = staging.data() + used;
+                                      used += n * page;
+                                      return p;
+                                    }));
+    used = 0;
+    for (const PageRun& run : pages.runs) {
+      CRLIB_RETURN_IF_ERROR(t->WriteMemory(run.address, staging.data() + used, run.pages * page));
+      used += run.pages * page;
+    }
+    *pages_loaded += pages.page_count;
+    CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, reader->offset(), total));
+  }
 }
 
 absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const OpenedFiles& files,

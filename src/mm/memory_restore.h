@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/context.h"
+#include "core/image_reader.h"
 #include "files/file_restore.h"
 #include "task/process_image.h"
 #include "task/tracee.h"
@@ -36,8 +38,12 @@ inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
                                  AddressRange scratch);
 
-// Writes the pages of the image read from `image_path` into the tracee.
-absl::Status LoadPages(Tracee* t, const std::string& image_path, uint64_t* pages_loaded);
+// Writes the pages of the image into the tracee: every record `reader`
+// still has, which LoadProcessImage left at the first page record.
+// Reports progress (bytes of the image read) through `ctx` after each
+// record, where a restore can be cancelled.
+absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
+                       uint64_t* pages_loaded);
 
 // PR_SET_MM_MAP: code, data, brk, stack, args, env, auxv and the
 // executable file. Part of RebuildAddressSpace.

@@ -16,9 +16,11 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/types/span.h"
 #include "core/byte_stream.h"
@@ -170,36 +172,105 @@ absl::Status CheckSyscallResults(absl::Span<const std::unique_ptr<Tracee>> threa
   return absl::OkStatus();
 }
 
-// Everything the dump reads while the process is stopped, written in the
-// order restore consumes it. Every thread has all signals blocked.
-absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>> threads,
-                            const CheckpointOptions& options, const std::vector<FdInfo>& fds,
-                            const std::vector<VmaInfo>& vmas) {
+// What the dump learns of the process before and right after seizing it.
+struct ProcessFacts {
+  bool stopped = false;  // in a group stop (SIGSTOP and friends) when seized
+  std::string status;    // /proc/PID/status, read once it is stopped
+};
+
+// The first field of a "Key:\tA\tB ..." line of /proc/PID/status, as a
+// number; `fallback` when absent.
+int64_t StatusNumber(absl::string_view status, absl::string_view key, int64_t fallback) {
+  absl::StatusOr<std::string> v = sys::StatusField(status, key);
+  int64_t n;
+  if (!v.ok() || !absl::SimpleAtoi(v->substr(0, v->find_first_of(" \t")), &n)) return fallback;
+  return n;
+}
+
+// Processes crlib refuses, or must treat specially, recognized from /proc
+// before anything touches them, each named in the error.
+absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
+  ProcessFacts facts;
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  CRLIB_ASSIGN_OR_RETURN(std::string state, sys::StatusField(status, "State"));
+  if (absl::StartsWith(state, "Z") || absl::StartsWith(state, "X")) {
+    CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> tids, sys::ListThreads(pid));
+    bool any_alive = false;
+    for (pid_t tid : tids) {
+      absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(tid);
+      any_alive |= tid != pid && stat.ok() && !stat->empty() && (*stat)[0] != "Z" && (*stat)[0] != "X";
+    }
+    if (!any_alive) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "pid %d is a zombie: it has exited and waits for its parent (pid %d) to reap it; "
+          "there is nothing to checkpoint",
+          pid, StatusNumber(status, "PPid", 0)));
+    }
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d: its main thread has exited (pthread_exit) while other threads run; such "
+        "processes are not supported",
+        pid));
+  }
+  const int64_t tracer = StatusNumber(status, "TracerPid", 0);
+  if (tracer != 0 && tracer != getpid()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "pid %d is traced by pid %d (%s); a process has one tracer: detach it first", pid, tracer,
+        ThreadComm(static_cast<pid_t>(tracer), static_cast<pid_t>(tracer))));
+  }
+  // NSpid lists the PID in each namespace from ours down to the process's
+  // own: more than one means it lives in a PID namespace below ours, where
+  // it knows itself by another PID (1 for the namespace's init). Restore
+  // would give it its PID here.
+  if (absl::StatusOr<std::string> nspid = sys::StatusField(status, "NSpid"); nspid.ok()) {
+    std::vector<std::string> ids = absl::StrSplit(*nspid, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (ids.size() > 1) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d is %s of a PID namespace below crlib's (its pid there is %s); restoring it "
+          "would change the pid it knows itself by, and PID namespaces are not supported yet",
+          pid, ids.back() == "1" ? "the init" : "a process", ids.back()));
+    }
+  }
+  facts.stopped = absl::StartsWith(state, "T");
+  return facts;
+}
+
+// A seize refused by the kernel, explained: the usual cause of EPERM for
+// root is another tracer that attached meanwhile, or Yama.
+absl::Status ExplainSeizeFailure(pid_t pid, const absl::Status& st) {
+  if (StatusErrno(st) != EPERM) return st;
+  absl::StatusOr<std::string> status = sys::ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  const int64_t tracer = status.ok() ? StatusNumber(*status, "TracerPid", 0) : 0;
+  if (tracer != 0 && tracer != getpid()) {
+    return Annotate(st, absl::StrFormat("pid %d is traced by pid %d (%s)", pid, tracer,
+                                        ThreadComm(static_cast<pid_t>(tracer),
+                                                   static_cast<pid_t>(tracer))));
+  }
+  return Annotate(st, "crlib needs the right to ptrace the process (root, or the same user "
+                      "under Yama ptrace_scope 0)");
+}
+
+// What only the process itself can report, asked with remote calls.
+struct AskedState {
+  SignalHandlersRecord handlers;
+  ItimersRecord timers;
+  uint64_t brk = 0;
+  std::vector<ThreadRecord> threads;  // in the order of `threads`
+};
+
+// Runs every remote call of the dump. A thread runs them with every
+// signal blocked (no handler may run in place of a call) and gets its real
+// registers and signal mask back as soon as its last call is done, before
+// anything else is read: the time a thread spends in a borrowed state is a
+// few dozen system calls, whatever the memory size, and a dump killed
+// after this step leaves every thread exactly as it was taken.
+absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> threads,
+                                      absl::string_view status) {
   Tracee* t = threads.front().get();
   const pid_t pid = t->tid();
-  ImageWriter* w = ctx->writer();
-  ObjectRegistry& reg = ctx->registry();
-
-  ProcessRecord proc;
-  proc.pid = static_cast<uint32_t>(pid);
-  CRLIB_ASSIGN_OR_RETURN(std::string status,
-                         sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
-  CRLIB_RETURN_IF_ERROR(ParseStatus(status, &proc));
-  proc.pgid = static_cast<uint32_t>(getpgid(pid));
-  proc.sid = static_cast<uint32_t>(getsid(pid));
-  proc.exit_signal = SIGCHLD;
-  CRLIB_ASSIGN_OR_RETURN(std::string personality,
-                         sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
-  proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
-  proc.comm = ThreadComm(pid, pid);
-  CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
-  CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
-
-  // State only the process itself can report: handlers, timers, the
-  // program break, and each thread's own (CaptureThread).
+  AskedState asked;
+  CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
   CRLIB_ASSIGN_OR_RETURN(RemoteScratch scratch, RemoteScratch::Map(t));
   const uint64_t buf = scratch.address();
-  SignalHandlersRecord handlers;
   // Only handlers /proc reports as ignored or caught need a remote call
   // (one each, ~50 us); SIGCHLD always, since SIG_DFL with SA_NOCLDWAIT
   // shows in neither mask.
@@ -216,10 +287,10 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
         !(sig == SIGCHLD && (sa.flags & (SA_NOCLDWAIT | SA_NOCLDSTOP)))) {
       continue;
     }
-    handlers.handlers.push_back({.signo = static_cast<uint32_t>(sig), .handler = sa.handler,
-                                 .flags = sa.flags, .restorer = sa.restorer, .mask = sa.mask});
+    asked.handlers.handlers.push_back({.signo = static_cast<uint32_t>(sig), .handler = sa.handler,
+                                       .flags = sa.flags, .restorer = sa.restorer,
+                                       .mask = sa.mask});
   }
-  ItimersRecord timers;
   for (int which : {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF}) {
     CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("getitimer", SYS_getitimer,
                                             {static_cast<uint64_t>(which), buf})
@@ -227,20 +298,54 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
     itimerval tv;
     CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &tv, sizeof(tv)));
     if (tv.it_value.tv_sec == 0 && tv.it_value.tv_usec == 0) continue;
-    timers.timers.push_back(
+    asked.timers.timers.push_back(
         {.which = static_cast<uint32_t>(which),
          .interval_usec = tv.it_interval.tv_sec * 1000000 + tv.it_interval.tv_usec,
          .value_usec = tv.it_value.tv_sec * 1000000 + tv.it_value.tv_usec});
   }
   CRLIB_ASSIGN_OR_RETURN(int64_t brk, t->CheckedSyscall("brk", SYS_brk, {0}));
-  std::vector<ThreadRecord> records;
+  asked.brk = static_cast<uint64_t>(brk);
   for (const std::unique_ptr<Tracee>& thread : threads) {
-    thread->ShareSyscallSite(*t);
+    const bool main = thread.get() == t;
+    if (!main) {
+      thread->ShareSyscallSite(*t);
+      CRLIB_RETURN_IF_ERROR(thread->SetSigmask(~uint64_t{0}));
+    }
     absl::StatusOr<ThreadRecord> rec = CaptureThread(thread.get(), pid, buf);
     if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
-    records.push_back(std::move(*rec));
+    asked.threads.push_back(std::move(*rec));
+    if (!main) CRLIB_RETURN_IF_ERROR(thread->RestoreInitialState());
   }
   CRLIB_RETURN_IF_ERROR(scratch.Unmap());
+  CRLIB_RETURN_IF_ERROR(t->RestoreInitialState());
+  return asked;
+}
+
+// Writes the image of the stopped process, in the order restore consumes
+// it. No remote call runs here: only /proc, ptrace requests that read, and
+// /proc/PID/mem.
+absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>> threads,
+                          const CheckpointOptions& options, const ProcessFacts& facts,
+                          AskedState asked, const std::vector<FdInfo>& fds,
+                          const std::vector<VmaInfo>& vmas) {
+  Tracee* t = threads.front().get();
+  const pid_t pid = t->tid();
+  ImageWriter* w = ctx->writer();
+  ObjectRegistry& reg = ctx->registry();
+
+  ProcessRecord proc;
+  proc.pid = static_cast<uint32_t>(pid);
+  CRLIB_RETURN_IF_ERROR(ParseStatus(facts.status, &proc));
+  proc.pgid = static_cast<uint32_t>(getpgid(pid));
+  proc.sid = static_cast<uint32_t>(getsid(pid));
+  proc.exit_signal = SIGCHLD;
+  if (facts.stopped) proc.flags |= kProcessStopped;
+  CRLIB_ASSIGN_OR_RETURN(std::string personality,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
+  proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
+  proc.comm = ThreadComm(pid, pid);
+  CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
+  CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
 
   ObjectRef process_ref = reg.NewRef();
   CRLIB_RETURN_IF_ERROR(w->Write(proc, process_ref, 0));
@@ -250,16 +355,16 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
     if (auto it = options.syscall_results.find(thread.tid()); it != options.syscall_results.end()) {
       // The image holds the call as returned: no longer inside it.
       CRLIB_RETURN_IF_ERROR(thread.arch().SetSyscallResult(&regs, it->second));
-      records[i].syscall_nr = -1;
+      asked.threads[i].syscall_nr = -1;
     }
     ObjectRef thread_ref = reg.NewRef();
-    CRLIB_RETURN_IF_ERROR(w->Write(records[i], thread_ref, process_ref));
+    CRLIB_RETURN_IF_ERROR(w->Write(asked.threads[i], thread_ref, process_ref));
     CRLIB_RETURN_IF_ERROR(thread.arch().CaptureCpu(thread.tid(), regs, w, thread_ref));
     CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(thread.tid(), false));
     if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
   }
 
-  CRLIB_RETURN_IF_ERROR(w->Write(handlers, 0, process_ref));
+  CRLIB_RETURN_IF_ERROR(w->Write(asked.handlers, 0, process_ref));
   CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord shared, PeekSignals(pid, true));
   if (!shared.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(shared, 0, process_ref));
   RlimitsRecord limits;
@@ -271,25 +376,41 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
     limits.limits.push_back({.resource = static_cast<uint32_t>(r), .cur = lim.rlim_cur, .max = lim.rlim_max});
   }
   CRLIB_RETURN_IF_ERROR(w->Write(limits, 0, process_ref));
-  CRLIB_RETURN_IF_ERROR(w->Write(timers, 0, process_ref));
+  CRLIB_RETURN_IF_ERROR(w->Write(asked.timers, 0, process_ref));
 
   CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, fds, process_ref));
-  return WriteMemoryMap(ctx, t, vmas, static_cast<uint64_t>(brk), process_ref);
+  return WriteMemoryMap(ctx, t, vmas, asked.brk, process_ref);
 }
 
 }  // namespace
 
+absl::Status CheckOptions(const Options& options) {
+  if (options.compression_level < 0 || options.compression_level > 19) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "compression level %d is not in 1..19 (0: none)", options.compression_level));
+  }
+  if (options.compression_level > 0 && options.mappable) {
+    return absl::InvalidArgumentError(
+        "an image cannot be both compressed and mappable (mapped restore needs raw pages)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image_path,
                                const CheckpointOptions& options) {
   const int64_t start = NowNs();
+  CRLIB_RETURN_IF_ERROR(CheckOptions(ctx->options()));
   if (pid <= 0 || !sys::ProcessExists(pid)) {
     return absl::NotFoundError(absl::StrFormat("no process with pid %d", pid));
   }
   if (pid == getpid()) {
     return absl::InvalidArgumentError("a process cannot dump itself directly");
   }
+  CRLIB_ASSIGN_OR_RETURN(ProcessFacts facts, LookBeforeSeizing(pid));
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
-  CRLIB_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tracee>> threads, Tracee::SeizeProcess(pid));
+  absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> seized = Tracee::SeizeProcess(pid);
+  if (!seized.ok()) return ExplainSeizeFailure(pid, seized.status());
+  std::vector<std::unique_ptr<Tracee>> threads = std::move(*seized);
   const int64_t frozen_at = NowNs();
   Tracee* t = threads.front().get();
   // From here on every failure resumes every thread as it was: registers
@@ -304,6 +425,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     return first;
   };
   absl::Status st = [&]() -> absl::Status {
+    // What /proc shows of the stopped process: credentials, signals.
+    CRLIB_ASSIGN_OR_RETURN(facts.status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
     // Refuse unsupported resources before anything is written; a nocr
     // mark (seen among the descriptors) comes first.
     CRLIB_ASSIGN_OR_RETURN(std::vector<FdInfo> fds, ScanFds(pid, options.skip_fds));
@@ -319,12 +442,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
           children.front()));
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
+    CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
+    // The remote calls first, and only then the image: every thread has
+    // its own registers and signal mask back before a byte is written.
+    CRLIB_ASSIGN_OR_RETURN(AskedState asked, AskProcess(threads, facts.status));
 
-    // Remote calls run in every thread: no signal handler may run instead.
-    for (const std::unique_ptr<Tracee>& thread : threads) {
-      CRLIB_RETURN_IF_ERROR(thread->SetSigmask(~uint64_t{0}));
-    }
-    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> sink, AtomicFileSink::Create(image_path));
+    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
+                           OpenImageSink(image_path, options.image_fd));
     const ArchBackend& arch = t->arch();
     utsname uts;
     uname(&uts);
@@ -339,8 +463,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     ImageWriter writer(sink.get(), info);
     ctx->set_writer(&writer);
     CRLIB_RETURN_IF_ERROR(writer.Begin());
-    CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
-    CRLIB_RETURN_IF_ERROR(CaptureProcess(ctx, threads, options, fds, vmas));
+    CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, threads, options, facts, std::move(asked), fds, vmas));
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();

@@ -28,12 +28,22 @@ struct CheckpointOptions {
   // self-checkpoint's calling thread, blocked in read() on its rendezvous
   // pipe, learns it was restored from the value.
   std::map<pid_t, int64_t> syscall_results;
+  // Write the image to this borrowed fd (a pipe, socket or file) instead
+  // of creating `image_path`, which then only names it in messages.
+  int image_fd = -1;
 };
 
+// InvalidArgument unless `options` describe an image that can be written.
+absl::Status CheckOptions(const Options& options);
+
 // Seizes `pid`, writes its image to `image_path` (visible only once
-// complete), then kills or resumes it. On any failure the process is
-// resumed untouched and no file appears under `image_path`. Statistics go
-// to ctx->stats().
+// complete; an existing FIFO or device there is written to as a stream),
+// then kills or resumes it. On any failure the process is resumed
+// untouched and no file appears under `image_path`. Zombies, processes
+// traced by another tracer and processes in another PID namespace are
+// refused before anything touches them. A process stopped by a signal is
+// dumped stopped, and stays stopped with --leave-running. Statistics go to
+// ctx->stats().
 absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image_path,
                                const CheckpointOptions& options);
 

@@ -17,6 +17,36 @@ absl::StatusOr<Bytes> ReadBulk(ImageReader* reader) {
   return data;
 }
 
+// The page records close an image (docs/FORMAT.md). From a source that
+// can seek they are checked to the end record now, before anything is
+// created (page contents are verified when they are loaded), and the
+// reader goes back to the first; from a stream they are read once, when
+// loaded, and the reader keeps the first for that.
+absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRef mm_ref,
+                              ProcessImage* image) {
+  if (first->header.parent != mm_ref) {
+    return absl::DataLossError(absl::StrFormat(
+        "record %d at offset %d: pages outside the memory map", first->index, first->offset));
+  }
+  image->pages_checked = reader->source()->CanSeek();
+  if (!image->pages_checked) return reader->Unread();
+  const ImageReader::Bookmark start = reader->BeforeCurrent();
+  for (const Record* rec = first; rec != nullptr;) {
+    if (rec->type() != RecordType::kPages) {
+      return absl::DataLossError(absl::StrFormat(
+          "record %d at offset %d (%s) follows the page data, which must come last", rec->index,
+          rec->offset, RecordTypeName(rec->header.type)));
+    }
+    if (rec->header.parent != mm_ref) {
+      return absl::DataLossError(absl::StrFormat(
+          "record %d at offset %d: pages outside the memory map", rec->index, rec->offset));
+    }
+    ++image->page_records;
+    CRLIB_ASSIGN_OR_RETURN(rec, reader->Next());
+  }
+  return reader->Rewind(start);
+}
+
 }  // namespace
 
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
@@ -32,6 +62,11 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
     if (rec == nullptr) break;
+    if (rec->type() == RecordType::kPages) {
+      if (!mm_ref) return absl::DataLossError("page data before the memory map");
+      CRLIB_RETURN_IF_ERROR(CheckPageRecords(reader, rec, mm_ref, &image));
+      break;
+    }
     const RecordHeader& h = rec->header;
     auto misplaced = [&](const char* what) {
       return absl::DataLossError(absl::StrFormat("record %d at offset %d: %s", rec->index,
@@ -87,7 +122,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       }
       case RecordType::kMemoryMap: {
         if (mm_ref) return misplaced("second memory map");
-        mm_ref = h.self;
+        mm_ref = image.mm_ref = h.self;
         CRLIB_ASSIGN_OR_RETURN(image.mm, reader->Decode<MemoryMapRecord>(*rec));
         break;
       }
@@ -101,9 +136,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.vmas.push_back(std::move(v));
         break;
       }
-      case RecordType::kPages:
-        if (h.parent != mm_ref) return misplaced("pages outside the memory map");
-        ++image.page_records;
+      case RecordType::kPages:  // the last section: CheckPageRecords
         break;
       case RecordType::kFileTable:
         if (file_table) return misplaced("second file table");

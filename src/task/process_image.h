@@ -42,16 +42,23 @@ struct ProcessImage {
   std::optional<PendingSignalsRecord> shared_pending;
   RlimitsRecord rlimits;
   ItimersRecord itimers;
+  ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
   std::vector<FdRecord> fds;
+  // Whether the page records were checked to the end record already (an
+  // image file), and how many there are; a stream's are read only once.
+  bool pages_checked = false;
   uint64_t page_records = 0;
 };
 
-// Reads every record of `reader` (page data is skipped, checksums still
-// verified) and checks that the records form one restorable process.
+// Reads the records of `reader` up to the page data, which comes last,
+// and checks that they form one restorable process. Next() on `reader`
+// then returns the first page record (or nullptr if there is none). From
+// an image file the page records are checked to the end record first
+// (their data when they are loaded); a stream is read once.
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
 
 }  // namespace crlib

@@ -77,7 +77,7 @@ absl::Status CheckRlimits(const ProcessImage& image) {
 // gets every thread created here, for the caller to kill on error.
 absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* threads,
                           const ProcessImage& image, const OpenedFiles& files,
-                          const std::string& image_path, AddressRange scratch_range) {
+                          ImageReader* reader, AddressRange scratch_range) {
   Tracee* t = threads->front().get();
   const pid_t pid = t->tid();
   auto step = [](const char* name, absl::Status st) {
@@ -108,10 +108,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                                             .status()));
   CRLIB_RETURN_IF_ERROR(step("address space", RebuildAddressSpace(t, image, files, scratch_range)));
   uint64_t pages = 0;
-  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, 0, ctx->stats().bytes));
-  CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(t, image_path, &pages)));
+  CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(ctx, t, image, reader, &pages)));
   ctx->stats().pages_stored = pages;
-  CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, ctx->stats().bytes, ctx->stats().bytes));
 
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
@@ -221,6 +219,12 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   for (size_t i = 0; i < threads->size(); ++i) {
     CRLIB_RETURN_IF_ERROR(RestoreCpuState((*threads)[i].get(), image.threads[i]));
   }
+  // A process dumped in a group stop comes back stopped: the SIGSTOP is
+  // queued while every thread is still held, and takes effect before any
+  // of them runs an instruction once detached.
+  if (p.flags & kProcessStopped) {
+    if (kill(pid, SIGSTOP) != 0) return Errno("kill(%d, SIGSTOP) to restore its stopped state", pid);
+  }
   for (const std::unique_ptr<Tracee>& thread : *threads) {
     CRLIB_RETURN_IF_ERROR(ThreadStep("detach", thread->tid(), thread->Detach()));
   }
@@ -229,21 +233,29 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
 
 }  // namespace
 
-absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path) {
+absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
+                                     const RestoreOptions& options) {
   const int64_t start = NowNs();
-  int fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open %s", image_path);
+  // One descriptor for every pass over the image: a file replaced by
+  // another meanwhile cannot mix two images into a process that never
+  // existed, and a pipe or FIFO is read once.
+  struct OwnedFd {
+    int fd = -1;
+    ~OwnedFd() {
+      if (fd >= 0) close(fd);
+    }
+  } owned;
+  int fd = options.image_fd;
+  if (fd < 0) {
+    fd = owned.fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Errno("open %s", image_path);
+  }
   FdSource source(fd);
-  ctx->stats().bytes = source.Remaining().value_or(0);
   // Page checksums are verified when the pages are loaded, before the
   // process runs; the first pass reads everything else.
-  absl::StatusOr<std::unique_ptr<ImageReader>> reader =
-      ImageReader::Open(&source, ReaderOptions{.verify_bulk = false});
-  absl::StatusOr<ProcessImage> loaded =
-      reader.ok() ? LoadProcessImage(reader->get()) : absl::StatusOr<ProcessImage>(reader.status());
-  close(fd);
-  CRLIB_RETURN_IF_ERROR(loaded.status());
-  const ProcessImage& image = *loaded;
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
+                         ImageReader::Open(&source, ReaderOptions{.verify_bulk = false}));
+  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
 
   // Checks that need nothing created.
   const ArchBackend* arch = FindArchBackend(image.info.cpu_family);
@@ -295,7 +307,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   std::vector<std::unique_ptr<Tracee>> threads;
   threads.push_back(std::move(*t));
   absl::Status st =
-      BuildProcess(ctx, &threads, image, files, image_path, {scratch, scratch + kScratchBytes});
+      BuildProcess(ctx, &threads, image, files, reader.get(), {scratch, scratch + kScratchBytes});
+  ctx->stats().bytes = reader->offset();
   if (!st.ok()) {
     Tracee::KillProcess(threads);
     return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));

@@ -11,11 +11,22 @@
 
 namespace crlib {
 
+struct RestoreOptions {
+  // Read the image from this borrowed fd (a file, pipe, FIFO or socket)
+  // instead of opening `image_path`, which then only names it in messages.
+  int image_fd = -1;
+};
+
 // Restores the process in `image_path` with its recorded PID, as a child of
 // the calling process, and lets it run. Every check (format, CPU, vDSO,
 // PID, files) runs before anything is created; a failure after that kills
-// the half-built process. Returns its PID.
-absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path);
+// the half-built process. The image is read through one descriptor. An
+// image file is checked to its end record before anything is created; a
+// stream (pipe, socket) is read once, so a truncated stream is found while
+// pages load, after the point of no return, and the half-built process is
+// killed then. Returns its PID.
+absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
+                                     const RestoreOptions& options = {});
 
 }  // namespace crlib
 

@@ -312,6 +312,10 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
     // A thread the call created (clone3 in a restore): the caller adopts
     // it from the result.
     if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
+    // A stop trap that was pending when we resumed it: the interrupt of
+    // a seize that found the process in a group stop (SIGSTOP), which
+    // re-trapped at the seize already. It runs nothing; resume again.
+    if ((status >> 16) == PTRACE_EVENT_STOP) continue;
     // Any other stop means the tracee did not run our call as planned
     // (all signals are blocked while we work).
     return absl::InternalError(absl::StrFormat(
@@ -353,7 +357,7 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   for (;;) {
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return Errno("ptrace(CONT) on tid %d", tid_);
     CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
-    if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
+    if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_STOP) continue;
     if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
     return absl::InternalError(absl::StrFormat(
         "remote system call batch in pid %d: unexpected stop (signal %d, event %d)", tid_,

@@ -1,3 +1,6 @@
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -6,6 +9,7 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "core/context.h"
 #include "core/status.h"
 #include "task/checkpoint.h"
@@ -54,6 +58,62 @@ class ArgParser {
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
+// SIGINT, SIGTERM and SIGHUP during a dump or restore cancel it at its
+// next step, which undoes it like any failure: the process dumped runs on
+// as it was and no image is left, or nothing restored is left running.
+// The handler only records the signal (and whether it was sent to crlib
+// alone, rather than by the terminal to its whole process group).
+volatile sig_atomic_t g_signal = 0;
+volatile sig_atomic_t g_signal_sent_to_us = 0;
+
+void OnSignal(int sig, siginfo_t* info, void*) {
+  g_signal = sig;
+  g_signal_sent_to_us = info->si_code == SI_USER || info->si_code == SI_QUEUE ||
+                        info->si_code == SI_TKILL;
+}
+
+class CancelOnSignals {
+ public:
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
+  CancelOnSignals() {
+    struct sigaction sa {};
+    sa.sa_sigaction = OnSignal;
+    sa.sa_flags = SA_SIGINFO;  // no SA_RESTART: a blocked wait returns
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~CancelOnSignals() {
+    for (size_t i = 0; i < std::size(kSignals); ++i) sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  // The progress callback: go on unless a signal came.
+  static bool GoOn(Phase, uint64_t, uint64_t) { return g_signal == 0; }
+  // `st`, or the reason it was cancelled when a signal did it.
+  static absl::Status Explain(const absl::Status& st, const std::string& outcome) {
+    if (!absl::IsCancelled(st) || g_signal == 0) return st;
+    return absl::CancelledError(
+        absl::StrFormat("interrupted by %s: %s", sigabbrev_np(g_signal), outcome));
+  }
+
+ private:
+  struct sigaction old_[std::size(kSignals)];
+};
+
+// "-" as an image: the standard stream, moved to a descriptor of its own
+// so that nothing else crlib prints or the restored process reads can mix
+// with the image (stdout is pointed at stderr, stdin at /dev/null).
+absl::StatusOr<int> StandardStreamImage(int stream) {
+  int fd = fcntl(stream, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return Errno("fcntl(F_DUPFD) of fd %d", stream);
+  int replacement = stream == STDOUT_FILENO ? dup(STDERR_FILENO) : open("/dev/null", O_RDWR);
+  if (replacement < 0 || dup2(replacement, stream) < 0) {
+    absl::Status st = Errno("replacing fd %d, now the image", stream);
+    close(fd);
+    return st;
+  }
+  close(replacement);
+  return fd;
+}
+
 }  // namespace
 
 absl::StatusOr<int> DumpCommand(const Args& args) {
@@ -62,17 +122,33 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
   int pid = 0;
   if (!absl::SimpleAtoi(p.Get("--pid"), &pid) || pid <= 0) {
     return absl::InvalidArgumentError(
-        "usage: crlib dump --pid PID --image PATH [--leave-running] [--compress LEVEL] [--mappable]");
+        "usage: crlib dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] "
+        "[--mappable]");
   }
   if (p.Get("--image").empty()) return absl::InvalidArgumentError("dump: --image PATH is required");
   Options options;
-  if (p.Has("--compress") && !absl::SimpleAtoi(p.Get("--compress"), &options.compression_level)) {
-    return absl::InvalidArgumentError("--compress takes a zstd level (1-19)");
+  if (p.Has("--compress") && (!absl::SimpleAtoi(p.Get("--compress"), &options.compression_level) ||
+                              options.compression_level < 1 || options.compression_level > 19)) {
+    return absl::InvalidArgumentError("--compress takes a zstd level from 1 to 19, not '" +
+                                      p.Get("--compress") + "'");
   }
   options.mappable = p.Has("--mappable");
+  CRLIB_RETURN_IF_ERROR(CheckOptions(options));
+  CheckpointOptions co{.leave_running = p.Has("--leave-running")};
+  std::string image = p.Get("--image");
+  int image_fd = -1;
+  if (image == "-") {
+    CRLIB_ASSIGN_OR_RETURN(image_fd, StandardStreamImage(STDOUT_FILENO));
+    co.image_fd = image_fd;
+    image = "standard output";
+  }
   Context ctx(options);
-  CRLIB_RETURN_IF_ERROR(CheckpointProcess(&ctx, pid, p.Get("--image"),
-                                          {.leave_running = p.Has("--leave-running")}));
+  CancelOnSignals cancel;
+  ctx.set_progress(CancelOnSignals::GoOn);
+  absl::Status st = CheckpointProcess(&ctx, pid, image, co);
+  if (image_fd >= 0) close(image_fd);
+  CRLIB_RETURN_IF_ERROR(CancelOnSignals::Explain(
+      st, absl::StrFormat("pid %d runs on as it was, no image was written", pid)));
   if (p.Has("--stats")) {
     const Stats& s = ctx.stats();
     fprintf(stderr, "crlib: dump: %d bytes, %d pages stored (%d zero skipped), frozen %.2f ms, total %.2f ms\n",
@@ -86,10 +162,22 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats"}));
   if (p.Get("--image").empty()) {
-    return absl::InvalidArgumentError("usage: crlib restore --image PATH [--detach]");
+    return absl::InvalidArgumentError("usage: crlib restore --image PATH|- [--detach]");
+  }
+  RestoreOptions ro;
+  std::string image = p.Get("--image");
+  if (image == "-") {
+    CRLIB_ASSIGN_OR_RETURN(ro.image_fd, StandardStreamImage(STDIN_FILENO));
+    image = "standard input";
   }
   Context ctx;
-  CRLIB_ASSIGN_OR_RETURN(pid_t pid, RestoreProcess(&ctx, p.Get("--image")));
+  CancelOnSignals cancel;
+  ctx.set_progress(CancelOnSignals::GoOn);
+  absl::StatusOr<pid_t> restored = RestoreProcess(&ctx, image, ro);
+  if (ro.image_fd >= 0) close(ro.image_fd);
+  CRLIB_RETURN_IF_ERROR(
+      CancelOnSignals::Explain(restored.status(), "nothing restored is left running"));
+  const pid_t pid = *restored;
   if (p.Has("--stats")) {
     fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages loaded\n", pid,
             Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored));
@@ -99,9 +187,16 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
     fflush(stdout);
     return 0;
   }
+  // Waiting for the restored process, crlib stands in for it: a signal
+  // sent to crlib alone is passed on, as is one the terminal sent to
+  // crlib's process group when the restored process is not in it.
   int status;
+  g_signal = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return Errno("waitpid(%d)", pid);
+    const int sig = g_signal;
+    g_signal = 0;
+    if (sig != 0 && (g_signal_sent_to_us || getpgid(pid) != getpgrp())) kill(pid, sig);
   }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
