@@ -46,6 +46,9 @@ struct Stats {
   uint64_t page_bytes_stored = 0;  // after compression
   int64_t total_ns = 0;
   int64_t frozen_ns = 0;  // time the target was stopped
+  // Of that, the time its threads ran remote calls with borrowed
+  // registers and every signal blocked (the dump's only unsafe window).
+  int64_t borrowed_ns = 0;
 };
 
 // Steps an operation reports (the values of the C ABI's CRLIB_PHASE_*).

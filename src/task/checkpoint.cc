@@ -445,7 +445,9 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.
+    const int64_t asked_at = NowNs();
     CRLIB_ASSIGN_OR_RETURN(AskedState asked, AskProcess(threads, facts.status));
+    ctx->stats().borrowed_ns = NowNs() - asked_at;
 
     CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
                            OpenImageSink(image_path, options.image_fd));

@@ -223,10 +223,15 @@ class WorkloadTest : public ::testing::Test {
 
   // Starts argv[0] with stdin /dev/null and stdout/stderr to files, no other
   // descriptor, an empty signal mask, in a new session when asked.
+  // `stdin_fd` and `stdout_fd`, when given, are used instead of /dev/null
+  // and the `out` file (a pipe between two commands, say); the caller
+  // keeps and closes them.
   pid_t Spawn(const std::vector<std::string>& argv, const std::string& out,
-              const std::string& err, bool new_session) {
-    int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int out_fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+              const std::string& err, bool new_session, int stdin_fd = -1, int stdout_fd = -1) {
+    int in_fd = stdin_fd >= 0 ? fcntl(stdin_fd, F_DUPFD_CLOEXEC, 3)
+                              : open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out_fd = stdout_fd >= 0 ? fcntl(stdout_fd, F_DUPFD_CLOEXEC, 3)
+                                : open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int err_fd = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -256,8 +261,9 @@ class WorkloadTest : public ::testing::Test {
     return pid;
   }
 
-  // `crlib ARGS...` in the background; its output goes to cli-N-VERB.out/.err.
-  Running StartCli(const std::vector<std::string>& args) {
+  // `crlib ARGS...` in the background; its output goes to cli-N-VERB.out/.err
+  // (stdin and stdout to the given descriptors instead, as in Spawn).
+  Running StartCli(const std::vector<std::string>& args, int stdin_fd = -1, int stdout_fd = -1) {
     Running r;
     std::vector<std::string> argv = {CrlibBin()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -265,7 +271,7 @@ class WorkloadTest : public ::testing::Test {
     std::string base = Path("cli-" + std::to_string(++cli_runs_) + "-" + args.at(0));
     r.out_path = base + ".out";
     r.err_path = base + ".err";
-    r.pid = Spawn(argv, r.out_path, r.err_path, /*new_session=*/false);
+    r.pid = Spawn(argv, r.out_path, r.err_path, /*new_session=*/false, stdin_fd, stdout_fd);
     return r;
   }
 
@@ -372,6 +378,7 @@ class WorkloadTest : public ::testing::Test {
     struct stat st;
     ASSERT_EQ(stat(image.c_str(), &st), 0) << "no image at " << image << Describe(*w, r);
     EXPECT_GT(st.st_size, 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << "an image holds the whole memory: owner only";
     if (leave_running) {
       ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
       return;
@@ -389,10 +396,11 @@ class WorkloadTest : public ::testing::Test {
   // exit 0 with the workload's OK appended to what its stdout held at the
   // dump (the file is cut back to that first, so a second restore of the
   // same image can be told apart).
-  void RestoreAndCheck(Workload* w, const std::string& image) {
+  // With `image` "-", the image comes from `stdin_fd`.
+  void RestoreAndCheck(Workload* w, const std::string& image, int stdin_fd = -1) {
     ASSERT_FALSE(Probe(w->pid).exists) << "pid " << w->pid << " is not free";
     ASSERT_EQ(truncate(w->out.c_str(), static_cast<off_t>(w->dumped.size())), 0) << strerror(errno);
-    Running restore = StartCli({"restore", "--image", image});
+    Running restore = StartCli({"restore", "--image", image}, stdin_fd);
     ASSERT_GT(restore.pid, 0);
     restored_.emplace_back(w->pid, w->exe);
     // Restored means: the PID runs the workload's executable again and

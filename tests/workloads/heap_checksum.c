@@ -1,24 +1,26 @@
-/* Heap memory: one 32 MiB block (malloc serves it with its own mmap) and a
- * few dozen small blocks from the brk heap, all filled with a pseudo-random
- * pattern. The checksum taken before READY must hold after a restore, and
- * every small block must still be where its pointer says. */
+/* Heap memory: one block of 32 MiB, or of argv[1] MiB (malloc serves it
+ * with its own mmap), and a few dozen small blocks from the brk heap, all
+ * filled with a pseudo-random pattern. The checksum taken before READY must
+ * hold after a restore, and every small block must still be where its
+ * pointer says. */
 #include <stdlib.h>
 
 #include "workload.h"
 
-enum { kBigBytes = 32 << 20, kSmallCount = 48 };
+enum { kSmallCount = 48 };
 
 static uint64_t Checksum(const uint64_t* words, size_t count, uint64_t sum) {
   for (size_t i = 0; i < count; ++i) sum = wl_mix(sum ^ words[i]) + i;
   return sum;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
   wl_install_handler();
 
-  uint64_t* big = malloc(kBigBytes);
-  if (!big) return wl_fail("malloc of %d bytes", kBigBytes);
-  const size_t big_words = kBigBytes / sizeof(uint64_t);
+  const size_t big_bytes = (argc > 1 ? (size_t)atol(argv[1]) : 32) << 20;
+  uint64_t* big = malloc(big_bytes);
+  if (!big) return wl_fail("malloc of %zu bytes", big_bytes);
+  const size_t big_words = big_bytes / sizeof(uint64_t);
   for (size_t i = 0; i < big_words; ++i) big[i] = wl_mix(i ^ 0x5eedull);
   /* A few zero pages in the middle: a checkpoint may skip them, but they
    * must come back as zeros. */

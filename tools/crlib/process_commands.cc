@@ -91,7 +91,7 @@ class CancelOnSignals {
   static absl::Status Explain(const absl::Status& st, const std::string& outcome) {
     if (!absl::IsCancelled(st) || g_signal == 0) return st;
     return absl::CancelledError(
-        absl::StrFormat("interrupted by %s: %s", sigabbrev_np(g_signal), outcome));
+        absl::StrFormat("interrupted by SIG%s: %s", sigabbrev_np(g_signal), outcome));
   }
 
  private:
@@ -151,9 +151,11 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
       st, absl::StrFormat("pid %d runs on as it was, no image was written", pid)));
   if (p.Has("--stats")) {
     const Stats& s = ctx.stats();
-    fprintf(stderr, "crlib: dump: %d bytes, %d pages stored (%d zero skipped), frozen %.2f ms, total %.2f ms\n",
+    fprintf(stderr,
+            "crlib: dump: %d bytes, %d pages stored (%d zero skipped), frozen %.2f ms (registers "
+            "borrowed %.2f ms), total %.2f ms\n",
             static_cast<int>(s.bytes), static_cast<int>(s.pages_stored), static_cast<int>(s.pages_zero),
-            Ms(s.frozen_ns), Ms(s.total_ns));
+            Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.total_ns));
   }
   return 0;
 }
