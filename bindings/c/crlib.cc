@@ -71,17 +71,26 @@ int ToC(const absl::Status& st, crlib_error** error) {
 // The arguments every operation takes: an image path, and options from a
 // caller's struct, which may be older (smaller) than ours: fields past its
 // `size` keep their defaults.
+// `*name` becomes the image's name for messages: its path, or "fd N".
 template <typename T>
-absl::Status ReadArguments(const char* path, const T* from, T* to) {
-  if (path == nullptr || *path == '\0') return absl::InvalidArgumentError("image path is NULL or empty");
-  if (from == nullptr) return absl::OkStatus();
-  const size_t size = from->size;
-  if (size < sizeof(size_t) || size > (1u << 16)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("options size ", size, " is not a sizeof of the options struct"));
+absl::Status ReadArguments(const char* path, const T* from, T* to, std::string* name) {
+  if (from != nullptr) {
+    const size_t size = from->size;
+    if (size < sizeof(size_t) || size > (1u << 16)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("options size ", size, " is not a sizeof of the options struct"));
+    }
+    memcpy(to, from, std::min(size, sizeof(T)));
+    to->size = sizeof(T);
   }
-  memcpy(to, from, std::min(size, sizeof(T)));
-  to->size = sizeof(T);
+  if (to->image_fd < -1) return absl::InvalidArgumentError(absl::StrCat("image_fd ", to->image_fd));
+  if (path != nullptr && *path != '\0') {
+    *name = path;
+  } else if (to->image_fd >= 0) {
+    *name = absl::StrCat("fd ", to->image_fd);
+  } else {
+    return absl::InvalidArgumentError("image path is NULL or empty, and no image_fd is given");
+  }
   return absl::OkStatus();
 }
 
@@ -112,8 +121,8 @@ void FillStats(const Context& ctx, crlib_stats* out) {
 // they ask for.
 absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
                                                    const crlib_checkpoint_options* options,
-                                                   crlib_checkpoint_options* o) {
-  CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o));
+                                                   crlib_checkpoint_options* o, std::string* name) {
+  CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o, name));
   if (o->flags & ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS}) {
     return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o->flags)));
   }
@@ -170,13 +179,15 @@ void crlib_error_free(crlib_error* error) { delete error; }
 int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_options* options,
                      crlib_error** error) {
   crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
-  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o);
+  std::string name;
+  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o, &name);
   if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
   crlib::CheckpointOptions co;
   co.leave_running = !(o.flags & CRLIB_CHECKPOINT_KILL);
-  absl::Status st = crlib::CheckpointProcess(&ctx, pid, image_path, co);
+  co.image_fd = o.image_fd;
+  absl::Status st = crlib::CheckpointProcess(&ctx, pid, name, co);
   if (st.ok()) FillStats(ctx, o.stats);
   return ToC(crlib::Annotate(st, absl::StrCat("checkpoint of pid ", pid)), error);
 }
@@ -184,7 +195,8 @@ int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_o
 int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options* options,
                           crlib_error** error) {
   crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
-  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o);
+  std::string name;
+  absl::StatusOr<crlib::Options> image_options = CheckpointArguments(image_path, options, &o, &name);
   if (image_options.ok() && (o.flags & CRLIB_CHECKPOINT_KILL)) {
     image_options =
         absl::InvalidArgumentError("CRLIB_CHECKPOINT_KILL is not allowed for a self-checkpoint");
@@ -192,7 +204,7 @@ int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options
   if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
-  absl::StatusOr<crlib::SelfResult> r = crlib::CheckpointSelf(&ctx, image_path);
+  absl::StatusOr<crlib::SelfResult> r = crlib::CheckpointSelf(&ctx, name, o.image_fd);
   if (!r.ok()) return ToC(crlib::Annotate(r.status(), "self-checkpoint"), error);
   ToC(absl::OkStatus(), error);
   if (*r == crlib::SelfResult::kRestored) return CRLIB_RESTORED;
@@ -203,16 +215,17 @@ int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options
 int crlib_restore(const char* image_path, const crlib_restore_options* options, pid_t* pid,
                   crlib_error** error) {
   crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
-  absl::Status st = ReadArguments(image_path, options, &o);
+  std::string name;
+  absl::Status st = ReadArguments(image_path, options, &o, &name);
   if (st.ok() && o.flags != 0) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
   if (!st.ok()) return ToC(st, error);
   Context ctx;
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
-  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, image_path);
+  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, name, {.image_fd = o.image_fd});
   if (!restored.ok()) {
-    return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", image_path)), error);
+    return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", name)), error);
   }
   if (pid) *pid = *restored;
   FillStats(ctx, o.stats);

@@ -123,11 +123,19 @@ typedef struct crlib_checkpoint_options {
   crlib_progress_fn progress;  /* may be NULL */
   void *progress_user_data;
   crlib_stats *stats;          /* filled on success when not NULL */
+  /* When not -1, the image is written to this descriptor (a pipe, socket,
+   * FIFO or file, at its current offset), which stays the caller's; the
+   * image path may then be NULL and only names the image in messages. A
+   * stream has no commit: its reader knows the image is whole from its end
+   * record, so a failed checkpoint leaves a truncated stream behind. */
+  int image_fd;
 } crlib_checkpoint_options;
-#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL}
+#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1}
 
 /* Checkpoints process `pid` (the caller must be allowed to ptrace it) into
- * `image_path`. The image appears under that name only once complete; on
+ * `image_path` (or options->image_fd). The image file is created mode
+ * 0600, owned by the caller, and appears under that name only once
+ * complete (an existing FIFO or device there is written as a stream); on
  * failure no file is left and the process runs on untouched. Returns
  * CRLIB_OK. */
 CRLIB_EXPORT int crlib_checkpoint(pid_t pid, const char *image_path,
@@ -156,8 +164,13 @@ typedef struct crlib_restore_options {
   crlib_progress_fn progress;  /* may be NULL */
   void *progress_user_data;
   crlib_stats *stats;          /* filled on success when not NULL */
+  /* When not -1, the image is read from this descriptor (at its current
+   * offset), which stays the caller's; the image path may then be NULL.
+   * A stream is read once: an image cut short is found while its pages
+   * load, and the half-built process is killed then. */
+  int image_fd;
 } crlib_restore_options;
-#define CRLIB_RESTORE_OPTIONS_INIT {sizeof(crlib_restore_options), 0, NULL, NULL, NULL}
+#define CRLIB_RESTORE_OPTIONS_INIT {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1}
 
 /* Restores the image at `image_path` as a child of the calling process,
  * with its recorded PID, and lets it run; `*pid` receives that PID (the

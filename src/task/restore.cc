@@ -73,6 +73,28 @@ absl::Status CheckRlimits(const ProcessImage& image) {
   return absl::OkStatus();
 }
 
+// Closes every descriptor of stopped process `t` but `keep`, a
+// close_range per gap rather than a remote close per descriptor.
+absl::Status CloseAllBut(Tracee* t, const std::set<int>& keep) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<int> open_fds, sys::ListFds(t->tid()));
+  std::sort(open_fds.begin(), open_fds.end());
+  for (size_t i = 0; i < open_fds.size();) {
+    if (keep.contains(open_fds[i])) {
+      ++i;
+      continue;
+    }
+    const int first = open_fds[i];
+    auto next_kept = keep.upper_bound(first);
+    while (i < open_fds.size() && (next_kept == keep.end() || open_fds[i] < *next_kept)) ++i;
+    const int last = open_fds[i - 1];
+    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("close_range", SYS_close_range,
+                                            {static_cast<uint64_t>(first),
+                                             static_cast<uint64_t>(last), 0})
+                              .status());
+  }
+  return absl::OkStatus();
+}
+
 // Every step after the child exists. `threads` holds its main thread and
 // gets every thread created here, for the caller to kill on error.
 absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* threads,
@@ -86,6 +108,13 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // No handler may run in place of a remote call; threads created later
   // inherit this mask.
   CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
+  // The child is a copy of the restorer: first drop every descriptor it
+  // inherited but the files it needs and the standard streams. Above all
+  // the write end of an image pipe the caller may hold: while the child
+  // kept it, the restore reading that pipe would never see its end.
+  std::set<int> needed = {0, 1, 2};
+  for (int fd : files.all()) needed.insert(fd);
+  CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, needed)));
   // The inherited rseq area is about to be unmapped: the kernel must stop
   // writing to it first.
   sys::PtraceRseqConfiguration rseq{};
@@ -124,25 +153,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                            (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
             .status()));
   }
-  // Everything else goes, a close_range per gap between the image's fds
-  // rather than a remote close per descriptor.
-  CRLIB_ASSIGN_OR_RETURN(std::vector<int> open_fds, sys::ListFds(pid));
-  std::sort(open_fds.begin(), open_fds.end());
-  for (size_t i = 0; i < open_fds.size();) {
-    if (targets.contains(open_fds[i])) {
-      ++i;
-      continue;
-    }
-    const int first = open_fds[i];
-    auto next_target = targets.upper_bound(first);
-    while (i < open_fds.size() && (next_target == targets.end() || open_fds[i] < *next_target)) ++i;
-    const int last = open_fds[i - 1];
-    CRLIB_RETURN_IF_ERROR(step("file descriptors",
-                               t->CheckedSyscall("close_range", SYS_close_range,
-                                                 {static_cast<uint64_t>(first),
-                                                  static_cast<uint64_t>(last), 0})
-                                   .status()));
-  }
+  // Everything else goes.
+  CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
 
   // Process attributes.
   const ProcessRecord& p = image.process;

@@ -70,8 +70,9 @@ bool BlockedInRead(pid_t pid, pid_t tid, int fd) {
 // which takes no locks another thread of the caller could hold except
 // malloc's, which glibc resets at fork. Ends with _exit, so the caller's
 // stdio buffers and atexit handlers are not run twice.
-[[noreturn]] void RunHelper(const Options& options, const std::string& image_path, pid_t caller,
-                            pid_t caller_tid, int go_fd, int rendezvous_fd, int reply_fd) {
+[[noreturn]] void RunHelper(const Options& options, const std::string& image_path, int image_fd,
+                            pid_t caller, pid_t caller_tid, int go_fd, int rendezvous_fd,
+                            int reply_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != caller) _exit(1);
   sigset_t none;
@@ -95,6 +96,10 @@ bool BlockedInRead(pid_t pid, pid_t tid, int fd) {
     CheckpointOptions o;
     o.leave_running = true;
     o.skip_fds = {rendezvous_fd};
+    // The helper inherited the caller's image descriptor and writes to it;
+    // the caller's own copy is not part of its image.
+    o.image_fd = image_fd;
+    if (image_fd >= 0) o.skip_fds.push_back(image_fd);
     o.skip_children = {getpid()};
     o.syscall_results[caller_tid] = kRestoredResult;
     return CheckpointProcess(&ctx, caller, image_path, o);
@@ -126,7 +131,8 @@ std::string WaitText(int status) {
 
 }  // namespace
 
-absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image_path) {
+absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image_path,
+                                          int image_fd) {
   static std::mutex* const one_at_a_time = new std::mutex;
   std::lock_guard<std::mutex> lock(*one_at_a_time);
   const int64_t start = NowNs();
@@ -153,7 +159,7 @@ absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image
   if (helper == 0) {
     close(go[1]);
     close(rendezvous[0]);
-    RunHelper(ctx->options(), image_path, self, tid, go[0], rendezvous[0], rendezvous[1]);
+    RunHelper(ctx->options(), image_path, image_fd, self, tid, go[0], rendezvous[0], rendezvous[1]);
   }
   const int fork_errno = errno;
   close(go[0]);

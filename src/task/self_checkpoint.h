@@ -26,7 +26,11 @@ enum class SelfResult { kCheckpointed, kRestored };
 // restored from the image. On failure the caller runs on as before, never
 // stopped or traced, and no image exists under `image_path`. Thread-safe;
 // calls from several threads at once are serialized.
-absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image_path);
+// `image_fd`, when not -1, is a descriptor of the caller the image is
+// written to (the image path then only names it); it is not part of the
+// image.
+absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image_path,
+                                          int image_fd = -1);
 
 }  // namespace crlib
 

@@ -309,6 +309,75 @@ static void TestProgressAndCancel(void) {
   CHECK(WaitCode(pid) == 128 + SIGKILL);
 }
 
+/* ---- Images through descriptors: out through a socket, in through a pipe ---- */
+
+/* Copies `from` to `to` until the end, then closes both. */
+struct Pump {
+  int from, to;
+};
+
+static void *PumpThread(void *arg) {
+  struct Pump *p = arg;
+  char buf[65536];
+  for (ssize_t n; (n = read(p->from, buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || write(p->to, buf, (size_t)n) != n) break;
+  }
+  close(p->from);
+  close(p->to);
+  return NULL;
+}
+
+static void TestImageThroughDescriptors(void) {
+  pid_t child = fork();
+  if (child == 0) {
+    CloseInheritedFds();
+    for (;;) pause();
+  }
+  usleep(20000);
+  char path[512];
+  Path(path, sizeof(path), "through-fds.img");
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  struct Pump out = {sv[1], open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, PumpThread, &out) == 0);
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  o.flags = CRLIB_CHECKPOINT_KILL;
+  o.image_fd = sv[0];
+  crlib_error *err = NULL;
+  int r = crlib_checkpoint(child, NULL, &o, &err);
+  CHECK(r == CRLIB_OK);
+  if (r != CRLIB_OK) fprintf(stderr, "checkpoint to fd: %s\n", crlib_error_message(err));
+  crlib_error_free(err);
+  close(sv[0]);
+  pthread_join(t, NULL);
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+
+  /* The pipe's write end is ours (a thread of this process feeds it): the
+   * restored child, a copy of this process, must not keep it open. */
+  int p[2];
+  CHECK(pipe2(p, O_CLOEXEC) == 0);
+  struct Pump in = {open(path, O_RDONLY | O_CLOEXEC), p[1]};
+  CHECK(pthread_create(&t, NULL, PumpThread, &in) == 0);
+  crlib_restore_options ro = CRLIB_RESTORE_OPTIONS_INIT;
+  ro.image_fd = p[0];
+  pid_t pid = 0;
+  err = NULL;
+  r = crlib_restore(NULL, &ro, &pid, &err);
+  CHECK(r == CRLIB_OK);
+  if (r != CRLIB_OK) fprintf(stderr, "restore from fd: %s\n", crlib_error_message(err));
+  crlib_error_free(err);
+  close(p[0]);
+  pthread_join(t, NULL);
+  CHECK(pid == child);
+  if (r == CRLIB_OK) {
+    CHECK(waitpid(pid, NULL, WNOHANG) == 0);
+    kill(pid, SIGKILL);
+    CHECK(WaitCode(pid) == 128 + SIGKILL);
+  }
+}
+
 /* ---- Self-checkpoint of a multi-threaded process ---- */
 
 static volatile uint64_t spins[2];
@@ -471,6 +540,7 @@ int main(void) {
   TestNocrMarks();
   TestFailedSelfCheckpointLeavesCallerIntact();
   TestProgressAndCancel();
+  TestImageThroughDescriptors();
   TestRestoredProcessCheckpointsItselfAgain();
   TestSelfCheckpointRestoresTwice();
   char cmd[300];
