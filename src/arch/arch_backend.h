@@ -52,8 +52,27 @@ class ArchBackend {
   virtual void SetSyscall(ArchRegs* regs, uint64_t ip, long nr,
                           const std::array<uint64_t, 6>& args) const = 0;
   virtual int64_t SyscallResult(const ArchRegs& regs) const = 0;
+  virtual uint64_t StackPointer(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+
+  // A call site that recovers by itself, for remote calls in a process
+  // that must survive its tracer dying mid-call (a dump): a system call
+  // instruction at offset 0, then code that puts back the thread's blocked
+  // signals `sigmask` and registers `regs` and continues where `regs` left
+  // off, restarting an interrupted system call as the kernel would. The
+  // bytes (code and data, kRecoveringSiteBytes, position-independent) go
+  // in executable memory of the thread's process, which the code only
+  // reads; it uses 16 bytes of writable stack below `stack_top`. A thread
+  // released at this site by a dead tracer finishes the call it was given
+  // and returns to its own state; a live tracer never lets it past the
+  // call.
+  static constexpr size_t kRecoveringSiteBytes = 320;
+  virtual std::vector<uint8_t> RecoveringSyscallSite(const ArchRegs& regs, uint64_t sigmask,
+                                                     uint64_t stack_top) const = 0;
+  // Whether `bytes` begin like a RecoveringSyscallSite's: one an earlier,
+  // interrupted dump left behind.
+  virtual bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const = 0;
 
   // Remote system calls in bulk (Tracee::SyscallBatch): position-
   // independent code that runs the calls of a table one after the other,

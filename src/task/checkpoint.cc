@@ -40,27 +40,58 @@ struct KernelSigaction {
   uint64_t handler, flags, restorer, mask;
 };
 
-// A page of the tracee's memory for the arguments of remote calls, mapped
-// by the tracee itself and unmapped before its memory is read.
+// Memory of the tracee's for remote calls, mapped by the tracee itself
+// and unmapped before its memory is read: a page for the calls'
+// arguments, 16 bytes of stack per thread and one recovering call site
+// (ArchBackend::RecoveringSyscallSite) per thread. A dump killed before
+// the unmap leaves it mapped (a few KiB, the sites not writable): the
+// process runs on unharmed, with that one mapping more.
 class RemoteScratch {
  public:
-  static absl::StatusOr<RemoteScratch> Map(Tracee* t) {
+  // Maps the area with remote calls in `threads`' main thread, at its
+  // current site, and writes every thread's recovering site, which then
+  // become read-only and executable (never writable and executable).
+  static absl::StatusOr<RemoteScratch> Map(absl::Span<const std::unique_ptr<Tracee>> threads) {
+    Tracee* t = threads.front().get();
+    const uint64_t stacks = AlignUp(16 * threads.size(), 4096);
+    const uint64_t sites = AlignUp(ArchBackend::kRecoveringSiteBytes * threads.size(), 4096);
+    const uint64_t size = 4096 + stacks + sites;
     CRLIB_ASSIGN_OR_RETURN(int64_t addr,
-                           t->CheckedSyscall("mmap of a scratch page", SYS_mmap,
-                                             {0, 4096, PROT_READ | PROT_WRITE,
-                                              MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0}));
-    return RemoteScratch(t, static_cast<uint64_t>(addr));
+                           t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
+                                             {0, size, PROT_READ | PROT_WRITE,
+                                              MAP_PRIVATE | MAP_ANONYMOUS,
+                                              static_cast<uint64_t>(-1), 0}));
+    RemoteScratch scratch(t, static_cast<uint64_t>(addr), size, stacks);
+    for (size_t i = 0; i < threads.size(); ++i) {
+      const Tracee& thread = *threads[i];
+      std::vector<uint8_t> site = thread.arch().RecoveringSyscallSite(
+          thread.initial_regs(), thread.initial_sigmask(), scratch.stack_top(i));
+      CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch.site(i), site.data(), site.size()));
+    }
+    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("mprotect of the scratch area's call sites",
+                                            SYS_mprotect,
+                                            {scratch.site(0), sites, PROT_READ | PROT_EXEC})
+                              .status());
+    return scratch;
   }
+  // The arguments page.
   uint64_t address() const { return address_; }
-  absl::Status Unmap() {
-    return tracee_->CheckedSyscall("munmap of the scratch page", SYS_munmap, {address_, 4096})
+  uint64_t stack_top(size_t thread) const { return address_ + 4096 + 16 * (thread + 1); }
+  uint64_t site(size_t thread) const {
+    return address_ + 4096 + stacks_ + ArchBackend::kRecoveringSiteBytes * thread;
+  }
+  // From `site` (the vDSO's, whatever the thread's site was).
+  absl::Status Unmap(uint64_t site) {
+    tracee_->SetSyscallSite(site);
+    return tracee_->CheckedSyscall("munmap of the scratch area", SYS_munmap, {address_, size_})
         .status();
   }
 
  private:
-  RemoteScratch(Tracee* t, uint64_t a) : tracee_(t), address_(a) {}
+  RemoteScratch(Tracee* t, uint64_t a, uint64_t size, uint64_t stacks)
+      : tracee_(t), address_(a), size_(size), stacks_(stacks) {}
   Tracee* tracee_;
-  uint64_t address_;
+  uint64_t address_, size_, stacks_;
 };
 
 std::string ThreadComm(pid_t pid, pid_t tid) {
@@ -257,19 +288,16 @@ struct AskedState {
   std::vector<ThreadRecord> threads;  // in the order of `threads`
 };
 
-// Runs every remote call of the dump. A thread runs them with every
-// signal blocked (no handler may run in place of a call) and gets its real
-// registers and signal mask back as soon as its last call is done, before
-// anything else is read: the time a thread spends in a borrowed state is a
-// few dozen system calls, whatever the memory size, and a dump killed
-// after this step leaves every thread exactly as it was taken.
-absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> threads,
-                                      absl::string_view status) {
+// The remote calls proper, each thread at its own recovering site in
+// `scratch`, so that a tracer killed at any moment releases every thread
+// into its own state.
+absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tracee>> threads,
+                                             absl::string_view status,
+                                             const RemoteScratch& scratch) {
   Tracee* t = threads.front().get();
   const pid_t pid = t->tid();
+  CRLIB_RETURN_IF_ERROR(t->BorrowAt(scratch.site(0)));
   AskedState asked;
-  CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
-  CRLIB_ASSIGN_OR_RETURN(RemoteScratch scratch, RemoteScratch::Map(t));
   const uint64_t buf = scratch.address();
   // Only handlers /proc reports as ignored or caught need a remote call
   // (one each, ~50 us); SIGCHLD always, since SIG_DFL with SA_NOCLDWAIT
@@ -305,19 +333,69 @@ absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> 
   }
   CRLIB_ASSIGN_OR_RETURN(int64_t brk, t->CheckedSyscall("brk", SYS_brk, {0}));
   asked.brk = static_cast<uint64_t>(brk);
-  for (const std::unique_ptr<Tracee>& thread : threads) {
-    const bool main = thread.get() == t;
-    if (!main) {
-      thread->ShareSyscallSite(*t);
-      CRLIB_RETURN_IF_ERROR(thread->SetSigmask(~uint64_t{0}));
-    }
-    absl::StatusOr<ThreadRecord> rec = CaptureThread(thread.get(), pid, buf);
+  for (size_t i = 0; i < threads.size(); ++i) {
+    Tracee* thread = threads[i].get();
+    if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
+    absl::StatusOr<ThreadRecord> rec = CaptureThread(thread, pid, buf);
+    // Its own state back, also before the scratch (its site) goes.
+    absl::Status restored = thread->RestoreInitialState();
     if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
+    CRLIB_RETURN_IF_ERROR(restored);
     asked.threads.push_back(std::move(*rec));
-    if (!main) CRLIB_RETURN_IF_ERROR(thread->RestoreInitialState());
   }
-  CRLIB_RETURN_IF_ERROR(scratch.Unmap());
-  CRLIB_RETURN_IF_ERROR(t->RestoreInitialState());
+  return asked;
+}
+
+// Runs every remote call of the dump, each at a call site that recovers
+// by itself (ArchBackend::RecoveringSyscallSite): the mmap and munmap of
+// the scratch area at one written into the unused tail of the main
+// thread's vDSO (its stack below the red zone), every other call at the
+// thread's own site in the scratch area. Each thread gets its real
+// registers and signal mask back as soon as its last call is done, before
+// anything else is read. So a tracer killed at any moment releases every
+// thread into its own state, and the time a thread spends borrowed does
+// not grow with memory size. A vDSO without a free tail (none seen) falls
+// back to its own system call instruction for those two calls.
+absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> threads,
+                                      absl::string_view status) {
+  Tracee* t = threads.front().get();
+  const ArchBackend& arch = t->arch();
+  CRLIB_RETURN_IF_ERROR(t->FindSyscallSite());
+  const uint64_t vdso_site = t->syscall_site();
+  CRLIB_ASSIGN_OR_RETURN(uint64_t slack, t->FindVdsoSlack(ArchBackend::kRecoveringSiteBytes));
+  uint64_t outer_site = vdso_site;
+  if (slack != 0) {
+    // 128 bytes of red zone, then room for the site's 16 bytes of stack.
+    const uint64_t below_red_zone = (arch.StackPointer(t->initial_regs()) - 256) & ~uint64_t{15};
+    std::vector<uint8_t> site =
+        arch.RecoveringSyscallSite(t->initial_regs(), t->initial_sigmask(), below_red_zone);
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(slack, site.data(), site.size()));
+    outer_site = slack;
+  }
+  // The vDSO's tail back to zeros, whatever happens next.
+  auto clear_slack = [&]() -> absl::Status {
+    if (slack == 0) return absl::OkStatus();
+    const std::vector<uint8_t> zeros(ArchBackend::kRecoveringSiteBytes, 0);
+    return t->WriteMemory(slack, zeros.data(), zeros.size());
+  };
+  absl::Status borrowed = t->BorrowAt(outer_site);
+  absl::StatusOr<RemoteScratch> scratch =
+      borrowed.ok() ? RemoteScratch::Map(threads) : absl::StatusOr<RemoteScratch>(borrowed);
+  absl::Status restored = t->RestoreInitialState();
+  if (!scratch.ok() || !restored.ok()) {
+    (void)clear_slack();
+    return scratch.ok() ? restored : scratch.status();
+  }
+  absl::StatusOr<AskedState> asked = AskThroughScratch(threads, status, *scratch);
+  absl::Status unmapped = t->BorrowAt(outer_site);
+  if (unmapped.ok()) unmapped = scratch->Unmap(outer_site);
+  restored = t->RestoreInitialState();
+  absl::Status cleared = clear_slack();
+  t->SetSyscallSite(vdso_site);
+  if (!asked.ok()) return asked.status();
+  CRLIB_RETURN_IF_ERROR(unmapped);
+  CRLIB_RETURN_IF_ERROR(restored);
+  CRLIB_RETURN_IF_ERROR(cleared);
   return asked;
 }
 

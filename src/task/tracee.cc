@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -235,9 +236,12 @@ absl::Status Tracee::SetSigmask(uint64_t mask) {
 }
 
 absl::Status Tracee::RestoreInitialState() {
-  absl::Status regs = SetRegs(initial_regs_);
+  // The mask first: until the registers are back, a thread released by a
+  // dead tracer still runs its recovering site, which puts both back; the
+  // other way round it would run on with every signal blocked.
   absl::Status mask = SetSigmask(initial_sigmask_);
-  return regs.ok() ? mask : regs;
+  absl::Status regs = SetRegs(initial_regs_);
+  return mask.ok() ? regs : mask;
 }
 
 absl::Status Tracee::OpenMemory() {
@@ -294,6 +298,28 @@ absl::Status Tracee::FindSyscallSite() {
   }
   return absl::FailedPreconditionError(absl::StrFormat(
       "pid %d: no system call instruction in a [vdso] mapping to run remote calls at", tid_));
+}
+
+absl::Status Tracee::BorrowAt(uint64_t site) {
+  syscall_site_ = site;
+  ArchRegs regs = initial_regs_;
+  arch_.SetSyscall(&regs, site, SYS_getpid, {});  // harmless if it ever runs alone
+  CRLIB_RETURN_IF_ERROR(SetRegs(regs));
+  return SetSigmask(~uint64_t{0});
+}
+
+absl::StatusOr<uint64_t> Tracee::FindVdsoSlack(size_t size) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(tid_));
+  for (const sys::MapsEntry& m : maps) {
+    if (m.path != "[vdso]" || m.end - m.start < 2 * size) continue;
+    std::vector<uint8_t> tail(size);
+    CRLIB_RETURN_IF_ERROR(ReadMemory(m.end - size, tail.data(), size));
+    if (std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; }) ||
+        arch_.IsRecoveringSite(tail)) {
+      return m.end - size;
+    }
+  }
+  return 0;
 }
 
 absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {

@@ -63,7 +63,8 @@ class Tracee {
   absl::Status SetRegs(const ArchRegs& regs);
   // Blocked signals, bit n-1 for signal n.
   absl::Status SetSigmask(uint64_t mask);
-  // Puts back the registers and signal mask the tracee was taken with.
+  // Puts back the signal mask and registers the tracee was taken with, in
+  // that order (see BorrowAt).
   absl::Status RestoreInitialState();
 
   // The tracee's memory through /proc/PID/mem (large reads are fast),
@@ -74,9 +75,23 @@ class Tracee {
   // Finds the system call instruction to run remote calls at; call again
   // after the vDSO moves.
   absl::Status FindSyscallSite();
+  // The address of the last `size` bytes of the tracee's vDSO when they
+  // are unused (all zero: the vDSO image ends before its last page does;
+  // or a recovering site an interrupted dump left there), or 0. Code
+  // written there through /proc/PID/mem gets the process a private copy of
+  // that page and changes nothing any code uses.
+  absl::StatusOr<uint64_t> FindVdsoSlack(size_t size);
   // Uses `other`'s site (a thread of the same process) instead of finding
   // one again.
   void ShareSyscallSite(const Tracee& other) { syscall_site_ = other.syscall_site_; }
+  // Runs remote calls at `site` from now on (an ArchBackend recovering
+  // site, say); 0 goes back to the vDSO's.
+  void SetSyscallSite(uint64_t site) { syscall_site_ = site; }
+  uint64_t syscall_site() const { return syscall_site_; }
+  // Readies the thread for remote calls at its recovering `site`: points
+  // it there first, then blocks every signal, so that at no moment would
+  // a dead tracer release it with a borrowed mask and its own registers.
+  absl::Status BorrowAt(uint64_t site);
   // Runs system call `nr` in the tracee; returns its raw result (-errno on
   // failure). Registers are left as the call left them. A thread the call
   // creates under PTRACE_O_TRACECLONE is left stopped for AdoptNewThread.

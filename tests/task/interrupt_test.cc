@@ -177,6 +177,79 @@ TEST_F(InterruptTest, KilledDumpNeverHarmsItsTarget) {
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
 }
 
+// ---- SIGKILL before every ptrace request of a dump: no moment is unsafe,
+// the remote calls included (each runs at a site that recovers by itself).
+
+// Sets an environment variable for the commands the test starts, until
+// destroyed.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+TEST_F(InterruptTest, KilledBeforeEveryPtraceRequest) {
+  const std::string shim = EnvOr("CRLIB_KILL_SHIM", "");
+  ASSERT_FALSE(shim.empty()) << "CRLIB_KILL_SHIM is not set; tests/meson.build sets it";
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
+  const std::vector<std::string> dump = DumpArgs(w, Path("every.img"), /*leave_running=*/true);
+  long requests = 0;
+  {
+    ScopedEnv preload("LD_PRELOAD", shim);
+    ScopedEnv count("CRLIB_TEST_PTRACE_COUNT", Path("requests.txt"));
+    CliResult r = Crlib(dump);
+    ASSERT_EQ(r.exit_code, 0) << Describe(w, r);
+    requests = atol(Slurp(Path("requests.txt")).c_str());
+    std::filesystem::remove(Path("requests.txt"));
+    std::filesystem::remove(Path("every.img"));
+  }
+  ASSERT_GT(requests, 20) << "the shim counted no ptrace requests";
+  // Every thread's blocked signals, which a kill must not leave borrowed.
+  auto masks = [&] {
+    std::string all;
+    for (pid_t tid : sys::ListThreads(w.pid).value_or(std::vector<pid_t>{})) {
+      std::string status = Slurp("/proc/" + std::to_string(w.pid) + "/task/" +
+                                 std::to_string(tid) + "/status");
+      size_t at = status.find("SigBlk:");
+      all += std::to_string(tid) + ":" + status.substr(at + 8, status.find('\n', at) - at - 8) + " ";
+    }
+    return all;
+  };
+  const std::string masks_before = masks();
+  int survived = 0;
+  for (long n = 1; n <= requests; ++n) {
+    ScopedEnv preload("LD_PRELOAD", shim);
+    ScopedEnv kill_at("CRLIB_TEST_KILL_AT_PTRACE", std::to_string(n));
+    CliResult r = Crlib(dump);
+    ASSERT_EQ(r.exit_code, -1) << "request " << n << " of " << requests << Describe(w, r);
+    ASSERT_NO_FATAL_FAILURE(ExpectRunsOn(w)) << "killed before ptrace request " << n;
+    // A thread released inside a remote call puts its mask back when it
+    // next runs, which may be a moment after the kernel detached it.
+    WaitFor([&] { return masks() == masks_before; }, seconds(1));
+    ASSERT_EQ(masks(), masks_before) << "killed before ptrace request " << n;
+    // Killed after the commit (while it resumed the threads), the dump is
+    // done: its image is whole. Before, nothing may be left.
+    if (std::vector<std::string> stray = StrayFiles(); stray == std::vector<std::string>{"every.img"}) {
+      CliResult check = Crlib({"inspect", Path("every.img")});
+      ASSERT_EQ(check.exit_code, 0) << "a partial image after a kill before request " << n
+                                    << ":\n" << check.err;
+      std::filesystem::remove(Path("every.img"));
+    } else {
+      ASSERT_THAT(stray, ::testing::IsEmpty()) << "killed before ptrace request " << n;
+    }
+    ++survived;
+  }
+  fprintf(stderr, "killed crlib dump before each of its %ld ptrace requests: %d survivors\n",
+          requests, survived);
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 // ---- SIGINT, SIGTERM, SIGHUP: a clean cancel, named.
 
 TEST_F(InterruptTest, SignalsCancelADumpCleanly) {

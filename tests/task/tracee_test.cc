@@ -3,15 +3,19 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <pthread.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "sys/proc.h"
 
@@ -151,6 +155,132 @@ TEST(TraceeTest, SeizeProcessStopsThreadsCreatedMeanwhile) {
 TEST(TraceeTest, SeizeOfMissingPidIsNotFound) {
   auto t = Tracee::Seize(999999999);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound) << t.status();
+}
+
+// ---- A thread released at its recovering call site, as a dying tracer
+// releases it, returns to its own registers and signal mask.
+
+// A child that keeps known values in callee-saved registers across a loop
+// and checks them each turn (a corrupted register sets `*bad`), counting
+// turns, sleeping in nanosleep (so a stop may find it inside a call) or
+// spinning.
+struct Checker {
+  pid_t pid;
+  std::atomic<uint64_t>* count;
+  std::atomic<uint64_t>* bad;
+};
+
+Checker StartChecker(bool sleeps) {
+  void* shared = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* count = new (shared) std::atomic<uint64_t>(0);
+  auto* bad = new (static_cast<char*>(shared) + 64) std::atomic<uint64_t>(0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (;;) {
+      uint64_t r12 = 0x1212121212121212, r13 = 0x1313131313131313, rbx = 0xb0b0b0b0b0b0b0b0;
+      // The values live in those registers through the loop's busy part.
+      asm volatile(
+          "mov %0, %%r12\n mov %1, %%r13\n mov %2, %%rbx\n"
+          "mov $20000, %%ecx\n"
+          "1: pause\n dec %%ecx\n jnz 1b\n"
+          "mov %%r12, %0\n mov %%r13, %1\n mov %%rbx, %2\n"
+          : "+r"(r12), "+r"(r13), "+r"(rbx)
+          :
+          : "rcx", "r12", "r13", "rbx", "memory", "cc");
+      if (r12 != 0x1212121212121212 || r13 != 0x1313131313131313 || rbx != 0xb0b0b0b0b0b0b0b0) {
+        bad->store(1);
+      }
+      count->fetch_add(1);
+      if (sleeps) {
+        timespec ts{0, 2000000};
+        nanosleep(&ts, nullptr);
+      }
+    }
+  }
+  return {pid, count, bad};
+}
+
+uint64_t SigBlk(pid_t pid) {
+  std::string status = sys::ReadFile("/proc/" + std::to_string(pid) + "/status").value_or("");
+  size_t at = status.find("SigBlk:");
+  return at == std::string::npos ? ~uint64_t{0} : strtoull(status.c_str() + at + 7, nullptr, 16);
+}
+
+// Where the tracer "dies": before the call runs, at its entry, at its exit.
+enum class ReleaseAt { kBorrowed, kEntry, kExit };
+
+void ReleaseAtRecoveringSite(bool sleeps, ReleaseAt at, bool in_vdso = false) {
+  Checker c = StartChecker(sleeps);
+  usleep(30000);
+  const uint64_t mask = SigBlk(c.pid);
+  {
+    auto t = Tracee::Seize(c.pid);
+    ASSERT_TRUE(t.ok()) << t.status();
+    Tracee& tracee = **t;
+    ASSERT_TRUE(tracee.SetSigmask(~uint64_t{0}).ok());
+    auto area = tracee.CheckedSyscall("mmap", SYS_mmap,
+                                      {0, 8192, PROT_READ | PROT_WRITE | PROT_EXEC,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0});
+    ASSERT_TRUE(area.ok()) << area.status();
+    ASSERT_TRUE(tracee.RestoreInitialState().ok());
+    uint64_t site = static_cast<uint64_t>(*area) + 4096;
+    uint64_t stack_top = static_cast<uint64_t>(*area) + 16;
+    if (in_vdso) {
+      auto slack = tracee.FindVdsoSlack(ArchBackend::kRecoveringSiteBytes);
+      ASSERT_TRUE(slack.ok() && *slack != 0);
+      site = *slack;
+      stack_top = (tracee.arch().StackPointer(tracee.initial_regs()) - 256) & ~uint64_t{15};
+    }
+    std::vector<uint8_t> code = tracee.arch().RecoveringSyscallSite(
+        tracee.initial_regs(), tracee.initial_sigmask(), stack_top);
+    ASSERT_TRUE(tracee.WriteMemory(site, code.data(), code.size()).ok());
+    ASSERT_TRUE(tracee.BorrowAt(site).ok());
+    if (at != ReleaseAt::kBorrowed) {
+      // The call the thread was given, stopped at its entry, or its exit.
+      for (int stop = 0; stop < (at == ReleaseAt::kEntry ? 1 : 2); ++stop) {
+        ASSERT_EQ(ptrace(PTRACE_SYSCALL, c.pid, 0, 0), 0);
+        int status;
+        ASSERT_EQ(waitpid(c.pid, &status, __WALL), c.pid);
+        ASSERT_EQ(WSTOPSIG(status), SIGTRAP | 0x80) << "not a syscall stop: " << status;
+      }
+    }
+    // Released as a dead tracer releases it: nothing restored by us.
+    ASSERT_EQ(ptrace(PTRACE_DETACH, c.pid, 0, 0), 0) << strerror(errno);
+  }
+  EXPECT_TRUE(Advances(c.count)) << "the thread did not return to its loop";
+  EXPECT_EQ(c.bad->load(), 0u) << "a register was not put back";
+  EXPECT_EQ(SigBlk(c.pid), mask) << "the signal mask was not put back";
+  int status;
+  EXPECT_EQ(waitpid(c.pid, &status, WNOHANG), 0) << "the child died: " << status;
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+}
+
+TEST(RecoveringSiteTest, ReleasedBeforeTheCall) {
+  ReleaseAtRecoveringSite(false, ReleaseAt::kBorrowed);
+  ReleaseAtRecoveringSite(true, ReleaseAt::kBorrowed);
+}
+
+TEST(RecoveringSiteTest, ReleasedAtTheCallsEntry) {
+  ReleaseAtRecoveringSite(false, ReleaseAt::kEntry);
+  ReleaseAtRecoveringSite(true, ReleaseAt::kEntry);
+}
+
+TEST(RecoveringSiteTest, ReleasedAtTheCallsExit) {
+  for (int i = 0; i < 5; ++i) {
+    ReleaseAtRecoveringSite(false, ReleaseAt::kExit);
+    ReleaseAtRecoveringSite(true, ReleaseAt::kExit);
+  }
+}
+
+// The same in the unused tail of the vDSO, where the dump runs the two
+// calls that map and unmap its scratch area, with the site's stack below
+// the thread's red zone.
+TEST(RecoveringSiteTest, InTheVdsoTail) {
+  for (ReleaseAt at : {ReleaseAt::kBorrowed, ReleaseAt::kEntry, ReleaseAt::kExit}) {
+    ReleaseAtRecoveringSite(false, at, /*in_vdso=*/true);
+    ReleaseAtRecoveringSite(true, at, /*in_vdso=*/true);
+  }
 }
 
 }  // namespace
