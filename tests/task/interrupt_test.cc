@@ -361,13 +361,15 @@ TEST_F(InterruptTest, TruncatedStreamFailsAndLeavesNothing) {
   const std::string bytes = Slurp(image);
   // Cut in the page data, which a stream reaches only after the point of
   // no return: the half-built process must be killed.
+  // Once as "-", once as /dev/stdin: a path that reopens the same pipe.
   for (size_t keep : {bytes.size() / 2, bytes.size() - 8}) {
     int in[2];
     ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
     CliResult r;
     {
       Feed feed(in[1], bytes.substr(0, keep));
-      r = Finish(StartCli({"restore", "--image", "-"}, in[0]), kCliTimeout);
+      const std::string name = keep == bytes.size() / 2 ? "-" : "/dev/stdin";
+      r = Finish(StartCli({"restore", "--image", name}, in[0]), kCliTimeout);
       close(in[0]);
     }
     ExpectOneLineError(r);
@@ -376,7 +378,14 @@ TEST_F(InterruptTest, TruncatedStreamFailsAndLeavesNothing) {
         << "pid " << w.pid << " exists after a failed restore";
     EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
   }
-  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+  // The whole image through /dev/stdin restores.
+  int in[2];
+  ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
+  {
+    Feed feed(in[1], bytes);
+    ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, "/dev/stdin", in[0]));
+    close(in[0]);
+  }
 }
 
 // ---- Processes a dump treats specially.
