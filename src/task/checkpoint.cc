@@ -485,6 +485,10 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     return absl::InvalidArgumentError("a process cannot dump itself directly");
   }
   CRLIB_ASSIGN_OR_RETURN(ProcessFacts facts, LookBeforeSeizing(pid));
+  // Where the image goes, before the process is touched: a FIFO's open
+  // waits for its reader, which must not keep the process frozen.
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
+                         OpenImageSink(image_path, options.image_fd));
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
   absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> seized = Tracee::SeizeProcess(pid);
   if (!seized.ok()) return ExplainSeizeFailure(pid, seized.status());
@@ -527,8 +531,6 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_ASSIGN_OR_RETURN(AskedState asked, AskProcess(threads, facts.status));
     ctx->stats().borrowed_ns = NowNs() - asked_at;
 
-    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
-                           OpenImageSink(image_path, options.image_fd));
     const ArchBackend& arch = t->arch();
     utsname uts;
     uname(&uts);

@@ -326,6 +326,9 @@ TEST_F(InterruptTest, ImagesGoThroughFifos) {
   keep_.insert("image.fifo");
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
   Running dump = StartCli({"dump", "--pid", std::to_string(w.pid), "--image", fifo});
+  // While the dump waits for a reader, the process is not frozen.
+  std::this_thread::sleep_for(milliseconds(200));
+  ASSERT_NO_FATAL_FAILURE(ExpectRunsOn(w)) << "frozen while the dump waits for the FIFO's reader";
   int reader = open(fifo.c_str(), O_RDONLY | O_CLOEXEC);  // waits for the dump to open it
   ASSERT_GE(reader, 0) << strerror(errno);
   Drain drain(reader);

@@ -89,7 +89,9 @@ class CancelOnSignals {
   static bool GoOn(Phase, uint64_t, uint64_t) { return g_signal == 0; }
   // `st`, or the reason it was cancelled when a signal did it.
   static absl::Status Explain(const absl::Status& st, const std::string& outcome) {
-    if (!absl::IsCancelled(st) || g_signal == 0) return st;
+    // Cancelled at a step, or a blocking call the signal cut short (the
+    // open of a FIFO nobody reads, say).
+    if (st.ok() || g_signal == 0) return st;
     return absl::CancelledError(
         absl::StrFormat("interrupted by SIG%s: %s", sigabbrev_np(g_signal), outcome));
   }
