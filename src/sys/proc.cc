@@ -146,14 +146,19 @@ absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid) {
 
 bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
 
+absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view key) {
+  CRLIB_ASSIGN_OR_RETURN(std::string v, StatusField(status, key));
+  uint64_t bits;
+  if (!absl::SimpleHexAtoi(v, &bits)) {
+    return absl::DataLossError(absl::StrCat("/proc status: unparsable ", key, ": ", v));
+  }
+  return bits;
+}
+
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status) {
   uint64_t mask = 0;
   for (const char* key : {"SigIgn", "SigCgt"}) {
-    CRLIB_ASSIGN_OR_RETURN(std::string v, StatusField(status, key));
-    uint64_t bits;
-    if (!absl::SimpleHexAtoi(v, &bits)) {
-      return absl::DataLossError(absl::StrCat("/proc status: unparsable ", key, ": ", v));
-    }
+    CRLIB_ASSIGN_OR_RETURN(uint64_t bits, StatusMask(status, key));
     mask |= bits;
   }
   return mask;

@@ -32,6 +32,9 @@ absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid);
 // The value of "Key:" in /proc/PID/status, or NotFound.
 absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key);
 
+// A hexadecimal "Key:" of /proc/PID/status (SigIgn, CapEff ...) as a mask.
+absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view key);
+
 // Fields of /proc/PID/stat, split after the comm field; index 0 is field 3
 // (state) in proc(5) numbering.
 absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
@@ -81,6 +82,17 @@ absl::Status ParseStatus(absl::string_view status, ProcessRecord* p) {
   p->umask = static_cast<uint32_t>(strtoul(umask.c_str(), nullptr, 8));
   CRLIB_ASSIGN_OR_RETURN(std::string ppid, sys::StatusField(status, "PPid"));
   (void)absl::SimpleAtoi(ppid, &p->ppid);
+  CRLIB_ASSIGN_OR_RETURN(std::string groups, sys::StatusField(status, "Groups"));
+  for (absl::string_view g : absl::StrSplit(groups, ' ', absl::SkipWhitespace())) {
+    uint32_t id;
+    if (!absl::SimpleAtoi(g, &id)) return absl::DataLossError("unparsable Groups: " + groups);
+    p->groups.push_back(id);
+  }
+  for (auto [key, set] : {std::pair{"CapInh", &p->cap_inheritable}, {"CapPrm", &p->cap_permitted},
+                          {"CapEff", &p->cap_effective}, {"CapBnd", &p->cap_bounding},
+                          {"CapAmb", &p->cap_ambient}}) {
+    CRLIB_ASSIGN_OR_RETURN(*set, sys::StatusMask(status, key));
+  }
   return absl::OkStatus();
 }
 
@@ -233,6 +245,10 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
          .value_usec = tv.it_value.tv_sec * 1000000 + tv.it_value.tv_usec});
   }
   CRLIB_ASSIGN_OR_RETURN(int64_t brk, t->CheckedSyscall("brk", SYS_brk, {0}));
+  // /proc does not show securebits (KEEP_CAPS, NOROOT ...).
+  CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
+                                                               SYS_prctl, {PR_GET_SECUREBITS}));
+  proc.securebits = static_cast<uint32_t>(securebits);
   std::vector<ThreadRecord> records;
   for (const std::unique_ptr<Tracee>& thread : threads) {
     thread->ShareSyscallSite(*t);

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "sys/credentials.h"
 
 namespace crlib {
 
@@ -49,6 +50,9 @@ struct ProcessImage {
   std::vector<FdRecord> fds;
   uint64_t page_records = 0;
 };
+
+// The credentials process record `p` claims, as the kernel takes them.
+sys::Credentials ImageCredentials(const ProcessRecord& p);
 
 // Reads every record of `reader` (page data is skipped, checksums still
 // verified) and checks that the records form one restorable process.

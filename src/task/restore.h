@@ -11,11 +11,20 @@
 
 namespace crlib {
 
+struct RestoreOptions {
+  // Restore whatever credentials the image claims, whoever owns the image
+  // file. Without it an image grants no more than its owner has
+  // (CheckImageTrust, docs/SECURITY.md).
+  bool trust_image = false;
+};
+
 // Restores the process in `image_path` with its recorded PID, as a child of
 // the calling process, and lets it run. Every check (format, CPU, vDSO,
-// PID, files) runs before anything is created; a failure after that kills
+// PID, the image's credentials against its owner, files opened with those
+// credentials) runs before anything is created; a failure after that kills
 // the half-built process. Returns its PID.
-absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path);
+absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
+                                     const RestoreOptions& options = {});
 
 }  // namespace crlib
 
