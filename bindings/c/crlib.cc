@@ -204,13 +204,14 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
                   crlib_error** error) {
   crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
   absl::Status st = ReadArguments(image_path, options, &o);
-  if (st.ok() && o.flags != 0) {
+  if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
   if (!st.ok()) return ToC(st, error);
   Context ctx;
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
-  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, image_path);
+  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(
+      &ctx, image_path, {.trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0});
   if (!restored.ok()) {
     return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", image_path)), error);
   }

@@ -50,6 +50,14 @@ absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid);
 // signal n, from the text of /proc/PID/status.
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status);
 
+// Resource limits from /proc/PID/limits, indexed by RLIMIT_*; unlimited
+// is RLIM_INFINITY. Unlike prlimit(2) on another process it needs no
+// CAP_SYS_RESOURCE when the process belongs to another user.
+struct Limit {
+  uint64_t cur = 0, max = 0;
+};
+absl::StatusOr<std::vector<Limit>> ReadLimits(pid_t pid);
+
 bool ProcessExists(pid_t pid);
 
 }  // namespace crlib::sys

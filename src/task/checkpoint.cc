@@ -279,12 +279,10 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
   CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord shared, PeekSignals(pid, true));
   if (!shared.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(shared, 0, process_ref));
   RlimitsRecord limits;
-  for (int r = 0; r < RLIM_NLIMITS; ++r) {
-    rlimit64 lim;
-    if (prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &lim) != 0) {
-      return Errno("prlimit(%d) of pid %d", r, pid);
-    }
-    limits.limits.push_back({.resource = static_cast<uint32_t>(r), .cur = lim.rlim_cur, .max = lim.rlim_max});
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::Limit> lims, sys::ReadLimits(pid));
+  for (size_t r = 0; r < lims.size() && r < RLIM_NLIMITS; ++r) {
+    limits.limits.push_back(
+        {.resource = static_cast<uint32_t>(r), .cur = lims[r].cur, .max = lims[r].max});
   }
   CRLIB_RETURN_IF_ERROR(w->Write(limits, 0, process_ref));
   CRLIB_RETURN_IF_ERROR(w->Write(timers, 0, process_ref));

@@ -84,12 +84,14 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
 
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
-  CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats"}));
+  CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats", "--trust-image"}));
   if (p.Get("--image").empty()) {
-    return absl::InvalidArgumentError("usage: crlib restore --image PATH [--detach]");
+    return absl::InvalidArgumentError(
+        "usage: crlib restore --image PATH [--detach] [--trust-image]");
   }
   Context ctx;
-  CRLIB_ASSIGN_OR_RETURN(pid_t pid, RestoreProcess(&ctx, p.Get("--image")));
+  CRLIB_ASSIGN_OR_RETURN(pid_t pid, RestoreProcess(&ctx, p.Get("--image"),
+                                                   {.trust_image = p.Has("--trust-image")}));
   if (p.Has("--stats")) {
     fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages loaded\n", pid,
             Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored));
