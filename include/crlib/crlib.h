@@ -158,9 +158,18 @@ CRLIB_EXPORT int crlib_checkpoint_self(const char *image_path,
 
 /* ---- Restore ------------------------------------------------------------ */
 
+enum {
+  /* Restore whatever credentials (uids, gids, groups, capabilities) the
+   * image claims. Without it an image grants no more than the owner of the
+   * image file has: one owned by uid U may claim only U, U's groups and no
+   * capability; one writable by group or others nothing; one owned by root
+   * anything. See docs/SECURITY.md. Value fixed: 1u << 0. */
+  CRLIB_RESTORE_TRUST_IMAGE = 1u << 0
+};
+
 typedef struct crlib_restore_options {
   size_t size;                 /* sizeof(crlib_restore_options) */
-  unsigned flags;              /* none defined yet; must be 0 */
+  unsigned flags;              /* CRLIB_RESTORE_*; unknown bits are refused */
   crlib_progress_fn progress;  /* may be NULL */
   void *progress_user_data;
   crlib_stats *stats;          /* filled on success when not NULL */
@@ -177,7 +186,10 @@ typedef struct crlib_restore_options {
  * caller reaps it with waitpid). Everything is checked before anything is
  * created; a failure after that kills the half-built process, so nothing
  * is left running. Needs CAP_SYS_ADMIN (the PID is chosen) and the
- * caller's PID namespace. Returns CRLIB_OK. */
+ * caller's PID namespace. The process gets the image's credentials, and
+ * its files are opened with them (a file its user cannot open fails the
+ * restore); credentials the image's owner could not grant fail with
+ * CRLIB_E_PERMISSION unless CRLIB_RESTORE_TRUST_IMAGE. Returns CRLIB_OK. */
 CRLIB_EXPORT int crlib_restore(const char *image_path, const crlib_restore_options *options,
                                pid_t *pid, crlib_error **error);
 

@@ -67,6 +67,14 @@ struct ProcessRecord {
   std::string comm;
   std::string cwd;
   std::string root;
+  // Appended fields (docs/FORMAT.md: newer writers append at the end).
+  std::vector<uint32_t> groups;  // supplementary groups, as /proc shows them
+  uint64_t cap_inheritable = 0;  // capability sets, bit n for capability n
+  uint64_t cap_permitted = 0;
+  uint64_t cap_effective = 0;
+  uint64_t cap_bounding = 0;
+  uint64_t cap_ambient = 0;
+  uint32_t securebits = 0;  // prctl(PR_GET_SECUREBITS) of the main thread
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("pid", s.pid); v("ppid", s.ppid); v("pgid", s.pgid); v("sid", s.sid);
@@ -79,6 +87,13 @@ struct ProcessRecord {
     v("comm", s.comm);
     v("cwd", s.cwd);
     v("root", s.root);
+    v("groups", s.groups);
+    v("cap_inheritable", s.cap_inheritable);
+    v("cap_permitted", s.cap_permitted);
+    v("cap_effective", s.cap_effective);
+    v("cap_bounding", s.cap_bounding);
+    v("cap_ambient", s.cap_ambient);
+    v("securebits", s.securebits);
   }
 };
 

@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "sys/credentials.h"
 
 namespace crlib {
 namespace {
@@ -74,7 +77,7 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kDirectory:
     case FileKind::kCharDevice: {
       int fd = open(f.path.c_str(), flags | O_CLOEXEC);
-      if (fd < 0) return Errno("open %s", f.path);
+      if (fd < 0) return Errno("open %s as uid %d", f.path, fsuid_);
       struct stat st;
       if (fstat(fd, &st) == 0 && static_cast<FileKind>(f.kind) == FileKind::kRegular &&
           st.st_ino != f.inode) {
@@ -94,18 +97,23 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kDeletedRegular: {
       // An unlinked file with the saved contents, in the directory the
       // original lived in when it still exists (else /tmp).
+      // Created owner-only, so that we (the image's user) can write it and
+      // reopen it with the recorded flags; its recorded mode comes last.
       std::string dir = Dirname(f.path);
-      int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, f.mode & 07777);
-      if (fd < 0) fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, f.mode & 07777);
-      if (fd < 0) return Errno("open(O_TMPFILE) for deleted file %s", f.path);
+      int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, S_IRUSR | S_IWUSR);
+      if (fd < 0) fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, S_IRUSR | S_IWUSR);
+      if (fd < 0) return Errno("open(O_TMPFILE) for deleted file %s as uid %d", f.path, fsuid_);
       absl::Status st = WriteAll(fd, file.contents, f.path);
       if (st.ok()) {
-        // Reopen with the recorded mode and flags: a new open file description.
+        // Reopen with the recorded flags: a new open file description.
         int reopened = open(absl::StrCat("/proc/self/fd/", fd).c_str(), flags | O_CLOEXEC);
         close(fd);
-        if (reopened < 0) return Errno("reopen of deleted file %s", f.path);
+        if (reopened < 0) return Errno("reopen of deleted file %s as uid %d", f.path, fsuid_);
         fd = reopened;
         if (lseek(fd, static_cast<off_t>(f.offset), SEEK_SET) < 0) st = Errno("lseek %s", f.path);
+        if (st.ok() && fchmod(fd, f.mode & 07777) != 0) {
+          st = Errno("fchmod of deleted file %s to %04o", f.path, f.mode & 07777);
+        }
       }
       if (!st.ok()) {
         close(fd);
@@ -123,7 +131,7 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
           // Opening for both directions never blocks; it holds the FIFO
           // open while the recorded ends are opened through it.
           int holder = open(f.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-          if (holder < 0) return Errno("open FIFO %s", f.path);
+          if (holder < 0) return Errno("open FIFO %s as uid %d", f.path, fsuid_);
           p[0] = p[1] = holder;
         } else if (pipe2(p, O_CLOEXEC) != 0) {
           return Errno("pipe2");
@@ -148,7 +156,36 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
 }
 
 absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
+  // Every permission check must be the restored process's, never ours: a
+  // file it could not open now must fail the restore, not be handed to it.
+  // A thread of our own takes the image's credentials (raw calls change
+  // only that thread) and opens everything; the descriptors are the
+  // process's. The kernel's checks are then exactly the image's.
+  std::optional<absl::StatusOr<OpenedFiles>> result;
+  std::thread opener([&] {
+    absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
+    if (st.ok()) {
+      result.emplace(OpenAll(image));
+    } else {
+      result.emplace(Annotate(st, absl::StrFormat("taking the image's credentials (uid %d) to "
+                                                  "open its files",
+                                                  image.process.euid)));
+    }
+  });
+  opener.join();
+  return std::move(*result);
+}
+
+absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
+  const ProcessRecord& p = image.process;
+  // chdir runs in the restored process once it has these credentials;
+  // checking here makes a cwd it cannot enter an error before anything
+  // exists. A cwd under another root is resolved only after chroot.
+  if (p.root == "/" && faccessat(AT_FDCWD, p.cwd.c_str(), X_OK, AT_EACCESS) != 0) {
+    return Errno("chdir %s as uid %d", p.cwd, p.fsuid);
+  }
   OpenedFiles files;
+  files.fsuid_ = p.fsuid;
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);

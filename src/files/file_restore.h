@@ -15,8 +15,10 @@ namespace crlib {
 
 class OpenedFiles {
  public:
-  // Opens everything `image` needs; any missing or changed file is an
-  // error here, before the point of no return.
+  // Opens everything `image` needs, with the image's credentials (on a
+  // short-lived thread that takes them); any missing, changed or forbidden
+  // file is an error here, before the point of no return, naming the file
+  // and the uid. The cwd is checked the same way.
   static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image);
 
   OpenedFiles(OpenedFiles&& other) noexcept : fds_(std::move(other.fds_)), extra_(std::move(other.extra_)) {
@@ -33,10 +35,13 @@ class OpenedFiles {
 
  private:
   OpenedFiles() = default;
+  // Open, in a thread that has the image's credentials.
+  static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image);
   absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
   absl::Status Place(ObjectRef ref, int fd);
 
   int base_ = 0;
+  uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors
   std::map<ObjectRef, int> fds_;
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)

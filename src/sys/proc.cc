@@ -144,16 +144,49 @@ absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid) {
   return out;
 }
 
+absl::StatusOr<std::vector<Limit>> ReadLimits(pid_t pid) {
+  const std::string path = absl::StrCat("/proc/", pid, "/limits");
+  CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::vector<Limit> limits;
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  // A header line, then one line per resource in RLIMIT_* order: the name
+  // (padded to 26 columns), the soft and hard limits, the units.
+  constexpr size_t kNameWidth = 26;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].size() <= kNameWidth) return absl::DataLossError("unparsable line in " + path);
+    std::vector<absl::string_view> v =
+        absl::StrSplit(lines[i].substr(kNameWidth), ' ', absl::SkipWhitespace());
+    Limit lim;
+    auto parse = [](absl::string_view s, uint64_t* out) {
+      if (s == "unlimited") {
+        *out = ~uint64_t{0};  // RLIM_INFINITY
+        return true;
+      }
+      return absl::SimpleAtoi(s, out);
+    };
+    if (v.size() < 2 || !parse(v[0], &lim.cur) || !parse(v[1], &lim.max)) {
+      return absl::DataLossError(absl::StrCat("unparsable line in ", path, ": ", lines[i]));
+    }
+    limits.push_back(lim);
+  }
+  return limits;
+}
+
 bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+
+absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view key) {
+  CRLIB_ASSIGN_OR_RETURN(std::string v, StatusField(status, key));
+  uint64_t bits;
+  if (!absl::SimpleHexAtoi(v, &bits)) {
+    return absl::DataLossError(absl::StrCat("/proc status: unparsable ", key, ": ", v));
+  }
+  return bits;
+}
 
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status) {
   uint64_t mask = 0;
   for (const char* key : {"SigIgn", "SigCgt"}) {
-    CRLIB_ASSIGN_OR_RETURN(std::string v, StatusField(status, key));
-    uint64_t bits;
-    if (!absl::SimpleHexAtoi(v, &bits)) {
-      return absl::DataLossError(absl::StrCat("/proc status: unparsable ", key, ": ", v));
-    }
+    CRLIB_ASSIGN_OR_RETURN(uint64_t bits, StatusMask(status, key));
     mask |= bits;
   }
   return mask;

@@ -32,6 +32,9 @@ absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid);
 // The value of "Key:" in /proc/PID/status, or NotFound.
 absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key);
 
+// A hexadecimal "Key:" of /proc/PID/status (SigIgn, CapEff ...) as a mask.
+absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view key);
+
 // Fields of /proc/PID/stat, split after the comm field; index 0 is field 3
 // (state) in proc(5) numbering.
 absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid);
@@ -46,6 +49,14 @@ absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid);
 // Signals whose handler is not SIG_DFL (SigIgn | SigCgt), bit (n-1) for
 // signal n, from the text of /proc/PID/status.
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status);
+
+// Resource limits from /proc/PID/limits, indexed by RLIMIT_*; unlimited
+// is RLIM_INFINITY. Unlike prlimit(2) on another process it needs no
+// CAP_SYS_RESOURCE when the process belongs to another user.
+struct Limit {
+  uint64_t cur = 0, max = 0;
+};
+absl::StatusOr<std::vector<Limit>> ReadLimits(pid_t pid);
 
 bool ProcessExists(pid_t pid);
 

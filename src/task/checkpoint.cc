@@ -18,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -114,6 +115,17 @@ absl::Status ParseStatus(absl::string_view status, ProcessRecord* p) {
   p->umask = static_cast<uint32_t>(strtoul(umask.c_str(), nullptr, 8));
   CRLIB_ASSIGN_OR_RETURN(std::string ppid, sys::StatusField(status, "PPid"));
   (void)absl::SimpleAtoi(ppid, &p->ppid);
+  CRLIB_ASSIGN_OR_RETURN(std::string groups, sys::StatusField(status, "Groups"));
+  for (absl::string_view g : absl::StrSplit(groups, ' ', absl::SkipWhitespace())) {
+    uint32_t id;
+    if (!absl::SimpleAtoi(g, &id)) return absl::DataLossError("unparsable Groups: " + groups);
+    p->groups.push_back(id);
+  }
+  for (auto [key, set] : {std::pair{"CapInh", &p->cap_inheritable}, {"CapPrm", &p->cap_permitted},
+                          {"CapEff", &p->cap_effective}, {"CapBnd", &p->cap_bounding},
+                          {"CapAmb", &p->cap_ambient}}) {
+    CRLIB_ASSIGN_OR_RETURN(*set, sys::StatusMask(status, key));
+  }
   return absl::OkStatus();
 }
 
@@ -285,6 +297,7 @@ struct AskedState {
   SignalHandlersRecord handlers;
   ItimersRecord timers;
   uint64_t brk = 0;
+  uint32_t securebits = 0;
   std::vector<ThreadRecord> threads;  // in the order of `threads`
 };
 
@@ -333,6 +346,10 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
   }
   CRLIB_ASSIGN_OR_RETURN(int64_t brk, t->CheckedSyscall("brk", SYS_brk, {0}));
   asked.brk = static_cast<uint64_t>(brk);
+  // /proc does not show securebits (KEEP_CAPS, NOROOT ...).
+  CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
+                                                               SYS_prctl, {PR_GET_SECUREBITS}));
+  asked.securebits = static_cast<uint32_t>(securebits);
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
@@ -418,6 +435,7 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   proc.sid = static_cast<uint32_t>(getsid(pid));
   proc.exit_signal = SIGCHLD;
   if (facts.stopped) proc.flags |= kProcessStopped;
+  proc.securebits = asked.securebits;
   CRLIB_ASSIGN_OR_RETURN(std::string personality,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
   proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
@@ -446,12 +464,10 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord shared, PeekSignals(pid, true));
   if (!shared.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(shared, 0, process_ref));
   RlimitsRecord limits;
-  for (int r = 0; r < RLIM_NLIMITS; ++r) {
-    rlimit64 lim;
-    if (prlimit64(pid, static_cast<__rlimit_resource>(r), nullptr, &lim) != 0) {
-      return Errno("prlimit(%d) of pid %d", r, pid);
-    }
-    limits.limits.push_back({.resource = static_cast<uint32_t>(r), .cur = lim.rlim_cur, .max = lim.rlim_max});
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::Limit> lims, sys::ReadLimits(pid));
+  for (size_t r = 0; r < lims.size() && r < RLIM_NLIMITS; ++r) {
+    limits.limits.push_back(
+        {.resource = static_cast<uint32_t>(r), .cur = lims[r].cur, .max = lims[r].max});
   }
   CRLIB_RETURN_IF_ERROR(w->Write(limits, 0, process_ref));
   CRLIB_RETURN_IF_ERROR(w->Write(asked.timers, 0, process_ref));

@@ -49,6 +49,15 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRe
 
 }  // namespace
 
+sys::Credentials ImageCredentials(const ProcessRecord& p) {
+  return {.uid = p.uid, .euid = p.euid, .suid = p.suid, .fsuid = p.fsuid,
+          .gid = p.gid, .egid = p.egid, .sgid = p.sgid, .fsgid = p.fsgid,
+          .groups = p.groups,
+          .cap_inheritable = p.cap_inheritable, .cap_permitted = p.cap_permitted,
+          .cap_effective = p.cap_effective, .cap_bounding = p.cap_bounding,
+          .cap_ambient = p.cap_ambient, .securebits = p.securebits};
+}
+
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   ProcessImage image;
   image.info = reader->info();

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "sys/credentials.h"
 
 namespace crlib {
 
@@ -53,6 +54,9 @@ struct ProcessImage {
   bool pages_checked = false;
   uint64_t page_records = 0;
 };
+
+// The credentials process record `p` claims, as the kernel takes them.
+sys::Credentials ImageCredentials(const ProcessRecord& p);
 
 // Reads the records of `reader` up to the page data, which comes last,
 // and checks that they form one restorable process. Next() on `reader`

@@ -7,6 +7,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -25,6 +26,7 @@
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/image_trust.h"
 #include "task/process_image.h"
 #include "task/thread_restore.h"
 #include "task/tracee.h"
@@ -167,8 +169,6 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     CRLIB_ASSIGN_OR_RETURN(uint64_t path, remote_string(p.root));
     CRLIB_RETURN_IF_ERROR(step("root", t->CheckedSyscall("chroot", SYS_chroot, {path}).status()));
   }
-  CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
-  CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("umask", SYS_umask, {p.umask}).status());
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("personality", SYS_personality, {p.personality}).status());
   for (const Rlimit& r : image.rlimits.limits) {
@@ -221,8 +221,12 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // Credentials last: after them a thread may lack the rights the steps
   // above needed.
   for (const std::unique_ptr<Tracee>& thread : *threads) {
-    CRLIB_RETURN_IF_ERROR(RestoreCredentials(thread.get(), p));
+    CRLIB_RETURN_IF_ERROR(RestoreCredentials(thread.get(), p, scratch));
   }
+  // The cwd after the credentials, so that the kernel checks the image's
+  // right to enter it, not ours (threads share it: CLONE_FS).
+  CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
+  CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
                                                           {scratch, kScratchBytes})
@@ -262,12 +266,15 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
     fd = owned.fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Errno("open %s", image_path);
   }
+  struct stat image_file;  // who vouches for the image: CheckImageTrust
+  if (fstat(fd, &image_file) != 0) return Errno("fstat %s", image_path);
   FdSource source(fd);
   // Page checksums are verified when the pages are loaded, before the
   // process runs; the first pass reads everything else.
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
                          ImageReader::Open(&source, ReaderOptions{.verify_bulk = false}));
   CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
+  CRLIB_RETURN_IF_ERROR(CheckImageTrust(image, image_file, options.trust_image));
 
   // Checks that need nothing created.
   const ArchBackend* arch = FindArchBackend(image.info.cpu_family);

@@ -15,11 +15,16 @@ struct RestoreOptions {
   // Read the image from this borrowed fd (a file, pipe, FIFO or socket)
   // instead of opening `image_path`, which then only names it in messages.
   int image_fd = -1;
+  // Restore whatever credentials the image claims, whoever owns the image
+  // file. Without it an image grants no more than its owner has
+  // (CheckImageTrust, docs/SECURITY.md).
+  bool trust_image = false;
 };
 
 // Restores the process in `image_path` with its recorded PID, as a child of
 // the calling process, and lets it run. Every check (format, CPU, vDSO,
-// PID, files) runs before anything is created; a failure after that kills
+// PID, the image's credentials against its owner, files opened with those
+// credentials) runs before anything is created; a failure after that kills
 // the half-built process. The image is read through one descriptor. An
 // image file is checked to its end record before anything is created; a
 // stream (pipe, socket) is read once, so a truncated stream is found while

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "sys/credentials.h"
 #include "sys/kernel.h"
 
 namespace crlib {
@@ -144,18 +145,25 @@ absl::Status QueueSignals(Tracee* t, pid_t pid, const PendingSignalsRecord& rec,
   return absl::OkStatus();
 }
 
-absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p) {
-  if (p.gid != 0 || p.egid != 0 || p.sgid != 0) {
-    CRLIB_RETURN_IF_ERROR(ThreadStep(
-        "credentials", t->tid(),
-        t->CheckedSyscall("setresgid", SYS_setresgid, {p.gid, p.egid, p.sgid}).status()));
-  }
-  if (p.uid != 0 || p.euid != 0 || p.suid != 0) {
-    CRLIB_RETURN_IF_ERROR(ThreadStep(
-        "credentials", t->tid(),
-        t->CheckedSyscall("setresuid", SYS_setresuid, {p.uid, p.euid, p.suid}).status()));
-  }
-  return absl::OkStatus();
+absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p, uint64_t scratch) {
+  // Remote calls in `t`, arguments in the scratch area.
+  class RemoteRunner : public sys::SyscallRunner {
+   public:
+    RemoteRunner(Tracee* t, uint64_t scratch) : t_(t), scratch_(scratch) {}
+    absl::StatusOr<uint64_t> Stage(const void* data, size_t size) override {
+      CRLIB_RETURN_IF_ERROR(t_->WriteMemory(scratch_, data, size));
+      return scratch_;
+    }
+    absl::StatusOr<int64_t> Call(const std::string& what, long nr,
+                                 std::array<uint64_t, 6> args) override {
+      return t_->CheckedSyscall(what.c_str(), nr, args);
+    }
+
+   private:
+    Tracee* t_;
+    uint64_t scratch_;
+  } runner(t, scratch);
+  return ThreadStep("credentials", t->tid(), sys::SetCredentials(runner, ImageCredentials(p)));
 }
 
 absl::Status RestoreCpuState(Tracee* t, const ThreadImage& thread) {

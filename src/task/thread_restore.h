@@ -47,9 +47,11 @@ absl::Status CreateThreads(Tracee* main, const ProcessImage& image, uint64_t scr
 // siginfo: into t's own queue, or the process's for a shared record.
 absl::Status QueueSignals(Tracee* t, pid_t pid, const PendingSignalsRecord& rec, uint64_t scratch);
 
-// The process's IDs, set in `t`: the kernel keeps credentials per thread.
-// After this the thread may lack rights that the other steps need.
-absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p);
+// The process's credentials (IDs, groups, capabilities, securebits), set
+// in `t` with remote calls whose arguments go to `scratch`: the kernel
+// keeps credentials per thread. After this the thread may lack rights
+// that the other steps need.
+absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p, uint64_t scratch);
 
 // xstate, signal mask, then registers: the thread's last step before it
 // may run.

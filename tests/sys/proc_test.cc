@@ -1,6 +1,7 @@
 #include "sys/proc.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace crlib::sys {
@@ -53,6 +54,18 @@ TEST(ProcTest, ReadsOwnProcess) {
   ASSERT_TRUE(status.ok());
   EXPECT_TRUE(StatusField(*status, "Umask").ok());
   EXPECT_EQ(StatusField(*status, "NoSuchKey").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ProcTest, LimitsAreWhatGetrlimitSays) {
+  auto limits = ReadLimits(getpid());
+  ASSERT_TRUE(limits.ok()) << limits.status();
+  ASSERT_EQ(limits->size(), static_cast<size_t>(RLIM_NLIMITS));
+  for (int r = 0; r < RLIM_NLIMITS; ++r) {
+    rlimit64 lim;
+    ASSERT_EQ(getrlimit64(static_cast<__rlimit_resource>(r), &lim), 0);
+    EXPECT_EQ((*limits)[r].cur, lim.rlim_cur) << "resource " << r;
+    EXPECT_EQ((*limits)[r].max, lim.rlim_max) << "resource " << r;
+  }
 }
 
 }  // namespace

@@ -12,8 +12,8 @@
 #include "core/image_format.h"
 #include "core/records.h"
 #include "sys/kernel.h"
-#include "tests/fuzz/image_fuzz_checksums.h"
 #include "tests/task/harness.h"
+#include "tests/task/image_edit.h"
 
 namespace crlib {
 namespace {
@@ -36,16 +36,8 @@ pid_t HoldPid(pid_t pid) {
 // (robust_list_length, docs/FORMAT.md) and repairs the checksums. False if
 // the image has no such thread.
 bool SetRobustListLength(std::string* image, pid_t tid, uint64_t length) {
-  auto* data = reinterpret_cast<uint8_t*>(image->data());
-  FileHeader fh;
-  if (image->size() < sizeof(fh)) return false;
-  memcpy(&fh, data, sizeof(fh));
   bool found = false;
-  for (uint64_t pos = fh.header_length; pos + sizeof(RecordHeader) <= image->size();) {
-    RecordHeader h;
-    memcpy(&h, data + pos, sizeof(h));
-    uint8_t* payload = data + pos + sizeof(h);
-    if (pos + sizeof(h) + h.length > image->size()) break;
+  EditRecords(image, [&](const RecordHeader& h, uint8_t* payload) {
     uint32_t record_tid = 0;  // the first field
     if (h.type == static_cast<uint32_t>(RecordType::kThread) && h.length >= 16) {
       memcpy(&record_tid, payload, sizeof(record_tid));
@@ -54,10 +46,7 @@ bool SetRobustListLength(std::string* image, pid_t tid, uint64_t length) {
       memcpy(payload + h.length - sizeof(length), &length, sizeof(length));
       found = true;
     }
-    pos += sizeof(h) + AlignUp(h.length, 8);
-    if (h.bulk_length) pos += h.bulk_pad + AlignUp(h.bulk_length, 8);
-  }
-  testing::RepairImageChecksums(data, image->size());
+  });
   return found;
 }
 

@@ -395,12 +395,15 @@ class WorkloadTest : public ::testing::Test {
   // until the process runs again, signals it, and expects the restore to
   // exit 0 with the workload's OK appended to what its stdout held at the
   // dump (the file is cut back to that first, so a second restore of the
-  // same image can be told apart).
-  // With `image` "-", the image comes from `stdin_fd`.
-  void RestoreAndCheck(Workload* w, const std::string& image, int stdin_fd = -1) {
+  // same image can be told apart). `extra` are more arguments to restore;
+  // with `image` "-", the image comes from `stdin_fd`.
+  void RestoreAndCheck(Workload* w, const std::string& image,
+                       const std::vector<std::string>& extra = {}, int stdin_fd = -1) {
     ASSERT_FALSE(Probe(w->pid).exists) << "pid " << w->pid << " is not free";
     ASSERT_EQ(truncate(w->out.c_str(), static_cast<off_t>(w->dumped.size())), 0) << strerror(errno);
-    Running restore = StartCli({"restore", "--image", image}, stdin_fd);
+    std::vector<std::string> args = {"restore", "--image", image};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Running restore = StartCli(args, stdin_fd);
     ASSERT_GT(restore.pid, 0);
     restored_.emplace_back(w->pid, w->exe);
     // Restored means: the PID runs the workload's executable again and

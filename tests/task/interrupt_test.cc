@@ -313,7 +313,7 @@ TEST_F(InterruptTest, ImagesGoThroughPipes) {
   ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
   {
     Feed feed(in[1], bytes);
-    ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, "-", in[0]));
+    ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, "-", {}, in[0]));
     close(in[0]);
   }
   EXPECT_THAT(StrayFiles(), ::testing::IsEmpty());
@@ -386,7 +386,7 @@ TEST_F(InterruptTest, TruncatedStreamFailsAndLeavesNothing) {
   ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
   {
     Feed feed(in[1], bytes);
-    ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, "/dev/stdin", in[0]));
+    ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, "/dev/stdin", {}, in[0]));
     close(in[0]);
   }
 }

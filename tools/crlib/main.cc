@@ -14,7 +14,7 @@ constexpr char kUsage[] =
     "\n"
     "  dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] [--mappable]\n"
     "                           checkpoint a process (killed once the image is complete)\n"
-    "  restore --image PATH|- [--detach]\n"
+    "  restore --image PATH|- [--detach] [--trust-image]\n"
     "                           restore a process; wait for it, or print its pid and return\n"
     "  inspect IMAGE [--json]   print an image as a tree (or as JSON)\n"
     "  check                    report the kernel interfaces crlib needs\n"

@@ -164,11 +164,12 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
 
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
-  CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats"}));
+  CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats", "--trust-image"}));
   if (p.Get("--image").empty()) {
-    return absl::InvalidArgumentError("usage: crlib restore --image PATH|- [--detach]");
+    return absl::InvalidArgumentError(
+        "usage: crlib restore --image PATH|- [--detach] [--trust-image]");
   }
-  RestoreOptions ro;
+  RestoreOptions ro{.trust_image = p.Has("--trust-image")};
   std::string image = p.Get("--image");
   if (image == "-") {
     CRLIB_ASSIGN_OR_RETURN(ro.image_fd, StandardStreamImage(STDIN_FILENO));

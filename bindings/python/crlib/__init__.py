@@ -44,6 +44,7 @@ E_INTERNAL = -12
 
 _CHECKPOINT_KILL = 1 << 0
 _CHECKPOINT_COMPRESS = 1 << 1
+_RESTORE_TRUST_IMAGE = 1 << 0
 
 
 class Error(Exception):
@@ -202,12 +203,16 @@ def checkpoint(pid, path, kill=False, compress=False):
     return Stats(stats)
 
 
-def restore(path):
+def restore(path, trust_image=False):
     """Restores the image at `path` as a child of this process, with its
-    recorded PID, and returns that PID (reap it with os.waitpid)."""
+    recorded PID, and returns that PID (reap it with os.waitpid). Unless
+    `trust_image`, credentials the image file's owner could not grant are
+    refused (E_PERMISSION; docs/SECURITY.md)."""
     stats = _sized(_Stats)
     o = _sized(_RestoreOptions)
     o.stats = ctypes.pointer(stats)
+    if trust_image:
+        o.flags |= _RESTORE_TRUST_IMAGE
     pid = ctypes.c_int(0)
     err = ctypes.c_void_p()
     _check(_lib().crlib_restore(os.fsencode(path), ctypes.byref(o), ctypes.byref(pid),

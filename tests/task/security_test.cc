@@ -1,0 +1,205 @@
+// The trust model of docs/SECURITY.md on real processes: a process of
+// another user comes back with exactly its credentials (uids, gids,
+// supplementary groups, capabilities), its files are reopened with its
+// rights and not the restorer's, and an image claims no more than the
+// owner of the image file could grant unless the caller trusts it.
+//
+// The workload (tests/workloads/creds.c) starts as root and drops itself
+// to the user under test; its output files and the test directory are
+// handed to that user, as they would be to a real one.
+
+#include <gmock/gmock.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <pwd.h>
+
+#include "absl/strings/str_replace.h"
+#include "core/codec.h"
+#include "core/records.h"
+#include "tests/task/harness.h"
+#include "tests/task/image_edit.h"
+
+namespace crlib {
+namespace {
+
+using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
+
+// A user the tests run the workload as.
+struct User {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string groups;  // comma-separated, for the workload's command line
+};
+
+// A uid above 1000 with no passwd entry, and two groups of its own.
+User UserWithoutPasswdEntry() {
+  uid_t uid = 1001;
+  while (getpwuid(uid) != nullptr) ++uid;
+  return {uid, uid, std::to_string(uid) + "," + std::to_string(uid + 1)};
+}
+
+class SecurityTest : public WorkloadTest {
+ protected:
+  // Starts tests/workloads/creds as `user`, holding Path("held") open and
+  // denied Path("forbidden") (root:root 0640), in a test directory the
+  // user can enter, with output files it can reopen.
+  void StartAs(Workload* w, const User& user) {
+    ASSERT_EQ(chmod(dir_.c_str(), 0755), 0) << strerror(errno);
+    forbidden_ = Path("forbidden");
+    held_ = Path("held");
+    std::ofstream(forbidden_) << "for root's group only\n";
+    std::ofstream(held_) << "held open by the workload\n";
+    ASSERT_EQ(chmod(forbidden_.c_str(), 0640), 0) << strerror(errno);
+    ASSERT_EQ(chmod(held_.c_str(), 0644), 0) << strerror(errno);
+    ASSERT_NO_FATAL_FAILURE(Start(w, "creds",
+                                  {WorkloadsDir() + "/creds", std::to_string(user.uid),
+                                   std::to_string(user.gid), user.groups, forbidden_, held_}));
+    for (const std::string& f : {w->out, w->err}) {
+      ASSERT_EQ(chown(f.c_str(), user.uid, user.gid), 0) << f << ": " << strerror(errno);
+    }
+    ASSERT_THAT(Slurp(w->out), HasSubstr("CREDS uid=" + std::to_string(user.uid)))
+        << Output(*w);
+  }
+
+  // StartAs, then a dump into `*image`, owned by `owner`, mode 0600.
+  void StartAndDump(Workload* w, const User& user, uid_t owner, std::string* image) {
+    ASSERT_NO_FATAL_FAILURE(StartAs(w, user));
+    *image = Path(w->name + ".img");
+    ASSERT_NO_FATAL_FAILURE(Dump(w, *image));
+    ASSERT_EQ(chown(image->c_str(), owner, owner), 0) << strerror(errno);
+    ASSERT_EQ(chmod(image->c_str(), 0600), 0) << strerror(errno);
+  }
+
+  // The refused restore changed nothing: no child, the PID free.
+  void ExpectNothingRestored(const Workload& w, const CliResult& r) {
+    EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren()) << Describe(w, r);
+    EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists" << Describe(w, r);
+  }
+
+  std::string forbidden_, held_;
+};
+
+// Rewrites the process record of `image` with `edit`; the payload must
+// keep its size (IDs and capability sets, not the group list).
+void EditProcessRecord(std::string* image, const std::function<void(ProcessRecord*)>& edit) {
+  bool found = false;
+  EditRecords(image, [&](const RecordHeader& h, uint8_t* payload) {
+    if (h.type != static_cast<uint32_t>(RecordType::kProcess)) return;
+    ProcessRecord p;
+    ASSERT_TRUE(DecodeFields(absl::MakeConstSpan(payload, h.length), &p).ok());
+    edit(&p);
+    Bytes bytes = EncodeFields(p);
+    ASSERT_EQ(bytes.size(), h.length);
+    memcpy(payload, bytes.data(), bytes.size());
+    found = true;
+  });
+  EXPECT_TRUE(found) << "no process record in the image";
+}
+
+// Our own permitted capabilities: what an image may claim and still be
+// restorable here.
+uint64_t OurPermittedCaps() {
+  return sys::StatusMask(Slurp("/proc/self/status"), "CapPrm").value_or(0);
+}
+
+// Point 4 of issue 8: groups and capabilities as they were, not root's.
+TEST_F(SecurityTest, UserCredentialsRoundTripThroughRoot) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, UserWithoutPasswdEntry()));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));  // a root-owned image may claim anything
+}
+
+// Point 5: a file the user can no longer open is not opened for it.
+TEST_F(SecurityTest, FileMadeRootOnlyFailsTheRestoreBeforeAnythingExists) {
+  Workload w;
+  const User user = UserWithoutPasswdEntry();
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, 0, &image));
+  ASSERT_EQ(chmod(held_.c_str(), 0600), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("open " + held_ + " as uid " + std::to_string(user.uid) +
+                               ": Permission denied"))
+      << Describe(w, r);
+  ExpectNothingRestored(w, r);
+}
+
+// Point 6: an image its owner edited to claim root is refused; trusted,
+// it restores as root; the unedited one restores as its user.
+TEST_F(SecurityTest, ImageClaimingRootIsRefusedUnlessTrusted) {
+  Workload w;
+  const User user = UserWithoutPasswdEntry();
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
+  std::string bytes = Slurp(image);
+  const uint64_t caps = OurPermittedCaps();
+  ASSERT_NE(caps, 0u);
+  EditProcessRecord(&bytes, [&](ProcessRecord* p) {
+    p->uid = p->euid = p->suid = p->fsuid = 0;
+    p->cap_permitted = p->cap_effective = caps;
+  });
+  std::ofstream(image, std::ios::binary | std::ios::trunc) << bytes;
+  ASSERT_EQ(Slurp(image), bytes);
+
+  CliResult refused = Crlib({"restore", "--image", image});
+  ExpectOneLineError(refused);
+  EXPECT_THAT(refused.err, HasSubstr("image claims uid 0"));
+  EXPECT_THAT(refused.err, HasSubstr("owned by uid " + std::to_string(user.uid)));
+  EXPECT_THAT(refused.err, HasSubstr("--trust-image"));
+  ExpectNothingRestored(w, refused);
+
+  CliResult trusted = Crlib({"restore", "--image", image, "--trust-image", "--detach"});
+  ASSERT_EQ(trusted.exit_code, 0) << Describe(w, trusted);
+  restored_.emplace_back(w.pid, w.exe);
+  const std::string status = Slurp("/proc/" + std::to_string(w.pid) + "/status");
+  EXPECT_EQ(sys::StatusField(status, "Uid").value_or(""), "0\t0\t0\t0") << status;
+  EXPECT_EQ(sys::StatusMask(status, "CapEff").value_or(0), caps) << status;
+  EXPECT_EQ(sys::StatusField(status, "Groups").value_or(""),
+            absl::StrReplaceAll(user.groups, {{",", " "}}))
+      << status;
+  kill(w.pid, SIGKILL);
+}
+
+// A user with a passwd entry may vouch for its own credentials.
+TEST_F(SecurityTest, UneditedImageOwnedByItsUserRestores) {
+  passwd* pw = getpwnam("nobody");
+  ASSERT_NE(pw, nullptr) << "this test needs the user 'nobody' in the passwd database";
+  gid_t groups[64];
+  int n = 64;
+  ASSERT_GE(getgrouplist(pw->pw_name, pw->pw_gid, groups, &n), 0);
+  User user{pw->pw_uid, pw->pw_gid, ""};
+  for (int i = 0; i < n; ++i) user.groups += (i ? "," : "") + std::to_string(groups[i]);
+  Workload w;
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+// No passwd entry: nobody can say which groups the owner is in.
+TEST_F(SecurityTest, ImageOwnedByUserWithoutPasswdEntryIsRefused) {
+  Workload w;
+  const User user = UserWithoutPasswdEntry();
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("no passwd entry")) << Describe(w, r);
+  ExpectNothingRestored(w, r);
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image, {"--trust-image"}));
+}
+
+// Anyone in the group could have written a root-owned, group-writable
+// image: it vouches for nothing.
+TEST_F(SecurityTest, GroupWritableImageIsRefused) {
+  Workload w;
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, UserWithoutPasswdEntry(), 0, &image));
+  ASSERT_EQ(chmod(image.c_str(), 0660), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("writable by its group")) << Describe(w, r);
+  ExpectNothingRestored(w, r);
+}
+
+}  // namespace
+}  // namespace crlib
