@@ -101,7 +101,9 @@ char ProcState(pid_t pid) {
 
 // Forks a child that maps `bytes` at kDataAddress, fills it, keeps only
 // fd 0-2 (all /dev/null) and sleeps in pause(). Returns once it sleeps.
-absl::StatusOr<pid_t> SpawnChild(size_t bytes) {
+// With `reserve_bytes`, the child also holds a MAP_NORESERVE reservation
+// that big with one page written per 64 GiB (as ASan's shadow or a JVM heap).
+absl::StatusOr<pid_t> SpawnChild(size_t bytes, size_t reserve_bytes = 0) {
   const pid_t parent = getpid();
   fflush(nullptr);
   pid_t pid = fork();
@@ -112,6 +114,12 @@ absl::StatusOr<pid_t> SpawnChild(size_t bytes) {
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
     if (p == MAP_FAILED) _exit(101);
     Fill(static_cast<uint8_t*>(p), bytes);
+    if (reserve_bytes > 0) {
+      auto* r = static_cast<uint8_t*>(mmap(nullptr, reserve_bytes, PROT_READ | PROT_WRITE,
+                                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+      if (r == MAP_FAILED) _exit(103);
+      for (size_t off = 0; off < reserve_bytes; off += size_t{64} << 30) FillPage(r + off, off);
+    }
     int null = open("/dev/null", O_RDWR);
     if (null < 0) _exit(102);
     for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
@@ -153,8 +161,9 @@ std::string ImagePath() { return absl::StrFormat("/dev/shm/crlib-bench-%d.img", 
 // `before_dump`, if given, runs between the child's start and the dump.
 absl::Status DumpChild(size_t bytes, const std::string& image, crlib::Context* ctx,
                        double* ms, double* cpu_ms,
-                       const std::function<bool()>& before_dump = nullptr) {
-  absl::StatusOr<pid_t> child = SpawnChild(bytes);
+                       const std::function<bool()>& before_dump = nullptr,
+                       size_t reserve_bytes = 0) {
+  absl::StatusOr<pid_t> child = SpawnChild(bytes, reserve_bytes);
   if (!child.ok()) return child.status();
   if (before_dump && !before_dump()) {
     KillAndReap(*child);
@@ -269,6 +278,36 @@ void BM_Dump(benchmark::State& state) {
   f.pages_zero = last.pages_zero;
   f.floor_write_ms = sum_floor / n;
   f.floor_write_cpu = sum_floor_cpu / n;
+}
+
+// The freeze of a 64 MiB process with and without a MAP_NORESERVE
+// reservation of range(0) GiB holding one written page per 64 GiB: page
+// discovery (PAGEMAP_SCAN) and smaps cost time in populated pages, so
+// frozen_ms must not grow with the reservation.
+void BM_DumpReservation(benchmark::State& state) {
+  const size_t reserve = static_cast<size_t>(state.range(0)) << 30;
+  const std::string image = ImagePath();
+  double sum_frozen = 0, sum_lib = 0;
+  crlib::Stats last;
+  for (auto _ : state) {
+    crlib::Context ctx;
+    double ms = 0, cpu_ms = 0;
+    absl::Status st = DumpChild(64 * kMiB, image, &ctx, &ms, &cpu_ms, nullptr, reserve);
+    if (!st.ok()) {
+      Fail(state, "CheckpointProcess", st);
+      break;
+    }
+    last = ctx.stats();
+    state.SetIterationTime(last.frozen_ns / 1e9);
+    sum_frozen += last.frozen_ns / 1e6;
+    sum_lib += last.total_ns / 1e6;
+    unlink(image.c_str());
+  }
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["frozen_ms"] = sum_frozen / n;
+  state.counters["dump_ms"] = sum_lib / n;
+  state.counters["pages_stored"] = last.pages_stored;
 }
 
 // VmRSS of `pid` in KiB, -1 if unknown.
@@ -456,6 +495,8 @@ void BM_FloorShmReadFresh(benchmark::State& state) {
 // Few iterations: each dump needs a fresh child (about 3 s to fault in and
 // fill 1 GiB on a small machine).
 BENCHMARK(BM_Dump)->Arg(64)->Arg(256)->Arg(1024)->Iterations(4)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_DumpReservation)->Arg(0)->Arg(1024)->Iterations(4)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Restore)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
     ->Unit(benchmark::kMillisecond);

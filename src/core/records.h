@@ -290,6 +290,21 @@ enum class VmaKind : uint32_t {
   kSharedAnonymous = 8,
 };
 
+// VmaRecord::vm_flags: the VMA properties beyond protection and sharing
+// that change what the process sees, from smaps' VmFlags. Our own stable
+// values, not the kernel's VM_* bits (those are internal and move).
+enum VmaFlag : uint32_t {
+  kVmaNoReserve = 1 << 0,    // nr: MAP_NORESERVE, no commit accounting
+  kVmaDontFork = 1 << 1,     // dc: MADV_DONTFORK
+  kVmaWipeOnFork = 1 << 2,   // wf: MADV_WIPEONFORK
+  kVmaDontDump = 1 << 3,     // dd: MADV_DONTDUMP
+  kVmaHugePage = 1 << 4,     // hg: MADV_HUGEPAGE
+  kVmaNoHugePage = 1 << 5,   // nh: MADV_NOHUGEPAGE
+  kVmaMergeable = 1 << 6,    // mg: MADV_MERGEABLE (KSM)
+  kVmaLocked = 1 << 7,       // lo: mlock
+  kVmaLockOnFault = 1 << 8,  // lf: mlock2(MLOCK_ONFAULT)
+};
+
 // Parent: the memory map.
 struct VmaRecord {
   static constexpr RecordType kType = RecordType::kVma;
@@ -302,12 +317,13 @@ struct VmaRecord {
   ObjectRef file = 0;  // the kFile it maps, for file mappings
   uint64_t dev = 0, inode = 0;
   std::string name;  // path or [heap], [stack], [vdso] ...
+  uint32_t vm_flags = 0;  // VmaFlag bits
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("start", s.start); v("end", s.end); v("pgoff", s.pgoff);
     v("prot", s.prot); v("flags", s.flags); v("kind", s.kind);
     v("file", s.file); v("dev", s.dev); v("inode", s.inode);
-    v("name", s.name);
+    v("name", s.name); v("vm_flags", s.vm_flags);
   }
 };
 

@@ -1,17 +1,22 @@
 #include "mm/memory_capture.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/image_writer.h"
 #include "core/status.h"
 #include "files/file_capture.h"
@@ -28,8 +33,29 @@ std::optional<VmaKind> SpecialMappingKind(const std::string& name) {
   return std::nullopt;
 }
 
+uint32_t VmaFlagsFromSmaps(absl::string_view codes) {
+  static constexpr struct {
+    const char* code;
+    uint32_t flag;
+  } kCodes[] = {
+      {"nr", kVmaNoReserve},  {"dc", kVmaDontFork},    {"wf", kVmaWipeOnFork},
+      {"dd", kVmaDontDump},   {"hg", kVmaHugePage},    {"nh", kVmaNoHugePage},
+      {"mg", kVmaMergeable},  {"lo", kVmaLocked},      {"lf", kVmaLockOnFault},
+  };
+  uint32_t out = 0;
+  for (absl::string_view code : absl::StrSplit(codes, ' ', absl::SkipEmpty())) {
+    for (const auto& c : kCodes) {
+      if (code == c.code) out |= c.flag;
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
-  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(pid));
+  // smaps, not maps: the VmFlags are only there. Its cost grows with the
+  // populated pages (the kernel counts them for Rss/Pss), not with the
+  // virtual size; measured in docs/CHECKPOINT.md.
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadSmaps(pid));
   std::vector<VmaInfo> out;
   for (sys::MapsEntry& m : maps) {
     VmaInfo v;
@@ -55,6 +81,7 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     } else {
       v.kind = VmaKind::kFile;
     }
+    v.vm_flags = VmaFlagsFromSmaps(m.vm_flags);
     v.map = std::move(m);
     out.push_back(std::move(v));
   }
@@ -79,14 +106,114 @@ bool MayHoldPages(VmaKind kind, bool shared) {
   }
 }
 
-// Which pages of such a VMA the image needs, by their pagemap entry.
-bool PageNeeded(VmaKind kind, bool shared, uint64_t pagemap) {
-  if (!MayHoldPages(kind, shared)) return false;
+// Which pages of such a VMA the image needs, by their pagemap entry: the
+// fallback for kernels without PAGEMAP_SCAN, with the same selection as
+// ScanNeededRanges.
+bool PageNeeded(VmaKind kind, uint64_t pagemap) {
   if (kind != VmaKind::kFile) return pagemap & (sys::kPagemapPresent | sys::kPagemapSwapped);
   // A private file page differs from the file once it was copied on
   // write: then it is anonymous (present without the file bit) or swapped.
   return (pagemap & sys::kPagemapSwapped) ||
          ((pagemap & sys::kPagemapPresent) && !(pagemap & sys::kPagemapFileOrShared));
+}
+
+using RangeFn = absl::FunctionRef<absl::Status(uint64_t start, uint64_t end)>;
+
+// Calls `run` for each range of pages of `v` the image needs, in address
+// order, from one pagemap entry per page: time grows with the VMA's
+// virtual size, so only for kernels before 6.7.
+absl::Status ReadNeededRanges(int pagemap, const std::string& path, const VmaInfo& v,
+                              uint64_t page, RangeFn run) {
+  std::vector<uint64_t> entries;
+  const uint64_t total = (v.map.end - v.map.start) / page;
+  for (uint64_t first = 0; first < total;) {
+    const uint64_t count = std::min<uint64_t>(total - first, 65536);
+    entries.resize(count);
+    const uint64_t base = v.map.start + first * page;
+    ssize_t n = pread(pagemap, entries.data(), count * 8, static_cast<off_t>(base / page * 8));
+    if (n < 0) return Errno("read of %s at 0x%x", path, base);
+    if (n != static_cast<ssize_t>(count * 8)) {
+      return absl::InternalError(
+          absl::StrFormat("read of %s at 0x%x: %d of %d bytes", path, base, n, count * 8));
+    }
+    for (uint64_t i = 0; i < count;) {
+      if (!PageNeeded(v.kind, entries[i])) {
+        ++i;
+        continue;
+      }
+      uint64_t j = i;
+      while (j < count && PageNeeded(v.kind, entries[j])) ++j;
+      CRLIB_RETURN_IF_ERROR(run(base + i * page, base + j * page));
+      i = j;
+    }
+    first += count;
+  }
+  return absl::OkStatus();
+}
+
+// The same with the PAGEMAP_SCAN ioctl (6.7): the kernel skips unpopulated
+// page tables, so a 1 TiB reservation with a few pages costs a few pages.
+// Returns Unimplemented, before calling `run`, when the kernel lacks it.
+absl::Status ScanNeededRanges(int pagemap, const std::string& path, const VmaInfo& v,
+                              std::vector<sys::PageRegion>* vec, RangeFn run) {
+  sys::PmScanArg arg{};
+  arg.size = sizeof(arg);
+  arg.vec = reinterpret_cast<uint64_t>(vec->data());
+  arg.vec_len = vec->size();
+  // Present or swapped, and never the shared zero page: it is present but
+  // all zero (today's byte check would drop it anyway, after a copy).
+  arg.category_inverted = sys::kPageIsPfnZero;
+  arg.category_mask = sys::kPageIsPfnZero;
+  arg.category_anyof_mask = sys::kPageIsPresent | sys::kPageIsSwapped;
+  // Regions merge pages whose returned categories are equal, so asking for
+  // the file bit lets private file mappings keep only copied-on-write pages.
+  arg.return_mask = sys::kPageIsPresent | sys::kPageIsSwapped | sys::kPageIsFile;
+  const bool file = v.kind == VmaKind::kFile;
+  for (uint64_t at = v.map.start; at < v.map.end;) {
+    arg.start = at;
+    arg.end = v.map.end;
+    arg.walk_end = 0;
+    int n = ioctl(pagemap, sys::kPagemapScan, &arg);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == ENOTTY || errno == EINVAL) && at == v.map.start) {
+      return absl::UnimplementedError(
+          absl::StrFormat("ioctl(PAGEMAP_SCAN) on %s: %s", path, strerror(errno)));
+    }
+    if (n < 0) {
+      return Errno("ioctl(PAGEMAP_SCAN) on %s, 0x%x-0x%x", path, at, v.map.end);
+    }
+    uint64_t walked = at;  // regions come in address order
+    for (int i = 0; i < n; ++i) {
+      const sys::PageRegion& r = (*vec)[i];
+      if (r.start < at || r.end <= r.start || r.end > v.map.end) {
+        return absl::InternalError(absl::StrFormat(
+            "ioctl(PAGEMAP_SCAN) on %s, 0x%x-0x%x: region 0x%x-0x%x out of range", path, at,
+            v.map.end, r.start, r.end));
+      }
+      walked = r.end;
+      // A private file page differs from the file once it was copied on
+      // write: then it is anonymous (present without the file bit) or
+      // swapped.
+      if (file && !(r.categories & sys::kPageIsSwapped) && (r.categories & sys::kPageIsFile)) {
+        continue;
+      }
+      CRLIB_RETURN_IF_ERROR(run(r.start, r.end));
+    }
+    // The walk stops early when `vec` is full (or at max_pages); walk_end
+    // says where, and the next call starts there. On 6.18 walk_end can
+    // also lag behind regions already returned (a walk across a 512 GiB
+    // PGD boundary reported walk_end at the boundary with every region
+    // past it filled in too): continue after the last region, so no page
+    // is stored twice.
+    const uint64_t next = std::max<uint64_t>(arg.walk_end, walked);
+    if (next <= at || next > v.map.end) {
+      return absl::InternalError(absl::StrFormat(
+          "ioctl(PAGEMAP_SCAN) on %s, 0x%x-0x%x: walk ended at 0x%x", path, at, v.map.end,
+          arg.walk_end));
+    }
+    at = next;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
@@ -96,50 +223,29 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
   int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (pagemap < 0) return Errno("open %s", path);
   PageArray pages(ctx, mm);
-  std::vector<uint64_t> entries;
+  // Pages [start, end) are needed: read them straight into the batch.
+  auto copy = [&](uint64_t start, uint64_t end) -> absl::Status {
+    for (uint64_t at = start; at < end;) {
+      CRLIB_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, pages.Reserve(at, (end - at) / page));
+      CRLIB_RETURN_IF_ERROR(tracee->ReadMemory(at, buf.data(), buf.size()));
+      CRLIB_RETURN_IF_ERROR(pages.Commit(buf.size() / page));
+      at += buf.size();
+    }
+    return absl::OkStatus();
+  };
+  std::vector<sys::PageRegion> regions(4096);
+  bool scan = true;
   absl::Status st;
   for (const VmaInfo& v : vmas) {
     // Only VMAs that can hold pages the image needs are looked at; the
     // special mappings ([vsyscall] lies outside the address space that
     // pagemap covers) and shared file mappings never do.
     if (!MayHoldPages(v.kind, v.map.shared)) continue;
-    const uint64_t total = (v.map.end - v.map.start) / page;
-    for (uint64_t first = 0; first < total && st.ok();) {
-      const uint64_t count = std::min<uint64_t>(total - first, 65536);
-      entries.resize(count);
-      const uint64_t base = v.map.start + first * page;
-      ssize_t n = pread(pagemap, entries.data(), count * 8, static_cast<off_t>(base / page * 8));
-      if (n < 0) {
-        st = Errno("read of %s at 0x%x", path, base);
-        break;
-      }
-      if (n != static_cast<ssize_t>(count * 8)) {
-        st = absl::InternalError(absl::StrFormat("read of %s at 0x%x: %d of %d bytes", path, base,
-                                                 n, count * 8));
-        break;
-      }
-      for (uint64_t i = 0; i < count && st.ok();) {
-        if (!PageNeeded(v.kind, v.map.shared, entries[i])) {
-          ++i;
-          continue;
-        }
-        uint64_t j = i;
-        while (j < count && PageNeeded(v.kind, v.map.shared, entries[j])) ++j;
-        // Pages [i, j) are needed: read them straight into the batch.
-        for (uint64_t k = i; k < j && st.ok();) {
-          absl::StatusOr<absl::Span<uint8_t>> buf = pages.Reserve(base + k * page, j - k);
-          if (!buf.ok()) {
-            st = buf.status();
-            break;
-          }
-          st = tracee->ReadMemory(base + k * page, buf->data(), buf->size());
-          if (st.ok()) st = pages.Commit(buf->size() / page);
-          k += buf->size() / page;
-        }
-        i = j;
-      }
-      first += count;
+    if (scan) {
+      st = ScanNeededRanges(pagemap, path, v, &regions, copy);
+      if (absl::IsUnimplemented(st)) scan = false;
     }
+    if (!scan) st = ReadNeededRanges(pagemap, path, v, page, copy);
     if (!st.ok()) break;
   }
   close(pagemap);
@@ -198,6 +304,7 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
     if (v.kind == VmaKind::kStack) rec.flags |= MAP_GROWSDOWN;
     rec.kind = static_cast<uint32_t>(v.kind);
     rec.name = v.map.path;
+    rec.vm_flags = v.vm_flags;
     if (v.kind == VmaKind::kFile) {
       rec.dev = makedev(v.map.dev_major, v.map.dev_minor);
       rec.inode = v.map.inode;

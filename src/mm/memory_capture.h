@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/context.h"
 #include "core/records.h"
 #include "sys/proc.h"
@@ -19,9 +20,14 @@ namespace crlib {
 struct VmaInfo {
   sys::MapsEntry map;
   VmaKind kind = VmaKind::kAnonymous;
+  uint32_t vm_flags = 0;  // VmaFlag bits
 };
 
-// Reads and classifies the VMAs of `pid`; fails with Unimplemented naming
+// The VmaFlag bits of smaps' "VmFlags:" codes; codes crlib does not
+// restore (rd, wr, ac, sd ...) are ignored.
+uint32_t VmaFlagsFromSmaps(absl::string_view codes);
+
+// Reads (from /proc/PID/smaps, once) and classifies the VMAs of `pid`; fails with Unimplemented naming
 // the first mapping crlib cannot restore.
 absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid);
 

@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <linux/prctl.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "core/image_reader.h"
 #include "core/status.h"
@@ -20,6 +23,21 @@ namespace {
 
 constexpr uint64_t kLowestAddress = 0x10000;
 constexpr uint64_t kHighestAddress = 0x7ffffffff000;
+
+// The madvise() calls that restore VmaRecord::vm_flags, in this order.
+struct Advice {
+  uint32_t flag;
+  int advice;
+  const char* name;
+};
+constexpr Advice kAdvice[] = {
+    {kVmaDontFork, MADV_DONTFORK, "madvise(MADV_DONTFORK)"},
+    {kVmaWipeOnFork, MADV_WIPEONFORK, "madvise(MADV_WIPEONFORK)"},
+    {kVmaDontDump, MADV_DONTDUMP, "madvise(MADV_DONTDUMP)"},
+    {kVmaHugePage, MADV_HUGEPAGE, "madvise(MADV_HUGEPAGE)"},
+    {kVmaNoHugePage, MADV_NOHUGEPAGE, "madvise(MADV_NOHUGEPAGE)"},
+    {kVmaMergeable, MADV_MERGEABLE, "madvise(MADV_MERGEABLE)"},
+};
 
 bool IsSpecial(VmaKind k) {
   return k == VmaKind::kVdso || k == VmaKind::kVvar || k == VmaKind::kVvarVclock;
@@ -167,24 +185,49 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
   //    through /proc/PID/mem, which may write read-only memory. A process
   //    linked against many libraries has hundreds of VMAs: the mmaps run
   //    as batches, one stop each, from code and a table in the scratch
-  //    area (executable, past the part used for arguments).
+  //    area (executable, past the part used for arguments). The madvise
+  //    and mlock calls that give VMAs their recorded VmFlags follow the
+  //    mmaps in the same batches.
   const uint64_t code = scratch.first + kBatchCodeOffset;
   const uint64_t table = code + 256;
   const size_t per_batch = (scratch.second - table) / 64 - 1;
-  std::vector<const VmaRecord*> order;
+  struct Why {
+    const VmaRecord* vma;
+    const char* call;
+  };
+  std::vector<Why> why;
   std::vector<Tracee::RemoteCall> calls;
   for (const VmaRecord& v : image.vmas) {
     const auto kind = static_cast<VmaKind>(v.kind);
     if (IsSpecial(kind) || kind == VmaKind::kVsyscall) continue;
     uint64_t flags = MAP_FIXED | (v.flags & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN));
+    // Without it a sparse reservation larger than RAM + swap (an ASan
+    // shadow, a JVM heap) is refused by the overcommit heuristic.
+    if (v.vm_flags & kVmaNoReserve) flags |= MAP_NORESERVE;
     uint64_t fd = static_cast<uint64_t>(-1);
     if (kind == VmaKind::kFile) {
       fd = static_cast<uint64_t>(files.fd(v.file));
     } else {
       flags |= MAP_ANONYMOUS;
     }
-    order.push_back(&v);
+    why.push_back({&v, "mmap"});
     calls.push_back({SYS_mmap, {v.start, v.end - v.start, v.prot, flags, fd, v.pgoff}});
+  }
+  for (const auto& [flag, advice, name] : kAdvice) {
+    for (const VmaRecord& v : image.vmas) {
+      if (!(v.vm_flags & flag)) continue;
+      why.push_back({&v, name});
+      calls.push_back({SYS_madvise, {v.start, v.end - v.start, static_cast<uint64_t>(advice)}});
+    }
+  }
+  for (const VmaRecord& v : image.vmas) {
+    if (v.vm_flags & kVmaLockOnFault) {
+      why.push_back({&v, "mlock2(MLOCK_ONFAULT)"});
+      calls.push_back({SYS_mlock2, {v.start, v.end - v.start, MLOCK_ONFAULT}});
+    } else if (v.vm_flags & kVmaLocked) {
+      why.push_back({&v, "mlock"});
+      calls.push_back({SYS_mlock, {v.start, v.end - v.start}});
+    }
   }
   for (size_t at = 0; at < calls.size(); at += per_batch) {
     absl::Span<Tracee::RemoteCall> batch =
@@ -192,11 +235,37 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
     CRLIB_ASSIGN_OR_RETURN(size_t ran, t->SyscallBatch(code, table, batch));
     const bool failed = ran > 0 && batch[ran - 1].result < 0 && batch[ran - 1].result > -4096;
     if (failed || ran < batch.size()) {
-      const VmaRecord& v = *order[at + (ran > 0 ? ran - 1 : 0)];
+      const Why& w = why[at + (ran > 0 ? ran - 1 : 0)];
       const int err = failed ? static_cast<int>(-batch[ran - 1].result) : 0;
-      return ErrnoError(err, absl::StrFormat("mmap in pid %d: mapping 0x%x-0x%x %s", pid, v.start,
-                                             v.end, v.name));
+      return ErrnoError(err, absl::StrFormat("%s in pid %d: mapping 0x%x-0x%x %s", w.call, pid,
+                                             w.vma->start, w.vma->end, w.vma->name));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLockedMemory(const ProcessImage& image) {
+  uint64_t locked = 0;
+  for (const VmaRecord& v : image.vmas) {
+    if (v.vm_flags & (kVmaLocked | kVmaLockOnFault)) locked += v.end - v.start;
+  }
+  if (locked == 0) return absl::OkStatus();
+  // The restored process locks its VMAs while it still has our
+  // credentials and limits (the image's come last): our CAP_IPC_LOCK or
+  // our RLIMIT_MEMLOCK decide.
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile("/proc/self/status"));
+  CRLIB_ASSIGN_OR_RETURN(std::string cap_eff, sys::StatusField(status, "CapEff"));
+  uint64_t caps = 0;
+  if (!absl::SimpleHexAtoi(cap_eff, &caps)) {
+    return absl::DataLossError("unparsable CapEff in /proc/self/status: " + cap_eff);
+  }
+  if (caps & (uint64_t{1} << CAP_IPC_LOCK)) return absl::OkStatus();
+  rlimit limit{};
+  if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return Errno("getrlimit(RLIMIT_MEMLOCK)");
+  if (limit.rlim_cur != RLIM_INFINITY && locked > limit.rlim_cur) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the image has %d KiB of mlocked memory; RLIMIT_MEMLOCK here is %d KiB and this process "
+        "lacks CAP_IPC_LOCK", locked / 1024, limit.rlim_cur / 1024));
   }
   return absl::OkStatus();
 }

@@ -28,13 +28,18 @@ absl::StatusOr<uint64_t> FindFreeRange(uint64_t size, std::vector<AddressRange> 
 // recreated here: same kinds and sizes as this kernel gives.
 absl::Status CheckSpecialMappings(const ProcessImage& image);
 
+// Checks, in this process, that the image's mlocked VMAs can be locked
+// again: this process has CAP_IPC_LOCK or RLIMIT_MEMLOCK covers them.
+absl::Status CheckLockedMemory(const ProcessImage& image);
+
 // Where in the scratch range (readable, writable and executable, at least
 // 64 KiB) the batch code and its table go; arguments use the bytes below.
 inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
 
 // Replaces the tracee's address space with the image's, keeping only the
 // vDSO (moved to the image's address) and the scratch range; sets the mm
-// fields and executable. The VMAs are mapped with Tracee::SyscallBatch.
+// fields and executable. The VMAs are mapped with Tracee::SyscallBatch,
+// with MAP_NORESERVE, madvise and mlock as their vm_flags say.
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
                                  AddressRange scratch);
 

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -53,30 +54,57 @@ bool ParseHex(absl::string_view s, uint64_t* out) {
 
 }  // namespace
 
+namespace {
+
+// One "start-end perms offset major:minor inode [path]" line.
+absl::StatusOr<MapsEntry> ParseMapsLine(absl::string_view line) {
+  MapsEntry e;
+  std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(' ', 5));
+  auto bad = [&] { return absl::DataLossError(absl::StrCat("unparsable maps line: ", line)); };
+  if (f.size() < 5) return bad();
+  std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(f[0], '-');
+  std::pair<absl::string_view, absl::string_view> dev = absl::StrSplit(f[3], ':');
+  uint64_t major, minor;
+  if (!ParseHex(range.first, &e.start) || !ParseHex(range.second, &e.end) ||
+      f[1].size() != 4 || !ParseHex(f[2], &e.offset) || !ParseHex(dev.first, &major) ||
+      !ParseHex(dev.second, &minor) || !absl::SimpleAtoi(f[4], &e.inode)) {
+    return bad();
+  }
+  e.read = f[1][0] == 'r';
+  e.write = f[1][1] == 'w';
+  e.exec = f[1][2] == 'x';
+  e.shared = f[1][3] == 's';
+  e.dev_major = static_cast<uint32_t>(major);
+  e.dev_minor = static_cast<uint32_t>(minor);
+  if (f.size() == 6) e.path = std::string(absl::StripLeadingAsciiWhitespace(f[5]));
+  return e;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text) {
   std::vector<MapsEntry> out;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    // start-end perms offset major:minor inode [path]
-    MapsEntry e;
-    std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(' ', 5));
-    auto bad = [&] { return absl::DataLossError(absl::StrCat("unparsable maps line: ", line)); };
-    if (f.size() < 5) return bad();
-    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(f[0], '-');
-    std::pair<absl::string_view, absl::string_view> dev = absl::StrSplit(f[3], ':');
-    uint64_t major, minor;
-    if (!ParseHex(range.first, &e.start) || !ParseHex(range.second, &e.end) ||
-        f[1].size() != 4 || !ParseHex(f[2], &e.offset) || !ParseHex(dev.first, &major) ||
-        !ParseHex(dev.second, &minor) || !absl::SimpleAtoi(f[4], &e.inode)) {
-      return bad();
-    }
-    e.read = f[1][0] == 'r';
-    e.write = f[1][1] == 'w';
-    e.exec = f[1][2] == 'x';
-    e.shared = f[1][3] == 's';
-    e.dev_major = static_cast<uint32_t>(major);
-    e.dev_minor = static_cast<uint32_t>(minor);
-    if (f.size() == 6) e.path = std::string(absl::StripLeadingAsciiWhitespace(f[5]));
+    CRLIB_ASSIGN_OR_RETURN(MapsEntry e, ParseMapsLine(line));
     out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<MapsEntry>> ParseSmaps(absl::string_view text) {
+  std::vector<MapsEntry> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    // "Key: value" lines follow their mapping's line, whose first word
+    // (the address range) never ends with a colon.
+    absl::string_view first = line.substr(0, line.find(' '));
+    if (!absl::EndsWith(first, ":")) {
+      CRLIB_ASSIGN_OR_RETURN(MapsEntry e, ParseMapsLine(line));
+      out.push_back(std::move(e));
+      continue;
+    }
+    if (first != "VmFlags:") continue;
+    if (out.empty()) return absl::DataLossError("smaps: VmFlags before any mapping");
+    out.back().vm_flags = std::string(absl::StripAsciiWhitespace(line.substr(first.size())));
   }
   return out;
 }
@@ -84,6 +112,11 @@ absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text) {
 absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid) {
   CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFile(absl::StrCat("/proc/", pid, "/maps")));
   return ParseMaps(text);
+}
+
+absl::StatusOr<std::vector<MapsEntry>> ReadSmaps(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFile(absl::StrCat("/proc/", pid, "/smaps")));
+  return ParseSmaps(text);
 }
 
 absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key) {

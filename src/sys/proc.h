@@ -25,9 +25,16 @@ struct MapsEntry {
   uint32_t dev_major = 0, dev_minor = 0;
   uint64_t inode = 0;
   std::string path;  // may be empty, "[heap]", "/x (deleted)" ...
+  // The two-letter VmFlags codes ("rd wr mr mw me ac nr"), only from smaps.
+  std::string vm_flags;
 };
 absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text);
 absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid);
+// The same from /proc/PID/smaps, with `vm_flags` filled. The kernel walks
+// every mapping's page tables to produce the counters that come with it,
+// so it costs time in populated pages: read it once per dump.
+absl::StatusOr<std::vector<MapsEntry>> ParseSmaps(absl::string_view text);
+absl::StatusOr<std::vector<MapsEntry>> ReadSmaps(pid_t pid);
 
 // The value of "Key:" in /proc/PID/status, or NotFound.
 absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_view key);

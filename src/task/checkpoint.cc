@@ -199,7 +199,9 @@ absl::StatusOr<ThreadRecord> CaptureThread(Tracee* t, pid_t pid, uint64_t buf) {
 // has not completed.
 absl::Status CheckSyscallResults(absl::Span<const std::unique_ptr<Tracee>> threads,
                                  const std::map<pid_t, int64_t>& results) {
-  for (const auto& [tid, value] : results) {
+  for (const auto& [result_tid, value] : results) {
+    // A local copy: clang 14 cannot capture a structured binding.
+    const pid_t tid = result_tid;
     auto it = std::find_if(threads.begin(), threads.end(),
                            [&](const auto& t) { return t->tid() == tid; });
     if (it == threads.end()) {

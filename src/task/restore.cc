@@ -305,6 +305,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
     }
   }
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
+  CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;

@@ -30,6 +30,24 @@ TEST(ProcTest, ParsesMapsLines) {
   EXPECT_EQ((*maps)[3].path, "");
 }
 
+TEST(ProcTest, ParsesSmapsVmFlags) {
+  auto maps = ParseSmaps(
+      "7f0000000000-7f1000000000 rw-p 00000000 00:00 0 \n"
+      "Size:           67108864 kB\n"
+      "Rss:                   8 kB\n"
+      "VmFlags: rd wr mr mw me nr dd \n"
+      "7ffd5a1c0000-7ffd5a1e1000 rw-p 00000000 00:00 0                          [stack]\n"
+      "Size:                132 kB\n"
+      "VmFlags: rd wr mr mw me gd ac\n");
+  ASSERT_TRUE(maps.ok()) << maps.status();
+  ASSERT_EQ(maps->size(), 2u);
+  EXPECT_EQ((*maps)[0].end, 0x7f1000000000u);
+  EXPECT_EQ((*maps)[0].vm_flags, "rd wr mr mw me nr dd");
+  EXPECT_EQ((*maps)[1].path, "[stack]");
+  EXPECT_EQ((*maps)[1].vm_flags, "rd wr mr mw me gd ac");
+  EXPECT_FALSE(ParseSmaps("VmFlags: rd\n").ok());
+}
+
 TEST(ProcTest, RejectsGarbage) {
   EXPECT_FALSE(ParseMaps("not a maps line\n").ok());
   EXPECT_FALSE(ParseMaps("1000-zz00 rw-p 0 0:0 0\n").ok());

@@ -256,14 +256,24 @@ static void OnUsr2(int sig) {
   handler_sp = (uintptr_t)&here;
 }
 
+static void AltstackBody(struct Thread* t);
+
+/* The stack goes before the thread ends: ASan's thread exit unmaps
+ * whatever alternate stack is current, and this one is malloc()ed. */
 static void* Altstack(void* arg) {
-  struct Thread* t = arg;
+  AltstackBody(arg);
+  stack_t off = {.ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE};
+  sigaltstack(&off, NULL);
+  return NULL;
+}
+
+static void AltstackBody(struct Thread* t) {
   Record(t, kAltstack);
   stack_t ss = {.ss_sp = altstack, .ss_size = kAltstackBytes, .ss_flags = 0};
   if (sigaltstack(&ss, NULL) != 0) {
     snprintf(t->fail, sizeof(t->fail), "sigaltstack: %s", strerror(errno));
     t->armed = 1;
-    return NULL;
+    return;
   }
   t->armed = 1;
   while (!stop) {
@@ -271,13 +281,13 @@ static void* Altstack(void* arg) {
     clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
   }
   Verify(t);
-  if (t->fail[0]) return NULL;
+  if (t->fail[0]) return;
   stack_t now;
   sigaltstack(NULL, &now);
   if (now.ss_sp != altstack || now.ss_size != kAltstackBytes || now.ss_flags != 0) {
     snprintf(t->fail, sizeof(t->fail), "sigaltstack is %p+%zu flags %d, was %p+%d", now.ss_sp,
              now.ss_size, now.ss_flags, (void*)altstack, kAltstackBytes);
-    return NULL;
+    return;
   }
   syscall(SYS_tgkill, getpid(), Gettid(), SIGUSR2);
   if (handler_sp < (uintptr_t)altstack || handler_sp >= (uintptr_t)altstack + kAltstackBytes) {
@@ -285,7 +295,7 @@ static void* Altstack(void* arg) {
              (void*)handler_sp, (void*)altstack, kAltstackBytes);
   }
   t->finished = 1;
-  return NULL;
+  return;
 }
 
 /* ---- main */
