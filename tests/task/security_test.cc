@@ -29,6 +29,7 @@ struct User {
   uid_t uid = 0;
   gid_t gid = 0;
   std::string groups;  // comma-separated, for the workload's command line
+  std::string caps;    // hexadecimal: the capabilities it keeps; "" none
 };
 
 // A uid above 1000 with no passwd entry, and two groups of its own.
@@ -36,6 +37,22 @@ User UserWithoutPasswdEntry() {
   uid_t uid = 1001;
   while (getpwuid(uid) != nullptr) ++uid;
   return {uid, uid, std::to_string(uid) + "," + std::to_string(uid + 1)};
+}
+
+// CAP_KILL and CAP_NET_BIND_SERVICE: harmless, and not CAP_DAC_*, so
+// the forbidden file stays forbidden.
+constexpr char kSomeCaps[] = "420";
+
+// "nobody", with its groups: a user with a passwd entry on every Debian.
+// Fails the test when missing.
+void Nobody(User* user) {
+  passwd* pw = getpwnam("nobody");
+  ASSERT_NE(pw, nullptr) << "this test needs the user 'nobody' in the passwd database";
+  gid_t groups[64];
+  int n = 64;
+  ASSERT_GE(getgrouplist(pw->pw_name, pw->pw_gid, groups, &n), 0);
+  *user = {pw->pw_uid, pw->pw_gid, ""};
+  for (int i = 0; i < n; ++i) user->groups += (i ? "," : "") + std::to_string(groups[i]);
 }
 
 class SecurityTest : public WorkloadTest {
@@ -51,13 +68,14 @@ class SecurityTest : public WorkloadTest {
     std::ofstream(held_) << "held open by the workload\n";
     ASSERT_EQ(chmod(forbidden_.c_str(), 0640), 0) << strerror(errno);
     ASSERT_EQ(chmod(held_.c_str(), 0644), 0) << strerror(errno);
-    ASSERT_NO_FATAL_FAILURE(Start(w, "creds",
-                                  {WorkloadsDir() + "/creds", std::to_string(user.uid),
-                                   std::to_string(user.gid), user.groups, forbidden_, held_}));
+    std::vector<std::string> argv = {WorkloadsDir() + "/creds", std::to_string(user.uid),
+                                     std::to_string(user.gid), user.groups, forbidden_, held_};
+    if (!user.caps.empty()) argv.push_back(user.caps);
+    ASSERT_NO_FATAL_FAILURE(Start(w, "creds", argv));
     for (const std::string& f : {w->out, w->err}) {
       ASSERT_EQ(chown(f.c_str(), user.uid, user.gid), 0) << f << ": " << strerror(errno);
     }
-    ASSERT_THAT(Slurp(w->out), HasSubstr("CREDS uid=" + std::to_string(user.uid)))
+    ASSERT_THAT(Slurp(w->out), HasSubstr("CREDS Uid: " + std::to_string(user.uid)))
         << Output(*w);
   }
 
@@ -107,6 +125,17 @@ TEST_F(SecurityTest, UserCredentialsRoundTripThroughRoot) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartAs(&w, UserWithoutPasswdEntry()));
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));  // a root-owned image may claim anything
+}
+
+// Capability sets, bounding set, ambient set and securebits, in every
+// thread, after going from uid 0 to another.
+TEST_F(SecurityTest, UserCapabilitiesRoundTripThroughRoot) {
+  Workload w;
+  User user = UserWithoutPasswdEntry();
+  user.caps = kSomeCaps;
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, user));
+  ASSERT_THAT(Slurp(w.out), HasSubstr("CapAmb: 0000000000000420")) << Output(w);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
 // Point 5: a file the user can no longer open is not opened for it.
@@ -162,17 +191,27 @@ TEST_F(SecurityTest, ImageClaimingRootIsRefusedUnlessTrusted) {
 
 // A user with a passwd entry may vouch for its own credentials.
 TEST_F(SecurityTest, UneditedImageOwnedByItsUserRestores) {
-  passwd* pw = getpwnam("nobody");
-  ASSERT_NE(pw, nullptr) << "this test needs the user 'nobody' in the passwd database";
-  gid_t groups[64];
-  int n = 64;
-  ASSERT_GE(getgrouplist(pw->pw_name, pw->pw_gid, groups, &n), 0);
-  User user{pw->pw_uid, pw->pw_gid, ""};
-  for (int i = 0; i < n; ++i) user.groups += (i ? "," : "") + std::to_string(groups[i]);
+  User user;
+  ASSERT_NO_FATAL_FAILURE(Nobody(&user));
   Workload w;
   std::string image;
   ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+// Only root may grant capabilities, even to a process of the image's owner.
+TEST_F(SecurityTest, ImageOwnedByUserClaimingCapabilitiesIsRefused) {
+  User user;
+  ASSERT_NO_FATAL_FAILURE(Nobody(&user));
+  user.caps = kSomeCaps;
+  Workload w;
+  std::string image;
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("image claims capabilities (permitted 0x420")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("owned by uid " + std::to_string(user.uid))) << Describe(w, r);
+  ExpectNothingRestored(w, r);
 }
 
 // No passwd entry: nobody can say which groups the owner is in.
