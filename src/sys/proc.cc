@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -145,6 +146,14 @@ absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid) {
 }
 
 bool ProcessExists(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
+
+bool AwaitTidRelease(pid_t tid, std::chrono::steady_clock::time_point deadline) {
+  const int saved = errno;
+  const bool wait = !ProcessExists(tid) && std::chrono::steady_clock::now() < deadline;
+  if (wait) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  errno = saved;
+  return wait;
+}
 
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status) {
   uint64_t mask = 0;
