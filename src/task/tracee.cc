@@ -208,6 +208,33 @@ absl::StatusOr<int> Tracee::WaitStop() {
   return status;
 }
 
+absl::StatusOr<int> Tracee::WaitStopInCall() {
+  absl::StatusOr<int> status = WaitStop();
+  if (!status.ok() && attached_) SettleLostCall();
+  return status;
+}
+
+void Tracee::SettleLostCall() {
+  // Best effort: the caller reports the first error, and a tracee that
+  // cannot be waited for at all is gone or not ours.
+  for (int stops = 0; stops < 2; ++stops) {
+    int status;
+    pid_t r;
+    while ((r = waitpid(tid_, &status, __WALL)) < 0 && errno == EINTR) {
+    }
+    if (r != tid_ || !WIFSTOPPED(status)) return;
+    __ptrace_syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid_, sizeof(info), &info) <= 0 ||
+        info.op != PTRACE_SYSCALL_INFO_ENTRY) {
+      return;
+    }
+    absl::StatusOr<ArchRegs> regs = GetRegs();
+    if (!regs.ok()) return;
+    arch_.SetSyscall(&*regs, info.instruction_pointer, -1, {});  // -1: no call
+    if (!SetRegs(*regs).ok() || ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return;
+  }
+}
+
 absl::StatusOr<ArchRegs> Tracee::GetRegs() {
   ArchRegs regs;
   iovec iov{regs.words.data(), sizeof(regs.words)};
@@ -304,7 +331,7 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
   // Entry stop, then exit stop.
   for (int stop = 0; stop < 2;) {
     if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return Errno("ptrace(SYSCALL) on tid %d", tid_);
-    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
       ++stop;
       continue;
@@ -352,7 +379,7 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
   for (;;) {
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return Errno("ptrace(CONT) on tid %d", tid_);
-    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
     if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
     return absl::InternalError(absl::StrFormat(
