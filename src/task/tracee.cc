@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -164,7 +165,14 @@ void Tracee::KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads) {
   if (absl::StatusOr<std::vector<pid_t>> listed = sys::ListThreads(pid); listed.ok()) {
     tids.insert(listed->begin(), listed->end());
   }
-  kill(pid, SIGKILL);
+  // Waiting for threads nobody killed would block forever (they are
+  // stopped and traced by us): SIGKILL to any one thread kills them all,
+  // so each is tried before giving up.
+  bool killed = kill(pid, SIGKILL) == 0;
+  for (auto it = tids.begin(); !killed && it != tids.end(); ++it) {
+    killed = syscall(SYS_tgkill, pid, *it, SIGKILL) == 0;
+  }
+  if (!killed) return;
   auto reap = [](pid_t tid) {
     int status;
     while (waitpid(tid, &status, __WALL) < 0 && errno == EINTR) {
