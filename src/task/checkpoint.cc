@@ -297,8 +297,20 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   auto resume = [&]() -> absl::Status {
     absl::Status first;
     for (const std::unique_ptr<Tracee>& thread : threads) {
+      // A thread that ran remote calls must not go on with their registers
+      // or with every signal blocked: it would crash or never see a
+      // signal again. One more try (a failed ptrace changed nothing), then
+      // the process is killed rather than left to run corrupted.
       absl::Status st = thread->RestoreInitialState();
-      if (st.ok()) st = thread->Detach();
+      if (!st.ok()) st = thread->RestoreInitialState();
+      if (!st.ok()) {
+        Tracee::KillProcess(threads);
+        return Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
+                                            pid, thread->tid()));
+      }
+      // If the detach fails the thread stays stopped, registers restored,
+      // until we exit and the kernel detaches it.
+      st = thread->Detach();
       if (first.ok()) first = st;
     }
     return first;
@@ -349,7 +361,11 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   ctx->set_writer(nullptr);
   if (!st.ok() || options.leave_running) {
     absl::Status resumed = resume();
-    if (st.ok()) st = resumed;
+    // The image is committed and complete: it stays, the error says so.
+    if (st.ok() && !resumed.ok()) {
+      st = Annotate(resumed, absl::StrFormat("image %s written, but resuming pid %d failed",
+                                             image_path, pid));
+    }
   } else {
     // The image is complete and durable: the process may go.
     Tracee::KillProcess(threads);
