@@ -61,9 +61,12 @@ class RemoteScratch {
   uint64_t address_;
 };
 
-std::string ThreadComm(pid_t pid, pid_t tid) {
-  auto comm = sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/comm"));
-  return comm.ok() ? std::string(absl::StripSuffix(*comm, "\n")) : "";
+// A thread's name. An error, not "": an empty name in the image would
+// silently rename the restored thread.
+absl::StatusOr<std::string> ThreadComm(pid_t pid, pid_t tid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string comm,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/comm")));
+  return std::string(absl::StripSuffix(comm, "\n"));
 }
 
 // What the process shows in /proc/PID/status (`status`, its text).
@@ -145,7 +148,7 @@ absl::StatusOr<ThreadRecord> CaptureThread(Tracee* t, pid_t pid, uint64_t buf) {
   thread.rseq_signature = rseq.signature;
   thread.rseq_flags = rseq.flags;
   thread.syscall_nr = t->arch().InterruptedSyscall(t->initial_regs());
-  thread.comm = ThreadComm(pid, tid);
+  CRLIB_ASSIGN_OR_RETURN(thread.comm, ThreadComm(pid, tid));
   return thread;
 }
 
@@ -185,13 +188,18 @@ absl::Status CaptureProcess(Context* ctx, absl::Span<const std::unique_ptr<Trace
   CRLIB_ASSIGN_OR_RETURN(std::string status,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
   CRLIB_RETURN_IF_ERROR(ParseStatus(status, &proc));
-  proc.pgid = static_cast<uint32_t>(getpgid(pid));
-  proc.sid = static_cast<uint32_t>(getsid(pid));
+  // -1 recorded as an ID would make restore skip setsid/setpgid quietly.
+  const pid_t pgid = getpgid(pid);
+  if (pgid < 0) return Errno("getpgid(%d)", pid);
+  const pid_t sid = getsid(pid);
+  if (sid < 0) return Errno("getsid(%d)", pid);
+  proc.pgid = static_cast<uint32_t>(pgid);
+  proc.sid = static_cast<uint32_t>(sid);
   proc.exit_signal = SIGCHLD;
   CRLIB_ASSIGN_OR_RETURN(std::string personality,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
   proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
-  proc.comm = ThreadComm(pid, pid);
+  CRLIB_ASSIGN_OR_RETURN(proc.comm, ThreadComm(pid, pid));
   CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
   CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
 
@@ -339,7 +347,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> sink, AtomicFileSink::Create(image_path));
     const ArchBackend& arch = t->arch();
     utsname uts;
-    uname(&uts);
+    // The kernel release goes into the image header: never uninitialized.
+    if (uname(&uts) != 0) return Errno("uname");
     ImageInfo info;
     info.cpu_family = arch.family();
     info.page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
