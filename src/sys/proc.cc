@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -214,6 +215,14 @@ absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view 
     return absl::DataLossError(absl::StrCat("/proc status: unparsable ", key, ": ", v));
   }
   return bits;
+}
+
+bool AwaitTidRelease(pid_t tid, std::chrono::steady_clock::time_point deadline) {
+  const int saved = errno;
+  const bool wait = !ProcessExists(tid) && std::chrono::steady_clock::now() < deadline;
+  if (wait) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  errno = saved;
+  return wait;
 }
 
 absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status) {

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -66,6 +67,20 @@ struct Limit {
 absl::StatusOr<std::vector<Limit>> ReadLimits(pid_t pid);
 
 bool ProcessExists(pid_t pid);
+
+// How long a restore waits for the kernel to free a TID that no task holds.
+inline constexpr std::chrono::seconds kTidReleaseWait{1};
+
+// Whether a clone3 with set_tid = `tid` that failed with EEXIST is worth
+// trying again; if so, sleeps a little first. The kernel frees a dead
+// thread's number only at the end of that thread's own release_task, after
+// it has removed the task (kill() finds nothing) and after it has told the
+// parent that its process ended: right after waitpid() the TID of a thread
+// of the reaped process may still be allocated, for microseconds or, on a
+// loaded machine, milliseconds. True while no task holds `tid` and
+// `deadline` has not passed; false as soon as a task holds it. Preserves
+// errno.
+bool AwaitTidRelease(pid_t tid, std::chrono::steady_clock::time_point deadline);
 
 }  // namespace crlib::sys
 

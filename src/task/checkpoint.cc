@@ -95,9 +95,12 @@ class RemoteScratch {
   uint64_t address_, size_, stacks_;
 };
 
-std::string ThreadComm(pid_t pid, pid_t tid) {
-  auto comm = sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/comm"));
-  return comm.ok() ? std::string(absl::StripSuffix(*comm, "\n")) : "";
+// A thread's name. An error, not "": an empty name in the image would
+// silently rename the restored thread.
+absl::StatusOr<std::string> ThreadComm(pid_t pid, pid_t tid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string comm,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/comm")));
+  return std::string(absl::StripSuffix(comm, "\n"));
 }
 
 // What the process shows in /proc/PID/status (`status`, its text).
@@ -190,7 +193,7 @@ absl::StatusOr<ThreadRecord> CaptureThread(Tracee* t, pid_t pid, uint64_t buf) {
   thread.rseq_signature = rseq.signature;
   thread.rseq_flags = rseq.flags;
   thread.syscall_nr = t->arch().InterruptedSyscall(t->initial_regs());
-  thread.comm = ThreadComm(pid, tid);
+  CRLIB_ASSIGN_OR_RETURN(thread.comm, ThreadComm(pid, tid));
   return thread;
 }
 
@@ -260,7 +263,7 @@ absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
   if (tracer != 0 && tracer != getpid()) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "pid %d is traced by pid %d (%s); a process has one tracer: detach it first", pid, tracer,
-        ThreadComm(static_cast<pid_t>(tracer), static_cast<pid_t>(tracer))));
+        ThreadComm(static_cast<pid_t>(tracer), static_cast<pid_t>(tracer)).value_or("?")));
   }
   // NSpid lists the PID in each namespace from ours down to the process's
   // own: more than one means it lives in a PID namespace below ours, where
@@ -288,7 +291,8 @@ absl::Status ExplainSeizeFailure(pid_t pid, const absl::Status& st) {
   if (tracer != 0 && tracer != getpid()) {
     return Annotate(st, absl::StrFormat("pid %d is traced by pid %d (%s)", pid, tracer,
                                         ThreadComm(static_cast<pid_t>(tracer),
-                                                   static_cast<pid_t>(tracer))));
+                                                   static_cast<pid_t>(tracer))
+                                            .value_or("?")));
   }
   return Annotate(st, "crlib needs the right to ptrace the process (root, or the same user "
                       "under Yama ptrace_scope 0)");
@@ -433,15 +437,20 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   ProcessRecord proc;
   proc.pid = static_cast<uint32_t>(pid);
   CRLIB_RETURN_IF_ERROR(ParseStatus(facts.status, &proc));
-  proc.pgid = static_cast<uint32_t>(getpgid(pid));
-  proc.sid = static_cast<uint32_t>(getsid(pid));
+  // -1 recorded as an ID would make restore skip setsid/setpgid quietly.
+  const pid_t pgid = getpgid(pid);
+  if (pgid < 0) return Errno("getpgid(%d)", pid);
+  const pid_t sid = getsid(pid);
+  if (sid < 0) return Errno("getsid(%d)", pid);
+  proc.pgid = static_cast<uint32_t>(pgid);
+  proc.sid = static_cast<uint32_t>(sid);
   proc.exit_signal = SIGCHLD;
   if (facts.stopped) proc.flags |= kProcessStopped;
   proc.securebits = asked.securebits;
   CRLIB_ASSIGN_OR_RETURN(std::string personality,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
   proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
-  proc.comm = ThreadComm(pid, pid);
+  CRLIB_ASSIGN_OR_RETURN(proc.comm, ThreadComm(pid, pid));
   CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
   CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
 
@@ -518,8 +527,20 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   auto resume = [&]() -> absl::Status {
     absl::Status first;
     for (const std::unique_ptr<Tracee>& thread : threads) {
+      // A thread that ran remote calls must not go on with their registers
+      // or with every signal blocked: it would crash or never see a
+      // signal again. One more try (a failed ptrace changed nothing), then
+      // the process is killed rather than left to run corrupted.
       absl::Status st = thread->RestoreInitialState();
-      if (st.ok()) st = thread->Detach();
+      if (!st.ok()) st = thread->RestoreInitialState();
+      if (!st.ok()) {
+        Tracee::KillProcess(threads);
+        return Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
+                                            pid, thread->tid()));
+      }
+      // If the detach fails the thread stays stopped, registers restored,
+      // until we exit and the kernel detaches it.
+      st = thread->Detach();
       if (first.ok()) first = st;
     }
     return first;
@@ -551,7 +572,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
 
     const ArchBackend& arch = t->arch();
     utsname uts;
-    uname(&uts);
+    // The kernel release goes into the image header: never uninitialized.
+    if (uname(&uts) != 0) return Errno("uname");
     ImageInfo info;
     info.cpu_family = arch.family();
     info.page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
@@ -572,7 +594,11 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   ctx->set_writer(nullptr);
   if (!st.ok() || options.leave_running) {
     absl::Status resumed = resume();
-    if (st.ok()) st = resumed;
+    // The image is committed and complete: it stays, the error says so.
+    if (st.ok() && !resumed.ok()) {
+      st = Annotate(resumed, absl::StrFormat("image %s written, but resuming pid %d failed",
+                                             image_path, pid));
+    }
   } else {
     // The image is complete and durable: the process may go.
     Tracee::KillProcess(threads);

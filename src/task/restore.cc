@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -40,7 +41,13 @@ constexpr uint64_t kScratchBytes = 64 * 1024;
 // with us until restore is done, traced by us and stopped. Raw system calls
 // only in the child: it is a copy of this process that glibc did not fork.
 absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
-  long r = sys::CloneWithPid(pid);
+  // A PID no process holds may still be on its way to being freed (see
+  // AwaitTidRelease), e.g. that of a process whose last thread reaped it.
+  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
+  long r;
+  do {
+    r = sys::CloneWithPid(pid);
+  } while (r < 0 && errno == EEXIST && sys::AwaitTidRelease(pid, deadline));
   if (r == 0) {
     syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {

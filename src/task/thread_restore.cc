@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include <chrono>
 #include <cstddef>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@
 #include "core/status.h"
 #include "sys/credentials.h"
 #include "sys/kernel.h"
+#include "sys/proc.h"
 
 namespace crlib {
 
@@ -98,7 +100,13 @@ absl::Status CreateThreads(Tracee* main, const ProcessImage& image, uint64_t scr
     clone.args.set_tid_size = 1;
     clone.tid = static_cast<uint64_t>(want);
     CRLIB_RETURN_IF_ERROR(main->WriteMemory(scratch, &clone, sizeof(clone)));
-    absl::StatusOr<int64_t> created = main->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
+    // The original's thread with this TID may be dead and reaped and its
+    // number still not free (see AwaitTidRelease): wait for it, not fail.
+    const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
+    absl::StatusOr<int64_t> created;
+    do {
+      created = main->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
+    } while (created.ok() && *created == -EEXIST && sys::AwaitTidRelease(want, deadline));
     CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, created.status()));
     if (*created == -EEXIST) {
       return ThreadStep(

@@ -165,7 +165,14 @@ void Tracee::KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads) {
   if (absl::StatusOr<std::vector<pid_t>> listed = sys::ListThreads(pid); listed.ok()) {
     tids.insert(listed->begin(), listed->end());
   }
-  kill(pid, SIGKILL);
+  // Waiting for threads nobody killed would block forever (they are
+  // stopped and traced by us): SIGKILL to any one thread kills them all,
+  // so each is tried before giving up.
+  bool killed = kill(pid, SIGKILL) == 0;
+  for (auto it = tids.begin(); !killed && it != tids.end(); ++it) {
+    killed = syscall(SYS_tgkill, pid, *it, SIGKILL) == 0;
+  }
+  if (!killed) return;
   auto reap = [](pid_t tid) {
     int status;
     while (waitpid(tid, &status, __WALL) < 0 && errno == EINTR) {
@@ -207,6 +214,33 @@ absl::StatusOr<int> Tracee::WaitStop() {
                           : absl::StrCat("was killed by signal ", WTERMSIG(status))));
   }
   return status;
+}
+
+absl::StatusOr<int> Tracee::WaitStopInCall() {
+  absl::StatusOr<int> status = WaitStop();
+  if (!status.ok() && attached_) SettleLostCall();
+  return status;
+}
+
+void Tracee::SettleLostCall() {
+  // Best effort: the caller reports the first error, and a tracee that
+  // cannot be waited for at all is gone or not ours.
+  for (int stops = 0; stops < 2; ++stops) {
+    int status;
+    pid_t r;
+    while ((r = waitpid(tid_, &status, __WALL)) < 0 && errno == EINTR) {
+    }
+    if (r != tid_ || !WIFSTOPPED(status)) return;
+    __ptrace_syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid_, sizeof(info), &info) <= 0 ||
+        info.op != PTRACE_SYSCALL_INFO_ENTRY) {
+      return;
+    }
+    absl::StatusOr<ArchRegs> regs = GetRegs();
+    if (!regs.ok()) return;
+    arch_.SetSyscall(&*regs, info.instruction_pointer, -1, {});  // -1: no call
+    if (!SetRegs(*regs).ok() || ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return;
+  }
 }
 
 absl::StatusOr<ArchRegs> Tracee::GetRegs() {
@@ -330,7 +364,7 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
   // Entry stop, then exit stop.
   for (int stop = 0; stop < 2;) {
     if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return Errno("ptrace(SYSCALL) on tid %d", tid_);
-    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
       ++stop;
       continue;
@@ -382,7 +416,7 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
   for (;;) {
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return Errno("ptrace(CONT) on tid %d", tid_);
-    CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_STOP) continue;
     if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
     return absl::InternalError(absl::StrFormat(

@@ -131,6 +131,15 @@ class Tracee {
   absl::Status OpenMemory();
   // Waits for the next stop; NotFound/Aborted if the tracee died.
   absl::StatusOr<int> WaitStop();
+  // WaitStop() after resuming the tracee into a remote call, and if the
+  // wait fails, SettleLostCall() before returning its error.
+  absl::StatusOr<int> WaitStopInCall();
+  // After a failed waitpid the tracee is running our remote code or
+  // stopped in it with its stop unreported. Takes it to a stop that is not
+  // a syscall-entry stop, skipping the call there, as a finished remote
+  // call leaves it: restoring the registers at an entry stop would make
+  // the kernel run the system call they name when the thread resumes.
+  void SettleLostCall();
 
   pid_t tid_;
   const ArchBackend& arch_;
