@@ -4,6 +4,7 @@
 
 BUILD    ?= build
 FUZZ_BUILD ?= build-fuzz
+SANITIZE_BUILD ?= build-sanitize
 FUZZ_SECONDS ?= 60
 MESON_OPTS ?=
 # CI builds with warnings as errors.
@@ -17,7 +18,7 @@ FUZZ_PACKAGES := clang libclang-rt-14-dev
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all deps build test demo bench fuzz clean
+.PHONY: all deps build test test-sanitize demo bench fuzz clean
 
 all: build
 
@@ -41,6 +42,20 @@ test: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2; \
 	    status=$$?; python3 tools/test_summary.py $(BUILD)/meson-logs/testlog.json || status=1; exit $$status
 
+# The whole suite with AddressSanitizer and UBSan in a build directory of
+# its own: the library, crlib and the workloads it checkpoints are all
+# instrumented, so it also proves that ASan processes (terabytes of
+# MAP_NORESERVE shadow) dump and restore. -Db_lundef=false: the shared
+# library leaves the sanitizer symbols to the runtime. meson test sets
+# ASAN_OPTIONS/UBSAN_OPTIONS to halt on the first report. Warnings are the
+# normal build's job (GCC warns differently with sanitizers): no -Werror.
+test-sanitize: deps
+	[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
+	    --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(SANITIZE_BUILD)
+	meson test -C $(SANITIZE_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 2; \
+	    status=$$?; python3 tools/test_summary.py $(SANITIZE_BUILD)/meson-logs/testlog.json || status=1; exit $$status
+
 demo: build
 	$(BUILD)/tools/crlib/crlib demo
 
@@ -63,4 +78,4 @@ fuzz: deps
 	    $(FUZZ_BUILD)/fuzz-corpus tests/fuzz/corpus
 
 clean:
-	rm -rf $(BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(SANITIZE_BUILD)

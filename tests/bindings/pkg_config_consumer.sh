@@ -15,5 +15,7 @@ int main(void) {
   return 0;
 }
 C
-cc -o "$tmp/consumer" "$tmp/consumer.c" $(pkg-config --cflags --libs crlib)
+# CONSUMER_CFLAGS: what a consumer of this build must add (-fsanitize=...
+# when the library is sanitized: the ASan runtime must load first).
+cc ${CONSUMER_CFLAGS:-} -o "$tmp/consumer" "$tmp/consumer.c" $(pkg-config --cflags --libs crlib)
 LD_LIBRARY_PATH="$(pkg-config --variable=libdir crlib 2>/dev/null || true):$build/bindings/c" "$tmp/consumer"
