@@ -53,7 +53,8 @@ test-sanitize: deps
 	[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
 	    --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 	ninja -C $(SANITIZE_BUILD)
-	meson test -C $(SANITIZE_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 2; \
+	meson test -C $(SANITIZE_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 2 \
+	    --no-suite slow; \
 	    status=$$?; python3 tools/test_summary.py $(SANITIZE_BUILD)/meson-logs/testlog.json || status=1; exit $$status
 
 demo: build

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <sys/ptrace.h>
 
+#include <optional>
 #include <random>
 
 #include "tests/task/harness.h"
@@ -185,17 +186,30 @@ TEST_F(InterruptTest, KilledDumpNeverHarmsItsTarget) {
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = getenv(name)) old_ = old;
     setenv(name, value.c_str(), 1);
   }
-  ~ScopedEnv() { unsetenv(name_); }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
 
  private:
   const char* name_;
+  std::optional<std::string> old_;
 };
 
 TEST_F(InterruptTest, KilledBeforeEveryPtraceRequest) {
   const std::string shim = EnvOr("CRLIB_KILL_SHIM", "");
   ASSERT_FALSE(shim.empty()) << "CRLIB_KILL_SHIM is not set; tests/meson.build sets it";
+  // An ASan-built crlib (make test-sanitize) refuses a preloaded library
+  // ahead of its runtime unless told the order does not matter.
+  const std::string asan = EnvOr("ASAN_OPTIONS", "");
+  ScopedEnv asan_order("ASAN_OPTIONS",
+                       (asan.empty() ? "" : asan + ":") + "verify_asan_link_order=0");
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   const std::vector<std::string> dump = DumpArgs(w, Path("every.img"), /*leave_running=*/true);
