@@ -173,9 +173,14 @@ void Tracee::KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads) {
     killed = syscall(SYS_tgkill, pid, *it, SIGKILL) == 0;
   }
   if (!killed) return;
+  // A thread left unreaped keeps its group from emptying, and the wait
+  // for the main thread would then block forever: a failed wait is tried
+  // again (a few times) unless there is nothing to wait for.
   auto reap = [](pid_t tid) {
     int status;
-    while (waitpid(tid, &status, __WALL) < 0 && errno == EINTR) {
+    for (int failures = 0; failures < 3;) {
+      if (waitpid(tid, &status, __WALL) >= 0 || errno == ECHILD) return;
+      if (errno != EINTR) ++failures;
     }
   };
   for (pid_t tid : tids) {
