@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -235,6 +236,16 @@ int64_t StatusNumber(absl::string_view status, absl::string_view key, int64_t fa
   return n;
 }
 
+// "pid P is traced by pid T (NAME)" when a tracer other than us holds the
+// process whose /proc/PID/status is `status`.
+std::optional<std::string> OtherTracer(pid_t pid, absl::string_view status) {
+  const int64_t tracer = StatusNumber(status, "TracerPid", 0);
+  if (tracer == 0 || tracer == getpid()) return std::nullopt;
+  const auto t = static_cast<pid_t>(tracer);
+  return absl::StrFormat("pid %d is traced by pid %d (%s)", pid, tracer,
+                         ThreadComm(t, t).value_or("?"));
+}
+
 // Processes crlib refuses, or must treat specially, recognized from /proc
 // before anything touches them, each named in the error.
 absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
@@ -259,11 +270,9 @@ absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
         "processes are not supported",
         pid));
   }
-  const int64_t tracer = StatusNumber(status, "TracerPid", 0);
-  if (tracer != 0 && tracer != getpid()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "pid %d is traced by pid %d (%s); a process has one tracer: detach it first", pid, tracer,
-        ThreadComm(static_cast<pid_t>(tracer), static_cast<pid_t>(tracer)).value_or("?")));
+  if (std::optional<std::string> traced = OtherTracer(pid, status)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(*traced, "; a process has one tracer: detach it first"));
   }
   // NSpid lists the PID in each namespace from ours down to the process's
   // own: more than one means it lives in a PID namespace below ours, where
@@ -287,12 +296,8 @@ absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
 absl::Status ExplainSeizeFailure(pid_t pid, const absl::Status& st) {
   if (StatusErrno(st) != EPERM) return st;
   absl::StatusOr<std::string> status = sys::ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  const int64_t tracer = status.ok() ? StatusNumber(*status, "TracerPid", 0) : 0;
-  if (tracer != 0 && tracer != getpid()) {
-    return Annotate(st, absl::StrFormat("pid %d is traced by pid %d (%s)", pid, tracer,
-                                        ThreadComm(static_cast<pid_t>(tracer),
-                                                   static_cast<pid_t>(tracer))
-                                            .value_or("?")));
+  if (status.ok()) {
+    if (std::optional<std::string> traced = OtherTracer(pid, *status)) return Annotate(st, *traced);
   }
   return Annotate(st, "crlib needs the right to ptrace the process (root, or the same user "
                       "under Yama ptrace_scope 0)");
