@@ -602,8 +602,10 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     // A dump that succeeds must restore: what a restore here would refuse
     // (a file the image's user cannot open, a vDSO it cannot place ...)
     // fails the dump now, while the process can still run on untouched.
+    const int64_t check_at = NowNs();
     CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records, pid),
                                    "the image would not restore on this machine"));
+    ctx->stats().check_ns = NowNs() - check_at;
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);

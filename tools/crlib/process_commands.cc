@@ -155,9 +155,9 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
     const Stats& s = ctx.stats();
     fprintf(stderr,
             "crlib: dump: %d bytes, %d pages stored (%d zero skipped), frozen %.2f ms (registers "
-            "borrowed %.2f ms), total %.2f ms\n",
+            "borrowed %.2f ms, restore check %.2f ms), total %.2f ms\n",
             static_cast<int>(s.bytes), static_cast<int>(s.pages_stored), static_cast<int>(s.pages_zero),
-            Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.total_ns));
+            Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.check_ns), Ms(s.total_ns));
   }
   return 0;
 }
