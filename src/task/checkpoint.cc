@@ -288,6 +288,22 @@ absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
           pid, ids.back() == "1" ? "the init" : "a process", ids.back()));
     }
   }
+  // Every other namespace must be crlib's own: a restore creates the
+  // process in the restorer's namespaces, so one of its own (a container's
+  // mounts, network, hostname ...) would be silently exchanged.
+  for (const char* ns : {"mnt", "net", "uts", "ipc", "user", "cgroup", "time", "pid",
+                         "pid_for_children", "time_for_children"}) {
+    absl::StatusOr<std::string> theirs = sys::ReadLink(absl::StrCat("/proc/", pid, "/ns/", ns));
+    absl::StatusOr<std::string> ours = sys::ReadLink(absl::StrCat("/proc/self/ns/", ns));
+    if (!ours.ok()) continue;  // a kernel without this namespace type
+    if (!theirs.ok()) return theirs.status();
+    if (*theirs != *ours) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d is in another %s namespace than crlib (%s, crlib's is %s); a restore would "
+          "put it in the restorer's, and namespaces are not supported yet",
+          pid, ns, *theirs, *ours));
+    }
+  }
   facts.stopped = absl::StartsWith(state, "T");
   return facts;
 }

@@ -230,10 +230,11 @@ TEST_F(CheckpointTest, FailedThreadStepKillsTheWholeProcess) {
 
 TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   // An image that does not fit its filesystem fails late: every thread has
   // been stopped, had its signals blocked and run remote calls by then.
-  // The tmpfs is mounted in a mount namespace of our own.
+  // The tmpfs is mounted in a mount namespace of our own, which the
+  // workload started afterwards shares (crlib refuses a process in a
+  // namespace other than its own).
   const std::string small = Path("small");
   ASSERT_EQ(mkdir(small.c_str(), 0700), 0) << strerror(errno);
   if (unshare(CLONE_NEWNS) != 0 ||
@@ -245,6 +246,7 @@ TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
     std::string path;
     ~Unmount() { umount(path.c_str()); }
   } unmount{small};
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", small + "/threads.img"});
   ExpectOneLineError(r);
   EXPECT_THAT(r.err, HasSubstr("No space left")) << Describe(w, r);
@@ -295,6 +297,21 @@ TEST_F(CheckpointTest, DumpRefusesSocketsAndLeavesTheProcessRunning) {
     EXPECT_THAT(e.path().filename().string(), Not(StartsWith("socket.img")))
         << "a refused dump left a file";
   }
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
+// A process in namespaces of its own would come back in the restorer's:
+// refused, naming the namespace, before anything touches it.
+TEST_F(CheckpointTest, DumpRefusesAnotherNamespace) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "nanosleep", {"/usr/bin/unshare", "--uts", WorkloadsDir() + "/nanosleep"}));
+  const std::string image = Path("uts.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("in another uts namespace than crlib")) << Describe(w, r);
+  EXPECT_FALSE(Exists(image)) << "a refused dump left an image";
   ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
 }
