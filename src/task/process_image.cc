@@ -108,6 +108,13 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         t->cpu.push_back(*rec);
         break;
       }
+      case RecordType::kSchedule: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("scheduling outside a thread");
+        if (t->schedule) return misplaced("second scheduling record of a thread");
+        CRLIB_ASSIGN_OR_RETURN(t->schedule, reader->Decode<ScheduleRecord>(*rec));
+        break;
+      }
       case RecordType::kSignalHandlers: {
         CRLIB_ASSIGN_OR_RETURN(image.handlers, reader->Decode<SignalHandlersRecord>(*rec));
         break;

@@ -32,6 +32,7 @@ struct ThreadImage {
   ThreadRecord record;
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
+  std::optional<ScheduleRecord> schedule;
 };
 
 struct ProcessImage {

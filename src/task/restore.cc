@@ -29,6 +29,7 @@
 #include "sys/proc.h"
 #include "task/process_image.h"
 #include "task/restore_check.h"
+#include "task/schedule.h"
 #include "task/thread_restore.h"
 #include "task/tracee.h"
 
@@ -211,6 +212,14 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // above needed.
   for (const std::unique_ptr<Tracee>& thread : *threads) {
     CRLIB_RETURN_IF_ERROR(RestoreCredentials(thread.get(), p, scratch));
+  }
+  // Scheduling from outside, by TID: the check before the point of no
+  // return made sure the image may claim it.
+  for (size_t i = 0; i < threads->size(); ++i) {
+    if (!image.threads[i].schedule) continue;
+    const pid_t tid = (*threads)[i]->tid();
+    CRLIB_RETURN_IF_ERROR(
+        ThreadStep("scheduling", tid, RestoreSchedule(tid, *image.threads[i].schedule)));
   }
   // The cwd after the credentials, so that the kernel checks the image's
   // right to enter it, not ours (threads share it: CLONE_FS).

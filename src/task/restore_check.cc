@@ -11,6 +11,7 @@
 #include "mm/memory_restore.h"
 #include "sys/proc.h"
 #include "task/image_trust.h"
+#include "task/schedule.h"
 
 namespace crlib {
 namespace {
@@ -79,6 +80,7 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
+  CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
