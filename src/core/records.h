@@ -33,6 +33,7 @@ enum class RecordType : uint32_t {
   kMemoryMap = 0x0300,
   kVma = 0x0301,
   kPages = 0x0302,
+  kGuardRegions = 0x0310,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
@@ -350,6 +351,17 @@ struct PagesRecord {
   }
 };
 
+// Parent: the memory map; at most one, before the pages. The guard
+// regions (MADV_GUARD_INSTALL) of its VMAs: never read, installed again
+// once the pages are written.
+struct GuardRegionsRecord {
+  static constexpr RecordType kType = RecordType::kGuardRegions;
+  static constexpr const char* kName = "guard_regions";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
 // Parent: the process. Its descriptors follow as kFd records.
 struct FileTableRecord {
   static constexpr RecordType kType = RecordType::kFileTable;
@@ -421,7 +433,7 @@ using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
                PendingSignalsRecord, RlimitsRecord, ItimersRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord>;
 
 // Calls f(R{}) once for every record type R.

@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "mm/memory_capture.h"
 #include "mm/page_array.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -266,6 +267,36 @@ absl::Status CheckLockedMemory(const ProcessImage& image) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "the image has %d KiB of mlocked memory; RLIMIT_MEMLOCK here is %d KiB and this process "
         "lacks CAP_IPC_LOCK", locked / 1024, limit.rlim_cur / 1024));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGuardRegions(const ProcessImage& image) {
+  if (image.guards.empty()) return absl::OkStatus();
+  const size_t page = image.info.page_size;
+  void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (probe == MAP_FAILED) return Errno("mmap of a page to probe MADV_GUARD_INSTALL");
+  const int r = madvise(probe, page, sys::kMadvGuardInstall);
+  const int err = errno;
+  munmap(probe, page);
+  if (r != 0) {
+    return ErrnoError(err, absl::StrFormat(
+                               "the image has %d guard regions (MADV_GUARD_INSTALL, Linux 6.13), "
+                               "which this kernel cannot install",
+                               image.guards.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image) {
+  for (const PageRun& g : image.guards) {
+    const std::string what =
+        absl::StrFormat("madvise(0x%x, %d pages, MADV_GUARD_INSTALL)", g.address, g.pages);
+    CRLIB_RETURN_IF_ERROR(
+        t->CheckedSyscall(what.c_str(), SYS_madvise,
+                          {g.address, g.pages * image.info.page_size,
+                           static_cast<uint64_t>(sys::kMadvGuardInstall)})
+            .status());
   }
   return absl::OkStatus();
 }

@@ -46,6 +46,7 @@ struct ProcessImage {
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
+  std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
   std::vector<FdRecord> fds;

@@ -148,6 +148,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   uint64_t pages = 0;
   CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(ctx, t, image, reader, &pages)));
   ctx->stats().pages_stored = pages;
+  CRLIB_RETURN_IF_ERROR(step("guard regions", RestoreGuardRegions(t, image)));
 
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
@@ -313,6 +314,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   }
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
+  CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;
