@@ -73,6 +73,12 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     } else if (m.path.empty() || absl::StartsWith(m.path, "[anon:")) {
       if (m.shared) return unsupported("shared anonymous memory");
       v.kind = VmaKind::kAnonymous;
+    } else if (m.path == "/[aio] (deleted)" || m.path == "/[aio]") {
+      // The ring is the context's id, but the kernel shows neither the
+      // requests in flight nor the request limit io_setup was given.
+      return unsupported(
+          "it is an aio context's ring (io_setup); aio contexts are not supported, as the "
+          "kernel shows neither their requests in flight nor their limit");
     } else if (m.path[0] == '[') {
       return unsupported("unknown special mapping");
     } else if (m.inode == 0 || absl::EndsWith(m.path, " (deleted)")) {

@@ -46,5 +46,15 @@ TEST_F(GuardRegionTest, GuardRegionLeaveRunningThenRestore) {
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
+using AioTest = TerminalTestBase;
+
+// The ring is the context's id; the kernel shows neither the requests in
+// flight nor io_setup's limit, so crlib cannot rebuild the context.
+TEST_F(AioTest, DumpRefusesAioContextAndLeavesTheProcessRunning) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "aio_context"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "aio context"));
+}
+
 }  // namespace
 }  // namespace crlib
