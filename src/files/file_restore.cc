@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "files/tty_restore.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -149,10 +150,37 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_ACCMODE);
       return fd;
     }
+    case FileKind::kPtyMaster: {
+      // One open file description per pair: dups share it, so the
+      // record's status flags go on it.
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      int fd = fcntl(master, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) return Errno("fcntl(F_DUPFD) of the master of %s", f.path);
+      if (fcntl(fd, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on the master of %s", f.path);
+        close(fd);
+        return st;
+      }
+      return fd;
+    }
+    case FileKind::kPtySlave: {
+      CRLIB_RETURN_IF_ERROR(PtyMaster(image, f.tty).status());
+      return OpenPtySlave(image.ttys.at(f.tty), flags);
+    }
     case FileKind::kInherited:
+    case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
   }
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
+}
+
+absl::StatusOr<int> OpenedFiles::PtyMaster(const ProcessImage& image, ObjectRef tty) {
+  auto it = pty_masters_.find(tty);
+  if (it != pty_masters_.end()) return it->second;
+  CRLIB_ASSIGN_OR_RETURN(int master, OpenPtyPair(image.ttys.at(tty)));
+  extra_.push_back(master);
+  pty_masters_[tty] = master;
+  return master;
 }
 
 absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
@@ -199,6 +227,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
     }
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
+  }
+  for (const auto& [tty, master] : files.pty_masters_) {
+    CRLIB_RETURN_IF_ERROR(FinishPtyPair(master, image.ttys.at(tty)));
   }
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {

@@ -39,12 +39,15 @@ class OpenedFiles {
   static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image);
   absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
   absl::Status Place(ObjectRef ref, int fd);
+  // The master of pty pair `tty`, opened the first time.
+  absl::StatusOr<int> PtyMaster(const ProcessImage& image, ObjectRef tty);
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors
   std::map<ObjectRef, int> fds_;
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
+  std::map<ObjectRef, int> pty_masters_;  // tty ref -> its master, while opening
 };
 
 }  // namespace crlib

@@ -178,6 +178,11 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.pipes[p.ref] = std::move(p);
         break;
       }
+      case RecordType::kTty: {
+        if (h.parent != file_table || !h.self) return misplaced("tty outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(image.ttys[h.self], reader->Decode<TtyRecord>(*rec));
+        break;
+      }
       case RecordType::kFd: {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
@@ -212,6 +217,27 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   for (const auto& [ref, f] : image.files) {
     if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
+    }
+  }
+  for (const auto& [ref, f] : image.files) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    const bool terminal =
+        kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave || kind == FileKind::kDevTty;
+    if (terminal != (f.record.tty != 0) || (f.record.tty && !image.ttys.contains(f.record.tty))) {
+      return absl::DataLossError(absl::StrFormat(
+          "file %d (kind %d) names tty %d, which the image lacks or the kind does not take", ref,
+          f.record.kind, f.record.tty));
+    }
+    if (kind == FileKind::kDevTty && !(image.ttys.at(f.record.tty).flags & kTtyControlling)) {
+      return absl::DataLossError(absl::StrFormat(
+          "file %d is /dev/tty, but its tty is not the controlling terminal", ref));
+    }
+  }
+  for (const auto& [ref, tty] : image.ttys) {
+    if ((tty.flags & kTtyControlling) && image.process.sid != image.process.pid) {
+      return absl::DataLossError(absl::StrFormat(
+          "tty %d is the controlling terminal, but pid %d does not lead its session", ref,
+          image.process.pid));
     }
   }
   for (const VmaRecord& v : image.vmas) {

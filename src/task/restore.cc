@@ -24,6 +24,7 @@
 #include "core/image_reader.h"
 #include "core/status.h"
 #include "files/file_restore.h"
+#include "files/tty_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -156,6 +157,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     targets.insert(static_cast<int>(fd.fd));
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
     CRLIB_RETURN_IF_ERROR(step(
         "file descriptors",
         t->CheckedSyscall("dup3", SYS_dup3,
@@ -214,6 +216,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   if (p.sid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
+    CRLIB_RETURN_IF_ERROR(
+        step("controlling terminal", RestoreControllingTerminal(t, image, scratch)));
   } else if (p.pgid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
   }
@@ -315,6 +319,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
+  CRLIB_RETURN_IF_ERROR(CheckTerminals(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;

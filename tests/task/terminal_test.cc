@@ -5,6 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+#include <sys/ioctl.h>
+
 #include <filesystem>
 
 #include "tests/task/harness.h"
@@ -31,6 +34,63 @@ class TerminalTestBase : public WorkloadTest {
     ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
   }
 };
+
+using PtyTest = TerminalTestBase;
+
+TEST_F(PtyTest, PtyPairRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_pair"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(PtyTest, PtyPairLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_pair"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+TEST_F(PtyTest, ControllingTerminalRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_ctty"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+// The pty index the image needs is taken here: one line naming it, before
+// anything is created.
+TEST_F(PtyTest, RestoreRefusesPtyIndexInUse) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_pair"));
+  const std::string image = Path("taken.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image, /*leave_running=*/true));
+  // The original still holds its pair; kill it for its PID, keep a pty of
+  // our own at its index.
+  const std::string out = Slurp(w.out);
+  ASSERT_EQ(kill(w.pid, SIGKILL), 0);
+  int status;
+  ASSERT_TRUE(WaitExit(w.pid, &status, kReapTimeout));
+  int holder = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(holder, 0) << strerror(errno);
+  int index = -1;
+  ASSERT_EQ(ioctl(holder, TIOCGPTN, &index), 0);
+  CliResult r = Crlib({"restore", "--image", image});
+  close(holder);
+  ExpectOneLineError(r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
+  EXPECT_THAT(r.err, HasSubstr("is in use here")) << Describe(w, r);
+  (void)out;
+}
+
+TEST_F(PtyTest, DumpRefusesQueuedBytesAndLeavesTheProcessRunning) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_refused", {WorkloadsDir() + "/pty_refused", "queued"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "wait to be read"));
+}
+
+TEST_F(PtyTest, DumpRefusesTerminalLeadingOutsideAndLeavesTheProcessRunning) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_refused", {WorkloadsDir() + "/pty_refused", "outside"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "master is outside the process"));
+}
 
 using GuardRegionTest = TerminalTestBase;
 
