@@ -164,8 +164,8 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       return fd;
     }
     case FileKind::kPtySlave: {
-      CRLIB_RETURN_IF_ERROR(PtyMaster(image, f.tty).status());
-      return OpenPtySlave(image.ttys.at(f.tty), flags);
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      return OpenPtySlave(master, image.ttys.at(f.tty), flags);
     }
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
@@ -177,13 +177,14 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
 absl::StatusOr<int> OpenedFiles::PtyMaster(const ProcessImage& image, ObjectRef tty) {
   auto it = pty_masters_.find(tty);
   if (it != pty_masters_.end()) return it->second;
-  CRLIB_ASSIGN_OR_RETURN(int master, OpenPtyPair(image.ttys.at(tty)));
+  CRLIB_ASSIGN_OR_RETURN(int master, OpenPtyPair(image.ttys.at(tty), options_.any_pty_index));
   extra_.push_back(master);
   pty_masters_[tty] = master;
   return master;
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
+absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
+                                              const OpenFilesOptions& options) {
   // Every permission check must be the restored process's, never ours: a
   // file it could not open now must fail the restore, not be handed to it.
   // A thread of our own takes the image's credentials (raw calls change
@@ -193,7 +194,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
     if (st.ok()) {
-      result.emplace(OpenAll(image));
+      result.emplace(OpenAll(image, options));
     } else {
       result.emplace(Annotate(st, absl::StrFormat("taking the image's credentials (uid %d) to "
                                                   "open its files",
@@ -204,7 +205,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   return std::move(*result);
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
+absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
+                                                 const OpenFilesOptions& options) {
   const ProcessRecord& p = image.process;
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
@@ -214,6 +216,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
   }
   OpenedFiles files;
   files.fsuid_ = p.fsuid;
+  files.options_ = options;
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);

@@ -47,7 +47,7 @@ absl::Status CheckTerminals(const ProcessImage& image) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty) {
+absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty, bool any_index) {
   // devpts gives each new master the lowest free index: open masters
   // until the image's comes, hold the lower ones meanwhile.
   std::vector<int> held;
@@ -69,7 +69,7 @@ absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty) {
       release();
       return st;
     }
-    if (index == tty.index) {
+    if (index == tty.index || any_index) {
       master = fd;
     } else {
       held.push_back(fd);
@@ -115,9 +115,9 @@ absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty) {
   return master;
 }
 
-absl::StatusOr<int> OpenPtySlave(const TtyRecord& tty, int flags) {
-  int fd = open(tty.slave_path.c_str(), flags | O_NOCTTY | O_CLOEXEC);
-  if (fd < 0) return Errno("open %s", tty.slave_path);
+absl::StatusOr<int> OpenPtySlave(int master, const TtyRecord& tty, int flags) {
+  int fd = ioctl(master, TIOCGPTPEER, flags | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return Errno("ioctl(TIOCGPTPEER) for %s", tty.slave_path);
   if (fchmod(fd, tty.slave_mode & 07777) != 0) {
     absl::Status st = Errno("fchmod of %s to %04o", tty.slave_path, tty.slave_mode & 07777);
     close(fd);

@@ -21,14 +21,15 @@ namespace crlib {
 absl::Status CheckTerminals(const ProcessImage& image);
 
 // Opens a new pty pair with the index of `tty`: fails naming the index
-// when it is taken. Returns the master (close-on-exec, not a controlling
-// terminal of ours), unlocked, with the image's termios, window size and
-// packet mode.
-absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty);
+// when it is taken, unless `any_index` (then any free one will do).
+// Returns the master (close-on-exec, not a controlling terminal of ours),
+// unlocked, with the image's termios, window size and packet mode.
+absl::StatusOr<int> OpenPtyPair(const TtyRecord& tty, bool any_index = false);
 
-// Opens the slave of `tty` (its pair open and unlocked) with `flags`,
-// never as our controlling terminal, and gives it the image's mode.
-absl::StatusOr<int> OpenPtySlave(const TtyRecord& tty, int flags);
+// Opens the slave of pair `master` (unlocked) with `flags` (TIOCGPTPEER:
+// no path, so never another pair's), never as our controlling terminal,
+// and gives it the image's mode.
+absl::StatusOr<int> OpenPtySlave(int master, const TtyRecord& tty, int flags);
 
 // Locks the pair again if it was locked, once its slaves are open.
 absl::Status FinishPtyPair(int master, const TtyRecord& tty);

@@ -32,6 +32,7 @@
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/restore_check.h"
 #include "task/tracee.h"
 
 namespace crlib {
@@ -589,11 +590,22 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     else if (ctx->options().mappable) info.flags |= kImageMappable;
     ImageWriter writer(sink.get(), info);
     ctx->set_writer(&writer);
+    // The records a restore reads before the pages, kept to check them.
+    std::vector<uint8_t> records;
+    MemorySink records_sink(&records);
+    writer.CopyPrefix(&records_sink, RecordType::kPages);
     CRLIB_RETURN_IF_ERROR(writer.Begin());
     CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, threads, options, facts, std::move(asked), fds, vmas));
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
+    // A dump that succeeds must restore: what a restore here would refuse
+    // (a file the image's user cannot open, a vDSO it cannot place ...)
+    // fails the dump now, while the process can still run on untouched.
+    const int64_t check_at = NowNs();
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records, pid),
+                                   "the image would not restore on this machine"));
+    ctx->stats().check_ns = NowNs() - check_at;
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);
