@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -19,14 +20,6 @@ namespace {
 
 // More ptys than any machine holds open; a bound on the allocation loop.
 constexpr size_t kMaxPtyHeld = 4096;
-
-// The pty pair the process's session is controlled by, or nullptr.
-const TtyRecord* ControllingTty(const ProcessImage& image) {
-  for (const auto& [ref, tty] : image.ttys) {
-    if (tty.flags & kTtyControlling) return &tty;
-  }
-  return nullptr;
-}
 
 absl::Status InUse(const TtyRecord& tty) {
   return absl::AlreadyExistsError(absl::StrFormat(
@@ -136,21 +129,38 @@ absl::Status FinishPtyPair(int master, const TtyRecord& tty) {
 }
 
 absl::Status RestoreControllingTerminal(Tracee* t, const ProcessImage& image, uint64_t scratch) {
-  const TtyRecord* tty = ControllingTty(image);
+  const TtyRecord* tty = nullptr;
+  ObjectRef tty_ref = 0;
+  for (const auto& [ref, rec] : image.ttys) {
+    if (rec.flags & kTtyControlling) {
+      tty = &rec;
+      tty_ref = ref;
+    }
+  }
   if (tty == nullptr) return absl::OkStatus();
+  // The slave through the process's own master (TIOCGPTPEER), never by a
+  // path from the image: this runs with the restorer's rights.
+  std::optional<uint32_t> master;
+  uint64_t above = 3;
+  for (const FdRecord& rec : image.fds) {
+    above = std::max<uint64_t>(above, rec.fd + 1);
+    const FileRecord& f = image.files.at(rec.file).record;
+    if (f.tty == tty_ref && static_cast<FileKind>(f.kind) == FileKind::kPtyMaster) master = rec.fd;
+  }
+  if (!master) {
+    return absl::DataLossError(absl::StrFormat(
+        "the controlling terminal, pty %d, has no master fd in the image", tty->index));
+  }
   auto remote_path = [&](const std::string& path) {
     return t->WriteMemory(scratch, path.c_str(), path.size() + 1);
   };
-  CRLIB_RETURN_IF_ERROR(remote_path(tty->slave_path));
   CRLIB_ASSIGN_OR_RETURN(
       int64_t opened_slave,
-      t->CheckedSyscall("open of the controlling terminal", SYS_openat,
-                        {static_cast<uint64_t>(AT_FDCWD), scratch,
+      t->CheckedSyscall("ioctl(TIOCGPTPEER) for the controlling terminal", SYS_ioctl,
+                        {*master, TIOCGPTPEER,
                          static_cast<uint64_t>(O_RDWR | O_NOCTTY | O_CLOEXEC)}));
   // Above every fd of the image: the number it got may be one of the
   // /dev/tty fds still to open.
-  uint64_t above = 3;
-  for (const FdRecord& rec : image.fds) above = std::max<uint64_t>(above, rec.fd + 1);
   absl::StatusOr<int64_t> slave = t->CheckedSyscall(
       "fcntl(F_DUPFD_CLOEXEC) of the controlling terminal", SYS_fcntl,
       {static_cast<uint64_t>(opened_slave), F_DUPFD_CLOEXEC, above});

@@ -64,7 +64,6 @@ TEST_F(PtyTest, RestoreRefusesPtyIndexInUse) {
   ASSERT_NO_FATAL_FAILURE(Dump(&w, image, /*leave_running=*/true));
   // The original still holds its pair; kill it for its PID, keep a pty of
   // our own at its index.
-  const std::string out = Slurp(w.out);
   ASSERT_EQ(kill(w.pid, SIGKILL), 0);
   int status;
   ASSERT_TRUE(WaitExit(w.pid, &status, kReapTimeout));
@@ -72,12 +71,18 @@ TEST_F(PtyTest, RestoreRefusesPtyIndexInUse) {
   ASSERT_GE(holder, 0) << strerror(errno);
   int index = -1;
   ASSERT_EQ(ioctl(holder, TIOCGPTN, &index), 0);
+  CliResult check = Crlib({"restore", "--check", "--image", image});
   CliResult r = Crlib({"restore", "--image", image});
   close(holder);
+  ExpectOneLineError(check);
+  EXPECT_THAT(check.err, HasSubstr("pty " + std::to_string(index) + " (/dev/pts/" +
+                                   std::to_string(index) + ") is in use here"))
+      << Describe(w, check);
   ExpectOneLineError(r);
   EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
   EXPECT_THAT(r.err, HasSubstr("is in use here")) << Describe(w, r);
-  (void)out;
+  // Freed, the index is the image's again.
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
 TEST_F(PtyTest, DumpRefusesQueuedBytesAndLeavesTheProcessRunning) {
