@@ -154,11 +154,23 @@ absl::Status RestoreControllingTerminal(Tracee* t, const ProcessImage& image, ui
   auto remote_path = [&](const std::string& path) {
     return t->WriteMemory(scratch, path.c_str(), path.size() + 1);
   };
-  CRLIB_ASSIGN_OR_RETURN(
-      int64_t opened_slave,
+  // A locked pair's slave does not open (EIO): unlocked for that moment.
+  const uint64_t lock_at = scratch + 512;
+  auto set_lock = [&](int lock) -> absl::Status {
+    if (!(tty->flags & kTtyLocked)) return absl::OkStatus();
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(lock_at, &lock, sizeof(lock)));
+    return t->CheckedSyscall("ioctl(TIOCSPTLCK) on the controlling terminal's master", SYS_ioctl,
+                             {*master, TIOCSPTLCK, lock_at})
+        .status();
+  };
+  CRLIB_RETURN_IF_ERROR(set_lock(0));
+  absl::StatusOr<int64_t> peer =
       t->CheckedSyscall("ioctl(TIOCGPTPEER) for the controlling terminal", SYS_ioctl,
                         {*master, TIOCGPTPEER,
-                         static_cast<uint64_t>(O_RDWR | O_NOCTTY | O_CLOEXEC)}));
+                         static_cast<uint64_t>(O_RDWR | O_NOCTTY | O_CLOEXEC)});
+  CRLIB_RETURN_IF_ERROR(set_lock(1));
+  CRLIB_RETURN_IF_ERROR(peer.status());
+  const int64_t opened_slave = *peer;
   // Above every fd of the image: the number it got may be one of the
   // /dev/tty fds still to open.
   absl::StatusOr<int64_t> slave = t->CheckedSyscall(

@@ -1,6 +1,6 @@
 /* A pseudo-terminal pair with both ends in the process: termios changed
  * (no ECHO, VINTR ^G), a window size of 42x123, packet mode off; and a
- * second pair left locked (no unlockpt). After SIGUSR1: the same
+ * second pair left locked (no unlockpt), in packet mode. After SIGUSR1: the same
  * /dev/pts/N names, the termios and window size kept, a line written on
  * the master is read on the slave and bytes written on the slave come out
  * of the master; the second pair is still locked. */
@@ -42,6 +42,8 @@ int main(void) {
   if (locked_master < 0) return wl_fail("second posix_openpt: %s", strerror(errno));
   char locked_name[64];
   if (ptsname_r(locked_master, locked_name, sizeof(locked_name)) != 0) return wl_fail("ptsname");
+  int packet = 1;
+  if (ioctl(locked_master, TIOCPKT, &packet) != 0) return wl_fail("TIOCPKT: %s", strerror(errno));
 
   wl_ready();
   wl_wait_nap();
@@ -75,6 +77,9 @@ int main(void) {
   int lock = 0;
   if (ioctl(locked_master, TIOCGPTLCK, &lock) != 0) return wl_fail("TIOCGPTLCK: %s", strerror(errno));
   if (!lock) return wl_fail("the second pair is no longer locked");
+  packet = 0;
+  if (ioctl(locked_master, TIOCGPKT, &packet) != 0 || !packet) return wl_fail("packet mode was lost");
+  if (ioctl(master, TIOCGPKT, &packet) != 0 || packet) return wl_fail("packet mode on the first pair");
   if (ptsname_r(locked_master, now, sizeof(now)) != 0 || strcmp(now, locked_name) != 0) {
     return wl_fail("the locked pair is %s, was %s", now, locked_name);
   }
