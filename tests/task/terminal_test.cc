@@ -97,6 +97,36 @@ TEST_F(PtyTest, DumpRefusesTerminalLeadingOutsideAndLeavesTheProcessRunning) {
   ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "master is outside the process"));
 }
 
+TEST_F(PtyTest, ControllingTerminalLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_ctty"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+// /dev/tty on fd 3 while the controlling terminal is a pty whose master
+// is ours (the test's): it leads outside, and only fds 0-2 may.
+TEST_F(PtyTest, DumpRefusesDevTtyLeadingOutsideAndLeavesTheProcessRunning) {
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0) << strerror(errno);
+  ASSERT_EQ(grantpt(master), 0);
+  ASSERT_EQ(unlockpt(master), 0);
+  int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(slave, 0) << strerror(errno);
+  Workload w;
+  w.name = "pty_refused";
+  w.out = Path("pty_refused.out");
+  w.err = Path("pty_refused.err");
+  w.pid = Spawn({WorkloadsDir() + "/pty_refused", "devtty"}, w.out, w.err, /*new_session=*/true,
+                slave);
+  close(slave);
+  ASSERT_GT(w.pid, 0);
+  ASSERT_TRUE(WaitFor([&] { return Slurp(w.out).find('\n') != std::string::npos; }, kReadyTimeout))
+      << Output(w);
+  ASSERT_EQ(Slurp(w.out), "READY " + std::to_string(w.pid) + "\n") << Output(w);
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "/dev/tty, and the controlling terminal is outside"));
+  close(master);
+}
+
 using GuardRegionTest = TerminalTestBase;
 
 TEST_F(GuardRegionTest, GuardRegionRoundTrip) {
