@@ -74,11 +74,12 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
       if (m.shared) return unsupported("shared anonymous memory");
       v.kind = VmaKind::kAnonymous;
     } else if (m.path == "/[aio] (deleted)" || m.path == "/[aio]") {
-      // The ring is the context's id, but the kernel shows neither the
-      // requests in flight nor the request limit io_setup was given.
+      // The ring is the context's id and its size gives io_setup's
+      // limit, but nothing shows whether a request is still in flight:
+      // rebuilt, such a request would be lost without a trace.
       return unsupported(
           "it is an aio context's ring (io_setup); aio contexts are not supported, as the "
-          "kernel shows neither their requests in flight nor their limit");
+          "kernel does not show whether requests are in flight");
     } else if (m.path[0] == '[') {
       return unsupported("unknown special mapping");
     } else if (m.inode == 0 || absl::EndsWith(m.path, " (deleted)")) {
