@@ -273,6 +273,18 @@ absl::Status CheckLockedMemory(const ProcessImage& image) {
 
 absl::Status CheckGuardRegions(const ProcessImage& image) {
   if (image.guards.empty()) return absl::OkStatus();
+  // mlock over a guard region fails but leaves the VMA locked; the VMA is
+  // mapped locked here, and MADV_GUARD_INSTALL refuses locked VMAs.
+  for (const PageRun& g : image.guards) {
+    for (const VmaRecord& v : image.vmas) {
+      if (g.address >= v.start && g.address < v.end && (v.vm_flags & (kVmaLocked | kVmaLockOnFault))) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "guard region 0x%x (%d pages) lies in mlocked mapping 0x%x-0x%x, where the kernel "
+            "cannot install it again",
+            g.address, g.pages, v.start, v.end));
+      }
+    }
+  }
   const size_t page = image.info.page_size;
   void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (probe == MAP_FAILED) return Errno("mmap of a page to probe MADV_GUARD_INSTALL");

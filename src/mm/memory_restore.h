@@ -33,7 +33,8 @@ absl::Status CheckSpecialMappings(const ProcessImage& image);
 absl::Status CheckLockedMemory(const ProcessImage& image);
 
 // Checks, in this process, that this kernel installs guard regions
-// (MADV_GUARD_INSTALL, 6.13) when the image has any.
+// (MADV_GUARD_INSTALL, 6.13) when the image has any, and that none lies in
+// an mlocked VMA (where the kernel refuses to install one).
 absl::Status CheckGuardRegions(const ProcessImage& image);
 
 // Installs the image's guard regions in the tracee with remote madvise

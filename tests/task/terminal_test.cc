@@ -141,6 +141,15 @@ TEST_F(GuardRegionTest, GuardRegionLeaveRunningThenRestore) {
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
+// The kernel refuses MADV_GUARD_INSTALL in a locked VMA: the dump's own
+// restore check refuses the image, and the process runs on.
+TEST_F(GuardRegionTest, DumpRefusesGuardRegionInLockedMappingAndLeavesTheProcessRunning) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "guard_region", {WorkloadsDir() + "/guard_region", "locked"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "lies in mlocked mapping"));
+}
+
 using AioTest = TerminalTestBase;
 
 // The ring is the context's id; the kernel shows neither the requests in

@@ -2,7 +2,9 @@
  * and 4 turned into a guard region (MADV_GUARD_INSTALL, Linux 6.13). After
  * SIGUSR1: the other pages still hold the pattern, touching either guard
  * page raises SIGSEGV (caught, siglongjmp back), and MADV_GUARD_REMOVE
- * turns them into zero pages again. */
+ * turns them into zero pages again. With argv[1] "locked" the mapping is
+ * then mlocked (which fails on the guard pages but leaves the VMA locked),
+ * a state crlib refuses to dump. */
 #include <setjmp.h>
 #include <sys/mman.h>
 
@@ -28,8 +30,9 @@ static int faults(volatile const char* p) {
   return 1;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
   wl_install_handler();
+  const int locked = argc > 1 && strcmp(argv[1], "locked") == 0;
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
   char* mem = mmap(NULL, kPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return wl_fail("mmap: %s", strerror(errno));
@@ -37,6 +40,7 @@ int main(void) {
   if (madvise(mem + kGuardFirst * page, kGuardPages * page, MADV_GUARD_INSTALL_) != 0) {
     return wl_fail("madvise(MADV_GUARD_INSTALL): %s", strerror(errno));
   }
+  if (locked && mlock(mem, kPages * page) == 0) return wl_fail("mlock over a guard region worked");
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_segv;
