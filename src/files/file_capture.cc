@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "core/image_writer.h"
 #include "core/status.h"
 #include "files/tty_capture.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/nocr.h"
 
@@ -64,6 +66,28 @@ absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags) {
   if (!absl::SimpleAtoi(p, pos)) return absl::DataLossError("fdinfo pos: " + p);
   unsigned long v = strtoul(f.c_str(), nullptr, 8);
   *flags = static_cast<uint32_t>(v);
+  return absl::OkStatus();
+}
+
+// Regular files of filesystems whose files are not data reachable by
+// path: a POSIX message queue ("/name" is relative to the mqueue mount,
+// and reopening it by path, or saving it as a deleted file, would give
+// the process a plain file) and memfd_secret (unreadable to anyone else).
+absl::Status RefuseSpecialRegularFile(pid_t pid, int fd, const std::string& link) {
+  struct statfs fs;
+  if (statfs(FdPath(pid, fd).c_str(), &fs) != 0) return Errno("statfs %s", FdPath(pid, fd));
+  if (static_cast<uint64_t>(fs.f_type) == sys::kMqueueMagic) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "fd %d (%s) is not supported: it is a POSIX message queue (mq_open), whose queued "
+        "messages and attributes are not carried",
+        fd, link));
+  }
+  if (static_cast<uint64_t>(fs.f_type) == sys::kSecretmemMagic) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "fd %d (%s) is not supported: it is memfd_secret memory, which nobody but the process "
+        "can read",
+        fd, link));
+  }
   return absl::OkStatus();
 }
 
@@ -111,6 +135,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     f.path = info.link;
     const bool std_stream = fd <= 2;
     if (S_ISREG(st.st_mode)) {
+      CRLIB_RETURN_IF_ERROR(RefuseSpecialRegularFile(pid, fd, info.link));
       if (st.st_nlink == 0) {
         f.kind = static_cast<uint32_t>(FileKind::kDeletedRegular);
         f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));

@@ -51,6 +51,39 @@ uint32_t VmaFlagsFromSmaps(absl::string_view codes) {
   return out;
 }
 
+namespace {
+
+// VMA state that restore does not rebuild, and would silently drop: the
+// dump refuses it instead, naming it. `unsupported(why)` builds the error.
+template <typename Unsupported>
+absl::Status RefuseUncarriedVmaState(const sys::MapsEntry& m, Unsupported unsupported) {
+  if (m.protection_key != 0) {
+    return unsupported(absl::StrFormat(
+        "it is protected by memory protection key %d (pkey_mprotect); protection keys are "
+        "not restored",
+        m.protection_key));
+  }
+  for (absl::string_view code : absl::StrSplit(m.vm_flags, ' ', absl::SkipEmpty())) {
+    if (code == "sl") {
+      return unsupported(
+          "it is sealed (mseal); a sealed mapping cannot be rebuilt in place and sealing is not "
+          "restored");
+    }
+    if (code == "ss") return unsupported("it is a shadow stack (x86 user shadow stack)");
+  }
+  // Memory of an anonymous-inode file (io_uring rings, perf buffers, BPF
+  // maps ...) or of memfd_secret: nothing could reopen it by path.
+  if (absl::StartsWith(m.path, "anon_inode:")) {
+    return unsupported("memory of an anonymous-inode file, which nothing can reopen");
+  }
+  if (m.path == "/secretmem (deleted)") {
+    return unsupported("it is memfd_secret memory, which nobody but the process can read");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
   // smaps, not maps: the VmFlags are only there. Its cost grows with the
   // populated pages (the kernel counts them for Rss/Pss), not with the
@@ -59,11 +92,12 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
   std::vector<VmaInfo> out;
   for (sys::MapsEntry& m : maps) {
     VmaInfo v;
-    auto unsupported = [&](const char* why) {
+    auto unsupported = [&](absl::string_view why) {
       return absl::UnimplementedError(absl::StrFormat(
           "mapping 0x%x-0x%x %s is not supported: %s", m.start, m.end,
           m.path.empty() ? "(anonymous)" : m.path, why));
     };
+    CRLIB_RETURN_IF_ERROR(RefuseUncarriedVmaState(m, unsupported));
     if (auto special = SpecialMappingKind(m.path)) {
       v.kind = *special;
     } else if (m.path == "[heap]") {

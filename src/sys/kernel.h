@@ -131,6 +131,13 @@ inline constexpr int kIoprioWhoProcess = 1;
 inline constexpr int kIoprioClassShift = 13;
 inline constexpr int kIoprioClassRt = 1;
 
+// Filesystem magics (statfs f_type) of files that are not data by path.
+inline constexpr uint64_t kMqueueMagic = 0x19800202;     // POSIX message queues
+inline constexpr uint64_t kSecretmemMagic = 0x5345434d;  // memfd_secret (5.14)
+
+// prctl options newer than the 6.1 headers.
+inline constexpr int kPrGetMdwe = 66;  // 6.3: memory-deny-write-execute
+
 }  // namespace crlib::sys
 
 #endif  // CRLIB_SYS_KERNEL_H_

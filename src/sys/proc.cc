@@ -103,6 +103,11 @@ absl::StatusOr<std::vector<MapsEntry>> ParseSmaps(absl::string_view text) {
       out.push_back(std::move(e));
       continue;
     }
+    if (first == "ProtectionKey:" && !out.empty()) {
+      (void)absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(first.size())),
+                             &out.back().protection_key);
+      continue;
+    }
     if (first != "VmFlags:") continue;
     if (out.empty()) return absl::DataLossError("smaps: VmFlags before any mapping");
     out.back().vm_flags = std::string(absl::StripAsciiWhitespace(line.substr(first.size())));

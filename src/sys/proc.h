@@ -28,6 +28,8 @@ struct MapsEntry {
   std::string path;  // may be empty, "[heap]", "/x (deleted)" ...
   // The two-letter VmFlags codes ("rd wr mr mw me ac nr"), only from smaps.
   std::string vm_flags;
+  // "ProtectionKey:" of smaps (pkey_mprotect), 0 when absent.
+  int protection_key = 0;
 };
 absl::StatusOr<std::vector<MapsEntry>> ParseMaps(absl::string_view text);
 absl::StatusOr<std::vector<MapsEntry>> ReadMaps(pid_t pid);

@@ -35,6 +35,7 @@
 #include "task/restore_check.h"
 #include "task/schedule.h"
 #include "task/tracee.h"
+#include "task/uncarried_state.h"
 
 namespace crlib {
 namespace {
@@ -379,6 +380,7 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
   CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
                                                                SYS_prctl, {PR_GET_SECUREBITS}));
   asked.securebits = static_cast<uint32_t>(securebits);
+  CRLIB_RETURN_IF_ERROR(RefuseSelfOnlyState(t, buf));
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
@@ -425,6 +427,8 @@ absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> 
     return t->WriteMemory(slack, zeros.data(), zeros.size());
   };
   absl::Status borrowed = t->BorrowAt(outer_site);
+  // MDWE first: it would forbid the scratch's executable call sites.
+  if (borrowed.ok()) borrowed = RefuseMdwe(t);
   absl::StatusOr<RemoteScratch> scratch =
       borrowed.ok() ? RemoteScratch::Map(threads) : absl::StatusOr<RemoteScratch>(borrowed);
   absl::Status restored = t->RestoreInitialState();
@@ -588,6 +592,11 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
           children.front()));
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
+    {
+      std::vector<pid_t> tids;
+      for (const std::unique_ptr<Tracee>& thread : threads) tids.push_back(thread->tid());
+      CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(pid, tids));
+    }
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.

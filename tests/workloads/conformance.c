@@ -1,0 +1,236 @@
+/* One kernel feature per run, chosen by argv[1], for
+ * tests/task/conformance_test.cc: each sets its state up, says READY,
+ * waits for SIGUSR1 and checks that the state is still there. The features
+ * are those crlib must either carry or refuse at dump (never restore
+ * silently different), so a run that is refused checks the original,
+ * untouched process.
+ *
+ *   pkey         memory protected by a protection key (pkey_mprotect)
+ *   mseal        a sealed mapping (mseal)
+ *   numa_task    a task memory policy (set_mempolicy MPOL_BIND)
+ *   numa_vma     a VMA memory policy (mbind MPOL_PREFERRED)
+ *   tsc          prctl(PR_SET_TSC, PR_TSC_SIGSEGV)
+ *   mdwe         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
+ *   spec_ssb     prctl(PR_SET_SPECULATION_CTRL, store bypass, disable)
+ *   spec_ib      prctl(PR_SET_SPECULATION_CTRL, indirect branch, disable)
+ *   io_flusher   prctl(PR_SET_IO_FLUSHER, 1)
+ *   sem_undo     a System V semaphore raised with SEM_UNDO
+ *   fd KIND      one descriptor of KIND on fd 10 (see open_kind)
+ */
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/io_uring.h>
+#include <linux/perf_event.h>
+#include <mqueue.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/fanotify.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sem.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <linux/userfaultfd.h>
+
+#include "workload.h"
+
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#define PR_MDWE_REFUSE_EXEC_GAIN 1
+#endif
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#define PR_GET_IO_FLUSHER 58
+#endif
+#define SYS_mseal_ 462
+#define SYS_memfd_secret_ 447
+#define MPOL_PREFERRED_ 1
+#define MPOL_BIND_ 2
+#define MPOL_F_ADDR_ (1 << 1)
+
+enum { kPages = 4, kSeed = 0x5eed, kFd = 10 };
+
+static size_t page;
+
+static char* map_pattern(void) {
+  char* mem = mmap(NULL, kPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem != MAP_FAILED) wl_fill(mem, kPages * page, kSeed, 0);
+  return mem;
+}
+
+static int check_pattern(const char* mem) {
+  long bad = wl_mismatch(mem, kPages * page, kSeed, 0);
+  if (bad >= 0) return wl_fail("memory differs at byte %ld", bad);
+  return 0;
+}
+
+/* Opens a descriptor of `kind`; -1 with errno on failure. */
+static int open_kind(const char* kind) {
+  if (!strcmp(kind, "eventfd")) return eventfd(7, 0);
+  if (!strcmp(kind, "signalfd")) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    return signalfd(-1, &set, 0);
+  }
+  if (!strcmp(kind, "timerfd")) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, 0);
+    struct itimerspec its = {{100, 0}, {100, 0}};
+    if (fd >= 0) timerfd_settime(fd, 0, &its, NULL);
+    return fd;
+  }
+  if (!strcmp(kind, "epoll")) return epoll_create1(0);
+  if (!strcmp(kind, "inotify")) {
+    int fd = inotify_init1(0);
+    if (fd >= 0 && inotify_add_watch(fd, "/tmp", IN_CREATE) < 0) return -1;
+    return fd;
+  }
+  if (!strcmp(kind, "fanotify")) return fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
+  if (!strcmp(kind, "pidfd")) return (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (!strcmp(kind, "userfaultfd")) {
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+    struct uffdio_api api = {.api = UFFD_API};
+    if (fd >= 0 && ioctl(fd, UFFDIO_API, &api) != 0) return -1;
+    return fd;
+  }
+  if (!strcmp(kind, "io_uring")) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    return (int)syscall(SYS_io_uring_setup, 4, &p);
+  }
+  if (!strcmp(kind, "memfd_secret")) {
+    int fd = (int)syscall(SYS_memfd_secret_, 0);
+    if (fd >= 0 && ftruncate(fd, (off_t)page) != 0) return -1;
+    return fd;
+  }
+  if (!strcmp(kind, "perf_event")) {
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof(a));
+    a.size = sizeof(a);
+    a.type = PERF_TYPE_SOFTWARE;
+    a.config = PERF_COUNT_SW_TASK_CLOCK;
+    return (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
+  }
+  if (!strcmp(kind, "bpf_map")) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.map_type = BPF_MAP_TYPE_ARRAY;
+    a.key_size = 4;
+    a.value_size = 8;
+    a.max_entries = 1;
+    return (int)syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof(a));
+  }
+  if (!strcmp(kind, "mqueue")) {
+    char name[64];
+    snprintf(name, sizeof(name), "/crlib-conformance-%d", (int)getpid());
+    int fd = mq_open(name, O_RDWR | O_CREAT, 0600, NULL);
+    if (fd >= 0) mq_unlink(name);  /* no path left that could be reopened */
+    return fd;
+  }
+  if (!strcmp(kind, "socket")) return socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (!strcmp(kind, "kvm")) return open("/dev/kvm", O_RDWR);
+  errno = EINVAL;
+  return -1;
+}
+
+int main(int argc, char** argv) {
+  wl_install_handler();
+  page = (size_t)sysconf(_SC_PAGESIZE);
+  const char* what = argc > 1 ? argv[1] : "";
+  char* mem = NULL;
+  int key = -1, semid = -1;
+  if (!strcmp(what, "pkey")) {
+    mem = map_pattern();
+    key = pkey_alloc(0, 0);
+    if (key < 0) return wl_fail("pkey_alloc: %s", strerror(errno));
+    if (pkey_mprotect(mem, kPages * page, PROT_READ | PROT_WRITE, key) != 0) {
+      return wl_fail("pkey_mprotect: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "mseal")) {
+    mem = map_pattern();
+    if (syscall(SYS_mseal_, mem, kPages * page, 0) != 0) return wl_fail("mseal: %s", strerror(errno));
+  } else if (!strcmp(what, "numa_task")) {
+    unsigned long nodes = 1;
+    if (syscall(SYS_set_mempolicy, MPOL_BIND_, &nodes, 64) != 0) {
+      return wl_fail("set_mempolicy: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "numa_vma")) {
+    mem = map_pattern();
+    unsigned long nodes = 1;
+    if (syscall(SYS_mbind, mem, kPages * page, MPOL_PREFERRED_, &nodes, 64, 0) != 0) {
+      return wl_fail("mbind: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "tsc")) {
+    if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV) != 0) return wl_fail("PR_SET_TSC: %s", strerror(errno));
+  } else if (!strcmp(what, "mdwe")) {
+    if (prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0) {
+      return wl_fail("PR_SET_MDWE: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "spec_ssb") || !strcmp(what, "spec_ib")) {
+    int which = what[5] == 's' ? PR_SPEC_STORE_BYPASS : PR_SPEC_INDIRECT_BRANCH;
+    if (prctl(PR_SET_SPECULATION_CTRL, which, PR_SPEC_DISABLE, 0, 0) != 0) {
+      return wl_fail("PR_SET_SPECULATION_CTRL: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "io_flusher")) {
+    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) return wl_fail("PR_SET_IO_FLUSHER: %s", strerror(errno));
+  } else if (!strcmp(what, "sem_undo")) {
+    semid = semget(IPC_PRIVATE, 1, 0600);
+    struct sembuf up = {0, 1, SEM_UNDO};
+    if (semid < 0 || semop(semid, &up, 1) != 0) return wl_fail("semget/semop: %s", strerror(errno));
+  } else if (!strcmp(what, "fd") && argc > 2) {
+    int fd = open_kind(argv[2]);
+    if (fd < 0) return wl_fail("opening a %s: %s", argv[2], strerror(errno));
+    if (dup2(fd, kFd) != kFd) return wl_fail("dup2: %s", strerror(errno));
+    if (fd != kFd) close(fd);
+  } else {
+    return wl_fail("usage: conformance FEATURE [KIND]");
+  }
+
+  wl_ready();
+  wl_wait_nap();
+
+  if (mem && check_pattern(mem)) return 1;
+  if (!strcmp(what, "pkey")) {
+    /* The key is still held: a new one is another. */
+    int other = pkey_alloc(0, 0);
+    if (other == key) return wl_fail("pkey_alloc handed out key %d again", key);
+  } else if (!strcmp(what, "mseal")) {
+    if (munmap(mem, page) == 0 || errno != EPERM) return wl_fail("the mapping is no longer sealed");
+  } else if (!strcmp(what, "numa_task") || !strcmp(what, "numa_vma")) {
+    int mode = -1;
+    unsigned long nodes = 0;
+    long r = !strcmp(what, "numa_task")
+                 ? syscall(SYS_get_mempolicy, &mode, &nodes, 64, NULL, 0)
+                 : syscall(SYS_get_mempolicy, &mode, &nodes, 64, mem, MPOL_F_ADDR_);
+    int want = !strcmp(what, "numa_task") ? MPOL_BIND_ : MPOL_PREFERRED_;
+    if (r != 0 || mode != want) return wl_fail("memory policy is %d, not %d", mode, want);
+  } else if (!strcmp(what, "tsc")) {
+    int mode = 0;
+    if (prctl(PR_GET_TSC, &mode) != 0 || mode != PR_TSC_SIGSEGV) return wl_fail("PR_GET_TSC is %d", mode);
+  } else if (!strcmp(what, "mdwe")) {
+    if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != PR_MDWE_REFUSE_EXEC_GAIN) return wl_fail("MDWE is off");
+  } else if (!strcmp(what, "spec_ssb") || !strcmp(what, "spec_ib")) {
+    int which = what[5] == 's' ? PR_SPEC_STORE_BYPASS : PR_SPEC_INDIRECT_BRANCH;
+    int v = prctl(PR_GET_SPECULATION_CTRL, which, 0, 0, 0);
+    if (v < 0 || !(v & PR_SPEC_DISABLE)) return wl_fail("speculation control is 0x%x", v);
+  } else if (!strcmp(what, "io_flusher")) {
+    if (prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0) != 1) return wl_fail("not an I/O flusher any more");
+  } else if (!strcmp(what, "sem_undo")) {
+    if (semctl(semid, 0, GETVAL) != 1) return wl_fail("semaphore value is not 1");
+    semctl(semid, 0, IPC_RMID);
+  } else if (!strcmp(what, "fd")) {
+    if (fcntl(kFd, F_GETFD) < 0) return wl_fail("fd %d is closed", kFd);
+    if (!strcmp(argv[2], "kvm") && ioctl(kFd, _IO(0xAE, 0x00)) != 12) {
+      return wl_fail("fd %d is no KVM device", kFd);
+    }
+  }
+  wl_say("OK %s %s", what, argc > 2 ? argv[2] : "");
+  return 0;
+}
