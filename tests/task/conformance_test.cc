@@ -1,0 +1,123 @@
+// Kinds of state nobody else's tests own, through `crlib dump` and `crlib
+// restore` with the conformance workload (tests/workloads/conformance.c):
+// each is either carried (the restored process checks itself OK) or
+// refused at dump with one line naming it, the process left running
+// untouched (it then still checks itself OK). Never restored different.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tests/task/harness.h"
+
+namespace crlib {
+namespace {
+
+using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
+
+class ConformanceTest : public WorkloadTest {
+ protected:
+  void StartConformance(Workload* w, const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {WorkloadsDir() + "/conformance"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ASSERT_NO_FATAL_FAILURE(Start(w, "conformance", argv));
+  }
+
+  // A dump that must fail: one line naming `reason`, no image, and the
+  // process runs on and still checks itself OK.
+  void ExpectRefused(const std::vector<std::string>& args, const std::string& reason) {
+    Workload w;
+    ASSERT_NO_FATAL_FAILURE(StartConformance(&w, args));
+    const std::string image = Path("refused.img");
+    CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+    ExpectOneLineError(r);
+    EXPECT_THAT(r.err, HasSubstr(reason)) << Describe(w, r);
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      EXPECT_THAT(e.path().filename().string(), Not(StartsWith("refused.img")))
+          << "a refused dump left a file";
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  }
+};
+
+TEST_F(ConformanceTest, DumpRefusesProtectionKeyAndLeavesTheProcessRunning) {
+  ExpectRefused({"pkey"}, "is protected by memory protection key 1 (pkey_mprotect)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesSealedMappingAndLeavesTheProcessRunning) {
+  ExpectRefused({"mseal"}, "it is sealed (mseal)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesTaskMemoryPolicyAndLeavesTheProcessRunning) {
+  ExpectRefused({"numa_task"}, "has a NUMA memory policy (bind:0 at 0x");
+}
+
+TEST_F(ConformanceTest, DumpRefusesMappingMemoryPolicyAndLeavesTheProcessRunning) {
+  ExpectRefused({"numa_vma"}, "has a NUMA memory policy (prefer:0 at 0x");
+}
+
+TEST_F(ConformanceTest, DumpRefusesTscSigsegvAndLeavesTheProcessRunning) {
+  ExpectRefused({"tsc"}, "cannot read the time stamp counter (PR_SET_TSC, PR_TSC_SIGSEGV)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesMdweAndLeavesTheProcessRunning) {
+  ExpectRefused({"mdwe"}, "denies itself writable executable memory (PR_SET_MDWE, flags 0x1)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesStoreBypassControlAndLeavesTheProcessRunning) {
+  ExpectRefused({"spec_ssb"}, "(Speculation_Store_Bypass: thread mitigated, PR_SET_SPECULATION_CTRL)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesIndirectBranchControlAndLeavesTheProcessRunning) {
+  ExpectRefused({"spec_ib"},
+                "(SpeculationIndirectBranch: conditional disabled, PR_SET_SPECULATION_CTRL)");
+}
+
+// /dev/kvm without a VM is a character device like /dev/null: reopened.
+TEST_F(ConformanceTest, KvmDeviceRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartConformance(&w, {"fd", "kvm"}));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+// Descriptors of kinds crlib does not carry, each on fd 10: the reason
+// the dump must name.
+struct FdKind {
+  const char* kind;
+  const char* reason;
+};
+
+class RefusedFdTest : public ConformanceTest, public ::testing::WithParamInterface<FdKind> {};
+
+TEST_P(RefusedFdTest, DumpRefusesAndLeavesTheProcessRunning) {
+  ExpectRefused({"fd", GetParam().kind}, GetParam().reason);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kinds, RefusedFdTest,
+    ::testing::Values(
+        FdKind{"eventfd", "fd 10 (anon_inode:[eventfd]) is not supported"},
+        FdKind{"signalfd", "fd 10 (anon_inode:[signalfd]) is not supported"},
+        FdKind{"timerfd", "fd 10 (anon_inode:[timerfd]) is not supported"},
+        FdKind{"epoll", "fd 10 (anon_inode:[eventpoll]) is not supported"},
+        FdKind{"inotify", "fd 10 (anon_inode:inotify) is not supported"},
+        FdKind{"fanotify", "fd 10 (anon_inode:[fanotify]) is not supported"},
+        FdKind{"pidfd", "fd 10 (anon_inode:[pidfd]) is not supported"},
+        FdKind{"userfaultfd", "fd 10 (anon_inode:[userfaultfd]) is not supported"},
+        FdKind{"io_uring", "fd 10 (anon_inode:[io_uring]) is not supported"},
+        FdKind{"perf_event", "fd 10 (anon_inode:[perf_event]) is not supported"},
+        FdKind{"bpf_map", "fd 10 (anon_inode:bpf-map) is not supported"},
+        FdKind{"socket", "fd 10 (socket:["},
+        // Regular files by mode, told apart by their filesystem: neither
+        // reopened by path nor saved as a deleted file.
+        FdKind{"mqueue", "is not supported: it is a POSIX message queue (mq_open)"},
+        FdKind{"memfd_secret",
+               "fd 10 (/secretmem (deleted)) is not supported: it is memfd_secret memory"}),
+    [](const ::testing::TestParamInfo<FdKind>& info) { return std::string(info.param.kind); });
+
+}  // namespace
+}  // namespace crlib
