@@ -1,8 +1,10 @@
 #include "task/uncarried_state.h"
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
+#include <cerrno>
 #include <string>
 #include <vector>
 
@@ -81,7 +83,51 @@ absl::Status RefuseMdwe(Tracee* t) {
       t->tid(), mdwe));
 }
 
+namespace {
+
+// Memory protection keys the process holds (pkey_alloc) although no
+// mapping uses them: restore does not rebuild the allocation bitmap, so a
+// later pkey_alloc could hand out a key the process believes is its own.
+// The kernel shows the bitmap nowhere; the free keys are found by taking
+// them all (pkey_alloc with PKEY_DISABLE_ACCESS, which leaves a free
+// key's PKRU bits as the kernel initialises them) and giving them back.
+absl::Status RefuseAllocatedPkeys(Tracee* t) {
+  constexpr int kPkeys = 16;  // x86: key 0 is the default, always allocated
+  std::vector<int64_t> taken;
+  absl::Status st;
+  for (int i = 1; i < kPkeys; ++i) {
+    absl::StatusOr<int64_t> key = t->Syscall(SYS_pkey_alloc, {0, PKEY_DISABLE_ACCESS});
+    if (!key.ok()) {
+      st = key.status();
+      break;
+    }
+    if (*key < 0) {  // ENOSPC: none left; EINVAL/ENOSYS: no pkeys here
+      if (*key != -ENOSPC && taken.empty()) return absl::OkStatus();
+      break;
+    }
+    taken.push_back(*key);
+  }
+  uint32_t mine = 0;
+  for (int64_t key : taken) {
+    mine |= 1u << key;
+    absl::StatusOr<int64_t> freed = t->Syscall(SYS_pkey_free, {static_cast<uint64_t>(key)});
+    if (st.ok() && !freed.ok()) st = freed.status();
+  }
+  CRLIB_RETURN_IF_ERROR(st);
+  for (int key = 1; key < kPkeys; ++key) {
+    if (mine & (1u << key)) continue;
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d holds memory protection key %d (pkey_alloc); the allocation of protection "
+        "keys is not restored",
+        t->tid(), key));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RefuseSelfOnlyState(Tracee* t, uint64_t buf) {
+  CRLIB_RETURN_IF_ERROR(RefuseAllocatedPkeys(t));
   CRLIB_RETURN_IF_ERROR(
       t->CheckedSyscall("prctl(PR_GET_TSC)", SYS_prctl, {PR_GET_TSC, buf, 0, 0, 0}).status());
   int tsc = 0;

@@ -48,6 +48,23 @@ TEST_F(ConformanceTest, DumpRefusesProtectionKeyAndLeavesTheProcessRunning) {
   ExpectRefused({"pkey"}, "is protected by memory protection key 1 (pkey_mprotect)");
 }
 
+// A key held by no mapping: only a remote pkey_alloc can see it.
+TEST_F(ConformanceTest, DumpRefusesHeldProtectionKeyAndLeavesTheProcessRunning) {
+  ExpectRefused({"pkey_held"}, "holds memory protection key 1 (pkey_alloc)");
+}
+
+// An io_uring's rings outlive its closed fd: nothing could reopen them.
+TEST_F(ConformanceTest, DumpRefusesIoUringRingMappingAndLeavesTheProcessRunning) {
+  ExpectRefused({"ring"}, "anon_inode:[io_uring] is not supported: memory of an anonymous-inode file");
+}
+
+// PR_GET_AUXV (the kernel's saved copy) equals what it said before.
+TEST_F(ConformanceTest, AuxvRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartConformance(&w, {"auxv"}));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 TEST_F(ConformanceTest, DumpRefusesSealedMappingAndLeavesTheProcessRunning) {
   ExpectRefused({"mseal"}, "it is sealed (mseal)");
 }

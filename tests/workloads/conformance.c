@@ -6,6 +6,7 @@
  * untouched process.
  *
  *   pkey         memory protected by a protection key (pkey_mprotect)
+ *   pkey_held    a protection key allocated, used by no mapping
  *   mseal        a sealed mapping (mseal)
  *   numa_task    a task memory policy (set_mempolicy MPOL_BIND)
  *   numa_vma     a VMA memory policy (mbind MPOL_PREFERRED)
@@ -14,6 +15,8 @@
  *   spec_ssb     prctl(PR_SET_SPECULATION_CTRL, store bypass, disable)
  *   spec_ib      prctl(PR_SET_SPECULATION_CTRL, indirect branch, disable)
  *   io_flusher   prctl(PR_SET_IO_FLUSHER, 1)
+ *   auxv         PR_GET_AUXV gives the same vector after as before
+ *   ring         an io_uring's rings mapped, its fd closed
  *   sem_undo     a System V semaphore raised with SEM_UNDO
  *   fd KIND      one descriptor of KIND on fd 10 (see open_kind)
  */
@@ -25,6 +28,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/auxv.h>
 #include <sys/eventfd.h>
 #include <sys/fanotify.h>
 #include <sys/inotify.h>
@@ -50,6 +54,7 @@
 #define PR_GET_IO_FLUSHER 58
 #endif
 #define SYS_mseal_ 462
+#define PR_GET_AUXV_ 0x41555856
 #define SYS_memfd_secret_ 447
 #define MPOL_PREFERRED_ 1
 #define MPOL_BIND_ 2
@@ -145,6 +150,10 @@ int main(int argc, char** argv) {
   page = (size_t)sysconf(_SC_PAGESIZE);
   const char* what = argc > 1 ? argv[1] : "";
   char* mem = NULL;
+  char* ring = NULL;
+  unsigned* ring_entries = NULL;
+  unsigned long auxv[64];
+  long auxv_len = 0;
   int key = -1, semid = -1;
   if (!strcmp(what, "pkey")) {
     mem = map_pattern();
@@ -153,6 +162,22 @@ int main(int argc, char** argv) {
     if (pkey_mprotect(mem, kPages * page, PROT_READ | PROT_WRITE, key) != 0) {
       return wl_fail("pkey_mprotect: %s", strerror(errno));
     }
+  } else if (!strcmp(what, "pkey_held")) {
+    key = pkey_alloc(0, 0);
+    if (key < 0) return wl_fail("pkey_alloc: %s", strerror(errno));
+  } else if (!strcmp(what, "auxv")) {
+    auxv_len = prctl(PR_GET_AUXV_, auxv, sizeof(auxv), 0, 0);
+    if (auxv_len <= 0 || auxv_len > (long)sizeof(auxv)) return wl_fail("PR_GET_AUXV: %s", strerror(errno));
+  } else if (!strcmp(what, "ring")) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    int fd = (int)syscall(SYS_io_uring_setup, 4, &p);
+    if (fd < 0) return wl_fail("io_uring_setup: %s", strerror(errno));
+    size_t size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    ring = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+    if (ring == MAP_FAILED) return wl_fail("mmap of the SQ ring: %s", strerror(errno));
+    ring_entries = (unsigned*)(ring + p.sq_off.ring_entries);
+    close(fd);
   } else if (!strcmp(what, "mseal")) {
     mem = map_pattern();
     if (syscall(SYS_mseal_, mem, kPages * page, 0) != 0) return wl_fail("mseal: %s", strerror(errno));
@@ -201,6 +226,16 @@ int main(int argc, char** argv) {
     /* The key is still held: a new one is another. */
     int other = pkey_alloc(0, 0);
     if (other == key) return wl_fail("pkey_alloc handed out key %d again", key);
+  } else if (!strcmp(what, "pkey_held")) {
+    int other = pkey_alloc(0, 0);
+    if (other == key) return wl_fail("pkey_alloc handed out key %d again", key);
+  } else if (!strcmp(what, "auxv")) {
+    unsigned long now[64];
+    long n = prctl(PR_GET_AUXV_, now, sizeof(now), 0, 0);
+    if (n != auxv_len || memcmp(now, auxv, (size_t)n) != 0) return wl_fail("PR_GET_AUXV differs");
+    if (getauxval(AT_PAGESZ) != page) return wl_fail("AT_PAGESZ differs");
+  } else if (!strcmp(what, "ring")) {
+    if (*ring_entries != 4) return wl_fail("the SQ ring says %u entries", *ring_entries);
   } else if (!strcmp(what, "mseal")) {
     if (munmap(mem, page) == 0 || errno != EPERM) return wl_fail("the mapping is no longer sealed");
   } else if (!strcmp(what, "numa_task") || !strcmp(what, "numa_vma")) {
