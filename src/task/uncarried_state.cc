@@ -1,10 +1,13 @@
 #include "task/uncarried_state.h"
 
-#include <sys/mman.h>
+#include <cpuid.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 
-#include <cerrno>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +28,12 @@ namespace {
 // sets (include/linux/sched.h), in field 9 of /proc/PID/stat.
 constexpr uint64_t kIoFlusherTaskFlags = 0x00080000 | 0x00100000;
 
+// The PKRU every process gets at exec (arch/x86/mm/pkeys.c): key 0 open,
+// keys 1-15 access-disabled. Its xstate component number.
+constexpr uint32_t kInitPkru = 0x55555554;
+constexpr unsigned kXstatePkru = 9;
+constexpr int kNtX86Xstate = 0x202;  // NT_X86_XSTATE
+
 // A speculation control the thread chose with PR_SET_SPECULATION_CTRL, as
 // /proc/PID/status words it ("thread mitigated", "conditional force
 // disabled" ...); "" for the system's default.
@@ -34,6 +43,29 @@ std::string ChosenSpeculation(absl::string_view status, absl::string_view key) {
   if (absl::StartsWith(*v, "thread ") && *v != "thread vulnerable") return *v;
   if (*v == "conditional disabled" || *v == "conditional force disabled") return *v;
   return "";
+}
+
+// PKRU of stopped thread `tid`, from the standard-format XSAVE area
+// (PTRACE_GETREGSET NT_X86_XSTATE); nullopt on CPUs without protection
+// keys. A component in its init state (XSTATE_BV bit 9 clear) is 0.
+absl::StatusOr<std::optional<uint32_t>> ReadPkru(pid_t tid) {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 4))) {  // OSPKE
+    return std::nullopt;
+  }
+  __cpuid_count(0xd, kXstatePkru, eax, ebx, ecx, edx);
+  const uint32_t offset = ebx;
+  std::vector<uint8_t> area(offset + 8 > 4096 ? offset + 8 : 4096);
+  iovec iov{area.data(), area.size()};
+  if (ptrace(PTRACE_GETREGSET, tid, kNtX86Xstate, &iov) != 0) {
+    return Errno("ptrace(GETREGSET, NT_X86_XSTATE) on tid %d", tid);
+  }
+  if (iov.iov_len < offset + 4) return std::nullopt;
+  uint64_t xstate_bv;
+  memcpy(&xstate_bv, area.data() + 512, sizeof(xstate_bv));
+  uint32_t pkru = 0;
+  if (xstate_bv & (uint64_t{1} << kXstatePkru)) memcpy(&pkru, area.data() + offset, sizeof(pkru));
+  return pkru;
 }
 
 }  // namespace
@@ -49,6 +81,16 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           "thread %d of pid %d has a speculation control of its own (%s: %s, "
           "PR_SET_SPECULATION_CTRL); it is not restored",
           tid, pid, key, chosen));
+    }
+    // pkey_alloc gives the new key's rights to PKRU (access, unless asked
+    // otherwise), and the kernel shows the allocation bitmap nowhere: keys
+    // 1-15 with other rights than exec gives them mean keys were taken.
+    CRLIB_ASSIGN_OR_RETURN(std::optional<uint32_t> pkru, ReadPkru(tid));
+    if (pkru && (*pkru & ~3u) != (kInitPkru & ~3u)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "thread %d of pid %d has protection key rights of its own (PKRU 0x%08x, not 0x%08x: "
+          "keys taken with pkey_alloc); the allocation of protection keys is not restored",
+          tid, pid, *pkru, kInitPkru));
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<std::string> stat, sys::ReadStatFields(tid));
     uint64_t flags = 0;
@@ -83,51 +125,7 @@ absl::Status RefuseMdwe(Tracee* t) {
       t->tid(), mdwe));
 }
 
-namespace {
-
-// Memory protection keys the process holds (pkey_alloc) although no
-// mapping uses them: restore does not rebuild the allocation bitmap, so a
-// later pkey_alloc could hand out a key the process believes is its own.
-// The kernel shows the bitmap nowhere; the free keys are found by taking
-// them all (pkey_alloc with PKEY_DISABLE_ACCESS, which leaves a free
-// key's PKRU bits as the kernel initialises them) and giving them back.
-absl::Status RefuseAllocatedPkeys(Tracee* t) {
-  constexpr int kPkeys = 16;  // x86: key 0 is the default, always allocated
-  std::vector<int64_t> taken;
-  absl::Status st;
-  for (int i = 1; i < kPkeys; ++i) {
-    absl::StatusOr<int64_t> key = t->Syscall(SYS_pkey_alloc, {0, PKEY_DISABLE_ACCESS});
-    if (!key.ok()) {
-      st = key.status();
-      break;
-    }
-    if (*key < 0) {  // ENOSPC: none left; EINVAL/ENOSYS: no pkeys here
-      if (*key != -ENOSPC && taken.empty()) return absl::OkStatus();
-      break;
-    }
-    taken.push_back(*key);
-  }
-  uint32_t mine = 0;
-  for (int64_t key : taken) {
-    mine |= 1u << key;
-    absl::StatusOr<int64_t> freed = t->Syscall(SYS_pkey_free, {static_cast<uint64_t>(key)});
-    if (st.ok() && !freed.ok()) st = freed.status();
-  }
-  CRLIB_RETURN_IF_ERROR(st);
-  for (int key = 1; key < kPkeys; ++key) {
-    if (mine & (1u << key)) continue;
-    return absl::UnimplementedError(absl::StrFormat(
-        "pid %d holds memory protection key %d (pkey_alloc); the allocation of protection "
-        "keys is not restored",
-        t->tid(), key));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status RefuseSelfOnlyState(Tracee* t, uint64_t buf) {
-  CRLIB_RETURN_IF_ERROR(RefuseAllocatedPkeys(t));
   CRLIB_RETURN_IF_ERROR(
       t->CheckedSyscall("prctl(PR_GET_TSC)", SYS_prctl, {PR_GET_TSC, buf, 0, 0, 0}).status());
   int tsc = 0;
