@@ -1,9 +1,11 @@
 #include "task/uncarried_state.h"
 
 #include <cpuid.h>
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include <sys/syscall.h>
 
 #include <cstring>
@@ -43,6 +45,20 @@ std::string ChosenSpeculation(absl::string_view status, absl::string_view key) {
   if (absl::StartsWith(*v, "thread ") && *v != "thread vulnerable") return *v;
   if (*v == "conditional disabled" || *v == "conditional force disabled") return *v;
   return "";
+}
+
+// The whole lines in the first 4 KiB of `path`.
+absl::StatusOr<std::string> ReadHead(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open %s", path);
+  std::string head(4096, '\0');
+  ssize_t n = read(fd, head.data(), head.size());
+  const int saved = errno;
+  close(fd);
+  if (n < 0) return ErrnoError(saved, absl::StrCat("read of ", path));
+  head.resize(static_cast<size_t>(n));
+  head.resize(head.rfind('\n') == std::string::npos ? 0 : head.rfind('\n') + 1);
+  return head;
 }
 
 // PKRU of stopped thread `tid`, from the standard-format XSAVE area
@@ -101,17 +117,23 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           pid));
     }
   }
-  // The policy of each mapping, or the main thread's task policy where
-  // the mapping has none; "default" for neither. One node or many, a
-  // restore would give the default.
-  CRLIB_ASSIGN_OR_RETURN(std::string numa, sys::ReadFile(absl::StrCat("/proc/", pid, "/numa_maps")));
-  for (absl::string_view line : absl::StrSplit(numa, '\n', absl::SkipEmpty())) {
-    std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (f.size() < 2 || f[1] == "default") continue;
-    return absl::UnimplementedError(absl::StrFormat(
-        "pid %d has a NUMA memory policy (%s at 0x%s in numa_maps; set_mempolicy or mbind); "
-        "memory policies are not restored",
-        pid, f[1], f[0]));
+  // The policy of each mapping, or the thread's task policy where the
+  // mapping has none; "default" for neither. One node or many, a restore
+  // would give the default. Every mapping through the main thread's file;
+  // for the other threads (their task policy) only its first page: the
+  // kernel walks the page tables of the mappings it prints, and mappings
+  // near the start (the executable) seldom have a policy of their own.
+  for (pid_t tid : tids) {
+    const std::string path = absl::StrCat("/proc/", pid, "/task/", tid, "/numa_maps");
+    CRLIB_ASSIGN_OR_RETURN(std::string numa, tid == pid ? sys::ReadFile(path) : ReadHead(path));
+    for (absl::string_view line : absl::StrSplit(numa, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() < 2 || f[1] == "default") continue;
+      return absl::UnimplementedError(absl::StrFormat(
+          "thread %d of pid %d has a NUMA memory policy (%s at 0x%s in numa_maps; set_mempolicy "
+          "or mbind); memory policies are not restored",
+          tid, pid, f[1], f[0]));
+    }
   }
   return absl::OkStatus();
 }

@@ -73,6 +73,11 @@ TEST_F(ConformanceTest, DumpRefusesTaskMemoryPolicyAndLeavesTheProcessRunning) {
   ExpectRefused({"numa_task"}, "has a NUMA memory policy (bind:0 at 0x");
 }
 
+// Only the second thread's own numa_maps shows its task policy.
+TEST_F(ConformanceTest, DumpRefusesOtherThreadsMemoryPolicyAndLeavesTheProcessRunning) {
+  ExpectRefused({"numa_thread"}, "has a NUMA memory policy (bind:0 at 0x");
+}
+
 TEST_F(ConformanceTest, DumpRefusesMappingMemoryPolicyAndLeavesTheProcessRunning) {
   ExpectRefused({"numa_vma"}, "has a NUMA memory policy (prefer:0 at 0x");
 }

@@ -9,6 +9,7 @@
  *   pkey_held    a protection key allocated, used by no mapping
  *   mseal        a sealed mapping (mseal)
  *   numa_task    a task memory policy (set_mempolicy MPOL_BIND)
+ *   numa_thread  a task memory policy of a second thread only
  *   numa_vma     a VMA memory policy (mbind MPOL_PREFERRED)
  *   tsc          prctl(PR_SET_TSC, PR_TSC_SIGSEGV)
  *   mdwe         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
@@ -26,6 +27,7 @@
 #include <linux/perf_event.h>
 #include <mqueue.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/auxv.h>
@@ -63,6 +65,25 @@
 enum { kPages = 4, kSeed = 0x5eed, kFd = 10 };
 
 static size_t page;
+
+/* numa_thread: 1 once the policy is set (-1 if not), 2 once checked. */
+static volatile int thread_ready, thread_mode = -1;
+
+static void* bind_and_wait(void* arg) {
+  (void)arg;
+  unsigned long nodes = 1;
+  if (syscall(SYS_set_mempolicy, MPOL_BIND_, &nodes, 64) != 0) {
+    thread_ready = -1;
+    return NULL;
+  }
+  thread_ready = 1;
+  wl_wait_nap();
+  int mode = -1;
+  unsigned long got = 0;
+  if (syscall(SYS_get_mempolicy, &mode, &got, 64, NULL, 0) == 0) thread_mode = mode;
+  thread_ready = 2;
+  return NULL;
+}
 
 static char* map_pattern(void) {
   char* mem = mmap(NULL, kPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -186,6 +207,11 @@ int main(int argc, char** argv) {
     if (syscall(SYS_set_mempolicy, MPOL_BIND_, &nodes, 64) != 0) {
       return wl_fail("set_mempolicy: %s", strerror(errno));
     }
+  } else if (!strcmp(what, "numa_thread")) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, bind_and_wait, NULL) != 0) return wl_fail("pthread_create");
+    while (!thread_ready) usleep(1000);
+    if (thread_ready < 0) return wl_fail("set_mempolicy in the thread: %s", strerror(errno));
   } else if (!strcmp(what, "numa_vma")) {
     mem = map_pattern();
     unsigned long nodes = 1;
@@ -238,6 +264,9 @@ int main(int argc, char** argv) {
     if (*ring_entries != 4) return wl_fail("the SQ ring says %u entries", *ring_entries);
   } else if (!strcmp(what, "mseal")) {
     if (munmap(mem, page) == 0 || errno != EPERM) return wl_fail("the mapping is no longer sealed");
+  } else if (!strcmp(what, "numa_thread")) {
+    while (thread_ready != 2) usleep(1000);
+    if (thread_mode != MPOL_BIND_) return wl_fail("the thread's memory policy is %d", thread_mode);
   } else if (!strcmp(what, "numa_task") || !strcmp(what, "numa_vma")) {
     int mode = -1;
     unsigned long nodes = 0;
