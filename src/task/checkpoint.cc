@@ -380,15 +380,16 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
   CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
                                                                SYS_prctl, {PR_GET_SECUREBITS}));
   asked.securebits = static_cast<uint32_t>(securebits);
-  CRLIB_RETURN_IF_ERROR(RefuseSelfOnlyState(t, buf));
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
     absl::StatusOr<ThreadRecord> rec = CaptureThread(thread, pid, buf);
+    absl::Status uncarried = rec.ok() ? RefuseSelfOnlyState(thread, buf) : absl::OkStatus();
     // Its own state back, also before the scratch (its site) goes.
     absl::Status restored = thread->RestoreInitialState();
     if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
     CRLIB_RETURN_IF_ERROR(restored);
+    CRLIB_RETURN_IF_ERROR(uncarried);
     asked.threads.push_back(std::move(*rec));
   }
   return asked;

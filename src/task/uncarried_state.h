@@ -27,8 +27,9 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids);
 // until its own executable scratch is gone.
 absl::Status RefuseMdwe(Tracee* t);
 
-// What only the thread itself can report, with remote calls at its site
-// and `buf` (scratch memory of the tracee's, 8 bytes): PR_GET_TSC.
+// What only thread `t` itself can report, with remote calls at its site
+// and `buf` (scratch memory of the tracee's, 8 bytes): PR_GET_TSC. Called
+// for every thread.
 absl::Status RefuseSelfOnlyState(Tracee* t, uint64_t buf);
 
 }  // namespace crlib

@@ -86,6 +86,10 @@ TEST_F(ConformanceTest, DumpRefusesTscSigsegvAndLeavesTheProcessRunning) {
   ExpectRefused({"tsc"}, "cannot read the time stamp counter (PR_SET_TSC, PR_TSC_SIGSEGV)");
 }
 
+TEST_F(ConformanceTest, DumpRefusesTscSigsegvInOtherThreadAndLeavesTheProcessRunning) {
+  ExpectRefused({"tsc_thread"}, "cannot read the time stamp counter (PR_SET_TSC, PR_TSC_SIGSEGV)");
+}
+
 TEST_F(ConformanceTest, DumpRefusesMdweAndLeavesTheProcessRunning) {
   ExpectRefused({"mdwe"}, "denies itself writable executable memory (PR_SET_MDWE, flags 0x1)");
 }

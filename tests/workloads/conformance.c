@@ -12,6 +12,7 @@
  *   numa_thread  a task memory policy of a second thread only
  *   numa_vma     a VMA memory policy (mbind MPOL_PREFERRED)
  *   tsc          prctl(PR_SET_TSC, PR_TSC_SIGSEGV)
+ *   tsc_thread   the same in a second thread only
  *   mdwe         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
  *   spec_ssb     prctl(PR_SET_SPECULATION_CTRL, store bypass, disable)
  *   spec_ib      prctl(PR_SET_SPECULATION_CTRL, indirect branch, disable)
@@ -68,6 +69,21 @@ static size_t page;
 
 /* numa_thread: 1 once the policy is set (-1 if not), 2 once checked. */
 static volatile int thread_ready, thread_mode = -1;
+
+/* tsc_thread: the same protocol with PR_SET_TSC. */
+static void* tsc_and_wait(void* arg) {
+  (void)arg;
+  if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV) != 0) {
+    thread_ready = -1;
+    return NULL;
+  }
+  thread_ready = 1;
+  wl_wait_nap();
+  int mode = 0;
+  if (prctl(PR_GET_TSC, &mode) == 0) thread_mode = mode;
+  thread_ready = 2;
+  return NULL;
+}
 
 static void* bind_and_wait(void* arg) {
   (void)arg;
@@ -220,6 +236,11 @@ int main(int argc, char** argv) {
     }
   } else if (!strcmp(what, "tsc")) {
     if (prctl(PR_SET_TSC, PR_TSC_SIGSEGV) != 0) return wl_fail("PR_SET_TSC: %s", strerror(errno));
+  } else if (!strcmp(what, "tsc_thread")) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, tsc_and_wait, NULL) != 0) return wl_fail("pthread_create");
+    while (!thread_ready) usleep(1000);
+    if (thread_ready < 0) return wl_fail("PR_SET_TSC in the thread: %s", strerror(errno));
   } else if (!strcmp(what, "mdwe")) {
     if (prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0) {
       return wl_fail("PR_SET_MDWE: %s", strerror(errno));
@@ -278,6 +299,9 @@ int main(int argc, char** argv) {
   } else if (!strcmp(what, "tsc")) {
     int mode = 0;
     if (prctl(PR_GET_TSC, &mode) != 0 || mode != PR_TSC_SIGSEGV) return wl_fail("PR_GET_TSC is %d", mode);
+  } else if (!strcmp(what, "tsc_thread")) {
+    while (thread_ready != 2) usleep(1000);
+    if (thread_mode != PR_TSC_SIGSEGV) return wl_fail("the thread's PR_GET_TSC is %d", thread_mode);
   } else if (!strcmp(what, "mdwe")) {
     if (prctl(PR_GET_MDWE, 0, 0, 0, 0) != PR_MDWE_REFUSE_EXEC_GAIN) return wl_fail("MDWE is off");
   } else if (!strcmp(what, "spec_ssb") || !strcmp(what, "spec_ib")) {
