@@ -135,6 +135,9 @@ inline constexpr int kIoprioClassRt = 1;
 inline constexpr uint64_t kMqueueMagic = 0x19800202;     // POSIX message queues
 inline constexpr uint64_t kSecretmemMagic = 0x5345434d;  // memfd_secret (5.14)
 
+// ptrace request newer than the 6.1 headers (6.4).
+inline constexpr int kPtraceGetSyscallUserDispatchConfig = 0x4211;
+
 // prctl options newer than the 6.1 headers.
 inline constexpr int kPrGetMdwe = 66;  // 6.3: memory-deny-write-execute
 

@@ -29,6 +29,9 @@ namespace {
 // PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE, the task flags PR_SET_IO_FLUSHER
 // sets (include/linux/sched.h), in field 9 of /proc/PID/stat.
 constexpr uint64_t kIoFlusherTaskFlags = 0x00080000 | 0x00100000;
+// PF_MCE_PROCESS (PR_MCE_KILL set) and PF_MCE_EARLY, in the same field.
+constexpr uint64_t kMceProcessTaskFlag = 0x00000080;
+constexpr uint64_t kMceEarlyTaskFlag = 0x08000000;
 
 // The PKRU every process gets at exec (arch/x86/mm/pkeys.c): key 0 open,
 // keys 1-15 access-disabled. Its xstate component number.
@@ -45,6 +48,24 @@ std::string ChosenSpeculation(absl::string_view status, absl::string_view key) {
   if (absl::StartsWith(*v, "thread ") && *v != "thread vulnerable") return *v;
   if (*v == "conditional disabled" || *v == "conditional force disabled") return *v;
   return "";
+}
+
+// Syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH, Wine), read from
+// the stopped thread `tid` (PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, 6.4).
+absl::Status RefuseSyscallUserDispatch(pid_t pid, pid_t tid) {
+  struct {
+    uint64_t mode, selector, offset, len;
+  } config{};
+  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetSyscallUserDispatchConfig), tid,
+             sizeof(config), &config) != 0) {
+    if (errno == EIO || errno == EINVAL) return absl::OkStatus();  // a kernel without it
+    return Errno("ptrace(GET_SYSCALL_USER_DISPATCH_CONFIG) on tid %d", tid);
+  }
+  if (config.mode == 0) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrFormat(
+      "thread %d of pid %d has syscall user dispatch on (PR_SET_SYSCALL_USER_DISPATCH, "
+      "selector at 0x%x); it is not restored",
+      tid, pid, config.selector));
 }
 
 // The whole lines in the first 4 KiB of `path`.
@@ -108,6 +129,7 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           "keys taken with pkey_alloc); the allocation of protection keys is not restored",
           tid, pid, *pkru, kInitPkru));
     }
+    CRLIB_RETURN_IF_ERROR(RefuseSyscallUserDispatch(pid, tid));
     CRLIB_ASSIGN_OR_RETURN(std::vector<std::string> stat, sys::ReadStatFields(tid));
     uint64_t flags = 0;
     if (stat.size() > 6 && absl::SimpleAtoi(stat[6], &flags) &&
@@ -116,6 +138,19 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           "thread %d of pid %d is an I/O flusher (PR_SET_IO_FLUSHER); it is not restored", tid,
           pid));
     }
+    if (flags & kMceProcessTaskFlag) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "thread %d of pid %d has a memory-failure kill policy of its own (PR_MCE_KILL, %s); it "
+          "is not restored",
+          tid, pid, flags & kMceEarlyTaskFlag ? "early" : "late"));
+    }
+  }
+  // PR_SET_MEMORY_MERGE: KSM for every present and future mapping (only
+  // those carry the VMA flag `mg`, which restore does give back).
+  if (absl::StatusOr<std::string> ksm = sys::ReadFile(absl::StrCat("/proc/", pid, "/ksm_stat"));
+      ksm.ok() && sys::StatusField(*ksm, "ksm_merge_any").value_or("") == "yes") {
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d merges all its memory with KSM (PR_SET_MEMORY_MERGE); it is not restored", pid));
   }
   // The policy of each mapping, or the thread's task policy where the
   // mapping has none; "default" for neither. One node or many, a restore

@@ -103,6 +103,14 @@ TEST_F(ConformanceTest, DumpRefusesIndirectBranchControlAndLeavesTheProcessRunni
                 "(SpeculationIndirectBranch: conditional disabled, PR_SET_SPECULATION_CTRL)");
 }
 
+TEST_F(ConformanceTest, DumpRefusesMceKillPolicyAndLeavesTheProcessRunning) {
+  ExpectRefused({"mce"}, "has a memory-failure kill policy of its own (PR_MCE_KILL, early)");
+}
+
+TEST_F(ConformanceTest, DumpRefusesSyscallUserDispatchAndLeavesTheProcessRunning) {
+  ExpectRefused({"sud"}, "has syscall user dispatch on (PR_SET_SYSCALL_USER_DISPATCH, selector at 0x");
+}
+
 // /dev/kvm without a VM is a character device like /dev/null: reopened.
 TEST_F(ConformanceTest, KvmDeviceRoundTrip) {
   Workload w;

@@ -16,6 +16,8 @@
  *   mdwe         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
  *   spec_ssb     prctl(PR_SET_SPECULATION_CTRL, store bypass, disable)
  *   spec_ib      prctl(PR_SET_SPECULATION_CTRL, indirect branch, disable)
+ *   mce          prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY)
+ *   sud          syscall user dispatch on, selector at "allow"
  *   io_flusher   prctl(PR_SET_IO_FLUSHER, 1)
  *   auxv         PR_GET_AUXV gives the same vector after as before
  *   ring         an io_uring's rings mapped, its fd closed
@@ -66,6 +68,16 @@
 enum { kPages = 4, kSeed = 0x5eed, kFd = 10 };
 
 static size_t page;
+
+#define PR_SET_SYSCALL_USER_DISPATCH_ 59
+static volatile char sud_selector; /* 0: allow, 1: block */
+static volatile sig_atomic_t sigsys_seen;
+
+static void on_sigsys(int sig) {
+  (void)sig;
+  sud_selector = 0; /* the handler's own return (rt_sigreturn) must pass */
+  sigsys_seen = 1;
+}
 
 /* numa_thread: 1 once the policy is set (-1 if not), 2 once checked. */
 static volatile int thread_ready, thread_mode = -1;
@@ -250,6 +262,16 @@ int main(int argc, char** argv) {
     if (prctl(PR_SET_SPECULATION_CTRL, which, PR_SPEC_DISABLE, 0, 0) != 0) {
       return wl_fail("PR_SET_SPECULATION_CTRL: %s", strerror(errno));
     }
+  } else if (!strcmp(what, "mce")) {
+    if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) != 0) {
+      return wl_fail("PR_MCE_KILL: %s", strerror(errno));
+    }
+  } else if (!strcmp(what, "sud")) {
+    /* The selector allows every system call; only calls from outside
+     * [0, 1) would be checked: all of them. */
+    if (prctl(PR_SET_SYSCALL_USER_DISPATCH_, 1, 0, 1, &sud_selector) != 0) {
+      return wl_fail("PR_SET_SYSCALL_USER_DISPATCH: %s", strerror(errno));
+    }
   } else if (!strcmp(what, "io_flusher")) {
     if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) return wl_fail("PR_SET_IO_FLUSHER: %s", strerror(errno));
   } else if (!strcmp(what, "sem_undo")) {
@@ -308,6 +330,18 @@ int main(int argc, char** argv) {
     int which = what[5] == 's' ? PR_SPEC_STORE_BYPASS : PR_SPEC_INDIRECT_BRANCH;
     int v = prctl(PR_GET_SPECULATION_CTRL, which, 0, 0, 0);
     if (v < 0 || !(v & PR_SPEC_DISABLE)) return wl_fail("speculation control is 0x%x", v);
+  } else if (!strcmp(what, "mce")) {
+    if (prctl(PR_MCE_KILL_GET, 0, 0, 0, 0) != PR_MCE_KILL_EARLY) return wl_fail("PR_MCE_KILL is not early");
+  } else if (!strcmp(what, "sud")) {
+    /* Blocked now: a system call raises SIGSYS, which the handler counts. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigsys;
+    sigaction(SIGSYS, &sa, NULL);
+    sud_selector = 1; /* SYSCALL_DISPATCH_FILTER_BLOCK */
+    syscall(SYS_getppid);
+    sud_selector = 0;
+    if (!sigsys_seen) return wl_fail("syscall user dispatch is off");
   } else if (!strcmp(what, "io_flusher")) {
     if (prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0) != 1) return wl_fail("not an I/O flusher any more");
   } else if (!strcmp(what, "sem_undo")) {
