@@ -125,6 +125,14 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     }
     FileRecord& f = info.file;
     CRLIB_RETURN_IF_ERROR(ReadFdinfo(pid, fd, &f.offset, &f.flags));
+    if (f.flags & O_ASYNC) {
+      // The owner (F_SETOWN) and signal (F_SETSIG) that make it useful are
+      // nowhere in /proc: reopened, the fd would signal no one.
+      return absl::UnimplementedError(absl::StrFormat(
+          "fd %d (%s) is not supported: it has O_ASYNC set (signal-driven I/O), and its owner "
+          "and signal (F_SETOWN, F_SETSIG) are not restored",
+          fd, info.link));
+    }
     if (f.flags & O_CLOEXEC) info.fd_flags = FD_CLOEXEC;
     f.flags &= ~O_CLOEXEC;
     f.mode = st.st_mode;

@@ -111,6 +111,10 @@ TEST_F(ConformanceTest, DumpRefusesSyscallUserDispatchAndLeavesTheProcessRunning
   ExpectRefused({"sud"}, "has syscall user dispatch on (PR_SET_SYSCALL_USER_DISPATCH, selector at 0x");
 }
 
+TEST_F(ConformanceTest, DumpRefusesSignalDrivenIoAndLeavesTheProcessRunning) {
+  ExpectRefused({"async"}, "has O_ASYNC set (signal-driven I/O), and its owner and signal");
+}
+
 // /dev/kvm without a VM is a character device like /dev/null: reopened.
 TEST_F(ConformanceTest, KvmDeviceRoundTrip) {
   Workload w;

@@ -22,6 +22,7 @@
  *   auxv         PR_GET_AUXV gives the same vector after as before
  *   ring         an io_uring's rings mapped, its fd closed
  *   sem_undo     a System V semaphore raised with SEM_UNDO
+ *   async        a pipe with O_ASYNC, F_SETOWN to itself, F_SETSIG SIGUSR2
  *   fd KIND      one descriptor of KIND on fd 10 (see open_kind)
  */
 #include <fcntl.h>
@@ -278,6 +279,17 @@ int main(int argc, char** argv) {
     semid = semget(IPC_PRIVATE, 1, 0600);
     struct sembuf up = {0, 1, SEM_UNDO};
     if (semid < 0 || semop(semid, &up, 1) != 0) return wl_fail("semget/semop: %s", strerror(errno));
+  } else if (!strcmp(what, "async")) {
+    int p[2];
+    if (pipe(p) != 0 || dup2(p[0], kFd) != kFd || dup2(p[1], kFd + 1) != kFd + 1) {
+      return wl_fail("pipe: %s", strerror(errno));
+    }
+    close(p[0]);
+    close(p[1]);
+    if (fcntl(kFd, F_SETOWN, getpid()) != 0 || fcntl(kFd, F_SETSIG, SIGUSR2) != 0 ||
+        fcntl(kFd, F_SETFL, fcntl(kFd, F_GETFL) | O_ASYNC) != 0) {
+      return wl_fail("fcntl: %s", strerror(errno));
+    }
   } else if (!strcmp(what, "fd") && argc > 2) {
     int fd = open_kind(argv[2]);
     if (fd < 0) return wl_fail("opening a %s: %s", argv[2], strerror(errno));
@@ -347,6 +359,10 @@ int main(int argc, char** argv) {
   } else if (!strcmp(what, "sem_undo")) {
     if (semctl(semid, 0, GETVAL) != 1) return wl_fail("semaphore value is not 1");
     semctl(semid, 0, IPC_RMID);
+  } else if (!strcmp(what, "async")) {
+    if (!(fcntl(kFd, F_GETFL) & O_ASYNC)) return wl_fail("O_ASYNC is off");
+    if (fcntl(kFd, F_GETOWN) != getpid()) return wl_fail("F_GETOWN is %d", fcntl(kFd, F_GETOWN));
+    if (fcntl(kFd, F_GETSIG) != SIGUSR2) return wl_fail("F_GETSIG is %d", fcntl(kFd, F_GETSIG));
   } else if (!strcmp(what, "fd")) {
     if (fcntl(kFd, F_GETFD) < 0) return wl_fail("fd %d is closed", kFd);
     if (!strcmp(argv[2], "kvm") && ioctl(kFd, _IO(0xAE, 0x00)) != 12) {
