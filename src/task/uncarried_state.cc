@@ -8,9 +8,11 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -160,7 +162,9 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
   // near the start (the executable) seldom have a policy of their own.
   for (pid_t tid : tids) {
     const std::string path = absl::StrCat("/proc/", pid, "/task/", tid, "/numa_maps");
-    CRLIB_ASSIGN_OR_RETURN(std::string numa, tid == pid ? sys::ReadFile(path) : ReadHead(path));
+    absl::StatusOr<std::string> read = tid == pid ? sys::ReadFile(path) : ReadHead(path);
+    if (!read.ok() && StatusErrno(read.status()) == ENOENT) continue;  // a kernel without NUMA
+    CRLIB_ASSIGN_OR_RETURN(std::string numa, std::move(read));
     for (absl::string_view line : absl::StrSplit(numa, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (f.size() < 2 || f[1] == "default") continue;
