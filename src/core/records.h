@@ -27,6 +27,10 @@ enum class RecordType : uint32_t {
   kPendingSignals = 0x0103,
   kRlimits = 0x0104,
   kItimers = 0x0105,
+  kProcessAttributes = 0x0106,
+  kThreadAttributes = 0x0107,
+  kPosixTimers = 0x0108,
+  kSeccomp = 0x0109,
   kX86Registers = 0x0200,
   kXstate = 0x0201,
   kXstateComponent = 0x0202,
@@ -209,6 +213,90 @@ struct ItimersRecord {
   std::vector<Itimer> timers;
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("timers", s.timers); }
+};
+
+// Parent: the process. Process-wide attributes set with prctl(2),
+// membarrier(2) and /proc files.
+struct ProcessAttributesRecord {
+  static constexpr RecordType kType = RecordType::kProcessAttributes;
+  static constexpr const char* kName = "process_attributes";
+  uint32_t child_subreaper = 0;  // PR_GET_CHILD_SUBREAPER
+  int32_t oom_score_adj = 0;     // /proc/PID/oom_score_adj
+  uint32_t thp_disable = 0;      // PR_GET_THP_DISABLE: bit 0 disabled, bit 1 except advised
+  uint32_t membarrier = 0;       // MEMBARRIER_CMD_REGISTER_* bits registered
+  uint32_t loginuid = 0;         // /proc/PID/loginuid; 0xffffffff: unset
+  uint32_t dumpable = 0;         // PR_GET_DUMPABLE
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("child_subreaper", s.child_subreaper);
+    v("oom_score_adj", s.oom_score_adj);
+    v("thp_disable", s.thp_disable);
+    v("membarrier", s.membarrier);
+    v("loginuid", s.loginuid);
+    v("dumpable", s.dumpable);
+  }
+};
+
+// Parent: the thread. What the kernel keeps per thread besides the
+// thread record's fields.
+struct ThreadAttributesRecord {
+  static constexpr RecordType kType = RecordType::kThreadAttributes;
+  static constexpr const char* kName = "thread_attributes";
+  uint32_t pdeathsig = 0;       // PR_GET_PDEATHSIG
+  uint32_t no_new_privs = 0;    // PR_GET_NO_NEW_PRIVS
+  uint64_t timer_slack_ns = 0;  // PR_GET_TIMERSLACK
+  uint32_t seccomp_mode = 0;    // 0 none, 1 strict, 2 filter (the process's seccomp record)
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("pdeathsig", s.pdeathsig);
+    v("no_new_privs", s.no_new_privs);
+    v("timer_slack_ns", s.timer_slack_ns);
+    v("seccomp_mode", s.seccomp_mode);
+  }
+};
+
+struct PosixTimer {
+  int32_t id = 0;          // timer_t, the same after restore
+  int32_t clock = 0;       // clockid_t
+  uint32_t notify = 0;     // sigev_notify: SIGEV_SIGNAL, SIGEV_NONE, | SIGEV_THREAD_ID
+  uint32_t signo = 0;      // sigev_signo
+  uint64_t value = 0;      // sigev_value
+  uint32_t target_tid = 0; // the thread SIGEV_THREAD_ID names
+  int64_t interval_ns = 0;
+  int64_t value_ns = 0;    // time left at checkpoint; 0: disarmed
+  int32_t overrun = 0;     // timer_getoverrun at checkpoint (not restored)
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("id", s.id); v("clock", s.clock); v("notify", s.notify); v("signo", s.signo);
+    v("value", s.value); v("target_tid", s.target_tid);
+    v("interval_ns", s.interval_ns); v("value_ns", s.value_ns); v("overrun", s.overrun);
+  }
+};
+
+// Parent: the process. Its timer_create(2) timers.
+struct PosixTimersRecord {
+  static constexpr RecordType kType = RecordType::kPosixTimers;
+  static constexpr const char* kName = "posix_timers";
+  std::vector<PosixTimer> timers;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("timers", s.timers); }
+};
+
+struct SeccompFilter {
+  uint32_t flags = 0;  // SECCOMP_FILTER_FLAG_* it was installed with (PTRACE_SECCOMP_GET_METADATA)
+  Bytes program;       // struct sock_filter[], 8 bytes per instruction
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("flags", s.flags); v("program", s.program); }
+};
+
+// Parent: the process. The seccomp filters every thread in filter mode
+// has (they must be the same in all), the first installed first.
+struct SeccompRecord {
+  static constexpr RecordType kType = RecordType::kSeccomp;
+  static constexpr const char* kName = "seccomp";
+  std::vector<SeccompFilter> filters;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("filters", s.filters); }
 };
 
 // x86-64 general registers, in the kernel's user_regs_struct order.
@@ -420,6 +508,8 @@ struct PipeRecord {
 using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
                PendingSignalsRecord, RlimitsRecord, ItimersRecord,
+               ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
+               SeccompRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord>;

@@ -99,6 +99,27 @@ inline constexpr int64_t kErestartNoIntr = -513;
 inline constexpr int64_t kErestartNoHand = -514;
 inline constexpr int64_t kErestartRestartBlock = -516;
 
+// prctl(PR_TIMER_CREATE_RESTORE_IDS) (6.15): while ON, timer_create()
+// reads the ID the new timer must get from its timer_t argument (EBUSY if
+// taken). Per process; restore turns it OFF again.
+inline constexpr int kPrTimerCreateRestoreIds = 77;
+inline constexpr int kPrTimerCreateRestoreIdsOff = 0;
+inline constexpr int kPrTimerCreateRestoreIdsOn = 1;
+inline constexpr int kPrTimerCreateRestoreIdsGet = 2;
+
+// membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS) (6.3): the
+// MEMBARRIER_CMD_REGISTER_* bits the calling process has registered.
+inline constexpr int kMembarrierCmdGetRegistrations = 1 << 9;
+
+// PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG (6.4) and its result.
+inline constexpr int kPtraceGetSyscallUserDispatchConfig = 0x4211;
+struct PtraceSudConfig {
+  uint64_t mode;  // PR_SYS_DISPATCH_OFF (0) / ON
+  uint64_t selector;
+  uint64_t offset;
+  uint64_t len;
+};
+
 }  // namespace crlib::sys
 
 #endif  // CRLIB_SYS_KERNEL_H_

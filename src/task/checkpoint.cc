@@ -32,6 +32,7 @@
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/attributes.h"
 #include "task/tracee.h"
 
 namespace crlib {
@@ -310,6 +311,10 @@ struct AskedState {
   uint64_t brk = 0;
   uint32_t securebits = 0;
   std::vector<ThreadRecord> threads;  // in the order of `threads`
+  ProcessAttributesRecord attributes;
+  PosixTimersRecord posix_timers;
+  std::vector<ThreadAttributesRecord> thread_attributes;  // in the order of `threads`
+  std::optional<SeccompRecord> seccomp;
 };
 
 // The remote calls proper, each thread at its own recovering site in
@@ -361,16 +366,28 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
   CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
                                                                SYS_prctl, {PR_GET_SECUREBITS}));
   asked.securebits = static_cast<uint32_t>(securebits);
+  CRLIB_ASSIGN_OR_RETURN(asked.attributes, CaptureProcessAttributes(t, buf));
+  CRLIB_ASSIGN_OR_RETURN(asked.posix_timers, CapturePosixTimers(t, buf));
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
     absl::StatusOr<ThreadRecord> rec = CaptureThread(thread, pid, buf);
+    absl::StatusOr<ThreadAttributesRecord> attributes =
+        rec.ok() ? CaptureThreadAttributes(thread, pid, buf) : rec.status();
     // Its own state back, also before the scratch (its site) goes.
     absl::Status restored = thread->RestoreInitialState();
-    if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
+    if (!attributes.ok()) {
+      return Annotate(attributes.status(), absl::StrFormat("thread %d", thread->tid()));
+    }
     CRLIB_RETURN_IF_ERROR(restored);
     asked.threads.push_back(std::move(*rec));
+    asked.thread_attributes.push_back(*attributes);
   }
+  // ptrace requests only; refuses filters restore could not install.
+  std::vector<pid_t> tids;
+  for (const auto& thread : threads) tids.push_back(thread->tid());
+  CRLIB_ASSIGN_OR_RETURN(uint64_t cap_effective, sys::StatusMask(status, "CapEff"));
+  CRLIB_ASSIGN_OR_RETURN(asked.seccomp, CaptureSeccomp(tids, asked.thread_attributes, cap_effective));
   return asked;
 }
 
@@ -474,6 +491,7 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
     CRLIB_RETURN_IF_ERROR(thread.arch().CaptureCpu(thread.tid(), regs, w, thread_ref));
     CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(thread.tid(), false));
     if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
+    CRLIB_RETURN_IF_ERROR(w->Write(asked.thread_attributes[i], 0, thread_ref));
   }
 
   CRLIB_RETURN_IF_ERROR(w->Write(asked.handlers, 0, process_ref));
@@ -487,6 +505,11 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   }
   CRLIB_RETURN_IF_ERROR(w->Write(limits, 0, process_ref));
   CRLIB_RETURN_IF_ERROR(w->Write(asked.timers, 0, process_ref));
+  CRLIB_RETURN_IF_ERROR(w->Write(asked.attributes, 0, process_ref));
+  if (!asked.posix_timers.timers.empty()) {
+    CRLIB_RETURN_IF_ERROR(w->Write(asked.posix_timers, 0, process_ref));
+  }
+  if (asked.seccomp) CRLIB_RETURN_IF_ERROR(w->Write(*asked.seccomp, 0, process_ref));
 
   CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, fds, process_ref));
   return WriteMemoryMap(ctx, t, vmas, asked.brk, process_ref);

@@ -129,6 +129,27 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         CRLIB_ASSIGN_OR_RETURN(image.itimers, reader->Decode<ItimersRecord>(*rec));
         break;
       }
+      case RecordType::kProcessAttributes: {
+        if (h.parent != image.ref) return misplaced("process attributes outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.attributes, reader->Decode<ProcessAttributesRecord>(*rec));
+        break;
+      }
+      case RecordType::kThreadAttributes: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("thread attributes outside a thread");
+        CRLIB_ASSIGN_OR_RETURN(t->attributes, reader->Decode<ThreadAttributesRecord>(*rec));
+        break;
+      }
+      case RecordType::kPosixTimers: {
+        if (h.parent != image.ref) return misplaced("POSIX timers outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.posix_timers, reader->Decode<PosixTimersRecord>(*rec));
+        break;
+      }
+      case RecordType::kSeccomp: {
+        if (h.parent != image.ref) return misplaced("seccomp filters outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.seccomp, reader->Decode<SeccompRecord>(*rec));
+        break;
+      }
       case RecordType::kMemoryMap: {
         if (mm_ref) return misplaced("second memory map");
         mm_ref = image.mm_ref = h.self;
@@ -210,6 +231,13 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   for (const VmaRecord& v : image.vmas) {
     if (v.file && !image.files.contains(v.file)) {
       return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
+    }
+  }
+  for (const SeccompFilter& f : image.seccomp ? image.seccomp->filters : std::vector<SeccompFilter>{}) {
+    if (f.program.empty() || f.program.size() % 8 || f.program.size() > 4096 * 8) {
+      return absl::DataLossError(absl::StrFormat(
+          "seccomp filter of %d bytes: not a whole number of 8-byte instructions, 1 to 4096",
+          f.program.size()));
     }
   }
   if (image.mm.exe_file && !image.files.contains(image.mm.exe_file)) {

@@ -32,6 +32,7 @@ struct ThreadImage {
   ThreadRecord record;
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
+  std::optional<ThreadAttributesRecord> attributes;  // absent in older images
 };
 
 struct ProcessImage {
@@ -43,6 +44,11 @@ struct ProcessImage {
   std::optional<PendingSignalsRecord> shared_pending;
   RlimitsRecord rlimits;
   ItimersRecord itimers;
+  // Absent in older images: restore then leaves these attributes as the
+  // restorer's child has them.
+  std::optional<ProcessAttributesRecord> attributes;
+  PosixTimersRecord posix_timers;
+  std::optional<SeccompRecord> seccomp;
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;

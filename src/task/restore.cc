@@ -27,6 +27,7 @@
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/attributes.h"
 #include "task/image_trust.h"
 #include "task/process_image.h"
 #include "task/thread_restore.h"
@@ -225,6 +226,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     CRLIB_RETURN_IF_ERROR(
         step("pending signals", QueueSignals(t, pid, *image.shared_pending, scratch)));
   }
+  // Every thread exists (a timer may name one); loginuid needs our rights.
+  CRLIB_RETURN_IF_ERROR(RestoreProcessAttributes(t, image, scratch));
   // Credentials last: after them a thread may lack the rights the steps
   // above needed.
   for (const std::unique_ptr<Tracee>& thread : *threads) {
@@ -235,9 +238,14 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
   CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
+  // The image's parent-death signals, dumpable (both reset by a credential
+  // change) and no_new_privs (one-way).
+  CRLIB_RETURN_IF_ERROR(RestoreAttributesAfterCredentials(*threads, image));
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
                                                           {scratch, kScratchBytes})
                                             .status()));
+  // Seccomp: the last system calls; a filter may forbid any after it.
+  CRLIB_RETURN_IF_ERROR(RestoreSeccomp(*threads, image));
   // CPU state last; only when every thread is complete may any run.
   for (size_t i = 0; i < threads->size(); ++i) {
     CRLIB_RETURN_IF_ERROR(RestoreCpuState((*threads)[i].get(), image.threads[i]));
@@ -314,6 +322,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
+  CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});

@@ -1,0 +1,83 @@
+// Process and thread attributes through `crlib dump` and `crlib restore`:
+// POSIX timers (tests/workloads/posix_timers.c), prctl-style attributes
+// (prctl_attrs.c) and seccomp filters (seccomp_filter.c) come back and the
+// process checks them itself; what crlib cannot restore exactly is refused
+// at dump, naming it, and the process runs on untouched; what the
+// restorer lacks the privilege for is refused before the point of no
+// return, naming the capability.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/prctl.h>
+
+#include "tests/task/harness.h"
+
+namespace crlib {
+namespace {
+
+using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
+
+using AttributesTest = WorkloadTest;
+
+
+TEST_F(AttributesTest, PosixTimersRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "posix_timers"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(AttributesTest, PosixTimersLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "posix_timers"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+TEST_F(AttributesTest, PrctlAttributesRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "prctl_attrs"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(AttributesTest, SeccompFiltersRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "seccomp_filter"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(AttributesTest, SeccompLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "seccomp_filter"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+class AttributesRefusalTest : public WorkloadTest {
+ protected:
+  // Starts seccomp_filter in `mode`; its dump must fail with a one-line
+  // error holding `reason`, write no image, and leave the process running
+  // as it was: it still checks itself OK.
+  void ExpectDumpRefused(const std::string& mode, const std::string& reason) {
+    Workload w;
+    ASSERT_NO_FATAL_FAILURE(Start(&w, "seccomp_filter", {WorkloadsDir() + "/seccomp_filter", mode}));
+    const std::string image = Path(mode + ".img");
+    CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+    ExpectOneLineError(r);
+    EXPECT_THAT(r.err, HasSubstr(reason)) << Describe(w, r);
+    EXPECT_FALSE(Exists(image));
+    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  }
+};
+
+TEST_F(AttributesRefusalTest, DumpRefusesFiltersThatDifferBetweenThreads) {
+  ExpectDumpRefused("differ", "different seccomp filters");
+}
+
+TEST_F(AttributesRefusalTest, DumpRefusesUserNotifFilter) {
+  ExpectDumpRefused("notify", "SECCOMP_RET_USER_NOTIF");
+}
+
+TEST_F(AttributesRefusalTest, DumpRefusesSyscallUserDispatch) {
+  ExpectDumpRefused("dispatch", "syscall user dispatch");
+}
+
+}  // namespace
+}  // namespace crlib
