@@ -257,6 +257,25 @@ absl::StatusOr<ThreadAttributesRecord> CaptureThreadAttributes(Tracee* t, pid_t 
   return a;
 }
 
+absl::Status SuspendSeccomp(absl::Span<const std::unique_ptr<Tracee>> threads) {
+  const pid_t pid = threads.front()->tid();
+  for (const std::unique_ptr<Tracee>& t : threads) {
+    CRLIB_ASSIGN_OR_RETURN(std::string status,
+                           sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", t->tid(), "/status")));
+    CRLIB_ASSIGN_OR_RETURN(std::string mode, sys::StatusField(status, "Seccomp"));
+    if (mode == "0") continue;
+    absl::Status st = t->SuspendSeccomp();
+    if (StatusErrno(st) == EPERM) {
+      return Annotate(st, absl::StrFormat(
+                              "thread %d runs under seccomp, and crlib needs CAP_SYS_ADMIN to keep "
+                              "its filters from blocking crlib's own calls in it",
+                              t->tid()));
+    }
+    CRLIB_RETURN_IF_ERROR(st);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::optional<SeccompRecord>> CaptureSeccomp(
     absl::Span<const pid_t> tids, absl::Span<const ThreadAttributesRecord> attributes,
     uint64_t cap_effective) {

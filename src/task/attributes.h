@@ -53,6 +53,12 @@ absl::StatusOr<std::optional<SeccompRecord>> CaptureSeccomp(
     absl::Span<const pid_t> tids, absl::Span<const ThreadAttributesRecord> attributes,
     uint64_t cap_effective);
 
+// Lets crlib's remote calls in the threads of `threads` that run under
+// seccomp (strict or filter) pass unfiltered until they are detached: a
+// filter could fail them, or kill the process. Refuses, naming
+// CAP_SYS_ADMIN, when crlib cannot.
+absl::Status SuspendSeccomp(absl::Span<const std::unique_ptr<Tracee>> threads);
+
 // Checks, before anything is created, that this restorer can set every
 // attribute of `image`, naming the capability or kernel feature missing.
 absl::Status CheckAttributes(const ProcessImage& image);

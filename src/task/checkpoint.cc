@@ -592,6 +592,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
+    CRLIB_RETURN_IF_ERROR(SuspendSeccomp(threads));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.
     const int64_t asked_at = NowNs();

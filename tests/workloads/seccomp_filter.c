@@ -1,8 +1,9 @@
-/* Seccomp: with no_new_privs, two stacked filters — getppid fails with
- * EPERM, getpriority with EACCES (installed with SECCOMP_FILTER_FLAG_LOG) —
- * installed before a second thread starts, so both threads share them.
- * After SIGUSR1 both threads must still see them in force, and nothing
- * else filtered.
+/* Seccomp: with no_new_privs, three stacked filters — getppid fails with
+ * EPERM, getpriority with EACCES (installed with SECCOMP_FILTER_FLAG_LOG),
+ * sigaltstack kills the process (crlib's dump calls it in every thread:
+ * it must not be filtered) — installed before a second thread starts, so
+ * both threads share them. After SIGUSR1 both threads must still see
+ * them in force, and nothing else filtered.
  *
  *   seccomp_filter [shared|differ|notify|dispatch]
  *
@@ -11,6 +12,7 @@
  * filter of its own, "notify" adds a filter that returns
  * SECCOMP_RET_USER_NOTIF (with no listener), "dispatch" turns on syscall
  * user dispatch (everything allowed) in the main thread. */
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -42,9 +44,30 @@ static int install(int nr, unsigned ret, unsigned flags) {
   return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
 }
 
+static int expected_filters;       /* every thread's */
+static __thread int own_filters;   /* the calling thread's alone */
+
+/* The calling thread's Seccomp_filters: count. */
+static int filter_count(void) {
+  char buf[8192];
+  int fd = open("/proc/thread-self/status", O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  char* at = strstr(buf, "Seccomp_filters:");
+  return at ? atoi(at + 16) : -1;
+}
+
 /* "" when the filters are in force in the calling thread. */
 static const char* check(char* why, size_t size) {
   why[0] = '\0';
+  int count = filter_count();
+  if (count != expected_filters + own_filters) {
+    snprintf(why, size, "%d filters, expected %d", count, expected_filters + own_filters);
+    return why;
+  }
   errno = 0;
   long r = syscall(SYS_getppid);
   if (r != -1 || errno != EPERM) {
@@ -67,6 +90,7 @@ static int differ;
 
 static void* other(void* arg) {
   (void)arg;
+  if (differ) own_filters = 1;
   if (differ && install(SYS_getpgrp, SECCOMP_RET_ERRNO | EPERM, 0) != 0) {
     snprintf(other_why, sizeof(other_why), "setup: %s", strerror(errno));
   }
@@ -83,12 +107,15 @@ int main(int argc, char** argv) {
   wl_install_handler();
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return wl_fail("setup no_new_privs: %s", strerror(errno));
   if (install(SYS_getppid, SECCOMP_RET_ERRNO | EPERM, 0) != 0 ||
-      install(SYS_getpriority, SECCOMP_RET_ERRNO | EACCES, SECCOMP_FILTER_FLAG_LOG) != 0) {
+      install(SYS_getpriority, SECCOMP_RET_ERRNO | EACCES, SECCOMP_FILTER_FLAG_LOG) != 0 ||
+      install(SYS_sigaltstack, SECCOMP_RET_KILL_PROCESS, 0) != 0) {
     return wl_fail("setup seccomp: %s", strerror(errno));
   }
+  expected_filters = 3;
   if (strcmp(mode, "notify") == 0 && install(SYS_getpgrp, SECCOMP_RET_USER_NOTIF, 0) != 0) {
     return wl_fail("setup USER_NOTIF filter: %s", strerror(errno));
   }
+  if (strcmp(mode, "notify") == 0) expected_filters = 4;
   static char selector = 0;  /* SYSCALL_DISPATCH_FILTER_ALLOW */
   if (strcmp(mode, "dispatch") == 0 &&
       prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, 0, 0, &selector) != 0) {
