@@ -49,6 +49,12 @@ TEST_F(AttributesTest, SeccompLeaveRunningThenRestore) {
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
+TEST_F(AttributesTest, SeccompStrictRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "seccomp_strict"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 class AttributesRefusalTest : public WorkloadTest {
  protected:
   // Starts seccomp_filter in `mode`; its dump must fail with a one-line
