@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <sys/prctl.h>
 
+#include "absl/strings/ascii.h"
 #include "tests/task/harness.h"
 
 namespace crlib {
@@ -71,7 +72,43 @@ class AttributesRefusalTest : public WorkloadTest {
     ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
     ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
   }
+
+  void ExpectRestoreNeeds(const std::string& capability, const std::string& shell_setup);
 };
+
+// A restore that lacks `capability` to set the prctl_attrs workload's
+// attributes fails before the point of no return, naming it; the same
+// image then restores with the privilege.
+void AttributesRefusalTest::ExpectRestoreNeeds(const std::string& capability,
+                                               const std::string& shell_setup) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "prctl_attrs"));
+  const std::string image = Path("attrs.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  const std::string lower = absl::AsciiStrToLower(capability.substr(4));  // CAP_X -> x
+  const std::string command = shell_setup + "exec setpriv --bounding-set -" + lower + " -- " +
+                              CrlibBin() + " restore --image " + image;
+  Running run;
+  run.command = "sh -c '" + command + "'";
+  run.out_path = Path("restricted.out");
+  run.err_path = Path("restricted.err");
+  run.pid = Spawn({"/bin/sh", "-c", command}, run.out_path, run.err_path, /*new_session=*/false);
+  CliResult r = Finish(run, kCliTimeout);
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr(capability)) << Describe(w, r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
+  EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(AttributesRefusalTest, RestoreWithoutAuditControlRefusesLoginuid) {
+  ExpectRestoreNeeds("CAP_AUDIT_CONTROL", "");
+}
+
+// Our oom_score_adj above the image's 321: lowering it needs CAP_SYS_RESOURCE.
+TEST_F(AttributesRefusalTest, RestoreWithoutSysResourceRefusesLowerOomScoreAdj) {
+  ExpectRestoreNeeds("CAP_SYS_RESOURCE", "echo 500 > /proc/self/oom_score_adj && ");
+}
 
 TEST_F(AttributesRefusalTest, DumpRefusesFiltersThatDifferBetweenThreads) {
   ExpectDumpRefused("differ", "different seccomp filters");
