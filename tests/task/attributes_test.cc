@@ -20,6 +20,12 @@ using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 using AttributesTest = WorkloadTest;
 
 
+TEST_F(AttributesTest, BasicAttributesRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "basic_attrs"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 TEST_F(AttributesTest, PosixTimersRoundTrip) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "posix_timers"));
