@@ -124,6 +124,10 @@ TEST_F(AttributesRefusalTest, DumpRefusesUserNotifFilter) {
   ExpectDumpRefused("notify", "SECCOMP_RET_USER_NOTIF");
 }
 
+TEST_F(AttributesRefusalTest, DumpRefusesFiltersWithoutNoNewPrivsOrCapSysAdmin) {
+  ExpectDumpRefused("nonnp", "neither no_new_privs nor CAP_SYS_ADMIN");
+}
+
 TEST_F(AttributesRefusalTest, DumpRefusesSyscallUserDispatch) {
   ExpectDumpRefused("dispatch", "syscall user dispatch");
 }

@@ -5,13 +5,15 @@
  * both threads share them. After SIGUSR1 both threads must still see
  * them in force, and nothing else filtered.
  *
- *   seccomp_filter [shared|differ|notify|dispatch]
+ *   seccomp_filter [shared|differ|notify|dispatch|nonnp]
  *
  * The other modes make what a dump refuses, and then check that the
  * process runs on as it was: "differ" gives the second thread one more
  * filter of its own, "notify" adds a filter that returns
  * SECCOMP_RET_USER_NOTIF (with no listener), "dispatch" turns on syscall
- * user dispatch (everything allowed) in the main thread. */
+ * user dispatch (everything allowed) in the main thread, "nonnp" installs
+ * the filters as root without no_new_privs and then becomes uid 65534,
+ * which drops CAP_SYS_ADMIN. */
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -105,7 +107,10 @@ int main(int argc, char** argv) {
   const char* mode = argc > 1 ? argv[1] : "shared";
   differ = strcmp(mode, "differ") == 0;
   wl_install_handler();
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return wl_fail("setup no_new_privs: %s", strerror(errno));
+  const int nonnp = strcmp(mode, "nonnp") == 0;
+  if (!nonnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return wl_fail("setup no_new_privs: %s", strerror(errno));
+  }
   if (install(SYS_getppid, SECCOMP_RET_ERRNO | EPERM, 0) != 0 ||
       install(SYS_getpriority, SECCOMP_RET_ERRNO | EACCES, SECCOMP_FILTER_FLAG_LOG) != 0 ||
       install(SYS_sigaltstack, SECCOMP_RET_KILL_PROCESS, 0) != 0) {
@@ -121,6 +126,7 @@ int main(int argc, char** argv) {
       prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, 0, 0, &selector) != 0) {
     return wl_fail("setup syscall user dispatch: %s", strerror(errno));
   }
+  if (nonnp && setresuid(65534, 65534, 65534) != 0) return wl_fail("setup setresuid: %s", strerror(errno));
   pthread_t th;
   if (pthread_create(&th, NULL, other, NULL) != 0) return wl_fail("pthread_create");
   while (__atomic_load_n(&phase, __ATOMIC_SEQ_CST) != 1) usleep(1000);
