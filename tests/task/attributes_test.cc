@@ -9,8 +9,15 @@
 #include <gtest/gtest.h>
 #include <sys/prctl.h>
 
+#include <grp.h>
+#include <pwd.h>
+
+#include <fstream>
+
 #include "absl/strings/ascii.h"
+#include "core/codec.h"
 #include "tests/task/harness.h"
+#include "tests/task/image_edit.h"
 
 namespace crlib {
 namespace {
@@ -114,6 +121,59 @@ TEST_F(AttributesRefusalTest, RestoreWithoutAuditControlRefusesLoginuid) {
 // Our oom_score_adj above the image's 321: lowering it needs CAP_SYS_RESOURCE.
 TEST_F(AttributesRefusalTest, RestoreWithoutSysResourceRefusesLowerOomScoreAdj) {
   ExpectRestoreNeeds("CAP_SYS_RESOURCE", "echo 500 > /proc/self/oom_score_adj && ");
+}
+
+// Rewrites every record of type R in the image file at `path` with `edit`.
+template <typename R>
+void EditImage(const std::string& path, const std::function<void(R*)>& edit) {
+  std::string bytes = Slurp(path);
+  int found = 0;
+  EditRecords(&bytes, [&](const RecordHeader& h, uint8_t* payload) {
+    if (h.type != static_cast<uint32_t>(R::kType)) return;
+    R rec;
+    ASSERT_TRUE(DecodeFields(absl::MakeConstSpan(payload, h.length), &rec).ok());
+    edit(&rec);
+    Bytes encoded = EncodeFields(rec);
+    ASSERT_EQ(encoded.size(), h.length);
+    memcpy(payload, encoded.data(), encoded.size());
+    ++found;
+  });
+  ASSERT_EQ(found, 1) << R::kName << " records in " << path;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// An image owned by a user vouches for no claim only privilege could make
+// (docs/SECURITY.md): a negative oom_score_adj, another user's loginuid.
+TEST_F(AttributesRefusalTest, UnprivilegedImageOwnerCannotClaimOomScoreOrLoginuid) {
+  passwd* pw = getpwnam("nobody");
+  ASSERT_NE(pw, nullptr) << "this test needs the user 'nobody'";
+  const uid_t uid = pw->pw_uid;
+  const gid_t gid = pw->pw_gid;
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "prctl_attrs"));
+  const std::string image = Path("owned.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  // The credentials of nobody, which nobody may claim.
+  ASSERT_NO_FATAL_FAILURE(EditImage<ProcessRecord>(image, [&](ProcessRecord* p) {
+    p->uid = p->euid = p->suid = p->fsuid = uid;
+    p->gid = p->egid = p->sgid = p->fsgid = gid;
+    p->groups.assign(p->groups.size(), gid);
+    p->cap_inheritable = p->cap_permitted = p->cap_effective = p->cap_ambient = 0;
+  }));
+  ASSERT_NO_FATAL_FAILURE(EditImage<ProcessAttributesRecord>(
+      image, [](ProcessAttributesRecord* a) { a->oom_score_adj = -100; }));
+  ASSERT_EQ(chown(image.c_str(), uid, gid), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("image claims oom_score_adj -100")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("owned by uid " + std::to_string(uid))) << Describe(w, r);
+  ASSERT_NO_FATAL_FAILURE(EditImage<ProcessAttributesRecord>(
+      image, [](ProcessAttributesRecord* a) { a->oom_score_adj = 321; }));
+  r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("image claims loginuid 4242")) << Describe(w, r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
+  EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
 }
 
 TEST_F(AttributesRefusalTest, DumpRefusesFiltersThatDifferBetweenThreads) {
