@@ -15,7 +15,6 @@
 #include <fstream>
 
 #include "absl/strings/ascii.h"
-#include "core/codec.h"
 #include "tests/task/harness.h"
 #include "tests/task/image_edit.h"
 
@@ -123,22 +122,11 @@ TEST_F(AttributesRefusalTest, RestoreWithoutSysResourceRefusesLowerOomScoreAdj) 
   ExpectRestoreNeeds("CAP_SYS_RESOURCE", "echo 500 > /proc/self/oom_score_adj && ");
 }
 
-// Rewrites every record of type R in the image file at `path` with `edit`.
+// Rewrites the one record of type R in the image file at `path` with `edit`.
 template <typename R>
 void EditImage(const std::string& path, const std::function<void(R*)>& edit) {
   std::string bytes = Slurp(path);
-  int found = 0;
-  EditRecords(&bytes, [&](const RecordHeader& h, uint8_t* payload) {
-    if (h.type != static_cast<uint32_t>(R::kType)) return;
-    R rec;
-    ASSERT_TRUE(DecodeFields(absl::MakeConstSpan(payload, h.length), &rec).ok());
-    edit(&rec);
-    Bytes encoded = EncodeFields(rec);
-    ASSERT_EQ(encoded.size(), h.length);
-    memcpy(payload, encoded.data(), encoded.size());
-    ++found;
-  });
-  ASSERT_EQ(found, 1) << R::kName << " records in " << path;
+  ASSERT_EQ(EditRecordsOfType<R>(&bytes, edit), 1) << R::kName << " records in " << path;
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
