@@ -354,7 +354,12 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
                               .status());
     itimerval tv;
     CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &tv, sizeof(tv)));
-    if (tv.it_value.tv_sec == 0 && tv.it_value.tv_usec == 0) continue;
+    // A periodic ITIMER_REAL that fired shows value 0 until its SIGALRM
+    // (pending now) is dequeued, which rearms it: it is still armed.
+    if (tv.it_value.tv_sec == 0 && tv.it_value.tv_usec == 0 && tv.it_interval.tv_sec == 0 &&
+        tv.it_interval.tv_usec == 0) {
+      continue;
+    }
     asked.timers.timers.push_back(
         {.which = static_cast<uint32_t>(which),
          .interval_usec = tv.it_interval.tv_sec * 1000000 + tv.it_interval.tv_usec,

@@ -186,8 +186,11 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     }
   }
   for (const Itimer& it : image.itimers.timers) {
+    // Value 0: a periodic timer that fired and waited for its SIGALRM to
+    // be dequeued (it comes back pending); one more interval, as then.
+    const int64_t value = it.value_usec ? it.value_usec : it.interval_usec;
     itimerval tv{{it.interval_usec / 1000000, it.interval_usec % 1000000},
-                 {it.value_usec / 1000000, it.value_usec % 1000000}};
+                 {value / 1000000, value % 1000000}};
     CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &tv, sizeof(tv)));
     CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("setitimer", SYS_setitimer, {it.which, scratch, 0}).status());
   }
