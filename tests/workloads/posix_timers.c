@@ -9,6 +9,9 @@
  *   - "none": CLOCK_REALTIME, SIGEV_NONE, armed for 1000 s, which keeps
  *     counting down.
  * A fifth timer, created first and deleted, leaves a hole in the IDs.
+ * SIGRTMIN stays blocked in every thread until the check, so the periodic
+ * timer has a signal pending at the dump (the kernel rearms it only when
+ * that is dequeued); it must come back with its siginfo.
  * After SIGUSR1 each check names the timer and what is wrong. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -42,6 +45,10 @@ static void on_thread(int sig, siginfo_t* info, void* ctx) {
 
 static void* target(void* arg) {
   (void)arg;
+  sigset_t rt;
+  sigemptyset(&rt);
+  sigaddset(&rt, SIGRTMIN);
+  pthread_sigmask(SIG_BLOCK, &rt, NULL);
   target_tid = (pid_t)syscall(SYS_gettid);
   for (;;) pause();
   return NULL;
@@ -98,6 +105,7 @@ int main(void) {
   sigset_t block;
   sigemptyset(&block);
   sigaddset(&block, SIGRTMIN + 1);
+  sigaddset(&block, SIGRTMIN);
   pthread_t th;
   if (pthread_create(&th, NULL, target, NULL) != 0) return wl_fail("pthread_create");
   pthread_sigmask(SIG_BLOCK, &block, NULL);
@@ -118,10 +126,17 @@ int main(void) {
   }
   wl_say("TIMERS %d %d %d %d", (int)(long)periodic, (int)(long)thread_timer, (int)(long)disarmed,
          (int)(long)none_timer);
+  struct timespec fire = {0, 60 * 1000 * 1000};
+  while (nanosleep(&fire, &fire) != 0 && errno == EINTR) {
+  }
   wl_ready();
   wl_wait_nap();
 
   periodic_hits = thread_hits = 0;
+  sigset_t rt;
+  sigemptyset(&rt);
+  sigaddset(&rt, SIGRTMIN);
+  pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
   struct timespec wait = {0, 300 * 1000 * 1000};
   while (nanosleep(&wait, &wait) != 0 && errno == EINTR) {
   }
