@@ -84,6 +84,13 @@ absl::StatusOr<int32_t> RemoteInt(Tracee* t, uint64_t buf) {
   return v;
 }
 
+// The PID or TID a CPU-time clock ID names (clock_getcpuclockid,
+// pthread_getcpuclockid: negative IDs), 0 for the caller's own or for a
+// clock that is not a CPU clock.
+pid_t CpuClockPid(int32_t clock) {
+  return clock < 0 ? static_cast<pid_t>(~(clock >> 3)) : 0;
+}
+
 int64_t Nanoseconds(const timespec& ts) { return ts.tv_sec * 1000000000 + ts.tv_nsec; }
 timespec Timespec(int64_t ns) { return {ns / 1000000000, ns % 1000000000}; }
 
@@ -129,11 +136,13 @@ bool NotifiesUserSpace(const Bytes& program) {
 // A private anonymous writable mapping of the image at least `size` bytes
 // long, where seccomp's arguments are staged for a moment.
 absl::StatusOr<uint64_t> StagingArea(const ProcessImage& image, uint64_t size) {
-  for (const VmaRecord& v : image.vmas) {
-    const auto kind = static_cast<VmaKind>(v.kind);
-    if ((kind == VmaKind::kAnonymous || kind == VmaKind::kHeap || kind == VmaKind::kStack) &&
-        (v.flags & MAP_PRIVATE) && (v.prot & PROT_WRITE) && v.end - v.start >= size) {
-      return v.start;
+  // The stack first: every process has one.
+  for (VmaKind want : {VmaKind::kStack, VmaKind::kHeap, VmaKind::kAnonymous}) {
+    for (const VmaRecord& v : image.vmas) {
+      if (static_cast<VmaKind>(v.kind) == want && (v.flags & MAP_PRIVATE) &&
+          (v.prot & PROT_WRITE) && v.end - v.start >= size) {
+        return v.start;
+      }
     }
   }
   return absl::FailedPreconditionError(absl::StrFormat(
@@ -179,7 +188,8 @@ absl::StatusOr<ProcessAttributesRecord> CaptureProcessAttributes(Tracee* t, uint
   return a;
 }
 
-absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf) {
+absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf,
+                                                     absl::Span<const pid_t> tids) {
   const pid_t pid = t->tid();
   CRLIB_ASSIGN_OR_RETURN(std::string text, sys::ReadFile(absl::StrCat("/proc/", pid, "/timers")));
   PosixTimersRecord rec;
@@ -217,6 +227,21 @@ absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf) {
       cur->clock = clock;
     } else {
       return bad();
+    }
+  }
+  auto ours = [&](pid_t tid) { return std::find(tids.begin(), tids.end(), tid) != tids.end(); };
+  for (PosixTimer& timer : rec.timers) {
+    if ((timer.notify & SIGEV_THREAD_ID) && !ours(static_cast<pid_t>(timer.target_tid))) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "POSIX timer %d of pid %d signals thread %d, which is not one of its threads (it "
+          "exited?); restore could not target it",
+          timer.id, pid, timer.target_tid));
+    }
+    if (CpuClockPid(timer.clock) != 0 && !ours(CpuClockPid(timer.clock))) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "POSIX timer %d of pid %d runs on the CPU clock of pid %d, outside the process; crlib "
+          "does not restore it",
+          timer.id, pid, CpuClockPid(timer.clock)));
     }
   }
   for (PosixTimer& timer : rec.timers) {
@@ -381,12 +406,20 @@ absl::Status CheckAttributes(const ProcessImage& image) {
       return Errno("the image has POSIX timers, and restoring their IDs needs "
                    "prctl(PR_TIMER_CREATE_RESTORE_IDS) (Linux 6.15)");
     }
+    auto in_image = [&](uint32_t tid) {
+      return std::any_of(image.threads.begin(), image.threads.end(),
+                         [&](const ThreadImage& t) { return t.record.tid == tid; });
+    };
     for (const PosixTimer& timer : image.posix_timers.timers) {
-      if (!(timer.notify & SIGEV_THREAD_ID)) continue;
-      if (std::none_of(image.threads.begin(), image.threads.end(),
-                       [&](const ThreadImage& t) { return t.record.tid == timer.target_tid; })) {
+      if ((timer.notify & SIGEV_THREAD_ID) && !in_image(timer.target_tid)) {
         return absl::DataLossError(absl::StrFormat(
             "POSIX timer %d signals thread %d, which the image lacks", timer.id, timer.target_tid));
+      }
+      const pid_t clock_pid = CpuClockPid(timer.clock);
+      if (clock_pid != 0 && !in_image(static_cast<uint32_t>(clock_pid))) {
+        return absl::DataLossError(absl::StrFormat(
+            "POSIX timer %d runs on the CPU clock of task %d, which the image lacks", timer.id,
+            clock_pid));
       }
     }
   }

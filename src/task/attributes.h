@@ -37,8 +37,11 @@ namespace crlib {
 absl::StatusOr<ProcessAttributesRecord> CaptureProcessAttributes(Tracee* t, uint64_t buf);
 
 // The process's timer_create timers (/proc/PID/timers), with remote
-// timer_gettime/timer_getoverrun calls in `t`.
-absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf);
+// timer_gettime/timer_getoverrun calls in `t`. `tids` are the process's
+// threads: a timer that names another task (an exited thread as its
+// SIGEV_THREAD_ID target, another process's CPU clock) is refused.
+absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf,
+                                                     absl::Span<const pid_t> tids);
 
 // What thread `t` (borrowed at its site) keeps for itself.
 absl::StatusOr<ThreadAttributesRecord> CaptureThreadAttributes(Tracee* t, pid_t pid, uint64_t buf);

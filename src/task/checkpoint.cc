@@ -372,7 +372,9 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
                                                                SYS_prctl, {PR_GET_SECUREBITS}));
   asked.securebits = static_cast<uint32_t>(securebits);
   CRLIB_ASSIGN_OR_RETURN(asked.attributes, CaptureProcessAttributes(t, buf));
-  CRLIB_ASSIGN_OR_RETURN(asked.posix_timers, CapturePosixTimers(t, buf));
+  std::vector<pid_t> tids;
+  for (const auto& thread : threads) tids.push_back(thread->tid());
+  CRLIB_ASSIGN_OR_RETURN(asked.posix_timers, CapturePosixTimers(t, buf, tids));
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
@@ -389,8 +391,6 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
     asked.thread_attributes.push_back(*attributes);
   }
   // ptrace requests only; refuses filters restore could not install.
-  std::vector<pid_t> tids;
-  for (const auto& thread : threads) tids.push_back(thread->tid());
   CRLIB_ASSIGN_OR_RETURN(uint64_t cap_effective, sys::StatusMask(status, "CapEff"));
   CRLIB_ASSIGN_OR_RETURN(asked.seccomp, CaptureSeccomp(tids, asked.thread_attributes, cap_effective));
   return asked;

@@ -70,12 +70,13 @@ TEST_F(AttributesTest, SeccompStrictRoundTrip) {
 
 class AttributesRefusalTest : public WorkloadTest {
  protected:
-  // Starts seccomp_filter in `mode`; its dump must fail with a one-line
+  // Starts workload `name` in `mode`; its dump must fail with a one-line
   // error holding `reason`, write no image, and leave the process running
   // as it was: it still checks itself OK.
-  void ExpectDumpRefused(const std::string& mode, const std::string& reason) {
+  void ExpectDumpRefused(const std::string& name, const std::string& mode,
+                         const std::string& reason) {
     Workload w;
-    ASSERT_NO_FATAL_FAILURE(Start(&w, "seccomp_filter", {WorkloadsDir() + "/seccomp_filter", mode}));
+    ASSERT_NO_FATAL_FAILURE(Start(&w, name, {WorkloadsDir() + "/" + name, mode}));
     const std::string image = Path(mode + ".img");
     CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
     ExpectOneLineError(r);
@@ -165,19 +166,23 @@ TEST_F(AttributesRefusalTest, UnprivilegedImageOwnerCannotClaimOomScoreOrLoginui
 }
 
 TEST_F(AttributesRefusalTest, DumpRefusesFiltersThatDifferBetweenThreads) {
-  ExpectDumpRefused("differ", "different seccomp filters");
+  ExpectDumpRefused("seccomp_filter", "differ", "different seccomp filters");
 }
 
 TEST_F(AttributesRefusalTest, DumpRefusesUserNotifFilter) {
-  ExpectDumpRefused("notify", "SECCOMP_RET_USER_NOTIF");
+  ExpectDumpRefused("seccomp_filter", "notify", "SECCOMP_RET_USER_NOTIF");
 }
 
 TEST_F(AttributesRefusalTest, DumpRefusesFiltersWithoutNoNewPrivsOrCapSysAdmin) {
-  ExpectDumpRefused("nonnp", "neither no_new_privs nor CAP_SYS_ADMIN");
+  ExpectDumpRefused("seccomp_filter", "nonnp", "neither no_new_privs nor CAP_SYS_ADMIN");
+}
+
+TEST_F(AttributesRefusalTest, DumpRefusesTimerOfAnExitedThread) {
+  ExpectDumpRefused("posix_timers", "orphan", "which is not one of its threads");
 }
 
 TEST_F(AttributesRefusalTest, DumpRefusesSyscallUserDispatch) {
-  ExpectDumpRefused("dispatch", "syscall user dispatch");
+  ExpectDumpRefused("seccomp_filter", "dispatch", "syscall user dispatch");
 }
 
 }  // namespace

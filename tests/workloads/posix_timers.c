@@ -12,7 +12,12 @@
  * SIGRTMIN stays blocked in every thread until the check, so the periodic
  * timer has a signal pending at the dump (the kernel rearms it only when
  * that is dequeued); it must come back with its siginfo.
- * After SIGUSR1 each check names the timer and what is wrong. */
+ * After SIGUSR1 each check names the timer and what is wrong.
+ *
+ *   posix_timers [orphan]
+ *
+ * "orphan" adds a (disarmed) SIGEV_THREAD_ID timer whose thread has
+ * exited, which a dump refuses. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -92,7 +97,26 @@ static int listed(timer_t id, const char* notify, int clock) {
          atoi(clock_line + 9) == clock;
 }
 
-int main(void) {
+static void* short_lived(void* arg) {
+  *(volatile pid_t*)arg = (pid_t)syscall(SYS_gettid);
+  while (*(volatile pid_t*)arg != 0) usleep(1000);
+  return NULL;
+}
+
+/* A timer aimed at a thread that then exits. */
+static int make_orphan(void) {
+  volatile pid_t tid = 0;
+  pthread_t th;
+  if (pthread_create(&th, NULL, short_lived, (void*)&tid) != 0) return -1;
+  while (tid == 0) usleep(1000);
+  timer_t orphan;
+  int r = make(CLOCK_MONOTONIC, SIGEV_THREAD_ID, SIGRTMIN + 2, 0, tid, &orphan);
+  tid = 0;
+  pthread_join(th, NULL);
+  return r;
+}
+
+int main(int argc, char** argv) {
   wl_install_handler();
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
@@ -120,6 +144,9 @@ int main(void) {
     return wl_fail("timer_create: %s", strerror(errno));
   }
   timer_delete(hole);
+  if (argc > 1 && strcmp(argv[1], "orphan") == 0 && make_orphan() != 0) {
+    return wl_fail("setup orphan timer: %s", strerror(errno));
+  }
   if (arm(periodic, PERIOD_NS, PERIOD_NS) != 0 || arm(thread_timer, PERIOD_NS, PERIOD_NS) != 0 ||
       arm(none_timer, 1000L * 1000000000L, 0) != 0) {
     return wl_fail("timer_settime: %s", strerror(errno));
