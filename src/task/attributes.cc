@@ -371,6 +371,25 @@ absl::StatusOr<std::optional<SeccompRecord>> CaptureSeccomp(
 }
 
 absl::Status CheckAttributes(const ProcessImage& image) {
+  // The restored process is forked from us and inherits our seccomp
+  // filters and no_new_privs, which nothing can take away again.
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile("/proc/thread-self/status"));
+  CRLIB_ASSIGN_OR_RETURN(std::string our_seccomp, sys::StatusField(status, "Seccomp"));
+  if (our_seccomp != "0") {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "crlib runs under seccomp (mode %s), which the restored process would inherit; restore "
+        "from a process without seccomp filters",
+        our_seccomp));
+  }
+  CRLIB_ASSIGN_OR_RETURN(std::string our_nnp, sys::StatusField(status, "NoNewPrivs"));
+  for (const ThreadImage& t : image.threads) {
+    if (our_nnp == "1" && t.attributes && !t.attributes->no_new_privs) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "crlib runs with no_new_privs, which thread %d would inherit though it had not set it; "
+          "restore from a process without no_new_privs",
+          t.record.tid));
+    }
+  }
   if (image.attributes) {
     const ProcessAttributesRecord& a = *image.attributes;
     CRLIB_ASSIGN_OR_RETURN(uint32_t ours, Loginuid("self"));

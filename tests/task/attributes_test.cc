@@ -14,7 +14,6 @@
 
 #include <fstream>
 
-#include "absl/strings/ascii.h"
 #include "tests/task/harness.h"
 #include "tests/task/image_edit.h"
 
@@ -86,21 +85,20 @@ class AttributesRefusalTest : public WorkloadTest {
     ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
   }
 
-  void ExpectRestoreNeeds(const std::string& capability, const std::string& shell_setup);
+  void ExpectRestoreRefused(const std::string& shell_prefix, const std::string& reason);
 };
 
-// A restore that lacks `capability` to set the prctl_attrs workload's
-// attributes fails before the point of no return, naming it; the same
-// image then restores with the privilege.
-void AttributesRefusalTest::ExpectRestoreNeeds(const std::string& capability,
-                                               const std::string& shell_setup) {
+// A restore of the prctl_attrs workload run through `shell_prefix` (shell
+// text that takes something from crlib and ends by exec'ing the rest)
+// fails before the point of no return with `reason`; the same image then
+// restores without it.
+void AttributesRefusalTest::ExpectRestoreRefused(const std::string& shell_prefix,
+                                                 const std::string& reason) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "prctl_attrs"));
   const std::string image = Path("attrs.img");
   ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
-  const std::string lower = absl::AsciiStrToLower(capability.substr(4));  // CAP_X -> x
-  const std::string command = shell_setup + "exec setpriv --bounding-set -" + lower + " -- " +
-                              CrlibBin() + " restore --image " + image;
+  const std::string command = shell_prefix + CrlibBin() + " restore --image " + image;
   Running run;
   run.command = "sh -c '" + command + "'";
   run.out_path = Path("restricted.out");
@@ -108,19 +106,26 @@ void AttributesRefusalTest::ExpectRestoreNeeds(const std::string& capability,
   run.pid = Spawn({"/bin/sh", "-c", command}, run.out_path, run.err_path, /*new_session=*/false);
   CliResult r = Finish(run, kCliTimeout);
   ExpectOneLineError(r);
-  EXPECT_THAT(r.err, HasSubstr(capability)) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr(reason)) << Describe(w, r);
   EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
   EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
 TEST_F(AttributesRefusalTest, RestoreWithoutAuditControlRefusesLoginuid) {
-  ExpectRestoreNeeds("CAP_AUDIT_CONTROL", "");
+  ExpectRestoreRefused("exec setpriv --bounding-set -audit_control -- ", "CAP_AUDIT_CONTROL");
 }
 
 // Our oom_score_adj above the image's 321: lowering it needs CAP_SYS_RESOURCE.
 TEST_F(AttributesRefusalTest, RestoreWithoutSysResourceRefusesLowerOomScoreAdj) {
-  ExpectRestoreNeeds("CAP_SYS_RESOURCE", "echo 500 > /proc/self/oom_score_adj && ");
+  ExpectRestoreRefused(
+      "echo 500 > /proc/self/oom_score_adj && exec setpriv --bounding-set -sys_resource -- ",
+      "CAP_SYS_RESOURCE");
+}
+
+// A restorer with no_new_privs would hand it to the thread that had not set it.
+TEST_F(AttributesRefusalTest, RestoreWithNoNewPrivsRefusesThreadWithout) {
+  ExpectRestoreRefused("exec setpriv --no-new-privs -- ", "crlib runs with no_new_privs");
 }
 
 // Rewrites the one record of type R in the image file at `path` with `edit`.
