@@ -31,6 +31,7 @@ enum class RecordType : uint32_t {
   kThreadAttributes = 0x0107,
   kPosixTimers = 0x0108,
   kSeccomp = 0x0109,
+  kSchedule = 0x0110,
   kX86Registers = 0x0200,
   kXstate = 0x0201,
   kXstateComponent = 0x0202,
@@ -299,6 +300,30 @@ struct SeccompRecord {
   static void Fields(S& s, V& v) { v("filters", s.filters); }
 };
 
+// Parent: a thread, which has one. How the kernel schedules it:
+// sched_getattr(2), the CPUs it may run on, its I/O priority.
+struct ScheduleRecord {
+  static constexpr RecordType kType = RecordType::kSchedule;
+  static constexpr const char* kName = "schedule";
+  uint32_t policy = 0;     // SCHED_OTHER, SCHED_FIFO ... (kernel values)
+  uint32_t priority = 0;   // real-time priority
+  int32_t nice = 0;
+  uint64_t flags = 0;      // SCHED_FLAG_RESET_ON_FORK, util clamp flags
+  uint64_t runtime = 0, deadline = 0, period = 0;  // SCHED_DEADLINE, ns
+  uint32_t util_min = 0, util_max = 0;
+  std::vector<uint64_t> affinity;  // CPU bit mask, CPU n is bit n % 64 of word n / 64
+  uint32_t ioprio = 0;             // ioprio_get(2): class << 13 | data
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("policy", s.policy); v("priority", s.priority); v("nice", s.nice);
+    v("flags", s.flags);
+    v("runtime", s.runtime); v("deadline", s.deadline); v("period", s.period);
+    v("util_min", s.util_min); v("util_max", s.util_max);
+    v("affinity", s.affinity);
+    v("ioprio", s.ioprio);
+  }
+};
+
 // x86-64 general registers, in the kernel's user_regs_struct order.
 struct X86RegistersRecord {
   static constexpr RecordType kType = RecordType::kX86Registers;
@@ -509,7 +534,7 @@ using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
                PendingSignalsRecord, RlimitsRecord, ItimersRecord,
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
-               SeccompRecord,
+               SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord>;

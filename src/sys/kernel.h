@@ -119,6 +119,29 @@ struct PtraceSudConfig {
   uint64_t offset;
   uint64_t len;
 };
+// sched_setattr(2)/sched_getattr(2): glibc 2.36 has no wrapper nor struct.
+// The kernel's struct sched_attr up to the utilization clamps (56 bytes).
+struct SchedAttr {
+  uint32_t size;
+  uint32_t sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime;
+  uint64_t sched_deadline;
+  uint64_t sched_period;
+  uint32_t sched_util_min;
+  uint32_t sched_util_max;
+};
+static_assert(sizeof(SchedAttr) == 56);
+inline constexpr uint32_t kSchedDeadline = 6;
+inline constexpr uint64_t kSchedFlagResetOnFork = 0x01;
+inline constexpr uint64_t kSchedFlagUtilClampMin = 0x20;
+inline constexpr uint64_t kSchedFlagUtilClampMax = 0x40;
+// ioprio_get(2)/ioprio_set(2): the class is the top 3 bits of 16.
+inline constexpr int kIoprioWhoProcess = 1;
+inline constexpr int kIoprioClassShift = 13;
+inline constexpr int kIoprioClassRt = 1;
 
 }  // namespace crlib::sys
 

@@ -42,6 +42,8 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRe
           "record %d at offset %d: pages outside the memory map", rec->index, rec->offset));
     }
     ++image->page_records;
+    CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
+    image->page_count += pages.page_count;
     CRLIB_ASSIGN_OR_RETURN(rec, reader->Next());
   }
   return reader->Rewind(start);
@@ -104,6 +106,13 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         ThreadImage* t = thread_of(h.parent);
         if (!t) return misplaced("CPU state outside a thread");
         t->cpu.push_back(*rec);
+        break;
+      }
+      case RecordType::kSchedule: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("scheduling outside a thread");
+        if (t->schedule) return misplaced("second scheduling record of a thread");
+        CRLIB_ASSIGN_OR_RETURN(t->schedule, reader->Decode<ScheduleRecord>(*rec));
         break;
       }
       case RecordType::kSignalHandlers: {

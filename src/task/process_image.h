@@ -33,6 +33,7 @@ struct ThreadImage {
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
   std::optional<ThreadAttributesRecord> attributes;  // absent in older images
+  std::optional<ScheduleRecord> schedule;
 };
 
 struct ProcessImage {
@@ -59,6 +60,7 @@ struct ProcessImage {
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;
   uint64_t page_records = 0;
+  uint64_t page_count = 0;  // pages in them (when checked)
 };
 
 // The credentials process record `p` claims, as the kernel takes them.
