@@ -229,6 +229,10 @@ absl::StatusOr<PosixTimersRecord> CapturePosixTimers(Tracee* t, uint64_t buf,
       return bad();
     }
   }
+  // Created in this order at restore: the kernel's next ID then follows
+  // the highest, as it most likely did in the original.
+  std::sort(rec.timers.begin(), rec.timers.end(),
+            [](const PosixTimer& a, const PosixTimer& b) { return a.id < b.id; });
   auto ours = [&](pid_t tid) { return std::find(tids.begin(), tids.end(), tid) != tids.end(); };
   for (PosixTimer& timer : rec.timers) {
     if ((timer.notify & SIGEV_THREAD_ID) && !ours(static_cast<pid_t>(timer.target_tid))) {
