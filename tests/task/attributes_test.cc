@@ -186,6 +186,10 @@ TEST_F(AttributesRefusalTest, DumpRefusesTimerOfAnExitedThread) {
   ExpectDumpRefused("posix_timers", "orphan", "which is not one of its threads");
 }
 
+TEST_F(AttributesRefusalTest, DumpRefusesStrictAndFilterModeMixed) {
+  ExpectDumpRefused("seccomp_strict", "mixed", "is in strict mode");
+}
+
 TEST_F(AttributesRefusalTest, DumpRefusesSyscallUserDispatch) {
   ExpectDumpRefused("seccomp_filter", "dispatch", "syscall user dispatch");
 }

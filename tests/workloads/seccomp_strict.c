@@ -2,8 +2,15 @@
  * blocks in read() on a pipe. After SIGUSR1 the main thread checks that
  * the kernel still shows it in strict mode (Seccomp: 1) and that it still
  * works within the mode: it is sent a byte, answers with write() and ends
- * with exit(), the calls strict mode allows. */
+ * with exit(), the calls strict mode allows.
+ *
+ *   seccomp_strict [mixed]
+ *
+ * "mixed" also puts the main thread in filter mode (a filter that allows
+ * everything), which a dump refuses: restore installs filters with TSYNC,
+ * which a strict thread cannot take. */
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -45,19 +52,29 @@ static int seccomp_mode(pid_t tid) {
   return at ? atoi(at + 9) : -1;
 }
 
-int main(void) {
+int main(int argc, char** argv) {
+  const int mixed = argc > 1 && strcmp(argv[1], "mixed") == 0;
   wl_install_handler();
   if (pipe(go) != 0 || pipe(done) != 0) return wl_fail("pipe: %s", strerror(errno));
   pthread_t th;
   if (pthread_create(&th, NULL, strict_thread, NULL) != 0) return wl_fail("pthread_create");
   while (strict_tid == 0) usleep(1000);
   if (strict_tid < 0) return wl_fail("setup strict mode: prctl failed");
+  if (mixed) {
+    struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = {1, &allow};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+      return wl_fail("setup filter: %s", strerror(errno));
+    }
+  }
   wl_ready();
   wl_wait_nap();
 
   int mode = seccomp_mode(strict_tid);
   if (mode != SECCOMP_MODE_STRICT) return wl_fail("seccomp strict: thread %d has mode %d, expected 1", strict_tid, mode);
-  if (seccomp_mode((pid_t)syscall(SYS_gettid)) != 0) return wl_fail("seccomp strict: the main thread is in seccomp mode too");
+  const int main_mode = seccomp_mode((pid_t)syscall(SYS_gettid));
+  if (main_mode != (mixed ? SECCOMP_MODE_FILTER : 0)) return wl_fail("seccomp: the main thread has mode %d", main_mode);
   if (write(go[1], "g", 1) != 1) return wl_fail("write to the strict thread: %s", strerror(errno));
   struct pollfd p = {done[0], POLLIN, 0};
   int r;
