@@ -38,10 +38,12 @@ enum class RecordType : uint32_t {
   kMemoryMap = 0x0300,
   kVma = 0x0301,
   kPages = 0x0302,
+  kGuardRegions = 0x0310,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
   kPipe = 0x0403,
+  kTty = 0x0410,
 };
 
 // Last record of every image: totals of everything before it.
@@ -463,6 +465,17 @@ struct PagesRecord {
   }
 };
 
+// Parent: the memory map; at most one, before the pages. The guard
+// regions (MADV_GUARD_INSTALL) of its VMAs: never read, installed again
+// once the pages are written.
+struct GuardRegionsRecord {
+  static constexpr RecordType kType = RecordType::kGuardRegions;
+  static constexpr const char* kName = "guard_regions";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
 // Parent: the process. Its descriptors follow as kFd records.
 struct FileTableRecord {
   static constexpr RecordType kType = RecordType::kFileTable;
@@ -482,6 +495,11 @@ enum class FileKind : uint32_t {
   // A standard stream (fd 0-2) that led outside the process (terminal,
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
+  // 20-29: terminals. Both ends of a pty pair are the process's: the
+  // file's `tty` names the kTty record.
+  kPtyMaster = 20,  // /dev/ptmx
+  kPtySlave = 21,   // /dev/pts/N
+  kDevTty = 22,     // /dev/tty, the process's controlling terminal (its own pty)
 };
 
 // An open file description, shared by every descriptor that refers to it,
@@ -498,6 +516,8 @@ struct FileRecord {
   uint64_t dev = 0, inode = 0, rdev = 0;
   ObjectRef pipe = 0;  // the kPipe, for pipes and FIFOs
   std::string path;
+  // Appended fields.
+  ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -505,6 +525,7 @@ struct FileRecord {
     v("dev", s.dev); v("inode", s.inode); v("rdev", s.rdev);
     v("pipe", s.pipe);
     v("path", s.path);
+    v("tty", s.tty);
   }
 };
 
@@ -529,6 +550,41 @@ struct PipeRecord {
   static void Fields(S& s, V& v) { v("inode", s.inode); v("capacity", s.capacity); }
 };
 
+// TtyRecord::flags.
+inline constexpr uint32_t kTtyLocked = 1u << 0;       // TIOCGPTLCK: the slave cannot be opened
+inline constexpr uint32_t kTtyPacket = 1u << 1;       // TIOCPKT: packet mode on the master
+inline constexpr uint32_t kTtyControlling = 1u << 2;  // the controlling terminal of the
+                                                      // process's session (it leads it)
+
+// A pseudo-terminal pair whose master is the process's. Parent: the file
+// table. Its kFile records (kPtyMaster, kPtySlave, kDevTty) name it.
+struct TtyRecord {
+  static constexpr RecordType kType = RecordType::kTty;
+  static constexpr const char* kName = "tty";
+  uint32_t index = 0;  // N of /dev/pts/N
+  uint32_t flags = 0;  // kTty*
+  uint32_t foreground_pgrp = 0;  // TIOCGPGRP, when controlling; 0: none
+  uint32_t slave_mode = 0;       // st_mode of /dev/pts/N
+  std::string ptmx_path;         // where the master was opened (/dev/ptmx)
+  std::string slave_path;        // /dev/pts/N
+  // termios2 (TCGETS2), field by field.
+  uint32_t iflag = 0, oflag = 0, cflag = 0, lflag = 0;
+  uint32_t line = 0;
+  Bytes cc;  // c_cc, NCCS (19) bytes
+  uint32_t ispeed = 0, ospeed = 0;
+  // TIOCGWINSZ.
+  uint32_t rows = 0, cols = 0, xpixel = 0, ypixel = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("index", s.index); v("flags", s.flags);
+    v("foreground_pgrp", s.foreground_pgrp); v("slave_mode", s.slave_mode);
+    v("ptmx_path", s.ptmx_path); v("slave_path", s.slave_path);
+    v("iflag", s.iflag); v("oflag", s.oflag); v("cflag", s.cflag); v("lflag", s.lflag);
+    v("line", s.line); v("cc", s.cc); v("ispeed", s.ispeed); v("ospeed", s.ospeed);
+    v("rows", s.rows); v("cols", s.cols); v("xpixel", s.xpixel); v("ypixel", s.ypixel);
+  }
+};
+
 // Every record type, for code that handles all of them (inspect, tests).
 using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
@@ -536,8 +592,8 @@ using AllRecordTypes =
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord>;
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
+               FileRecord, FdRecord, PipeRecord, TtyRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -34,6 +34,7 @@ inline constexpr uint64_t kPageIsSwapped = 1 << 4;
 inline constexpr uint64_t kPageIsPfnZero = 1 << 5;
 inline constexpr uint64_t kPageIsHuge = 1 << 6;
 inline constexpr uint64_t kPageIsSoftDirty = 1 << 7;
+inline constexpr uint64_t kPageIsGuard = 1 << 8;  // 6.14: a guard region (MADV_GUARD_INSTALL)
 struct PageRegion {
   uint64_t start;
   uint64_t end;
@@ -63,6 +64,13 @@ inline constexpr uint64_t kUffdFeatureWpAsync = 1 << 15;
 inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
 inline constexpr uint64_t kPagemapSwapped = uint64_t{1} << 62;
 inline constexpr uint64_t kPagemapFileOrShared = uint64_t{1} << 61;
+// 6.14: a guard region; the swapped bit is set too (the marker is a swap entry).
+inline constexpr uint64_t kPagemapGuardRegion = uint64_t{1} << 58;
+
+// Guard regions (6.13): pages whose access raises SIGSEGV, held in the
+// page tables, not in the VMA (include/uapi/asm-generic/mman-common.h).
+inline constexpr int kMadvGuardInstall = 102;
+inline constexpr int kMadvGuardRemove = 103;
 
 // clone3 arguments up to set_tid (5.5).
 struct CloneArgs {

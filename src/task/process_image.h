@@ -53,8 +53,10 @@ struct ProcessImage {
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
+  std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.

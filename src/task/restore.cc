@@ -24,6 +24,7 @@
 #include "core/image_reader.h"
 #include "core/status.h"
 #include "files/file_restore.h"
+#include "files/tty_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -132,6 +133,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   uint64_t pages = 0;
   CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(ctx, t, image, reader, &pages)));
   ctx->stats().pages_stored = pages;
+  CRLIB_RETURN_IF_ERROR(step("guard regions", RestoreGuardRegions(t, image)));
 
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
@@ -139,6 +141,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     targets.insert(static_cast<int>(fd.fd));
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
     CRLIB_RETURN_IF_ERROR(step(
         "file descriptors",
         t->CheckedSyscall("dup3", SYS_dup3,
@@ -200,6 +203,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   if (p.sid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
+    CRLIB_RETURN_IF_ERROR(
+        step("controlling terminal", RestoreControllingTerminal(t, image, scratch)));
   } else if (p.pgid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
   }
