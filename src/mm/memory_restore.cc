@@ -204,8 +204,12 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
     // Without it a sparse reservation larger than RAM + swap (an ASan
     // shadow, a JVM heap) is refused by the overcommit heuristic.
     if (v.vm_flags & kVmaNoReserve) flags |= MAP_NORESERVE;
+    if (kind == VmaKind::kSysvShm) continue;  // attached after the batches
     uint64_t fd = static_cast<uint64_t>(-1);
-    if (kind == VmaKind::kFile) {
+    if (v.object) {
+      // Shared memory, a memfd, a deleted file: the one restored inode.
+      fd = static_cast<uint64_t>(files.fd(v.object));
+    } else if (kind == VmaKind::kFile) {
       fd = static_cast<uint64_t>(files.fd(v.file));
     } else {
       flags |= MAP_ANONYMOUS;

@@ -171,6 +171,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.pipes[p.ref] = std::move(p);
         break;
       }
+      case RecordType::kInode: {
+        CRLIB_ASSIGN_OR_RETURN(InodeImage inode, StageCarriedInode(reader, *rec));
+        if (!inode.ref || image.inodes.contains(inode.ref)) return misplaced("inode without a unique ref");
+        image.inodes[inode.ref] = std::move(inode);
+        break;
+      }
       case RecordType::kFd: {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
@@ -206,10 +212,22 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
     }
+    if (f.record.object && !image.inodes.contains(f.record.object)) {
+      return absl::DataLossError(absl::StrFormat("file %d names inode %d, which the image lacks", ref, f.record.object));
+    }
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kMemfd && !f.record.object) {
+      return absl::DataLossError(absl::StrFormat("memfd file %d names no inode", ref));
+    }
   }
   for (const VmaRecord& v : image.vmas) {
     if (v.file && !image.files.contains(v.file)) {
       return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
+    }
+    const auto kind = static_cast<VmaKind>(v.kind);
+    const bool carried = kind == VmaKind::kSharedAnonymous || kind == VmaKind::kSysvShm ||
+                         kind == VmaKind::kCarriedFile;
+    if (carried != (v.object != 0) || (v.object && !image.inodes.contains(v.object))) {
+      return absl::DataLossError(absl::StrFormat("VMA 0x%x (kind %d) names inode %d, which the image lacks", v.start, v.kind, v.object));
     }
   }
   if (image.mm.exe_file && !image.files.contains(image.mm.exe_file)) {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -48,6 +49,7 @@ struct ProcessImage {
   std::vector<VmaRecord> vmas;
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::vector<FdRecord> fds;
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.

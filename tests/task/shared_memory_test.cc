@@ -1,0 +1,115 @@
+// Inodes whose contents the image carries, through `crlib dump` and
+// `crlib restore`: shared anonymous memory and /dev/zero, memfds (sealed,
+// several fds and a mapping; executed after restore), deleted files
+// (sparse, with mode, owner and times, mapped shared and private). Each
+// workload checks itself after restore; refusals leave it untouched.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "tests/task/harness.h"
+
+namespace crlib {
+namespace {
+
+using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
+
+using SharedMemoryTest = WorkloadTest;
+
+void ExpectImageBelow(const std::string& image, off_t bytes) {
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0) << image;
+  EXPECT_LT(st.st_size, bytes) << image;
+}
+
+TEST_F(SharedMemoryTest, SharedAnonymousAndDevZeroRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "shared_anon"));
+  const std::string image = Path("shared_anon.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(SharedMemoryTest, SharedAnonymousThroughAStream) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "shared_anon"));
+  const std::string image = Path("shared_anon.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  int in = open(image.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(in, 0);
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  // The image comes through a pipe: contents are staged while it is read.
+  std::thread feeder([&] {
+    char buf[65536];
+    for (ssize_t n; (n = read(in, buf, sizeof(buf))) > 0;) {
+      if (write(p[1], buf, static_cast<size_t>(n)) != n) break;
+    }
+    close(p[1]);
+  });
+  RestoreAndCheck(&w, "-", {}, p[0]);
+  feeder.join();
+  close(p[0]);
+  close(in);
+}
+
+TEST_F(SharedMemoryTest, MemfdWithSealsFdsAndMappingIsOneInode) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "memfd_seals"));
+  const std::string image = Path("memfd.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(SharedMemoryTest, MemfdExecutesAfterRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "memfd_exec"));
+  const std::string image = Path("memfd_exec.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(SharedMemoryTest, MemfdLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "memfd_seals"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+// 1 GiB with 8 KiB of data: the image holds the data, not the holes; the
+// workload checks holes, mode, owner, mtime, and one inode for the fd and
+// its shared and private mappings.
+TEST_F(SharedMemoryTest, DeletedSparseFileKeepsHolesAttributesAndMappings) {
+  Workload w;
+  const std::string file = Path("sparse.data");
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "deleted_sparse", {WorkloadsDir() + "/deleted_sparse", file}));
+  const std::string image = Path("sparse.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(ExpectImageBelow(image, 1 << 20));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+  EXPECT_FALSE(Exists(file));
+}
+
+TEST_F(SharedMemoryTest, DeletedFileAboveTheLimitIsRefusedUntouched) {
+  Workload w;
+  const std::string file = Path("sparse.data");
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "deleted_sparse", {WorkloadsDir() + "/deleted_sparse", file}));
+  const std::string image = Path("refused.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image,
+                       "--deleted-file-limit", "4096"});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("above the limit of 4096 bytes"));
+  EXPECT_THAT(r.err, HasSubstr("--deleted-file-limit"));
+  EXPECT_FALSE(Exists(image));
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
+TEST_F(SharedMemoryTest, DeletedFileLimitTakesOnlyANumber) {
+  CliResult r = Crlib({"dump", "--pid", "1", "--image", Path("x.img"), "--deleted-file-limit", "lots"});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("--deleted-file-limit takes a number of bytes"));
+}
+
+}  // namespace
+}  // namespace crlib
