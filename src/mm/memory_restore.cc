@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "mm/memory_capture.h"
 #include "mm/page_array.h"
+#include "mm/sysv_shm.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -181,7 +182,9 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
   image_ranges.push_back(scratch);
   CRLIB_ASSIGN_OR_RETURN(std::vector<Special> current, OwnSpecials(pid));
   CRLIB_RETURN_IF_ERROR(MoveSpecials(t, current, SpecialsOf(image.vmas), image_ranges));
-  // 4. The image's VMAs, with their final protections; pages are written
+  // 4. SysV attachments first: the madvise calls below may name them.
+  CRLIB_RETURN_IF_ERROR(AttachSysvSegments(t, image));
+  // 5. The image's VMAs, with their final protections; pages are written
   //    through /proc/PID/mem, which may write read-only memory. A process
   //    linked against many libraries has hundreds of VMAs: the mmaps run
   //    as batches, one stop each, from code and a table in the scratch

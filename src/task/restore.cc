@@ -25,6 +25,7 @@
 #include "core/status.h"
 #include "files/file_restore.h"
 #include "mm/memory_restore.h"
+#include "mm/sysv_shm.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/image_trust.h"
@@ -313,6 +314,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   }
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
+  CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
   std::vector<AddressRange> busy;

@@ -6,6 +6,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 
 #include "tests/task/harness.h"
@@ -52,6 +54,58 @@ TEST_F(SharedMemoryTest, SharedAnonymousThroughAStream) {
   feeder.join();
   close(p[0]);
   close(in);
+}
+
+// The id the sysv_shm workload printed for its kept segment.
+int KeptShmId(const Workload& w) {
+  std::string out = Slurp(w.out);
+  size_t at = out.find("SHMID ");
+  return at == std::string::npos ? -1 : atoi(out.c_str() + at + 6);
+}
+
+// The kept segment outlives the dumped process: it is attached again; the
+// removed one died with it: it is recreated with its id and removed again.
+TEST_F(SharedMemoryTest, SysvSegmentsKeptAndRemovedRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sysv_shm"));
+  const int kept = KeptShmId(w);
+  ASSERT_GE(kept, 0) << Output(w);
+  const std::string image = Path("sysv.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+  shmid_ds ds;
+  EXPECT_NE(shmctl(kept, IPC_STAT, &ds), 0) << "the workload removes its segment at the end";
+}
+
+TEST_F(SharedMemoryTest, SysvSegmentGoneAtRestoreIsRecreated) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sysv_shm"));
+  const int kept = KeptShmId(w);
+  ASSERT_GE(kept, 0) << Output(w);
+  const std::string image = Path("sysv.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_EQ(shmctl(kept, IPC_RMID, nullptr), 0) << strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(SharedMemoryTest, SysvKeyTakenByAnotherSegmentRefusesRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sysv_shm"));
+  const int kept = KeptShmId(w);
+  ASSERT_GE(kept, 0) << Output(w);
+  shmid_ds ds;
+  ASSERT_EQ(shmctl(kept, IPC_STAT, &ds), 0) << strerror(errno);
+  const key_t key = ds.shm_perm.__key;
+  const std::string image = Path("sysv.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_EQ(shmctl(kept, IPC_RMID, nullptr), 0) << strerror(errno);
+  const int other = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
+  ASSERT_GE(other, 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  shmctl(other, IPC_RMID, nullptr);
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("is gone and its key is taken by segment id"));
+  EXPECT_FALSE(Probe(w.pid).exists) << "a refused restore left pid " << w.pid;
 }
 
 TEST_F(SharedMemoryTest, MemfdWithSealsFdsAndMappingIsOneInode) {
