@@ -86,6 +86,14 @@ absl::Status FillSysv(const CarriedInodeSource& source, InodeRecord* rec) {
   return absl::OkStatus();
 }
 
+// The recorded access and modification times, after the last write.
+absl::Status SetTimes(int fd, const InodeRecord& r) {
+  const timespec times[2] = {{r.atime_ns / 1000000000, r.atime_ns % 1000000000},
+                             {r.mtime_ns / 1000000000, r.mtime_ns % 1000000000}};
+  if (futimens(fd, times) != 0) return Errno("futimens of the restored %s", r.name);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<CarriedInodeFacts> InspectCarriedInode(const CarriedInodeSource& source) {
@@ -301,6 +309,7 @@ absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid) {
         if (fchmod(staged, r.mode & 07777) != 0) {
           return Errno("fchmod of memfd %s to %04o as uid %d", r.name, r.mode & 07777, fsuid);
         }
+        CRLIB_RETURN_IF_ERROR(SetTimes(staged, r));
         int seals = fcntl(staged, F_GET_SEALS);
         const uint32_t want = r.seals & kAllSeals;
         if (seals >= 0 && static_cast<uint32_t>(seals) != want &&
@@ -361,9 +370,7 @@ absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid) {
       if (fchmod(fd.fd, r.mode & 07777) != 0) {
         return Errno("fchmod of deleted file %s to %04o", r.name, r.mode & 07777);
       }
-      const timespec times[2] = {{r.atime_ns / 1000000000, r.atime_ns % 1000000000},
-                                 {r.mtime_ns / 1000000000, r.mtime_ns % 1000000000}};
-      if (futimens(fd.fd, times) != 0) return Errno("futimens of deleted file %s", r.name);
+      CRLIB_RETURN_IF_ERROR(SetTimes(fd.fd, r));
       return fd.release();
     }
   }

@@ -31,6 +31,8 @@ int main(void) {
   if (map == MAP_FAILED) return wl_fail("mmap: %s", strerror(errno));
   if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return wl_fail("F_ADD_SEALS: %s", strerror(errno));
   if (lseek(fd, kOffset, SEEK_SET) != kOffset) return wl_fail("lseek");
+  const struct timespec times[2] = {{UTIME_OMIT, 0}, {1200000000, 42}};
+  if (futimens(fd, times) != 0) return wl_fail("futimens: %s", strerror(errno));
 
   wl_ready();
   wl_wait_nap();
@@ -40,6 +42,7 @@ int main(void) {
   if (a.st_ino != b.st_ino || a.st_dev != b.st_dev) return wl_fail("the two fds are two inodes now");
   if (a.st_size != kSize) return wl_fail("size %lld", (long long)a.st_size);
   if ((a.st_mode & 07777) != 0750) return wl_fail("mode %o", a.st_mode & 07777);
+  if (a.st_mtim.tv_sec != 1200000000 || a.st_mtim.tv_nsec != 42) return wl_fail("mtime %lld", (long long)a.st_mtim.tv_sec);
   char link[256] = {0};
   if (readlink(path, link, sizeof(link) - 1) < 0) return wl_fail("readlink: %s", strerror(errno));
   if (strcmp(link, "/memfd:" kName " (deleted)") != 0) return wl_fail("fd links to '%s'", link);
