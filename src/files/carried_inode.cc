@@ -1,6 +1,7 @@
 #include "files/carried_inode.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
@@ -8,6 +9,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -283,10 +285,24 @@ absl::StatusOr<InodeImage> StageCarriedInode(ImageReader* reader, const Record& 
   return image;
 }
 
-absl::Status ChownStagedInode(const InodeImage& inode) {
+bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid) {
+  if (p.cap_effective & (uint64_t{1} << CAP_CHOWN)) return true;
+  const bool uid_ok = uid == p.uid || uid == p.euid || uid == p.suid || uid == p.fsuid;
+  const bool gid_ok = gid == p.gid || gid == p.egid || gid == p.sgid || gid == p.fsgid ||
+                      std::find(p.groups.begin(), p.groups.end(), gid) != p.groups.end();
+  return uid_ok && gid_ok;
+}
+
+absl::Status ChownStagedInode(const InodeImage& inode, const ProcessRecord& p) {
   const InodeRecord& r = inode.record;
   const auto kind = static_cast<InodeKind>(r.kind);
   if (kind != InodeKind::kSharedAnonymous && kind != InodeKind::kMemfd) return absl::OkStatus();
+  if (!ImageMayOwn(p, r.uid, r.gid)) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "the image's %s is owned by %d:%d, which its credentials (uid %d, gid %d, no CAP_CHOWN) "
+        "could not give it",
+        r.name, r.uid, r.gid, p.euid, p.egid));
+  }
   struct stat st{};
   if (fstat(*inode.staged, &st) != 0) return Errno("fstat of the restored %s", r.name);
   if (st.st_uid == r.uid && st.st_gid == r.gid) return absl::OkStatus();

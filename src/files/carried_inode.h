@@ -68,9 +68,17 @@ struct InodeImage {
 // staged inode; only the runs are written, so holes stay holes.
 absl::StatusOr<InodeImage> StageCarriedInode(ImageReader* reader, const Record& rec);
 
-// Gives a staged shmem or memfd inode its recorded owner. Runs with the
-// restorer's own rights, before OpenCarriedInode.
-absl::Status ChownStagedInode(const InodeImage& inode);
+// Whether process `p`'s credentials could own a file of `uid`:`gid`
+// (one of its uids and gids or groups, or CAP_CHOWN): a restore must not
+// hand out inodes owned by someone the image could not have made owner
+// (a set-user-ID memfd of root's, say).
+bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid);
+
+// Gives a staged shmem or memfd inode its recorded owner, refusing
+// (PermissionDenied, before the point of no return) an owner the image's
+// credentials could not give. Runs with the restorer's own rights, before
+// OpenCarriedInode.
+absl::Status ChownStagedInode(const InodeImage& inode, const ProcessRecord& p);
 
 // The restored inode, open read-write, for fds to reopen and mappings to
 // map: mode, seals, times applied. Runs with the image's credentials

@@ -195,8 +195,11 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   // only that thread) and opens everything; the descriptors are the
   // process's. The kernel's checks are then exactly the image's.
   // Staged shmem and memfd inodes get their recorded owner with our own
-  // rights first: an owner other than the process's own is how it was.
-  for (const auto& [ref, inode] : image.inodes) CRLIB_RETURN_IF_ERROR(ChownStagedInode(inode));
+  // rights first (an owner other than the process's own is how it was),
+  // when the image's credentials could have given it.
+  for (const auto& [ref, inode] : image.inodes) {
+    CRLIB_RETURN_IF_ERROR(ChownStagedInode(inode, image.process));
+  }
   std::optional<absl::StatusOr<OpenedFiles>> result;
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));

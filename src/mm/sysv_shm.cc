@@ -1,17 +1,20 @@
 #include "mm/sysv_shm.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "files/carried_inode.h"
 
 namespace crlib {
 namespace {
@@ -25,14 +28,40 @@ std::string Describe(const InodeRecord& r) {
                          static_cast<uint32_t>(r.sysv_key), r.size);
 }
 
+// The kernel's ipcperms() for the image's credentials: the new process
+// attaches with ours, so a segment the image could not attach must be
+// refused here.
+bool ImageMayAttach(const ProcessRecord& p, const ipc_perm& perm, bool write) {
+  if (p.cap_effective & (uint64_t{1} << CAP_IPC_OWNER)) return true;
+  int granted = perm.mode;
+  if (p.euid == perm.uid || p.euid == perm.cuid) {
+    granted >>= 6;
+  } else if (p.egid == perm.gid || p.egid == perm.cgid ||
+             std::find(p.groups.begin(), p.groups.end(), perm.gid) != p.groups.end() ||
+             std::find(p.groups.begin(), p.groups.end(), perm.cgid) != p.groups.end()) {
+    granted >>= 3;
+  }
+  const int wanted = write ? 06 : 04;
+  return (granted & wanted) == wanted;
+}
+
 // What restore does for segment `r`, or why it cannot.
-absl::StatusOr<Plan> PlanFor(const InodeRecord& r) {
+absl::StatusOr<Plan> PlanFor(const ProcessImage& image, const InodeImage& inode) {
+  const InodeRecord& r = inode.record;
   const bool removed = r.sysv_flags & kSysvRemoved;
+  bool write = false;
+  for (const VmaRecord& v : image.vmas) write |= v.object == inode.ref && (v.prot & PROT_WRITE);
   shmid_ds ds{};
   if (shmctl(static_cast<int>(r.sysv_id), IPC_STAT, &ds) == 0) {
     const bool same = ds.shm_segsz == r.size &&
                       (removed ? (ds.shm_perm.mode & SHM_DEST) != 0
                                : ds.shm_perm.__key == r.sysv_key);
+    if (same && !ImageMayAttach(image.process, ds.shm_perm, write)) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "%s (owner %d, mode %04o) may not be attached %s by the image's uid %d", Describe(r),
+          ds.shm_perm.uid, ds.shm_perm.mode & 0777, write ? "read-write" : "read-only",
+          image.process.euid));
+    }
     if (same) return Plan::kAttach;
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s: that id now belongs to another segment (key 0x%08x, %d bytes)", Describe(r),
@@ -45,6 +74,11 @@ absl::StatusOr<Plan> PlanFor(const InodeRecord& r) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "%s is gone and its key is taken by segment id %d", Describe(r), other));
     }
+  }
+  if (!ImageMayOwn(image.process, r.uid, r.gid)) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "%s is owned by %d:%d, which the image's credentials (uid %d) could not give it",
+        Describe(r), r.uid, r.gid, image.process.euid));
   }
   if (access(kNextId, W_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -111,7 +145,7 @@ absl::Status Recreate(const InodeImage& inode) {
 absl::Status CheckSysvSegments(const ProcessImage& image) {
   for (const auto& [ref, inode] : image.inodes) {
     if (static_cast<InodeKind>(inode.record.kind) != InodeKind::kSysvShm) continue;
-    CRLIB_RETURN_IF_ERROR(PlanFor(inode.record).status());
+    CRLIB_RETURN_IF_ERROR(PlanFor(image, inode).status());
   }
   return absl::OkStatus();
 }
@@ -120,7 +154,7 @@ absl::Status AttachSysvSegments(Tracee* t, const ProcessImage& image) {
   std::vector<const InodeImage*> recreated;
   for (const auto& [ref, inode] : image.inodes) {
     if (static_cast<InodeKind>(inode.record.kind) != InodeKind::kSysvShm) continue;
-    CRLIB_ASSIGN_OR_RETURN(Plan plan, PlanFor(inode.record));
+    CRLIB_ASSIGN_OR_RETURN(Plan plan, PlanFor(image, inode));
     if (plan == Plan::kRecreate) {
       CRLIB_RETURN_IF_ERROR(Recreate(inode));
       recreated.push_back(&inode);

@@ -10,6 +10,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 
+#include "files/carried_inode.h"
 #include "tests/task/harness.h"
 
 namespace crlib {
@@ -163,6 +164,22 @@ TEST_F(SharedMemoryTest, DeletedFileLimitTakesOnlyANumber) {
   CliResult r = Crlib({"dump", "--pid", "1", "--image", Path("x.img"), "--deleted-file-limit", "lots"});
   ExpectOneLineError(r);
   EXPECT_THAT(r.err, HasSubstr("--deleted-file-limit takes a number of bytes"));
+}
+
+// A restore hands out no inode whose owner the image's credentials could
+// not have given it: no root-owned (set-user-ID) memfd for a user's image.
+TEST(CarriedInodeTest, ImageMayOwnOnlyItsOwnIdsWithoutCapChown) {
+  ProcessRecord user;
+  user.uid = user.euid = user.suid = user.fsuid = 1000;
+  user.gid = user.egid = user.sgid = user.fsgid = 1000;
+  user.groups = {27};
+  EXPECT_TRUE(ImageMayOwn(user, 1000, 1000));
+  EXPECT_TRUE(ImageMayOwn(user, 1000, 27));
+  EXPECT_FALSE(ImageMayOwn(user, 0, 1000));
+  EXPECT_FALSE(ImageMayOwn(user, 1000, 0));
+  ProcessRecord root;
+  root.cap_effective = 1;  // CAP_CHOWN
+  EXPECT_TRUE(ImageMayOwn(root, 4321, 4322));
 }
 
 }  // namespace
