@@ -117,6 +117,19 @@ TEST_F(SharedMemoryTest, MemfdWithSealsFdsAndMappingIsOneInode) {
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
+TEST_F(SharedMemoryTest, MemfdSealedForFutureWritesWhileMappedWritableIsRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "memfd_seals", {WorkloadsDir() + "/memfd_seals", "future-write"}));
+  const std::string image = Path("refused.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("sealed with F_SEAL_FUTURE_WRITE"));
+  EXPECT_FALSE(Exists(image));
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 TEST_F(SharedMemoryTest, MemfdExecutesAfterRestore) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "memfd_exec"));

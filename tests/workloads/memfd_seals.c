@@ -13,8 +13,12 @@ enum { kSeed = 0x3e3f, kOffset = 1234 };
 #define kName "crlib-test-memfd"
 #define kSize (1 << 20)
 
-int main(void) {
+int main(int argc, char** argv) {
   wl_install_handler();
+  /* "future-write": also F_SEAL_FUTURE_WRITE while the writable shared
+   * mapping exists, which crlib refuses to dump. */
+  const int future = argc > 1 && strcmp(argv[1], "future-write") == 0;
+  const int want_seals = F_SEAL_SHRINK | F_SEAL_GROW | (future ? F_SEAL_FUTURE_WRITE : 0);
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
   int fd = memfd_create(kName, MFD_ALLOW_SEALING);
   if (fd < 0) return wl_fail("memfd_create: %s", strerror(errno));
@@ -29,7 +33,7 @@ int main(void) {
   if (ro < 0) return wl_fail("reopen: %s", strerror(errno));
   unsigned char* map = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return wl_fail("mmap: %s", strerror(errno));
-  if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) return wl_fail("F_ADD_SEALS: %s", strerror(errno));
+  if (fcntl(fd, F_ADD_SEALS, want_seals) != 0) return wl_fail("F_ADD_SEALS: %s", strerror(errno));
   if (lseek(fd, kOffset, SEEK_SET) != kOffset) return wl_fail("lseek");
   const struct timespec times[2] = {{UTIME_OMIT, 0}, {1200000000, 42}};
   if (futimens(fd, times) != 0) return wl_fail("futimens: %s", strerror(errno));
@@ -47,7 +51,7 @@ int main(void) {
   if (readlink(path, link, sizeof(link) - 1) < 0) return wl_fail("readlink: %s", strerror(errno));
   if (strcmp(link, "/memfd:" kName " (deleted)") != 0) return wl_fail("fd links to '%s'", link);
   int seals = fcntl(fd, F_GET_SEALS);
-  if (seals != (F_SEAL_SHRINK | F_SEAL_GROW)) return wl_fail("seals are %#x", seals);
+  if (seals != want_seals) return wl_fail("seals are %#x", seals);
   if (ftruncate(fd, 100) == 0 || errno != EPERM) return wl_fail("shrinking is allowed again");
   if (lseek(fd, 0, SEEK_CUR) != kOffset) return wl_fail("rw offset moved");
   if (lseek(ro, 0, SEEK_CUR) != 0) return wl_fail("ro offset moved");
@@ -56,6 +60,11 @@ int main(void) {
   if (bad >= 0) return wl_fail("mapping differs at %ld", bad);
   for (size_t i = sizeof(data); i < 4 * page; ++i) {
     if (map[i]) return wl_fail("hole is not zero");
+  }
+  if (future) {
+    if (pwrite(fd, "x", 1, 0) >= 0 || errno != EPERM) return wl_fail("a write passed the seal");
+    wl_say("OK memfd with seals %#x", seals);
+    return 0;
   }
   /* Same inode as the mapping: a write through the fd shows in it. */
   unsigned char x = (unsigned char)(map[100] ^ 0x5a);
