@@ -64,7 +64,10 @@ sys::Credentials ImageCredentials(const ProcessRecord& p);
 // and checks that they form one restorable process. Next() on `reader`
 // then returns the first page record (or nullptr if there is none). From
 // an image file the page records are checked to the end record first
-// (their data when they are loaded); a stream is read once.
+// (their data when they are loaded); a stream is read once. The contents
+// of inode records are staged on the way, in memfds and shmem inodes of
+// this process (InodeImage::staged), never in our heap; they go with the
+// last copy of the returned image.
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
 
 }  // namespace crlib
