@@ -46,6 +46,10 @@ struct Fd {
 absl::StatusOr<int> OpenForReading(const CarriedInodeSource& source) {
   int fd = open(source.open_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
   if (fd < 0 && errno == EPERM) fd = open(source.open_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == EPERM && source.open_path.find("/map_files/") != std::string::npos) {
+    return Errno("open %s for %s (map_files needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)",
+                 source.open_path, source.what);
+  }
   if (fd < 0) return Errno("open %s for %s", source.open_path, source.what);
   return fd;
 }
