@@ -145,9 +145,10 @@ absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
     CRLIB_RETURN_IF_ERROR(CheckCarriedInode(source, facts, deleted_file_limit));
     seals[{source.dev, source.inode}] = facts.seals;
     if (vma == nullptr) continue;
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t whole = AlignUp(static_cast<uint64_t>(facts.st.st_size), page);
     if (vma->kind == VmaKind::kSysvShm &&
-        (vma->map.offset != 0 || vma->map.end - vma->map.start <
-                                     AlignUp(static_cast<uint64_t>(facts.st.st_size), 4096))) {
+        (vma->map.offset != 0 || vma->map.end - vma->map.start != whole)) {
       return absl::UnimplementedError(absl::StrFormat(
           "%s is not supported: only whole SysV segments attached with shmat are", source.what));
     }

@@ -109,6 +109,18 @@ TEST_F(SharedMemoryTest, SysvKeyTakenByAnotherSegmentRefusesRestore) {
   EXPECT_FALSE(Probe(w.pid).exists) << "a refused restore left pid " << w.pid;
 }
 
+TEST_F(SharedMemoryTest, PartialSysvAttachmentIsRefusedUntouched) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sysv_shm", {WorkloadsDir() + "/sysv_shm", "partial"}));
+  const std::string image = Path("refused.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("only whole SysV segments attached with shmat are"));
+  EXPECT_FALSE(Exists(image));
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 TEST_F(SharedMemoryTest, MemfdWithSealsFdsAndMappingIsOneInode) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "memfd_seals"));

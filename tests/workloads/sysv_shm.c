@@ -14,8 +14,10 @@ enum { kKeptSeed = 0x5e6d, kGoneSeed = 0x90e0 };
 #define kKeptSize (3 * 4096)
 #define kGoneSize (5 * 4096)
 
-int main(void) {
+int main(int argc, char** argv) {
   wl_install_handler();
+  /* "partial": the kept segment's last page unmapped, which crlib refuses. */
+  const int partial = argc > 1 && strcmp(argv[1], "partial") == 0;
   const key_t key = (key_t)(0x7c000000 | (getpid() & 0xffffff));
   int kept = shmget(key, kKeptSize, IPC_CREAT | IPC_EXCL | 0640);
   if (kept < 0) return wl_fail("shmget kept: %s", strerror(errno));
@@ -27,6 +29,7 @@ int main(void) {
   wl_fill(k, 4096, kKeptSeed, 0); /* the rest stays zero */
   wl_fill(g, kGoneSize, kGoneSeed, 0);
   if (shmctl(gone, IPC_RMID, NULL) != 0) return wl_fail("IPC_RMID: %s", strerror(errno));
+  if (partial && munmap(k + 2 * 4096, 4096) != 0) return wl_fail("munmap: %s", strerror(errno));
   wl_say("SHMID %d", kept);
 
   wl_ready();
