@@ -18,7 +18,23 @@ namespace {
 
 using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 
-using SharedMemoryTest = WorkloadTest;
+class SharedMemoryTest : public WorkloadTest {
+ protected:
+  // A dump of `w` (with `extra` arguments) refused with a one-line error
+  // holding `reason`: no image, and the process runs on and checks OK.
+  void ExpectDumpRefused(Workload* w, const std::string& reason,
+                         const std::vector<std::string>& extra = {}) {
+    const std::string image = Path("refused.img");
+    std::vector<std::string> args = {"dump", "--pid", std::to_string(w->pid), "--image", image};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CliResult r = Crlib(args);
+    ExpectOneLineError(r);
+    EXPECT_THAT(r.err, HasSubstr(reason));
+    EXPECT_FALSE(Exists(image));
+    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
+    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
+  }
+};
 
 void ExpectImageBelow(const std::string& image, off_t bytes) {
   struct stat st;
@@ -112,13 +128,7 @@ TEST_F(SharedMemoryTest, SysvKeyTakenByAnotherSegmentRefusesRestore) {
 TEST_F(SharedMemoryTest, PartialSysvAttachmentIsRefusedUntouched) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "sysv_shm", {WorkloadsDir() + "/sysv_shm", "partial"}));
-  const std::string image = Path("refused.img");
-  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
-  ExpectOneLineError(r);
-  EXPECT_THAT(r.err, HasSubstr("only whole SysV segments attached with shmat are"));
-  EXPECT_FALSE(Exists(image));
-  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
-  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  ExpectDumpRefused(&w, "only whole SysV segments attached with shmat are");
 }
 
 TEST_F(SharedMemoryTest, MemfdWithSealsFdsAndMappingIsOneInode) {
@@ -133,13 +143,7 @@ TEST_F(SharedMemoryTest, MemfdSealedForFutureWritesWhileMappedWritableIsRefused)
   Workload w;
   ASSERT_NO_FATAL_FAILURE(
       Start(&w, "memfd_seals", {WorkloadsDir() + "/memfd_seals", "future-write"}));
-  const std::string image = Path("refused.img");
-  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
-  ExpectOneLineError(r);
-  EXPECT_THAT(r.err, HasSubstr("sealed with F_SEAL_FUTURE_WRITE"));
-  EXPECT_FALSE(Exists(image));
-  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
-  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  ExpectDumpRefused(&w, "sealed with F_SEAL_FUTURE_WRITE");
 }
 
 TEST_F(SharedMemoryTest, MemfdExecutesAfterRestore) {
@@ -174,15 +178,10 @@ TEST_F(SharedMemoryTest, DeletedFileAboveTheLimitIsRefusedUntouched) {
   Workload w;
   const std::string file = Path("sparse.data");
   ASSERT_NO_FATAL_FAILURE(Start(&w, "deleted_sparse", {WorkloadsDir() + "/deleted_sparse", file}));
-  const std::string image = Path("refused.img");
-  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image,
-                       "--deleted-file-limit", "4096"});
-  ExpectOneLineError(r);
-  EXPECT_THAT(r.err, HasSubstr("above the limit of 4096 bytes"));
-  EXPECT_THAT(r.err, HasSubstr("--deleted-file-limit"));
-  EXPECT_FALSE(Exists(image));
-  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
-  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  ExpectDumpRefused(&w,
+                    "above the limit of 4096 bytes for deleted files the image carries; raise it "
+                    "with --deleted-file-limit BYTES",
+                    {"--deleted-file-limit", "4096"});
 }
 
 TEST_F(SharedMemoryTest, DeletedFileLimitTakesOnlyANumber) {
