@@ -324,19 +324,6 @@ absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid) {
       return -1;
     case InodeKind::kSharedAnonymous:
     case InodeKind::kMemfd: {
-      if (static_cast<InodeKind>(r.kind) == InodeKind::kMemfd) {
-        // The mode before the seals: F_SEAL_EXEC keeps it.
-        if (fchmod(staged, r.mode & 07777) != 0) {
-          return Errno("fchmod of memfd %s to %04o as uid %d", r.name, r.mode & 07777, fsuid);
-        }
-        CRLIB_RETURN_IF_ERROR(SetTimes(staged, r));
-        int seals = fcntl(staged, F_GET_SEALS);
-        const uint32_t want = r.seals & kAllSeals;
-        if (seals >= 0 && static_cast<uint32_t>(seals) != want &&
-            fcntl(staged, F_ADD_SEALS, static_cast<int>(want)) != 0) {
-          return Errno("fcntl(F_ADD_SEALS, 0x%x) on memfd %s", want, r.name);
-        }
-      }
       int fd = fcntl(staged, F_DUPFD_CLOEXEC, 0);
       if (fd < 0) return Errno("fcntl(F_DUPFD) of the restored %s", r.name);
       return fd;
@@ -387,14 +374,31 @@ absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid) {
       if ((st.st_uid != r.uid || st.st_gid != r.gid) && fchown(fd.fd, r.uid, r.gid) != 0) {
         return Errno("fchown of deleted file %s to %d:%d as uid %d", r.name, r.uid, r.gid, fsuid);
       }
-      if (fchmod(fd.fd, r.mode & 07777) != 0) {
-        return Errno("fchmod of deleted file %s to %04o", r.name, r.mode & 07777);
-      }
-      CRLIB_RETURN_IF_ERROR(SetTimes(fd.fd, r));
       return fd.release();
     }
   }
   return absl::DataLossError(absl::StrFormat("inode %s has unknown kind %d", r.name, r.kind));
+}
+
+absl::Status FinishCarriedInode(const InodeImage& inode, int fd, uint32_t fsuid) {
+  const InodeRecord& r = inode.record;
+  const auto kind = static_cast<InodeKind>(r.kind);
+  if (kind != InodeKind::kMemfd && kind != InodeKind::kDeletedFile) return absl::OkStatus();
+  // The mode before the seals (F_SEAL_EXEC keeps it), the times after the
+  // last write.
+  if (fchmod(fd, r.mode & 07777) != 0) {
+    return Errno("fchmod of the restored %s to %04o as uid %d", r.name, r.mode & 07777, fsuid);
+  }
+  CRLIB_RETURN_IF_ERROR(SetTimes(fd, r));
+  if (kind == InodeKind::kMemfd) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    const uint32_t want = r.seals & kAllSeals;
+    if (seals >= 0 && static_cast<uint32_t>(seals) != want &&
+        fcntl(fd, F_ADD_SEALS, static_cast<int>(want)) != 0) {
+      return Errno("fcntl(F_ADD_SEALS, 0x%x) on memfd %s", want, r.name);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace crlib

@@ -81,9 +81,14 @@ bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid);
 absl::Status ChownStagedInode(const InodeImage& inode, const ProcessRecord& p);
 
 // The restored inode, open read-write, for fds to reopen and mappings to
-// map: mode, seals, times applied. Runs with the image's credentials
+// map, with its contents and owner. Runs with the image's credentials
 // (`fsuid`, for messages); SysV segments are not opened here (-1).
 absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid);
+
+// The recorded mode, times and seals, on `fd` from OpenCarriedInode, once
+// every fd of the inode is reopened: the process opened them before a
+// chmod that now forbids it, say.
+absl::Status FinishCarriedInode(const InodeImage& inode, int fd, uint32_t fsuid);
 
 }  // namespace crlib
 

@@ -245,6 +245,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
   }
+  for (const auto& [ref, inode] : image.inodes) {
+    if (files.fd(ref) >= 0) CRLIB_RETURN_IF_ERROR(FinishCarriedInode(inode, files.fd(ref), p.fsuid));
+  }
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {
     int high = fcntl(fd, F_DUPFD_CLOEXEC, files.base_);
