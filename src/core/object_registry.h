@@ -21,6 +21,7 @@ enum class ObjectKind : uint32_t {
   kFile,  // an open file description
   kPipe,
   kInode,  // a file on disk, by (dev, inode)
+  kTty,    // a pseudo-terminal pair, by (devpts device, index)
   kCarriedInode,  // an inode whose contents the image carries, by (dev, inode)
 };
 

@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "files/tty_capture.h"
 #include "sys/proc.h"
 #include "task/nocr.h"
 
@@ -139,6 +140,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     if (absl::StartsWith(info.link, "anon_inode:")) return Unsupported(fd, info.link);
     out.push_back(std::move(info));
   }
+  CRLIB_RETURN_IF_ERROR(ClassifyTerminals(pid, &out));
   // An anonymous pipe is restorable only when both its ends are ours; a
   // standard stream that leads elsewhere is reconnected at restore.
   for (FdInfo& info : out) {
@@ -250,6 +252,10 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
                                                                 : absl::MakeConstSpan(&bulk, 1)));
         }
         file.pipe = pipe.ref;
+      }
+      if (kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave ||
+          kind == FileKind::kDevTty) {
+        CRLIB_ASSIGN_OR_RETURN(file.tty, InternTty(ctx, pid, fds, info, table));
       }
       // A memfd's or deleted file's contents go once into its inode
       // record, which its mappings name too.

@@ -23,6 +23,7 @@ struct FdInfo {
   std::string link;  // readlink of /proc/PID/fd/N
   FileRecord file;
   uint32_t fd_flags = 0;
+  int tty_index = -1;  // N of /dev/pts/N, for the ends of a pty pair and /dev/tty
 };
 
 // Looks at every descriptor of stopped process `pid` but those in

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 #include "files/carried_inode.h"
+#include "files/tty_restore.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -180,7 +181,25 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_ACCMODE);
       return fd;
     }
+    case FileKind::kPtyMaster: {
+      // One open file description per pair: dups share it, so the
+      // record's status flags go on it.
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      int fd = fcntl(master, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) return Errno("fcntl(F_DUPFD) of the master of %s", f.path);
+      if (fcntl(fd, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on the master of %s", f.path);
+        close(fd);
+        return st;
+      }
+      return fd;
+    }
+    case FileKind::kPtySlave: {
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      return OpenPtySlave(master, image.ttys.at(f.tty), flags);
+    }
     case FileKind::kInherited:
+    case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
     case FileKind::kMemfd:
       break;  // always with an inode (LoadProcessImage checks)
@@ -188,7 +207,17 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
+absl::StatusOr<int> OpenedFiles::PtyMaster(const ProcessImage& image, ObjectRef tty) {
+  auto it = pty_masters_.find(tty);
+  if (it != pty_masters_.end()) return it->second;
+  CRLIB_ASSIGN_OR_RETURN(int master, OpenPtyPair(image.ttys.at(tty), options_.any_pty_index));
+  extra_.push_back(master);
+  pty_masters_[tty] = master;
+  return master;
+}
+
+absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
+                                              const OpenFilesOptions& options) {
   // Every permission check must be the restored process's, never ours: a
   // file it could not open now must fail the restore, not be handed to it.
   // A thread of our own takes the image's credentials (raw calls change
@@ -204,7 +233,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
     if (st.ok()) {
-      result.emplace(OpenAll(image));
+      result.emplace(OpenAll(image, options));
     } else {
       result.emplace(Annotate(st, absl::StrFormat("taking the image's credentials (uid %d) to "
                                                   "open its files",
@@ -215,7 +244,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   return std::move(*result);
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
+absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
+                                                 const OpenFilesOptions& options) {
   const ProcessRecord& p = image.process;
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
@@ -225,6 +255,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
   }
   OpenedFiles files;
   files.fsuid_ = p.fsuid;
+  files.options_ = options;
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);
@@ -247,6 +278,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
   }
   for (const auto& [ref, inode] : image.inodes) {
     if (files.fd(ref) >= 0) CRLIB_RETURN_IF_ERROR(FinishCarriedInode(inode, files.fd(ref), p.fsuid));
+  }
+  for (const auto& [tty, master] : files.pty_masters_) {
+    CRLIB_RETURN_IF_ERROR(FinishPtyPair(master, image.ttys.at(tty)));
   }
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {

@@ -33,6 +33,7 @@ struct ThreadImage {
   ThreadRecord record;
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
+  std::optional<ScheduleRecord> schedule;
 };
 
 struct ProcessImage {
@@ -47,14 +48,17 @@ struct ProcessImage {
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
+  std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
   std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
+  std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;
   uint64_t page_records = 0;
+  uint64_t page_count = 0;  // pages in them (when checked)
 };
 
 // The credentials process record `p` claims, as the kernel takes them.

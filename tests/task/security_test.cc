@@ -153,6 +153,26 @@ TEST_F(SecurityTest, FileMadeRootOnlyFailsTheRestoreBeforeAnythingExists) {
   ExpectNothingRestored(w, r);
 }
 
+// Issue 9: a dump whose image a restore here would refuse does not kill
+// the process. Its file became root's only after it opened it.
+TEST_F(SecurityTest, DumpThatCouldNotRestoreLeavesTheProcessRunning) {
+  Workload w;
+  const User user = UserWithoutPasswdEntry();
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, user));
+  ASSERT_EQ(chmod(held_.c_str(), 0600), 0) << strerror(errno);
+  const std::string image = Path("creds.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("would not restore on this machine")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("open " + held_ + " as uid " + std::to_string(user.uid) +
+                               ": Permission denied"))
+      << Describe(w, r);
+  EXPECT_FALSE(Exists(image)) << "a refused dump left an image";
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_EQ(chmod(held_.c_str(), 0644), 0) << strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 // Point 6: an image its owner edited to claim root is refused; trusted,
 // it restores as root; the unedited one restores as its user.
 TEST_F(SecurityTest, ImageClaimingRootIsRefusedUnlessTrusted) {
@@ -197,6 +217,36 @@ TEST_F(SecurityTest, UneditedImageOwnedByItsUserRestores) {
   std::string image;
   ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, user, user.uid, &image));
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+// A real-time policy root gave a user's process (chrt -p) is no more the
+// image owner's to grant than a capability: refused, unless trusted, and
+// then it comes back.
+TEST_F(SecurityTest, ImageOwnedByUserClaimingRealTimeIsRefusedUnlessTrusted) {
+  User user;
+  ASSERT_NO_FATAL_FAILURE(Nobody(&user));
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, user));
+  sched_param fifo{.sched_priority = 2};
+  ASSERT_EQ(sched_setscheduler(w.pid, SCHED_FIFO, &fifo), 0) << strerror(errno);
+  const std::string image = Path("creds.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_EQ(chown(image.c_str(), user.uid, user.gid), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("thread " + std::to_string(w.pid) +
+                               ": SCHED_FIFO priority 2 above its RLIMIT_RTPRIO needs CAP_SYS_NICE"))
+      << Describe(w, r);
+  ExpectNothingRestored(w, r);
+
+  CliResult trusted = Crlib({"restore", "--image", image, "--trust-image", "--detach"});
+  ASSERT_EQ(trusted.exit_code, 0) << Describe(w, trusted);
+  restored_.emplace_back(w.pid, w.exe);
+  EXPECT_EQ(sched_getscheduler(w.pid), SCHED_FIFO);
+  sched_param now{};
+  EXPECT_EQ(sched_getparam(w.pid, &now), 0);
+  EXPECT_EQ(now.sched_priority, 2);
+  kill(w.pid, SIGKILL);
 }
 
 // Only root may grant capabilities, even to a process of the image's owner.
