@@ -118,10 +118,13 @@ TEST_F(SharedMemoryTest, SysvKeyTakenByAnotherSegmentRefusesRestore) {
   ASSERT_EQ(shmctl(kept, IPC_RMID, nullptr), 0) << strerror(errno);
   const int other = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
   ASSERT_GE(other, 0) << strerror(errno);
+  CliResult check = Crlib({"restore", "--check", "--image", image});
   CliResult r = Crlib({"restore", "--image", image});
   shmctl(other, IPC_RMID, nullptr);
-  ExpectOneLineError(r);
-  EXPECT_THAT(r.err, HasSubstr("is gone and its key is taken by segment id"));
+  for (const CliResult* c : {&check, &r}) {
+    ExpectOneLineError(*c);
+    EXPECT_THAT(c->err, HasSubstr("is gone and its key is taken by segment id"));
+  }
   EXPECT_FALSE(Probe(w.pid).exists) << "a refused restore left pid " << w.pid;
 }
 
