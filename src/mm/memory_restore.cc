@@ -208,7 +208,7 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
     // Without it a sparse reservation larger than RAM + swap (an ASan
     // shadow, a JVM heap) is refused by the overcommit heuristic.
     if (v.vm_flags & kVmaNoReserve) flags |= MAP_NORESERVE;
-    if (kind == VmaKind::kSysvShm) continue;  // attached after the batches
+    if (kind == VmaKind::kSysvShm) continue;  // attached already, with shmat
     uint64_t fd = static_cast<uint64_t>(-1);
     if (v.object) {
       // Shared memory, a memfd, a deleted file: the one restored inode.
