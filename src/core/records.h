@@ -38,6 +38,7 @@ enum class RecordType : uint32_t {
   kMemoryMap = 0x0300,
   kVma = 0x0301,
   kPages = 0x0302,
+  kInode = 0x0303,
   kGuardRegions = 0x0310,
   kFileTable = 0x0400,
   kFile = 0x0401,
@@ -402,7 +403,9 @@ enum class VmaKind : uint32_t {
   kVvar = 5,
   kVvarVclock = 6,
   kVsyscall = 7,
-  kSharedAnonymous = 8,
+  kSharedAnonymous = 8,  // MAP_SHARED|MAP_ANONYMOUS or a shared /dev/zero: maps `object`
+  kSysvShm = 9,           // a shmat attachment of the SysV segment `object`
+  kCarriedFile = 10,      // a memfd or a deleted file, shared or private: maps `object`
 };
 
 // VmaRecord::vm_flags: the VMA properties beyond protection and sharing
@@ -433,12 +436,14 @@ struct VmaRecord {
   uint64_t dev = 0, inode = 0;
   std::string name;  // path or [heap], [stack], [vdso] ...
   uint32_t vm_flags = 0;  // VmaFlag bits
+  ObjectRef object = 0;   // the kInode it maps (kinds 8-10), or 0
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("start", s.start); v("end", s.end); v("pgoff", s.pgoff);
     v("prot", s.prot); v("flags", s.flags); v("kind", s.kind);
     v("file", s.file); v("dev", s.dev); v("inode", s.inode);
     v("name", s.name); v("vm_flags", s.vm_flags);
+    v("object", s.object);
   }
 };
 
@@ -449,6 +454,54 @@ struct PageRun {
   uint64_t pages = 0;
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("address", s.address); v("pages", s.pages); }
+};
+
+enum class InodeKind : uint32_t {
+  kSharedAnonymous = 0,  // the shmem inode of MAP_SHARED|MAP_ANONYMOUS or /dev/zero
+  kMemfd = 1,
+  kDeletedFile = 2,  // a regular file with no name left
+  kSysvShm = 3,      // a SysV shared memory segment
+};
+
+// InodeRecord::sysv_flags.
+inline constexpr uint32_t kSysvRemoved = 1u << 0;  // IPC_RMID while attached
+
+// A byte range of an inode's contents.
+struct DataRun {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("offset", s.offset); v("length", s.length); }
+};
+
+// An inode whose contents the image carries, restored as one inode that
+// every fd (FileRecord::object) and mapping (VmaRecord::object) naming it
+// shares. Processes share it by naming the same ref. Parent: the file
+// table or memory map that first referred to it. Bulk: the bytes of
+// `runs`, in order; everything else up to `size` is a hole.
+struct InodeRecord {
+  static constexpr RecordType kType = RecordType::kInode;
+  static constexpr const char* kName = "inode";
+  uint32_t kind = 0;  // InodeKind
+  uint32_t mode = 0;  // st_mode
+  uint32_t uid = 0, gid = 0;
+  uint64_t size = 0;
+  uint64_t dev = 0, inode = 0;  // identity at checkpoint
+  int64_t atime_ns = 0, mtime_ns = 0;
+  uint32_t seals = 0;  // memfd: F_GET_SEALS
+  std::string name;    // memfd name ("memfd:" left out), deleted file's path, "/SYSV<key>" ...
+  std::vector<DataRun> runs;
+  int32_t sysv_key = 0;  // SysV: the segment's key, id and kSysv* flags
+  uint32_t sysv_id = 0;
+  uint32_t sysv_flags = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("kind", s.kind); v("mode", s.mode); v("uid", s.uid); v("gid", s.gid);
+    v("size", s.size); v("dev", s.dev); v("inode", s.inode);
+    v("atime_ns", s.atime_ns); v("mtime_ns", s.mtime_ns);
+    v("seals", s.seals); v("name", s.name); v("runs", s.runs);
+    v("sysv_key", s.sysv_key); v("sysv_id", s.sysv_id); v("sysv_flags", s.sysv_flags);
+  }
 };
 
 // Parent: the memory map. Bulk: the pages of `runs`, in order, either raw
@@ -491,10 +544,13 @@ enum class FileKind : uint32_t {
   kPipe = 2,
   kFifo = 3,
   kCharDevice = 4,
-  kDeletedRegular = 5,  // bulk holds the contents
+  // With FileRecord::object, that kInode holds the contents; images
+  // before it carry them as the record's bulk.
+  kDeletedRegular = 5,
   // A standard stream (fd 0-2) that led outside the process (terminal,
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
+  kMemfd = 7,  // FileRecord::object holds the inode
   // 20-29: terminals. Both ends of a pty pair are the process's: the
   // file's `tty` names the kTty record.
   kPtyMaster = 20,  // /dev/ptmx
@@ -518,6 +574,7 @@ struct FileRecord {
   std::string path;
   // Appended fields.
   ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
+  ObjectRef object = 0;  // the kInode holding the contents (memfd, deleted file), or 0
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -526,6 +583,7 @@ struct FileRecord {
     v("pipe", s.pipe);
     v("path", s.path);
     v("tty", s.tty);
+    v("object", s.object);
   }
 };
 
@@ -593,7 +651,7 @@ using AllRecordTypes =
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord, TtyRecord>;
+               FileRecord, FdRecord, PipeRecord, TtyRecord, InodeRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -111,7 +111,9 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     f.path = info.link;
     const bool std_stream = fd <= 2;
     if (S_ISREG(st.st_mode)) {
-      if (st.st_nlink == 0) {
+      if (absl::StartsWith(info.link, "/memfd:")) {
+        f.kind = static_cast<uint32_t>(FileKind::kMemfd);
+      } else if (st.st_nlink == 0) {
         f.kind = static_cast<uint32_t>(FileKind::kDeletedRegular);
         f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
       } else {
@@ -204,24 +206,22 @@ absl::StatusOr<PipeContents> PeekPipe(pid_t pid, int fd) {
   return out;
 }
 
-absl::StatusOr<Bytes> ReadDeletedFile(pid_t pid, int fd, uint64_t size) {
-  std::string path = FdPath(pid, fd);
-  int in = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return Errno("open %s", path);
-  Bytes data(size);
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = pread(in, data.data() + done, size - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += n;
-  }
-  close(in);
-  data.resize(done);
-  return data;
-}
-
 }  // namespace
+
+std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info) {
+  const auto kind = static_cast<FileKind>(info.file.kind);
+  if (kind != FileKind::kMemfd && kind != FileKind::kDeletedRegular) return std::nullopt;
+  CarriedInodeSource s;
+  s.kind = kind == FileKind::kMemfd ? InodeKind::kMemfd : InodeKind::kDeletedFile;
+  s.open_path = FdPath(pid, info.fd);
+  s.what = absl::StrFormat("fd %d (%s)", info.fd, info.link);
+  s.name = kind == FileKind::kMemfd
+               ? std::string(absl::StripSuffix(absl::StripPrefix(info.link, "/memfd:"), " (deleted)"))
+               : info.file.path;
+  s.dev = info.file.dev;
+  s.inode = info.file.inode;
+  return s;
+}
 
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
                             ObjectRef process) {
@@ -257,15 +257,12 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
           kind == FileKind::kDevTty) {
         CRLIB_ASSIGN_OR_RETURN(file.tty, InternTty(ctx, pid, fds, info, table));
       }
-      if (kind == FileKind::kDeletedRegular) {
-        CRLIB_ASSIGN_OR_RETURN(Bytes contents, ReadDeletedFile(pid, info.fd, file.size));
-        iovec bulk{contents.data(), contents.size()};
-        CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table,
-                                       contents.empty() ? absl::Span<const iovec>()
-                                                        : absl::MakeConstSpan(&bulk, 1)));
-      } else {
-        CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
+      // A memfd's or deleted file's contents go once into its inode
+      // record, which its mappings name too.
+      if (std::optional<CarriedInodeSource> carried = CarriedInodeOfFd(pid, info)) {
+        CRLIB_ASSIGN_OR_RETURN(file.object, InternCarriedInode(ctx, *carried, table));
       }
+      CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
     }
     CRLIB_RETURN_IF_ERROR(w->Write(
         FdRecord{.fd = static_cast<uint32_t>(info.fd), .fd_flags = info.fd_flags, .file = entry.ref},

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "absl/types/span.h"
 #include "core/context.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
 
 namespace crlib {
 
@@ -30,6 +32,10 @@ struct FdInfo {
 // naming the first unsupported descriptor ("fd 5 (socket:[1234], TCP) is
 // not supported").
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
+
+// The inode behind a memfd or deleted file descriptor, whose contents the
+// image carries; nullopt for other kinds.
+std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info);
 
 // Writes the file table, its files, pipes and fds under `process`.
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
+#include "files/carried_inode.h"
 #include "files/tty_restore.h"
 #include "sys/credentials.h"
 
@@ -73,6 +74,36 @@ absl::Status OpenedFiles::Place(ObjectRef ref, int fd) {
 absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileImage& file) {
   const FileRecord& f = file.record;
   const int flags = static_cast<int>(f.flags) & kOpenFlagsMask;
+  if (f.object) {
+    // A memfd or deleted file: a new open file description of the
+    // restored inode, with the recorded flags and offset.
+    const int inode = fd(f.object);
+    if (inode < 0) return absl::InternalError(absl::StrFormat("inode %d of %s not opened", f.object, f.path));
+    int reopened = -1;
+    if (static_cast<FileKind>(f.kind) == FileKind::kMemfd && (flags & O_ACCMODE) == O_RDWR &&
+        memfd_description_used_.insert(f.object).second) {
+      // memfd_create's own description writes without counting as a
+      // writer, which lets the memfd be executed (fexecve); a reopen for
+      // writing would make that fail with ETXTBSY. Every other fd of it
+      // is a reopen, as it was in the process.
+      reopened = fcntl(inode, F_DUPFD_CLOEXEC, 0);
+      if (reopened < 0) return Errno("fcntl(F_DUPFD) of memfd %s", f.path);
+      if (fcntl(reopened, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on memfd %s", f.path);
+        close(reopened);
+        return st;
+      }
+    } else {
+      reopened = open(absl::StrCat("/proc/self/fd/", inode).c_str(), flags | O_CLOEXEC);
+    }
+    if (reopened < 0) return Errno("reopen of %s as uid %d", f.path, fsuid_);
+    if (lseek(reopened, static_cast<off_t>(f.offset), SEEK_SET) < 0) {
+      absl::Status st = Errno("lseek %s to %d", f.path, f.offset);
+      close(reopened);
+      return st;
+    }
+    return reopened;
+  }
   switch (static_cast<FileKind>(f.kind)) {
     case FileKind::kRegular:
     case FileKind::kDirectory:
@@ -170,6 +201,8 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
+    case FileKind::kMemfd:
+      break;  // always with an inode (LoadProcessImage checks)
   }
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }
@@ -190,6 +223,12 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
   // A thread of our own takes the image's credentials (raw calls change
   // only that thread) and opens everything; the descriptors are the
   // process's. The kernel's checks are then exactly the image's.
+  // Staged shmem and memfd inodes get their recorded owner with our own
+  // rights first (an owner other than the process's own is how it was),
+  // when the image's credentials could have given it.
+  for (const auto& [ref, inode] : image.inodes) {
+    CRLIB_RETURN_IF_ERROR(ChownStagedInode(inode, image.process));
+  }
   std::optional<absl::StatusOr<OpenedFiles>> result;
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
@@ -220,6 +259,12 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);
+  // Inodes whose contents the image carries, before the files that
+  // reopen them; mappings map them through fd(ref).
+  for (const auto& [ref, inode] : image.inodes) {
+    CRLIB_ASSIGN_OR_RETURN(int fd, OpenCarriedInode(inode, p.fsuid));
+    if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
+  }
   for (const auto& [ref, file] : image.files) {
     FileImage f = file;
     // A file mapped shared and writable must be open for writing.
@@ -230,6 +275,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
     }
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
+  }
+  for (const auto& [ref, inode] : image.inodes) {
+    if (files.fd(ref) >= 0) CRLIB_RETURN_IF_ERROR(FinishCarriedInode(inode, files.fd(ref), p.fsuid));
   }
   for (const auto& [tty, master] : files.pty_masters_) {
     CRLIB_RETURN_IF_ERROR(FinishPtyPair(master, image.ttys.at(tty)));

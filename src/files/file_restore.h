@@ -6,6 +6,7 @@
 #define CRLIB_FILES_FILE_RESTORE_H_
 
 #include <map>
+#include <set>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -56,6 +57,7 @@ class OpenedFiles {
   std::map<ObjectRef, int> fds_;
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
+  std::set<ObjectRef> memfd_description_used_;  // memfds whose own description an fd took
   std::map<ObjectRef, int> pty_masters_;  // tty ref -> its master, while opening
 };
 

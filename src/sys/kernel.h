@@ -72,6 +72,12 @@ inline constexpr uint64_t kPagemapGuardRegion = uint64_t{1} << 58;
 inline constexpr int kMadvGuardInstall = 102;
 inline constexpr int kMadvGuardRemove = 103;
 
+// memfd exec control (6.3): memfd_create flags and the seal that keeps
+// the mode's exec bits.
+inline constexpr unsigned kMfdNoexecSeal = 0x0008;
+inline constexpr unsigned kMfdExec = 0x0010;
+inline constexpr int kFSealExec = 0x0020;
+
 // clone3 arguments up to set_tid (5.5).
 struct CloneArgs {
   uint64_t flags;

@@ -616,6 +616,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
           children.front()));
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
+    CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(pid, fds, vmas, options.deleted_file_limit));
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
     CRLIB_RETURN_IF_ERROR(SuspendSeccomp(threads));
     // The remote calls first, and only then the image: every thread has

@@ -208,6 +208,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.pipes[p.ref] = std::move(p);
         break;
       }
+      case RecordType::kInode: {
+        CRLIB_ASSIGN_OR_RETURN(InodeImage inode, StageCarriedInode(reader, *rec));
+        if (!inode.ref || image.inodes.contains(inode.ref)) return misplaced("inode without a unique ref");
+        image.inodes[inode.ref] = std::move(inode);
+        break;
+      }
       case RecordType::kTty: {
         if (h.parent != file_table || !h.self) return misplaced("tty outside the file table");
         CRLIB_ASSIGN_OR_RETURN(image.ttys[h.self], reader->Decode<TtyRecord>(*rec));
@@ -248,6 +254,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
     }
+    if (f.record.object && !image.inodes.contains(f.record.object)) {
+      return absl::DataLossError(absl::StrFormat("file %d names inode %d, which the image lacks", ref, f.record.object));
+    }
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kMemfd && !f.record.object) {
+      return absl::DataLossError(absl::StrFormat("memfd file %d names no inode", ref));
+    }
   }
   for (const auto& [ref, f] : image.files) {
     const auto kind = static_cast<FileKind>(f.record.kind);
@@ -273,6 +285,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   for (const VmaRecord& v : image.vmas) {
     if (v.file && !image.files.contains(v.file)) {
       return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
+    }
+    const auto kind = static_cast<VmaKind>(v.kind);
+    const bool carried = kind == VmaKind::kSharedAnonymous || kind == VmaKind::kSysvShm ||
+                         kind == VmaKind::kCarriedFile;
+    if (carried != (v.object != 0) || (v.object && !image.inodes.contains(v.object))) {
+      return absl::DataLossError(absl::StrFormat("VMA 0x%x (kind %d) names inode %d, which the image lacks", v.start, v.kind, v.object));
     }
   }
   for (const SeccompFilter& f : image.seccomp ? image.seccomp->filters : std::vector<SeccompFilter>{}) {

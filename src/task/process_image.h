@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -56,6 +57,7 @@ struct ProcessImage {
   std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
   // Whether the page records were checked to the end record already (an
@@ -72,7 +74,10 @@ sys::Credentials ImageCredentials(const ProcessRecord& p);
 // and checks that they form one restorable process. Next() on `reader`
 // then returns the first page record (or nullptr if there is none). From
 // an image file the page records are checked to the end record first
-// (their data when they are loaded); a stream is read once.
+// (their data when they are loaded); a stream is read once. The contents
+// of inode records are staged on the way, in memfds and shmem inodes of
+// this process (InodeImage::staged), never in our heap; they go with the
+// last copy of the returned image.
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
 
 }  // namespace crlib

@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "files/tty_restore.h"
 #include "mm/memory_restore.h"
+#include "mm/sysv_shm.h"
 #include "sys/proc.h"
 #include "task/attributes.h"
 #include "task/image_trust.h"
@@ -82,6 +83,7 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
+  CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
   // The original holds its ptys' indexes until it is killed.
   if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
