@@ -37,6 +37,8 @@ enum class RecordType : uint32_t {
   kFile = 0x0401,
   kFd = 0x0402,
   kPipe = 0x0403,
+  kFileLock = 0x0404,
+  kProcessDirs = 0x0405,
 };
 
 // Last record of every image: totals of everything before it.
@@ -369,6 +371,17 @@ enum class FileKind : uint32_t {
   // A standard stream (fd 0-2) that led outside the process (terminal,
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
+  // An O_PATH descriptor (of any file type; with O_NOFOLLOW, of a symlink
+  // itself): reopened by path with the same flags.
+  kPath = 10,
+  // A namespace file (/proc/PID/ns/*); path is the link ("net:[4026531840]").
+  // Restored only as the restorer's own namespace of that inode.
+  kNamespace = 11,
+  // A FIFO whose name was removed: restored as a new FIFO that has no name.
+  kDeletedFifo = 12,
+  // A removed directory (empty by definition): restored as a new, removed
+  // directory.
+  kDeletedDirectory = 13,
 };
 
 // An open file description, shared by every descriptor that refers to it,
@@ -416,13 +429,48 @@ struct PipeRecord {
   static void Fields(S& s, V& v) { v("inode", s.inode); v("capacity", s.capacity); }
 };
 
+enum class FileLockKind : uint32_t {
+  kFlock = 0,  // flock(2): belongs to the open file description
+  kPosix = 1,  // fcntl(F_SETLK): belongs to the process
+  kOfd = 2,    // fcntl(F_OFD_SETLK): belongs to the open file description
+  kLease = 3,  // fcntl(F_SETLEASE): belongs to the open file description
+};
+
+// A lock or lease held on a file. Parent: the file table.
+struct FileLockRecord {
+  static constexpr RecordType kType = RecordType::kFileLock;
+  static constexpr const char* kName = "file_lock";
+  ObjectRef file = 0;  // the kFile the lock was taken through
+  uint32_t kind = 0;   // FileLockKind
+  uint32_t type = 0;   // F_RDLCK or F_WRLCK (flock: shared or exclusive)
+  uint64_t start = 0;  // first byte (POSIX, OFD)
+  uint64_t length = 0;  // bytes; 0: to the end of the file, however it grows
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("file", s.file); v("kind", s.kind); v("type", s.type);
+    v("start", s.start); v("length", s.length);
+  }
+};
+
+// Parent: the process. The file records of its cwd and root when a path is
+// not enough to restore them (a removed directory); 0: by path.
+struct ProcessDirsRecord {
+  static constexpr RecordType kType = RecordType::kProcessDirs;
+  static constexpr const char* kName = "process_dirs";
+  ObjectRef cwd = 0;
+  ObjectRef root = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("cwd", s.cwd); v("root", s.root); }
+};
+
 // Every record type, for code that handles all of them (inspect, tests).
 using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
                PendingSignalsRecord, RlimitsRecord, ItimersRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord>;
+               FileRecord, FdRecord, PipeRecord, FileLockRecord,
+               ProcessDirsRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -5,7 +5,9 @@
 #include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
@@ -42,8 +45,20 @@ std::string SocketKind(pid_t pid, int fd) {
   getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len);
   len = sizeof(int);
   getsockopt(sock, SOL_SOCKET, SO_PROTOCOL, &protocol, &len);
-  close(sock);
-  if (domain == AF_UNIX) return type == SOCK_DGRAM ? "UNIX datagram" : "UNIX stream";
+  if (domain != AF_UNIX) close(sock);
+  if (domain == AF_UNIX) {
+    std::string kind = type == SOCK_DGRAM ? "UNIX datagram" : "UNIX stream";
+    sockaddr_un addr{};
+    socklen_t addr_len = sizeof(addr);
+    if (getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
+        addr_len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+      std::string path(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+      struct stat st;
+      absl::StrAppend(&kind, " bound to ", path, stat(path.c_str(), &st) != 0 ? ", since removed" : "");
+    }
+    close(sock);
+    return kind;
+  }
   const char* family = domain == AF_INET6 ? "6" : "";
   if (protocol == IPPROTO_TCP) return absl::StrCat("TCP", family);
   if (protocol == IPPROTO_UDP) return absl::StrCat("UDP", family);
@@ -54,16 +69,77 @@ absl::Status Unsupported(int fd, const std::string& what) {
   return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported", fd, what));
 }
 
-// Reads "pos:" and "flags:" from /proc/PID/fdinfo/N.
-absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags) {
+// The "lock:" lines of /proc/PID/fdinfo/N: the locks and leases held on
+// that open file description, e.g.
+//   lock:	1: POSIX  ADVISORY  WRITE 7584 fe:00:10953325 5 14
+// A lease being broken, a delegation or a kind we do not know is refused.
+absl::Status ParseLocks(absl::string_view info, int fd, const std::string& link,
+                        std::vector<FileLockRecord>* locks) {
+  for (absl::string_view line : absl::StrSplit(info, '\n')) {
+    if (!absl::ConsumePrefix(&line, "lock:")) continue;
+    std::vector<absl::string_view> w = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    auto refuse = [&](absl::string_view why) {
+      return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported: %s (lock: %s)",
+                                                      fd, link, why, absl::StripAsciiWhitespace(line)));
+    };
+    // id, kind, mode, type, pid, dev:inode, start, end
+    if (w.size() < 8 || w[1] == "->") return refuse("a lock line we cannot read");
+    FileLockRecord lock;
+    if (w[1] == "FLOCK") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kFlock);
+    } else if (w[1] == "POSIX") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kPosix);
+    } else if (w[1] == "OFDLCK") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kOfd);
+    } else if (w[1] == "LEASE") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kLease);
+      if (w[2] != "ACTIVE") return refuse("a lease that is being broken");
+    } else {
+      return refuse(absl::StrCat("a lock of kind ", w[1]));
+    }
+    if (lock.kind != static_cast<uint32_t>(FileLockKind::kLease) && w[2] != "ADVISORY") {
+      return refuse(absl::StrCat("a ", w[2], " lock"));
+    }
+    if (w[3] == "READ") {
+      lock.type = F_RDLCK;
+    } else if (w[3] == "WRITE") {
+      lock.type = F_WRLCK;
+    } else {
+      return refuse(absl::StrCat("a lock of type ", w[3]));
+    }
+    uint64_t end = 0;
+    if (!absl::SimpleAtoi(w[6], &lock.start) || (w[7] != "EOF" && !absl::SimpleAtoi(w[7], &end))) {
+      return refuse("a lock range we cannot read");
+    }
+    lock.length = w[7] == "EOF" ? 0 : end - lock.start + 1;
+    locks->push_back(lock);
+  }
+  return absl::OkStatus();
+}
+
+// Reads "pos:", "flags:" and the locks from /proc/PID/fdinfo/N.
+absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags,
+                        const std::string& link, std::vector<FileLockRecord>* locks) {
   CRLIB_ASSIGN_OR_RETURN(std::string info,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/fdinfo/", fd)));
+  CRLIB_RETURN_IF_ERROR(ParseLocks(info, fd, link, locks));
   CRLIB_ASSIGN_OR_RETURN(std::string p, sys::StatusField(info, "pos"));
   CRLIB_ASSIGN_OR_RETURN(std::string f, sys::StatusField(info, "flags"));
   if (!absl::SimpleAtoi(p, pos)) return absl::DataLossError("fdinfo pos: " + p);
   unsigned long v = strtoul(f.c_str(), nullptr, 8);
   *flags = static_cast<uint32_t>(v);
   return absl::OkStatus();
+}
+
+// "net" for a namespace file's link "net:[4026531840]", else "".
+std::string NamespaceType(const std::string& link) {
+  size_t colon = link.find(":[");
+  if (colon == std::string::npos || colon == 0 || link.back() != ']') return "";
+  std::string type = link.substr(0, colon);
+  for (const char* not_ns : {"pipe", "socket", "anon_inode"}) {
+    if (type == not_ns) return "";
+  }
+  return type;
 }
 
 bool IsTerminalPath(const std::string& path) {
@@ -99,7 +175,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       return Unsupported(fd, info.link);  // anon inodes and the like cannot be stat'ed by path
     }
     FileRecord& f = info.file;
-    CRLIB_RETURN_IF_ERROR(ReadFdinfo(pid, fd, &f.offset, &f.flags));
+    CRLIB_RETURN_IF_ERROR(ReadFdinfo(pid, fd, &f.offset, &f.flags, info.link, &info.locks));
     if (f.flags & O_CLOEXEC) info.fd_flags = FD_CLOEXEC;
     f.flags &= ~O_CLOEXEC;
     f.mode = st.st_mode;
@@ -109,7 +185,27 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     f.rdev = st.st_rdev;
     f.path = info.link;
     const bool std_stream = fd <= 2;
-    if (S_ISREG(st.st_mode)) {
+    const bool removed = st.st_nlink == 0;
+    if (removed) f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
+    if (const std::string ns = NamespaceType(info.link); !ns.empty()) {
+      // Only a namespace the restorer is in can be opened again; crlib
+      // restores where it dumps, so its own namespaces are the test.
+      struct stat own;
+      const std::string own_path = absl::StrCat("/proc/self/ns/", ns);
+      if (stat(own_path.c_str(), &own) != 0) return Errno("stat %s", own_path);
+      if (own.st_ino != st.st_ino || own.st_dev != st.st_dev) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: a %s namespace other than crlib's own (%s:[%d])", fd,
+            info.link, ns, ns, own.st_ino));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kNamespace);
+    } else if (f.flags & O_PATH) {
+      if (removed) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: an O_PATH descriptor of a removed file", fd, info.link));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kPath);
+    } else if (S_ISREG(st.st_mode)) {
       if (st.st_nlink == 0) {
         f.kind = static_cast<uint32_t>(FileKind::kDeletedRegular);
         f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
@@ -117,24 +213,43 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
         f.kind = static_cast<uint32_t>(FileKind::kRegular);
       }
     } else if (S_ISDIR(st.st_mode)) {
-      f.kind = static_cast<uint32_t>(FileKind::kDirectory);
+      f.kind = static_cast<uint32_t>(removed ? FileKind::kDeletedDirectory : FileKind::kDirectory);
     } else if (S_ISFIFO(st.st_mode)) {
       bool anonymous = absl::StartsWith(info.link, "pipe:");
-      f.kind = static_cast<uint32_t>(anonymous ? FileKind::kPipe : FileKind::kFifo);
+      f.kind = static_cast<uint32_t>(anonymous  ? FileKind::kPipe
+                                     : removed ? FileKind::kDeletedFifo
+                                               : FileKind::kFifo);
       uint32_t mode = f.flags & O_ACCMODE;
       auto& ends = pipe_ends[f.inode];
       if (mode == O_RDONLY || mode == O_RDWR) ends.first = true;
       if (mode == O_WRONLY || mode == O_RDWR) ends.second = true;
+    } else if (S_ISCHR(st.st_mode) && removed) {
+      // mknod would need CAP_MKNOD, and a node made anew could open a
+      // device its owner could reach only through the one removed.
+      return absl::UnimplementedError(absl::StrFormat(
+          "fd %d (%s) is not supported: a removed device node (character %d:%d)", fd, info.link,
+          major(st.st_rdev), minor(st.st_rdev)));
     } else if (S_ISCHR(st.st_mode)) {
       f.kind = static_cast<uint32_t>(std_stream && IsTerminalPath(info.link) ? FileKind::kInherited
                                                                             : FileKind::kCharDevice);
     } else if (S_ISSOCK(st.st_mode)) {
-      if (!std_stream) return Unsupported(fd, absl::StrCat(info.link, ", ", SocketKind(pid, fd)));
+      if (!std_stream) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s, %s) is not supported: sockets are restored only as standard streams "
+            "leading outside the process",
+            fd, info.link, SocketKind(pid, fd)));
+      }
       f.kind = static_cast<uint32_t>(FileKind::kInherited);
     } else {
       return Unsupported(fd, info.link);
     }
     if (absl::StartsWith(info.link, "anon_inode:")) return Unsupported(fd, info.link);
+    const auto kind = static_cast<FileKind>(f.kind);
+    if (!info.locks.empty() && (kind == FileKind::kInherited || kind == FileKind::kNamespace)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "fd %d (%s) is not supported: it holds a lock, and restore would not open it again", fd,
+          info.link));
+    }
     out.push_back(std::move(info));
   }
   // An anonymous pipe is restorable only when both its ends are ours; a
@@ -150,6 +265,16 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
           "fd %d (%s) is not supported: its other end is outside the process", info.fd,
           info.link));
     }
+  }
+  // A removed cwd is restored (WriteFileTable); a removed root is not.
+  struct stat root;
+  const std::string root_path = absl::StrCat("/proc/", pid, "/root");
+  if (stat(root_path.c_str(), &root) != 0) return Errno("stat %s", root_path);
+  if (root.st_nlink == 0) {
+    CRLIB_ASSIGN_OR_RETURN(std::string link, sys::ReadLink(root_path));
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d is not supported: its root directory %s was removed", pid,
+        absl::StripSuffix(link, " (deleted)")));
   }
   return out;
 }
@@ -229,6 +354,7 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
   CRLIB_RETURN_IF_ERROR(
       w->Write(FileTableRecord{.fd_count = static_cast<uint32_t>(fds.size())}, table, process));
   std::map<ObjectRef, int> representative;  // file ref -> an fd that has it
+  std::map<std::pair<uint64_t, uint64_t>, ObjectRef> removed_dirs;  // (dev, inode) -> file
   for (const FdInfo& info : fds) {
     FileRecord file = info.file;
     // Descriptors that share one open file description (dup, fork) share
@@ -239,7 +365,7 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
     if (entry.inserted) {
       representative[entry.ref] = info.fd;
       const auto kind = static_cast<FileKind>(file.kind);
-      if (kind == FileKind::kPipe || kind == FileKind::kFifo) {
+      if (kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo) {
         auto pipe = reg.Intern({ObjectKind::kPipe, file.inode});
         if (pipe.inserted) {
           CRLIB_ASSIGN_OR_RETURN(PipeContents pipe_data, PeekPipe(pid, info.fd));
@@ -260,10 +386,35 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
       } else {
         CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
       }
+      if (kind == FileKind::kDeletedDirectory) removed_dirs[{file.dev, file.inode}] = entry.ref;
+      for (FileLockRecord lock : info.locks) {
+        lock.file = entry.ref;
+        CRLIB_RETURN_IF_ERROR(w->Write(lock, 0, table));
+      }
     }
     CRLIB_RETURN_IF_ERROR(w->Write(
         FdRecord{.fd = static_cast<uint32_t>(info.fd), .fd_flags = info.fd_flags, .file = entry.ref},
         0, table));
+  }
+  // A removed cwd comes back as a removed directory; one an fd also holds
+  // is the same directory.
+  const std::string cwd_path = absl::StrCat("/proc/", pid, "/cwd");
+  struct stat cwd;
+  if (stat(cwd_path.c_str(), &cwd) != 0) return Errno("stat %s", cwd_path);
+  if (cwd.st_nlink == 0) {
+    ProcessDirsRecord dirs;
+    if (auto it = removed_dirs.find({cwd.st_dev, cwd.st_ino}); it != removed_dirs.end()) {
+      dirs.cwd = it->second;
+    } else {
+      CRLIB_ASSIGN_OR_RETURN(std::string link, sys::ReadLink(cwd_path));
+      dirs.cwd = reg.NewRef();
+      FileRecord dir{.kind = static_cast<uint32_t>(FileKind::kDeletedDirectory),
+                     .flags = O_RDONLY | O_DIRECTORY, .mode = cwd.st_mode, .dev = cwd.st_dev,
+                     .inode = cwd.st_ino,
+                     .path = std::string(absl::StripSuffix(link, " (deleted)"))};
+      CRLIB_RETURN_IF_ERROR(w->Write(dir, dirs.cwd, table));
+    }
+    CRLIB_RETURN_IF_ERROR(w->Write(dirs, 0, process));
   }
   return absl::OkStatus();
 }

@@ -21,6 +21,9 @@ struct FdInfo {
   std::string link;  // readlink of /proc/PID/fd/N
   FileRecord file;
   uint32_t fd_flags = 0;
+  // Locks and leases on its open file description (POSIX locks too: the
+  // kernel lists them with the description they were taken through).
+  std::vector<FileLockRecord> locks;
 };
 
 // Looks at every descriptor of stopped process `pid` but those in
@@ -30,7 +33,8 @@ struct FdInfo {
 // not supported").
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
 
-// Writes the file table, its files, pipes and fds under `process`.
+// Writes the file table, its files, pipes, fds and locks under `process`,
+// and a removed cwd's directory.
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
                             ObjectRef process);
 

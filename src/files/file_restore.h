@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "task/process_image.h"
+#include "task/tracee.h"
 
 namespace crlib {
 
@@ -28,6 +29,11 @@ class OpenedFiles {
   OpenedFiles& operator=(OpenedFiles&&) = delete;
   ~OpenedFiles();
 
+  // Locks and leases on open file descriptions (flock, OFD, leases) are
+  // taken here, by us, on the descriptions the child inherits; a POSIX
+  // lock, which belongs to a process, is only probed (F_GETLK): a lock
+  // another process holds now fails Open.
+
   // Our descriptor for file record `ref` (the child inherits the number).
   int fd(ObjectRef ref) const;
   // Every descriptor this object holds.
@@ -39,6 +45,7 @@ class OpenedFiles {
   static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image);
   absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
   absl::Status Place(ObjectRef ref, int fd);
+  absl::Status TakeLocks(const ProcessImage& image) const;
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors
@@ -46,6 +53,17 @@ class OpenedFiles {
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
 };
+
+// In restored process `t`, whose descriptors are in place and hold
+// `files`' descriptions: a removed cwd becomes the directory made for it
+// (fchdir on our descriptor, so it must run before those are closed).
+absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files);
+
+// In restored process `t`, once only the image's descriptors are left
+// (closing any descriptor of a file drops the process's POSIX locks on
+// it): takes the POSIX locks, and makes it the owner of its leases, so
+// a lease break signals it. `scratch`: memory of `t` for the arguments.
+absl::Status RestoreProcessLocks(Tracee* t, const ProcessImage& image, uint64_t scratch);
 
 }  // namespace crlib
 

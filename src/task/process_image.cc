@@ -177,6 +177,17 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.fds.push_back(fd);
         break;
       }
+      case RecordType::kFileLock: {
+        if (h.parent != file_table) return misplaced("file lock outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(FileLockRecord lock, reader->Decode<FileLockRecord>(*rec));
+        image.locks.push_back(lock);
+        break;
+      }
+      case RecordType::kProcessDirs: {
+        if (h.parent != image.ref) return misplaced("process dirs outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.dirs, reader->Decode<ProcessDirsRecord>(*rec));
+        break;
+      }
       case RecordType::kEnd:
         break;
     }
@@ -203,8 +214,21 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     }
   }
   for (const auto& [ref, f] : image.files) {
-    if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    const bool needs_pipe =
+        kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo;
+    if ((f.record.pipe || needs_pipe) && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
+    }
+  }
+  for (const FileLockRecord& lock : image.locks) {
+    if (!image.files.contains(lock.file)) {
+      return absl::DataLossError(absl::StrFormat("a file lock names file %d, which the image lacks", lock.file));
+    }
+  }
+  for (ObjectRef dir : {image.dirs.cwd, image.dirs.root}) {
+    if (dir && !image.files.contains(dir)) {
+      return absl::DataLossError(absl::StrFormat("cwd or root names file %d, which the image lacks", dir));
     }
   }
   for (const VmaRecord& v : image.vmas) {

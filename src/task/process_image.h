@@ -49,6 +49,8 @@ struct ProcessImage {
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
   std::vector<FdRecord> fds;
+  std::vector<FileLockRecord> locks;  // in image order
+  ProcessDirsRecord dirs;  // file records of a cwd / root a path cannot restore
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;
