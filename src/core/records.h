@@ -382,6 +382,9 @@ enum class FileKind : uint32_t {
   // A removed directory (empty by definition): restored as a new, removed
   // directory.
   kDeletedDirectory = 13,
+  // A character device node whose name was removed: made again (mknod)
+  // with the image's credentials, opened, and removed.
+  kDeletedDevice = 14,
 };
 
 // An open file description, shared by every descriptor that refers to it,

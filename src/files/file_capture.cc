@@ -1,6 +1,7 @@
 #include "files/file_capture.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/kcmp.h>
 #include <sys/ioctl.h>
 #include <netinet/in.h>
@@ -142,6 +143,13 @@ std::string NamespaceType(const std::string& link) {
   return type;
 }
 
+// Whether CAP_MKNOD is in the effective set of `pid`.
+absl::StatusOr<bool> HasCapMknod(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t effective, sys::StatusMask(status, "CapEff"));
+  return (effective >> CAP_MKNOD) & 1;
+}
+
 bool IsTerminalPath(const std::string& path) {
   return absl::StartsWith(path, "/dev/pts/") || absl::StartsWith(path, "/dev/tty") ||
          path == "/dev/console";
@@ -224,11 +232,16 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       if (mode == O_RDONLY || mode == O_RDWR) ends.first = true;
       if (mode == O_WRONLY || mode == O_RDWR) ends.second = true;
     } else if (S_ISCHR(st.st_mode) && removed) {
-      // mknod would need CAP_MKNOD, and a node made anew could open a
-      // device its owner could reach only through the one removed.
-      return absl::UnimplementedError(absl::StrFormat(
-          "fd %d (%s) is not supported: a removed device node (character %d:%d)", fd, info.link,
-          major(st.st_rdev), minor(st.st_rdev)));
+      // Made again at restore with mknod, with the image's credentials:
+      // only a process that could make it itself gets it back.
+      CRLIB_ASSIGN_OR_RETURN(bool can_mknod, HasCapMknod(pid));
+      if (!can_mknod) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: a removed device node (character %d:%d), which "
+            "restore can make again only with CAP_MKNOD, and pid %d does not have it",
+            fd, info.link, major(st.st_rdev), minor(st.st_rdev), pid));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kDeletedDevice);
     } else if (S_ISCHR(st.st_mode)) {
       f.kind = static_cast<uint32_t>(std_stream && IsTerminalPath(info.link) ? FileKind::kInherited
                                                                             : FileKind::kCharDevice);

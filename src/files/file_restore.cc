@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -213,6 +214,33 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (!st.ok()) {
         if (fd >= 0) close(fd);
         return Annotate(st, absl::StrCat("removed directory ", f.path));
+      }
+      return fd;
+    }
+    case FileKind::kDeletedDevice: {
+      // mknod with the image's credentials (CAP_MKNOD, checked at dump
+      // too), in a directory only we can enter, opened with the image's
+      // rights, and nameless again at once.
+      CRLIB_ASSIGN_OR_RETURN(std::string dir, PrivateDirNear(f.path, fsuid_));
+      const std::string node = dir + "/dev";
+      int fd = -1;
+      absl::Status st =
+          mknod(node.c_str(), S_IFCHR | (f.mode & 07777), static_cast<dev_t>(f.rdev)) != 0
+              ? Errno("mknod %s as uid %d", node, fsuid_)
+              : absl::OkStatus();
+      if (st.ok()) {
+        fd = open(node.c_str(), flags | O_CLOEXEC);
+        if (fd < 0) st = Errno("open %s as uid %d", node, fsuid_);
+      }
+      if (st.ok() && fchmod(fd, f.mode & 07777) != 0) {
+        st = Errno("fchmod to %04o", f.mode & 07777);  // our umask took bits off
+      }
+      unlink(node.c_str());
+      rmdir(dir.c_str());
+      if (!st.ok()) {
+        if (fd >= 0) close(fd);
+        return Annotate(st, absl::StrFormat("removed device node %s (character %d:%d)", f.path,
+                                            major(f.rdev), minor(f.rdev)));
       }
       return fd;
     }

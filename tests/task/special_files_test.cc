@@ -121,10 +121,18 @@ TEST_F(SpecialFilesTest, RemovedFifoRoundTrip) {
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
-TEST_F(SpecialFilesTest, RemovedDeviceNodeRefused) {
+TEST_F(SpecialFilesTest, RemovedDeviceNodeRoundTrip) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_device"));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "a removed device node (character 1:3)"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(SpecialFilesTest, RemovedDeviceNodeWithoutCapMknodRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_device", {"nocap"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+      &w, "a removed device node (character 1:3), which restore can make again only with "
+          "CAP_MKNOD"));
 }
 
 TEST_F(SpecialFilesTest, SocketRefusedClearly) {
