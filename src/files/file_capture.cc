@@ -200,7 +200,10 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       // restores where it dumps, so its own namespaces are the test.
       struct stat own;
       const std::string own_path = absl::StrCat("/proc/self/ns/", ns);
-      if (stat(own_path.c_str(), &own) != 0) return Errno("stat %s", own_path);
+      if (stat(own_path.c_str(), &own) != 0) {
+        if (errno == ENOENT) return Unsupported(fd, info.link);  // not a namespace after all
+        return Errno("stat %s", own_path);
+      }
       if (own.st_ino != st.st_ino || own.st_dev != st.st_dev) {
         return absl::UnimplementedError(absl::StrFormat(
             "fd %d (%s) is not supported: a %s namespace other than crlib's own (%s:[%d])", fd,
@@ -208,6 +211,11 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       }
       f.kind = static_cast<uint32_t>(FileKind::kNamespace);
     } else if (f.flags & O_PATH) {
+      if (!absl::StartsWith(info.link, "/")) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: an O_PATH descriptor of a file with no path", fd,
+            info.link));
+      }
       if (removed) {
         return absl::UnimplementedError(absl::StrFormat(
             "fd %d (%s) is not supported: an O_PATH descriptor of a removed file", fd, info.link));

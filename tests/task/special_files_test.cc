@@ -109,6 +109,12 @@ TEST_F(SpecialFilesTest, RemovedCwdAndDirectoryRoundTrip) {
   EXPECT_THAT(left, ::testing::IsEmpty());
 }
 
+TEST_F(SpecialFilesTest, RemovedCwdHeldByAnFdTooRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_dirs", {"same"}));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 TEST_F(SpecialFilesTest, RemovedRootRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_dirs", {"root"}));
@@ -139,6 +145,13 @@ TEST_F(SpecialFilesTest, SocketRefusedClearly) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
   ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "sockets are restored only as standard streams"));
+}
+
+TEST_F(SpecialFilesTest, UnlinkedSocketRefusedNamingItsPath) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unlinked_socket"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+      &w, "UNIX stream bound to " + files_ + "/sock, since removed) is not supported: sockets"));
 }
 
 TEST_F(SpecialFilesTest, LocksAndLeaseRoundTrip) {

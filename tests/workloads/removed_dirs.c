@@ -2,8 +2,10 @@
  * holds another removed directory (argv[1] is where both are made). After
  * restore both must still be directories with no link, nothing can be
  * created in them, and the cwd must be the removed one, not a path.
- * With "root" as argv[2], the process chroots into a directory and
- * removes it: the dump must refuse that. */
+ * With "same" as argv[2], the cwd is the directory the fd holds, and must
+ * still be after restore (one directory, not two). With "root", the
+ * process chroots into a directory and removes it: the dump must refuse
+ * that. */
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -31,7 +33,10 @@ int main(int argc, char** argv) {
   int fd = open(held, O_RDONLY | O_DIRECTORY);
   if (parent < 0 || fd < 0) return wl_fail("open: %s", strerror(errno));
   const int root = argc > 2 && strcmp(argv[2], "root") == 0;
-  if (root) {
+  const int same = argc > 2 && strcmp(argv[2], "same") == 0;
+  if (same) {
+    if (chdir(held) != 0) return wl_fail("chdir %s: %s", held, strerror(errno));
+  } else if (root) {
     if (chroot(cwd) != 0) return wl_fail("chroot %s: %s", cwd, strerror(errno));
   } else if (chdir(cwd) != 0) {
     return wl_fail("chdir %s: %s", cwd, strerror(errno));
@@ -59,7 +64,9 @@ int main(int argc, char** argv) {
   if (dot < 0) return wl_fail("open of the cwd: %s", strerror(errno));
   if (check_removed(dot, "cwd")) return 1;
   struct stat cwd_st;
-  if (fstat(dot, &cwd_st) == 0 && cwd_st.st_ino == st.st_ino) return wl_fail("the cwd is the fd's directory");
+  if (fstat(dot, &cwd_st) != 0 || (cwd_st.st_ino == st.st_ino) != same) {
+    return wl_fail(same ? "the cwd is not the fd's directory" : "the cwd is the fd's directory");
+  }
   char buf[512];
   if (getcwd(buf, sizeof(buf)) != NULL || errno != ENOENT) return wl_fail("getcwd works in a removed cwd");
   wl_say("OK removed cwd and directory fd");
