@@ -455,15 +455,22 @@ struct FileLockRecord {
   }
 };
 
-// Parent: the process. The file records of its cwd and root when a path is
-// not enough to restore them (a removed directory); 0: by path.
+// Parent: the process. Which directories its cwd and root are: the file
+// records of those a path is not enough to restore (a removed directory;
+// 0: by path), and the identity a path must still lead to at restore.
 struct ProcessDirsRecord {
   static constexpr RecordType kType = RecordType::kProcessDirs;
   static constexpr const char* kName = "process_dirs";
   ObjectRef cwd = 0;
   ObjectRef root = 0;
+  uint64_t cwd_dev = 0, cwd_inode = 0;
+  uint64_t root_dev = 0, root_inode = 0;
   template <typename S, typename V>
-  static void Fields(S& s, V& v) { v("cwd", s.cwd); v("root", s.root); }
+  static void Fields(S& s, V& v) {
+    v("cwd", s.cwd); v("root", s.root);
+    v("cwd_dev", s.cwd_dev); v("cwd_inode", s.cwd_inode);
+    v("root_dev", s.root_dev); v("root_inode", s.root_inode);
+  }
 };
 
 // Every record type, for code that handles all of them (inspect, tests).

@@ -417,13 +417,20 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
         FdRecord{.fd = static_cast<uint32_t>(info.fd), .fd_flags = info.fd_flags, .file = entry.ref},
         0, table));
   }
-  // A removed cwd comes back as a removed directory; one an fd also holds
-  // is the same directory.
+  // Which directories the cwd and root are, for restore to check; a
+  // removed cwd comes back as a removed directory (one an fd also holds is
+  // the same directory). A removed root was refused by ScanFds.
+  ProcessDirsRecord dirs;
   const std::string cwd_path = absl::StrCat("/proc/", pid, "/cwd");
-  struct stat cwd;
+  const std::string root_path = absl::StrCat("/proc/", pid, "/root");
+  struct stat cwd, root;
   if (stat(cwd_path.c_str(), &cwd) != 0) return Errno("stat %s", cwd_path);
+  if (stat(root_path.c_str(), &root) != 0) return Errno("stat %s", root_path);
+  dirs.cwd_dev = cwd.st_dev;
+  dirs.cwd_inode = cwd.st_ino;
+  dirs.root_dev = root.st_dev;
+  dirs.root_inode = root.st_ino;
   if (cwd.st_nlink == 0) {
-    ProcessDirsRecord dirs;
     if (auto it = removed_dirs.find({cwd.st_dev, cwd.st_ino}); it != removed_dirs.end()) {
       dirs.cwd = it->second;
     } else {
@@ -435,8 +442,8 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
                      .path = std::string(absl::StripSuffix(link, " (deleted)"))};
       CRLIB_RETURN_IF_ERROR(w->Write(dir, dirs.cwd, table));
     }
-    CRLIB_RETURN_IF_ERROR(w->Write(dirs, 0, process));
   }
+  CRLIB_RETURN_IF_ERROR(w->Write(dirs, 0, process));
   return absl::OkStatus();
 }
 

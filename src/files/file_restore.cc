@@ -69,6 +69,33 @@ absl::Status CheckSameFile(int fd, const FileRecord& f) {
   return absl::OkStatus();
 }
 
+// The root, and the cwd when restored by path, must be the directories
+// the image was taken with (the cwd path is resolved from our root, which
+// is why only a process with our root has its cwd checked).
+absl::Status CheckDirs(const ProcessImage& image) {
+  if (!image.dirs) return absl::OkStatus();
+  const ProcessRecord& p = image.process;
+  struct Dir {
+    const char* what;
+    const std::string& path;
+    uint64_t dev, inode;
+    bool check;
+  };
+  for (const Dir& d : {Dir{"root", p.root, image.dirs->root_dev, image.dirs->root_inode, true},
+                       Dir{"cwd", p.cwd, image.dirs->cwd_dev, image.dirs->cwd_inode,
+                           p.root == "/" && !image.RemovedCwd()}}) {
+    if (!d.check) continue;
+    struct stat st;
+    if (stat(d.path.c_str(), &st) != 0) return Errno("stat of the %s %s", d.what, d.path);
+    if (!S_ISDIR(st.st_mode) || st.st_ino != d.inode) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s %s is not the directory the image was taken with (inode %d, was %d)", d.what,
+          d.path, st.st_ino, d.inode));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string LockRange(const FileLockRecord& lock) {
   if (static_cast<FileLockKind>(lock.kind) == FileLockKind::kFlock ||
       static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
@@ -310,6 +337,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   // A thread of our own takes the image's credentials (raw calls change
   // only that thread) and opens everything; the descriptors are the
   // process's. The kernel's checks are then exactly the image's.
+  // Identity only, with our rights: a chroot made before the process
+  // dropped its privileges may be a path its user cannot reach.
+  CRLIB_RETURN_IF_ERROR(CheckDirs(image));
   std::optional<absl::StatusOr<OpenedFiles>> result;
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
@@ -330,7 +360,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
   // exists. A cwd under another root is resolved only after chroot.
-  if (p.root == "/" && !image.dirs.cwd && faccessat(AT_FDCWD, p.cwd.c_str(), X_OK, AT_EACCESS) != 0) {
+  if (p.root == "/" && !image.RemovedCwd() &&
+      faccessat(AT_FDCWD, p.cwd.c_str(), X_OK, AT_EACCESS) != 0) {
     return Errno("chdir %s as uid %d", p.cwd, p.fsuid);
   }
   OpenedFiles files;
@@ -422,9 +453,9 @@ absl::Status OpenedFiles::TakeLocks(const ProcessImage& image) const {
 }
 
 absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files) {
-  if (!image.dirs.cwd) return absl::OkStatus();
+  if (!image.RemovedCwd()) return absl::OkStatus();
   return t->CheckedSyscall("fchdir to the removed cwd", SYS_fchdir,
-                           {static_cast<uint64_t>(files.fd(image.dirs.cwd))})
+                           {static_cast<uint64_t>(files.fd(image.RemovedCwd()))})
       .status();
 }
 

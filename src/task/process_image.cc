@@ -185,7 +185,8 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       }
       case RecordType::kProcessDirs: {
         if (h.parent != image.ref) return misplaced("process dirs outside the process");
-        CRLIB_ASSIGN_OR_RETURN(image.dirs, reader->Decode<ProcessDirsRecord>(*rec));
+        CRLIB_ASSIGN_OR_RETURN(ProcessDirsRecord dirs, reader->Decode<ProcessDirsRecord>(*rec));
+        image.dirs = dirs;
         break;
       }
       case RecordType::kEnd:
@@ -226,7 +227,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       return absl::DataLossError(absl::StrFormat("a file lock names file %d, which the image lacks", lock.file));
     }
   }
-  for (ObjectRef dir : {image.dirs.cwd, image.dirs.root}) {
+  for (ObjectRef dir : {image.RemovedCwd(), image.dirs ? image.dirs->root : 0}) {
     if (dir && !image.files.contains(dir)) {
       return absl::DataLossError(absl::StrFormat("cwd or root names file %d, which the image lacks", dir));
     }

@@ -235,7 +235,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   // The cwd after the credentials, so that the kernel checks the image's
   // right to enter it, not ours (threads share it: CLONE_FS).
-  if (!image.dirs.cwd) {
+  if (!image.RemovedCwd()) {
     CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
     CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
   }

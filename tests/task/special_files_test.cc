@@ -87,6 +87,19 @@ TEST_F(SpecialFilesTest, MissingPathFailsBeforeRestore) {
   ExpectRestoreFails(w, image, "open " + sock);
 }
 
+// The cwd is checked like a file: the directory, not a path to it.
+TEST_F(SpecialFilesTest, ReplacedCwdFailsBeforeRestore) {
+  Workload w;
+  const std::string cwd = files_ + "/cwd";
+  ASSERT_EQ(mkdir(cwd.c_str(), 0755), 0);
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "path_fds", {"--chdir", cwd}));
+  const std::string image = Path("cwd.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_EQ(rename(cwd.c_str(), (cwd + ".old").c_str()), 0);
+  ASSERT_EQ(mkdir(cwd.c_str(), 0755), 0);
+  ExpectRestoreFails(w, image, "cwd " + cwd + " is not the directory the image was taken with");
+}
+
 TEST_F(SpecialFilesTest, OwnNamespaceFilesRoundTrip) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "ns_fds"));

@@ -3,7 +3,7 @@
  * directory argv[1]. After restore each must be the same inode with the
  * same flags (O_PATH still set), the symlink fd must still be the link
  * (readlinkat(fd, "") gives its target) and the directory fd must still
- * resolve names. */
+ * resolve names. "--chdir DIR" moves the cwd there first. */
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,7 +15,10 @@ enum { kCount = 4 };
 
 int main(int argc, char** argv) {
   wl_install_handler();
-  if (argc < 2) return wl_fail("usage: path_fds DIR");
+  if (argc < 2) return wl_fail("usage: path_fds DIR [--chdir DIR]");
+  if (argc > 3 && strcmp(argv[2], "--chdir") == 0 && chdir(argv[3]) != 0) {
+    return wl_fail("chdir %s: %s", argv[3], strerror(errno));
+  }
   char file[512], link[512], sock[512];
   snprintf(file, sizeof(file), "%s/path-file", argv[1]);
   snprintf(link, sizeof(link), "%s/path-link", argv[1]);
