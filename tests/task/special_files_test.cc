@@ -196,7 +196,10 @@ TEST_P(LockConflictTest, RestoreFailsCleanlyThenWorks) {
   const std::string image = Path("locks.img");
   ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
   const std::string file = files_ + "/lock-" + c.kind;
-  int fd = open(file.c_str(), strcmp(c.kind, "lease") == 0 ? O_WRONLY : O_RDWR | O_CLOEXEC);
+  const int mode = strcmp(c.kind, "lease") == 0    ? O_WRONLY
+                   : strcmp(c.kind, "wlease") == 0 ? O_RDONLY
+                                                   : O_RDWR;
+  int fd = open(file.c_str(), mode | O_CLOEXEC);
   ASSERT_GE(fd, 0) << strerror(errno);
   struct flock fl = {};
   fl.l_type = F_WRLCK;
@@ -207,7 +210,7 @@ TEST_P(LockConflictTest, RestoreFailsCleanlyThenWorks) {
     ASSERT_EQ(fcntl(fd, F_SETLK, &fl), 0) << strerror(errno);
   } else if (strcmp(c.kind, "ofd") == 0) {
     ASSERT_EQ(fcntl(fd, F_OFD_SETLK, &fl), 0) << strerror(errno);
-  }  // lease: being open for writing is the conflict
+  }  // lease: being open for writing is the conflict; wlease: being open
   ExpectRestoreFails(w, image, c.message);
   close(fd);
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
@@ -219,7 +222,8 @@ INSTANTIATE_TEST_SUITE_P(
         Conflict{"flock", "another open file holds a conflicting flock"},
         Conflict{"posix", "holds a conflicting lock"},
         Conflict{"ofd", "another open file holds a conflicting lock"},
-        Conflict{"lease", "the file is open elsewhere in a conflicting mode"}),
+        Conflict{"lease", "the file is open elsewhere in a conflicting mode"},
+        Conflict{"wlease", "the file is open elsewhere in a conflicting mode"}),
     [](const ::testing::TestParamInfo<Conflict>& info) { return std::string(info.param.kind); });
 
 }  // namespace

@@ -2,12 +2,14 @@
  *   lock-flock: flock(LOCK_EX);
  *   lock-posix: a POSIX write lock on bytes 10-19 (fcntl F_SETLK);
  *   lock-ofd:   an OFD read lock from byte 100 to the end (F_OFD_SETLK);
- *   lock-lease: a read lease (F_SETLEASE), the file open read-only.
+ *   lock-lease: a read lease (F_SETLEASE), the file open read-only;
+ *   lock-wlease: a write lease, the file open once, for writing.
  * After restore each is still held: a new open file description of the
  * file sees the conflict (flock LOCK_NB fails; F_OFD_GETLK reports the
  * POSIX lock with our PID and the OFD lock with -1); F_GETLEASE gives
- * F_RDLCK and F_GETOWN our PID (a lease break would signal us).
- * With a second argument, only that one (flock, posix, ofd or lease). */
+ * F_RDLCK (F_WRLCK) and F_GETOWN our PID (a lease break would signal us).
+ * With a second argument, only that one (flock, posix, ofd, lease or
+ * wlease). */
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -33,11 +35,11 @@ static int ofd_probe(int fd, short type, off_t start, off_t len, struct flock* o
 
 int main(int argc, char** argv) {
   wl_install_handler();
-  if (argc < 2) return wl_fail("usage: file_locks DIR [flock|posix|ofd|lease]");
+  if (argc < 2) return wl_fail("usage: file_locks DIR [flock|posix|ofd|lease|wlease]");
   const char* dir = argv[1];
   const char* only = argc > 2 ? argv[2] : NULL;
 #define WANT(k) (only == NULL || strcmp(only, k) == 0)
-  int f = -1, p = -1, o = -1, l = -1;
+  int f = -1, p = -1, o = -1, l = -1, wl = -1;
   if (WANT("flock")) {
     f = open_in(dir, "lock-flock", O_RDWR);
     if (f < 0 || flock(f, LOCK_EX | LOCK_NB) != 0) return wl_fail("flock: %s", strerror(errno));
@@ -59,6 +61,10 @@ int main(int argc, char** argv) {
     snprintf(path, sizeof(path), "%s/lock-lease", dir);
     l = open(path, O_RDONLY);
     if (l < 0 || fcntl(l, F_SETLEASE, F_RDLCK) != 0) return wl_fail("F_SETLEASE: %s", strerror(errno));
+  }
+  if (WANT("wlease")) {
+    wl = open_in(dir, "lock-wlease", O_RDWR);
+    if (wl < 0 || fcntl(wl, F_SETLEASE, F_WRLCK) != 0) return wl_fail("F_SETLEASE(F_WRLCK): %s", strerror(errno));
   }
 
   wl_ready();
@@ -96,6 +102,11 @@ int main(int argc, char** argv) {
     if (lease != F_RDLCK) return wl_fail("F_GETLEASE gives %d, not F_RDLCK", lease);
     int owner = fcntl(l, F_GETOWN);
     if (owner != getpid()) return wl_fail("the lease's owner is %d, not us", owner);
+  }
+  if (wl >= 0) {
+    int lease = fcntl(wl, F_GETLEASE);
+    if (lease != F_WRLCK) return wl_fail("F_GETLEASE gives %d, not F_WRLCK", lease);
+    if (fcntl(wl, F_GETOWN) != getpid()) return wl_fail("the write lease's owner is not us");
   }
   wl_say("OK locks held");
   return 0;
