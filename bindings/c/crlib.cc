@@ -217,15 +217,21 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
   std::string name;
   absl::Status st = ReadArguments(image_path, options, &o, &name);
-  if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE})) {
+  if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
   if (!st.ok()) return ToC(st, error);
+  const crlib::RestoreOptions ro{.image_fd = o.image_fd,
+                                 .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0};
+  if (o.flags & CRLIB_RESTORE_CHECK_ONLY) {
+    absl::StatusOr<crlib::RestoreCheckReport> r = crlib::CheckRestore(name, ro);
+    if (!r.ok()) return ToC(crlib::Annotate(r.status(), absl::StrCat("restore check of ", name)), error);
+    if (pid) *pid = r->pid;
+    return ToC(absl::OkStatus(), error);
+  }
   Context ctx;
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
-  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(
-      &ctx, name,
-      {.image_fd = o.image_fd, .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0});
+  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, name, ro);
   if (!restored.ok()) {
     return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", name)), error);
   }

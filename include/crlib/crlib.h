@@ -164,7 +164,15 @@ enum {
    * image file has: one owned by uid U may claim only U, U's groups and no
    * capability; one writable by group or others nothing; one owned by root
    * anything. See docs/SECURITY.md. Value fixed: 1u << 0. */
-  CRLIB_RESTORE_TRUST_IMAGE = 1u << 0
+  CRLIB_RESTORE_TRUST_IMAGE = 1u << 0,
+  /* Check only: read and verify the whole image (page data included) and
+   * run every check a restore makes before it creates anything — CPU and
+   * xsave features, page size, vDSO layout, credentials against the image
+   * file's owner, PID and TIDs free, locked memory, rlimits, every file
+   * opened with the image's credentials — then stop. Nothing is created;
+   * `*pid` receives the PID the image would have. `crlib restore --check`.
+   * Value fixed: 1u << 1. */
+  CRLIB_RESTORE_CHECK_ONLY = 1u << 1
 };
 
 typedef struct crlib_restore_options {

@@ -284,6 +284,7 @@ absl::StatusOr<size_t> MemorySource::Read(void* buffer, size_t size) {
 }
 
 absl::Status MemorySource::Seek(uint64_t offset) {
+  if (stream_) return ByteSource::Seek(offset);
   if (offset > data_.size()) return absl::OutOfRangeError("seek past the end of the image");
   pos_ = offset;
   return absl::OkStatus();

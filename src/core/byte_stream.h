@@ -150,17 +150,26 @@ class FdSource final : public ByteSource {
   size_t buffer_pos_ = 0, buffer_end_ = 0;
 };
 
+// Reads from memory. As a stream (`as_stream`), it answers like a pipe:
+// no seeking and no known length, so a reader stops where the bytes end
+// instead of checking that they reach the end record (a dump checks the
+// records before the page data this way, from its copy of them).
 class MemorySource final : public ByteSource {
  public:
-  explicit MemorySource(absl::Span<const uint8_t> data) : data_(data) {}
+  explicit MemorySource(absl::Span<const uint8_t> data, bool as_stream = false)
+      : data_(data), stream_(as_stream) {}
   absl::StatusOr<size_t> Read(void* buffer, size_t size) override;
   absl::StatusOr<bool> Skip(uint64_t size) override;
-  std::optional<uint64_t> Remaining() const override { return data_.size() - pos_; }
+  std::optional<uint64_t> Remaining() const override {
+    if (stream_) return std::nullopt;
+    return data_.size() - pos_;
+  }
   absl::Status Seek(uint64_t offset) override;
-  bool CanSeek() const override { return true; }
+  bool CanSeek() const override { return !stream_; }
 
  private:
   absl::Span<const uint8_t> data_;
+  bool stream_;
   size_t pos_ = 0;
 };
 

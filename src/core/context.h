@@ -49,6 +49,8 @@ struct Stats {
   // Of that, the time its threads ran remote calls with borrowed
   // registers and every signal blocked (the dump's only unsafe window).
   int64_t borrowed_ns = 0;
+  // Of that, the time a dump spent checking that its image restores here.
+  int64_t check_ns = 0;
 };
 
 // Steps an operation reports (the values of the C ABI's CRLIB_PHASE_*).

@@ -100,8 +100,10 @@ absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,
   AppendZeros(AlignUp(payload.size(), 8) - payload.size() + h.bulk_pad);
   ++record_count_;
   payload_bytes_ += payload.size();
+  const bool last_copied = copy_ != nullptr && type == copy_until_;
   if (bulk_length == 0) {
-    return buffer_.size() >= kFlushThreshold ? Flush() : absl::OkStatus();
+    return buffer_.size() >= kFlushThreshold || last_copied ? Flush({}, last_copied)
+                                                            : absl::OkStatus();
   }
   bulk_bytes_ += bulk_length;
   // Buffered bytes, the bulk straight from the caller, then bulk padding.
@@ -109,15 +111,22 @@ absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,
   size_t tail = AlignUp(bulk_length, 8) - bulk_length;
   if (tail) extra.push_back({const_cast<uint8_t*>(kZeros), tail});
   offset_ += bulk_length + tail;
-  return Flush(extra);
+  return Flush(extra, last_copied);
 }
 
-absl::Status ImageWriter::Flush(absl::Span<const iovec> extra) {
+// `last_copied`: the buffer ends with the record CopyPrefix stops at; the
+// copy gets the buffer but not `extra`, that record's bulk.
+absl::Status ImageWriter::Flush(absl::Span<const iovec> extra, bool last_copied) {
   std::vector<iovec> iov;
   iov.reserve(extra.size() + 1);
   if (!buffer_.empty()) iov.push_back({buffer_.data(), buffer_.size()});
+  const size_t buffered = iov.size();
   iov.insert(iov.end(), extra.begin(), extra.end());
   absl::Status st = sink_->Write(iov);
+  if (st.ok() && copy_ != nullptr) {
+    st = copy_->Write(last_copied ? absl::MakeConstSpan(iov).first(buffered) : absl::MakeConstSpan(iov));
+    if (last_copied) copy_ = nullptr;
+  }
   buffer_.clear();
   return st;
 }

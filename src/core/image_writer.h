@@ -44,6 +44,16 @@ class ImageWriter {
                            ObjectRef parent, absl::Span<const uint8_t> payload,
                            absl::Span<const iovec> bulk, bool align_bulk);
 
+  // From now on, also writes to `copy` every byte of the image up to the
+  // first record of type `until`: its header and payload go to `copy`, its
+  // bulk does not, and nothing after it. A dump keeps so the records a
+  // restore reads before the page data, to check them (restore --check)
+  // without reading the image back.
+  void CopyPrefix(ByteSink* copy, RecordType until) {
+    copy_ = copy;
+    copy_until_ = static_cast<uint32_t>(until);
+  }
+
   // Writes the end record and flushes. The writer is finished afterwards.
   absl::Status Finish();
 
@@ -52,7 +62,7 @@ class ImageWriter {
   uint64_t record_count() const { return record_count_; }
 
  private:
-  absl::Status Flush(absl::Span<const iovec> extra = {});
+  absl::Status Flush(absl::Span<const iovec> extra = {}, bool last_copied = false);
   void Append(const void* p, size_t n);
   void AppendZeros(size_t n);
 
@@ -64,6 +74,8 @@ class ImageWriter {
   uint64_t record_count_ = 0;
   uint64_t payload_bytes_ = 0;
   uint64_t bulk_bytes_ = 0;
+  ByteSink* copy_ = nullptr;  // CopyPrefix
+  uint32_t copy_until_ = 0;
   bool begun_ = false;
   bool finished_ = false;
 };

@@ -32,6 +32,7 @@
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/restore_check.h"
 #include "task/tracee.h"
 
 namespace crlib {
@@ -285,6 +286,22 @@ absl::StatusOr<ProcessFacts> LookBeforeSeizing(pid_t pid) {
           "pid %d is %s of a PID namespace below crlib's (its pid there is %s); restoring it "
           "would change the pid it knows itself by, and PID namespaces are not supported yet",
           pid, ids.back() == "1" ? "the init" : "a process", ids.back()));
+    }
+  }
+  // Every other namespace must be crlib's own: a restore creates the
+  // process in the restorer's namespaces, so one of its own (a container's
+  // mounts, network, hostname ...) would be silently exchanged.
+  for (const char* ns : {"mnt", "net", "uts", "ipc", "user", "cgroup", "time", "pid",
+                         "pid_for_children", "time_for_children"}) {
+    absl::StatusOr<std::string> theirs = sys::ReadLink(absl::StrCat("/proc/", pid, "/ns/", ns));
+    absl::StatusOr<std::string> ours = sys::ReadLink(absl::StrCat("/proc/self/ns/", ns));
+    if (!ours.ok()) continue;  // a kernel without this namespace type
+    if (!theirs.ok()) return theirs.status();
+    if (*theirs != *ours) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d is in another %s namespace than crlib (%s, crlib's is %s); a restore would "
+          "put it in the restorer's, and namespaces are not supported yet",
+          pid, ns, *theirs, *ours));
     }
   }
   facts.stopped = absl::StartsWith(state, "T");
@@ -589,11 +606,22 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     else if (ctx->options().mappable) info.flags |= kImageMappable;
     ImageWriter writer(sink.get(), info);
     ctx->set_writer(&writer);
+    // The records a restore reads before the pages, kept to check them.
+    std::vector<uint8_t> records;
+    MemorySink records_sink(&records);
+    writer.CopyPrefix(&records_sink, RecordType::kPages);
     CRLIB_RETURN_IF_ERROR(writer.Begin());
     CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, threads, options, facts, std::move(asked), fds, vmas));
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
+    // A dump that succeeds must restore: what a restore here would refuse
+    // (a file the image's user cannot open, a vDSO it cannot place ...)
+    // fails the dump now, while the process can still run on untouched.
+    const int64_t check_at = NowNs();
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records, pid),
+                                   "the image would not restore on this machine"));
+    ctx->stats().check_ns = NowNs() - check_at;
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);

@@ -42,6 +42,8 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRe
           "record %d at offset %d: pages outside the memory map", rec->index, rec->offset));
     }
     ++image->page_records;
+    CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
+    image->page_count += pages.page_count;
     CRLIB_ASSIGN_OR_RETURN(rec, reader->Next());
   }
   return reader->Rewind(start);

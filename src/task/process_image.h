@@ -59,6 +59,7 @@ struct ProcessImage {
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;
   uint64_t page_records = 0;
+  uint64_t page_count = 0;  // pages in them (when checked)
 };
 
 // The credentials process record `p` claims, as the kernel takes them.

@@ -27,15 +27,15 @@
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
-#include "task/image_trust.h"
 #include "task/process_image.h"
+#include "task/restore_check.h"
 #include "task/thread_restore.h"
 #include "task/tracee.h"
 
 namespace crlib {
 namespace {
 
-constexpr uint64_t kScratchBytes = 64 * 1024;
+constexpr uint64_t kScratchBytes = kRestoreScratchBytes;
 
 // Creates the child that becomes the restored process: PID `pid`, dies
 // with us until restore is done, traced by us and stopped. Raw system calls
@@ -62,24 +62,6 @@ absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
     return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", pid);
   }
   return static_cast<pid_t>(r);
-}
-
-// Hard limits above our own need CAP_SYS_RESOURCE; find out now, not after
-// the child exists.
-absl::Status CheckRlimits(const ProcessImage& image) {
-  for (const Rlimit& r : image.rlimits.limits) {
-    rlimit64 ours;
-    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), nullptr, &ours) != 0) continue;
-    if (r.max <= ours.rlim_max) continue;
-    rlimit64 probe = ours;  // raising our own hard limit is the same check
-    probe.rlim_max = r.max;
-    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), &probe, nullptr) != 0) {
-      return Errno("rlimit %d: the image's hard limit %d is above ours (%d) and cannot be raised",
-                   r.resource, r.max, ours.rlim_max);
-    }
-    prlimit64(0, static_cast<__rlimit_resource>(r.resource), &ours, nullptr);
-  }
-  return absl::OkStatus();
 }
 
 // Closes every descriptor of stopped process `t` but `keep`, a
@@ -261,70 +243,86 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
 
 }  // namespace
 
+namespace {
+
+// The image behind `image_path` or `options.image_fd`, read through one
+// descriptor for every pass: a file replaced by another meanwhile cannot
+// mix two images into a process that never existed, and a pipe or FIFO is
+// read once.
+class ImageInput {
+ public:
+  static absl::StatusOr<std::unique_ptr<ImageInput>> Open(const std::string& image_path,
+                                                          const RestoreOptions& options,
+                                                          bool verify_bulk) {
+    auto in = std::unique_ptr<ImageInput>(new ImageInput);
+    in->fd_ = options.image_fd;
+    if (in->fd_ < 0) {
+      in->fd_ = in->owned_fd_ = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (in->fd_ < 0) return Errno("open %s", image_path);
+    }
+    // Who vouches for the image: CheckImageTrust.
+    if (fstat(in->fd_, &in->file_) != 0) return Errno("fstat %s", image_path);
+    in->source_ = std::make_unique<FdSource>(in->fd_);
+    CRLIB_ASSIGN_OR_RETURN(in->reader_, ImageReader::Open(in->source_.get(),
+                                                          ReaderOptions{.verify_bulk = verify_bulk}));
+    return in;
+  }
+  ~ImageInput() {
+    if (owned_fd_ >= 0) close(owned_fd_);
+  }
+  ImageReader* reader() { return reader_.get(); }
+  const struct stat& file() const { return file_; }
+
+ private:
+  ImageInput() = default;
+  int fd_ = -1;
+  int owned_fd_ = -1;
+  struct stat file_{};
+  std::unique_ptr<FdSource> source_;
+  std::unique_ptr<ImageReader> reader_;
+};
+
+}  // namespace
+
+absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
+                                                const RestoreOptions& options) {
+  // Every byte is verified, page data included: nothing is read again.
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageInput> in,
+                         ImageInput::Open(image_path, options, /*verify_bulk=*/true));
+  ImageReader* reader = in->reader();
+  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
+  CRLIB_RETURN_IF_ERROR(
+      PrepareRestore(image, in->file(), {.trust_image = options.trust_image}).status());
+  RestoreCheckReport report{.pid = static_cast<pid_t>(image.process.pid),
+                            .threads = image.threads.size(),
+                            .mappings = image.vmas.size(),
+                            .fds = image.fds.size()};
+  report.pages = image.page_count;
+  if (image.pages_checked) return report;  // and their data verified
+  // A stream: the page records LoadProcessImage left for the loader.
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
+    if (rec == nullptr) break;
+    CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
+    report.pages += pages.page_count;
+  }
+  return report;
+}
+
 absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
                                      const RestoreOptions& options) {
   const int64_t start = NowNs();
-  // One descriptor for every pass over the image: a file replaced by
-  // another meanwhile cannot mix two images into a process that never
-  // existed, and a pipe or FIFO is read once.
-  struct OwnedFd {
-    int fd = -1;
-    ~OwnedFd() {
-      if (fd >= 0) close(fd);
-    }
-  } owned;
-  int fd = options.image_fd;
-  if (fd < 0) {
-    fd = owned.fd = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return Errno("open %s", image_path);
-  }
-  struct stat image_file;  // who vouches for the image: CheckImageTrust
-  if (fstat(fd, &image_file) != 0) return Errno("fstat %s", image_path);
-  FdSource source(fd);
   // Page checksums are verified when the pages are loaded, before the
   // process runs; the first pass reads everything else.
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
-                         ImageReader::Open(&source, ReaderOptions{.verify_bulk = false}));
-  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
-  CRLIB_RETURN_IF_ERROR(CheckImageTrust(image, image_file, options.trust_image));
-
-  // Checks that need nothing created.
-  const ArchBackend* arch = FindArchBackend(image.info.cpu_family);
-  if (arch == nullptr || arch != &HostArchBackend()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "image is for CPU family %s, which this machine cannot run",
-        CpuFamilyName(image.info.cpu_family)));
-  }
-  CRLIB_RETURN_IF_ERROR(arch->CheckImage(image.info));
-  if (image.info.page_size != static_cast<uint32_t>(sysconf(_SC_PAGESIZE))) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "image page size %d differs from this machine's %d", image.info.page_size,
-        sysconf(_SC_PAGESIZE)));
-  }
-  for (const ThreadImage& thread : image.threads) {
-    CRLIB_RETURN_IF_ERROR(Annotate(arch->CheckCpu(thread.cpu),
-                                   absl::StrFormat("thread %d", thread.record.tid)));
-  }
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageInput> in,
+                         ImageInput::Open(image_path, options, /*verify_bulk=*/false));
+  ImageReader* reader = in->reader();
+  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
   const pid_t pid = static_cast<pid_t>(image.process.pid);
-  if (sys::ProcessExists(pid)) {
-    return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
-  }
-  for (size_t i = 1; i < image.threads.size(); ++i) {
-    const uint32_t tid = image.threads[i].record.tid;
-    if (sys::ProcessExists(static_cast<pid_t>(tid))) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "tid %d (a thread of pid %d) is in use by another process", tid, pid));
-    }
-  }
-  CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
-  CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
-  CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
-  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
-  std::vector<AddressRange> busy;
-  for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
-  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
-  for (const sys::MapsEntry& m : own) busy.push_back({m.start, m.end});
-  CRLIB_ASSIGN_OR_RETURN(uint64_t scratch, FindFreeRange(kScratchBytes, busy));
+  CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
+                         PrepareRestore(image, in->file(), {.trust_image = options.trust_image}));
+  const OpenedFiles& files = prep.files;
+  const uint64_t scratch = prep.scratch;
 
   // Last chance to cancel with nothing created.
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
@@ -339,7 +337,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   std::vector<std::unique_ptr<Tracee>> threads;
   threads.push_back(std::move(*t));
   absl::Status st =
-      BuildProcess(ctx, &threads, image, files, reader.get(), {scratch, scratch + kScratchBytes});
+      BuildProcess(ctx, &threads, image, files, reader, {scratch, scratch + kScratchBytes});
   ctx->stats().bytes = reader->offset();
   if (!st.ok()) {
     Tracee::KillProcess(threads);

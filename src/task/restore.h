@@ -21,6 +21,24 @@ struct RestoreOptions {
   bool trust_image = false;
 };
 
+// What `crlib restore --check` reports of an image that would restore.
+struct RestoreCheckReport {
+  pid_t pid = 0;
+  size_t threads = 0;
+  size_t mappings = 0;
+  size_t fds = 0;
+  uint64_t pages = 0;
+};
+
+// Everything RestoreProcess does up to its point of no return, and no
+// further: the whole image is read and verified (page data included),
+// then the machine (CPU, xsave features, page size, vDSO), the image's
+// credentials against its owner, the PID and TIDs, locked memory, rlimits,
+// and every file, opened with the image's credentials. Nothing is created;
+// the first problem is the error.
+absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
+                                                const RestoreOptions& options = {});
+
 // Restores the process in `image_path` with its recorded PID, as a child of
 // the calling process, and lets it run. Every check (format, CPU, vDSO,
 // PID, the image's credentials against its owner, files opened with those

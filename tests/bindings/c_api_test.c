@@ -295,7 +295,14 @@ static void TestProgressAndCancel(void) {
     CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_E_CANCELLED);
     CHECK(kill(child, 0) == -1 && errno == ESRCH);
   }
+  /* Check only: the PID it would have, nothing created. */
   log.cancel_at = 0;
+  ro.flags = CRLIB_RESTORE_CHECK_ONLY;
+  pid = 0;
+  CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_OK);
+  CHECK(pid == child);
+  CHECK(kill(child, 0) == -1 && errno == ESRCH);
+  ro.flags = 0;
   log.seen = 0;
   crlib_stats stats = CRLIB_STATS_INIT;
   ro.stats = &stats;

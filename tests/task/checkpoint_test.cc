@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 
-#include "core/crc32c.h"
 #include "core/image_format.h"
 #include "core/records.h"
 #include "sys/kernel.h"
@@ -48,13 +47,6 @@ bool SetRobustListLength(std::string* image, pid_t tid, uint64_t length) {
     }
   });
   return found;
-}
-
-// XCR0: the xstate components this CPU and kernel enable.
-uint64_t Xcr0() {
-  uint32_t lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (uint64_t{hi} << 32) | lo;
 }
 
 
@@ -238,10 +230,11 @@ TEST_F(CheckpointTest, FailedThreadStepKillsTheWholeProcess) {
 
 TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   // An image that does not fit its filesystem fails late: every thread has
   // been stopped, had its signals blocked and run remote calls by then.
-  // The tmpfs is mounted in a mount namespace of our own.
+  // The tmpfs is mounted in a mount namespace of our own, which the
+  // workload started afterwards shares (crlib refuses a process in a
+  // namespace other than its own).
   const std::string small = Path("small");
   ASSERT_EQ(mkdir(small.c_str(), 0700), 0) << strerror(errno);
   if (unshare(CLONE_NEWNS) != 0 ||
@@ -253,6 +246,7 @@ TEST_F(CheckpointTest, FailedDumpResumesEveryThreadAsItWas) {
     std::string path;
     ~Unmount() { umount(path.c_str()); }
   } unmount{small};
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "threads"));
   CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", small + "/threads.img"});
   ExpectOneLineError(r);
   EXPECT_THAT(r.err, HasSubstr("No space left")) << Describe(w, r);
@@ -268,33 +262,14 @@ TEST_F(CheckpointTest, RestoreRefusesXsaveFeaturesTheCpuLacks) {
   const std::string image = Path("real.img");
   ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
 
-  // A user xstate component this CPU does not enable: AMX, APX, PKRU or
-  // MPX, whichever is missing first (bit 62 is reserved, never enabled).
   const uint64_t xcr0 = Xcr0();
-  int bit = 62;
-  for (int candidate : {18, 17, 19, 9, 3, 4}) {
-    if (!(xcr0 & (uint64_t{1} << candidate))) {
-      bit = candidate;
-      break;
-    }
-  }
-  // docs/FORMAT.md: xsave_features (u64) at 24, header_length (u32) at 12,
-  // header_crc (u32) at 44 = CRC-32C of the header with that field zeroed.
+  const int bit = XsaveBitThisCpuLacks();
   std::string bytes = Slurp(image);
-  ASSERT_GE(bytes.size(), 48u);
-  ASSERT_EQ(bytes.substr(0, 8), "CRLIBIMG");
-  uint32_t header_length;
-  uint64_t features;
-  memcpy(&header_length, &bytes[12], 4);
-  memcpy(&features, &bytes[24], 8);
-  ASSERT_GE(header_length, 48u);
-  ASSERT_LE(header_length, bytes.size());
+  uint64_t features = 0;
+  if (bytes.size() >= 32) memcpy(&features, &bytes[24], 8);
   ASSERT_EQ(features & ~xcr0, 0u) << "the image already needs features this CPU lacks";
-  features |= uint64_t{1} << bit;
-  memcpy(&bytes[24], &features, 8);
-  memset(&bytes[44], 0, 4);
-  uint32_t crc = Crc32c(0, bytes.data(), header_length);
-  memcpy(&bytes[44], &crc, 4);
+  ASSERT_TRUE(ForgeXsaveFeature(&bytes, bit)) << image << " is no image";
+  memcpy(&features, &bytes[24], 8);
   const std::string forged = Path("forged.img");
   std::ofstream(forged, std::ios::binary) << bytes;
 
@@ -322,6 +297,21 @@ TEST_F(CheckpointTest, DumpRefusesSocketsAndLeavesTheProcessRunning) {
     EXPECT_THAT(e.path().filename().string(), Not(StartsWith("socket.img")))
         << "a refused dump left a file";
   }
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
+// A process in namespaces of its own would come back in the restorer's:
+// refused, naming the namespace, before anything touches it.
+TEST_F(CheckpointTest, DumpRefusesAnotherNamespace) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "nanosleep", {"/usr/bin/unshare", "--uts", WorkloadsDir() + "/nanosleep"}));
+  const std::string image = Path("uts.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("in another uts namespace than crlib")) << Describe(w, r);
+  EXPECT_FALSE(Exists(image)) << "a refused dump left an image";
   ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "core/crc32c.h"
 #include "core/image_format.h"
 #include "core/records.h"
 #include "tests/fuzz/image_fuzz_checksums.h"
@@ -32,6 +33,42 @@ inline void EditRecords(std::string* image,
     if (h.bulk_length) pos += h.bulk_pad + AlignUp(h.bulk_length, 8);
   }
   testing::RepairImageChecksums(data, image->size());
+}
+
+// This CPU's XCR0: the xsave features it enables.
+inline uint64_t Xcr0() {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (uint64_t{hi} << 32) | lo;
+}
+
+// A user xstate component this CPU does not enable: AMX, APX, PKRU or
+// MPX, whichever is missing first (bit 62 is reserved, never enabled).
+inline int XsaveBitThisCpuLacks() {
+  const uint64_t xcr0 = Xcr0();
+  for (int candidate : {18, 17, 19, 9, 3, 4}) {
+    if (!(xcr0 & (uint64_t{1} << candidate))) return candidate;
+  }
+  return 62;
+}
+
+// Adds xsave feature `bit` to the header of image `bytes` and repairs the
+// header checksum. docs/FORMAT.md: xsave_features (u64) at 24,
+// header_length (u32) at 12, header_crc (u32) at 44 = CRC-32C of the
+// header with that field zeroed. Returns false if `bytes` is no image.
+inline bool ForgeXsaveFeature(std::string* bytes, int bit) {
+  if (bytes->size() < 48 || bytes->substr(0, 8) != "CRLIBIMG") return false;
+  uint32_t header_length;
+  uint64_t features;
+  memcpy(&header_length, &(*bytes)[12], 4);
+  memcpy(&features, &(*bytes)[24], 8);
+  if (header_length < 48 || header_length > bytes->size()) return false;
+  features |= uint64_t{1} << bit;
+  memcpy(&(*bytes)[24], &features, 8);
+  memset(&(*bytes)[44], 0, 4);
+  uint32_t crc = Crc32c(0, bytes->data(), header_length);
+  memcpy(&(*bytes)[44], &crc, 4);
+  return true;
 }
 
 }  // namespace crlib::test

@@ -153,6 +153,26 @@ TEST_F(SecurityTest, FileMadeRootOnlyFailsTheRestoreBeforeAnythingExists) {
   ExpectNothingRestored(w, r);
 }
 
+// Issue 9: a dump whose image a restore here would refuse does not kill
+// the process. Its file became root's only after it opened it.
+TEST_F(SecurityTest, DumpThatCouldNotRestoreLeavesTheProcessRunning) {
+  Workload w;
+  const User user = UserWithoutPasswdEntry();
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, user));
+  ASSERT_EQ(chmod(held_.c_str(), 0600), 0) << strerror(errno);
+  const std::string image = Path("creds.img");
+  CliResult r = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("would not restore on this machine")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("open " + held_ + " as uid " + std::to_string(user.uid) +
+                               ": Permission denied"))
+      << Describe(w, r);
+  EXPECT_FALSE(Exists(image)) << "a refused dump left an image";
+  ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w));
+  ASSERT_EQ(chmod(held_.c_str(), 0644), 0) << strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 // Point 6: an image its owner edited to claim root is refused; trusted,
 // it restores as root; the unedited one restores as its user.
 TEST_F(SecurityTest, ImageClaimingRootIsRefusedUnlessTrusted) {

@@ -16,6 +16,8 @@ constexpr char kUsage[] =
     "                           checkpoint a process (killed once the image is complete)\n"
     "  restore --image PATH|- [--detach] [--trust-image]\n"
     "                           restore a process; wait for it, or print its pid and return\n"
+    "  restore --image PATH|- --check [--trust-image]\n"
+    "                           check that the image would restore here; create nothing\n"
     "  inspect IMAGE [--json]   print an image as a tree (or as JSON)\n"
     "  check                    report the kernel interfaces crlib needs\n"
     "  demo                     checkpoint, kill and restore a sample process\n"

@@ -155,25 +155,35 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
     const Stats& s = ctx.stats();
     fprintf(stderr,
             "crlib: dump: %d bytes, %d pages stored (%d zero skipped), frozen %.2f ms (registers "
-            "borrowed %.2f ms), total %.2f ms\n",
+            "borrowed %.2f ms, restore check %.2f ms), total %.2f ms\n",
             static_cast<int>(s.bytes), static_cast<int>(s.pages_stored), static_cast<int>(s.pages_zero),
-            Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.total_ns));
+            Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.check_ns), Ms(s.total_ns));
   }
   return 0;
 }
 
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
-  CRLIB_RETURN_IF_ERROR(p.Parse({"--image"}, {"--detach", "--stats", "--trust-image"}));
+  CRLIB_RETURN_IF_ERROR(
+      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check"}));
   if (p.Get("--image").empty()) {
     return absl::InvalidArgumentError(
-        "usage: crlib restore --image PATH|- [--detach] [--trust-image]");
+        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image]");
   }
   RestoreOptions ro{.trust_image = p.Has("--trust-image")};
   std::string image = p.Get("--image");
   if (image == "-") {
     CRLIB_ASSIGN_OR_RETURN(ro.image_fd, StandardStreamImage(STDIN_FILENO));
     image = "standard input";
+  }
+  if (p.Has("--check")) {
+    absl::StatusOr<RestoreCheckReport> r = CheckRestore(image, ro);
+    if (ro.image_fd >= 0) close(ro.image_fd);
+    CRLIB_RETURN_IF_ERROR(r.status());
+    printf("%s: restorable here: pid %d, %zu threads, %zu mappings, %zu fds, %llu pages\n",
+           image.c_str(), r->pid, r->threads, r->mappings, r->fds,
+           static_cast<unsigned long long>(r->pages));
+    return 0;
   }
   Context ctx;
   CancelOnSignals cancel;

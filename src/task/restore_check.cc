@@ -1,0 +1,106 @@
+#include "task/restore_check.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
+#include "arch/arch_backend.h"
+#include "core/byte_stream.h"
+#include "core/image_reader.h"
+#include "core/status.h"
+#include "mm/memory_restore.h"
+#include "sys/proc.h"
+#include "task/image_trust.h"
+
+namespace crlib {
+namespace {
+
+// Hard limits above our own need CAP_SYS_RESOURCE; find out now, not after
+// the child exists.
+absl::Status CheckRlimits(const ProcessImage& image) {
+  for (const Rlimit& r : image.rlimits.limits) {
+    rlimit64 ours;
+    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), nullptr, &ours) != 0) continue;
+    if (r.max <= ours.rlim_max) continue;
+    rlimit64 probe = ours;  // raising our own hard limit is the same check
+    probe.rlim_max = r.max;
+    if (prlimit64(0, static_cast<__rlimit_resource>(r.resource), &probe, nullptr) != 0) {
+      return Errno("rlimit %d: the image's hard limit %d is above ours (%d) and cannot be raised",
+                   r.resource, r.max, ours.rlim_max);
+    }
+    prlimit64(0, static_cast<__rlimit_resource>(r.resource), &ours, nullptr);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckMachine(const ProcessImage& image) {
+  const ArchBackend* arch = FindArchBackend(image.info.cpu_family);
+  if (arch == nullptr || arch != &HostArchBackend()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "image is for CPU family %s, which this machine cannot run",
+        CpuFamilyName(image.info.cpu_family)));
+  }
+  CRLIB_RETURN_IF_ERROR(arch->CheckImage(image.info));
+  if (image.info.page_size != static_cast<uint32_t>(sysconf(_SC_PAGESIZE))) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "image page size %d differs from this machine's %d", image.info.page_size,
+        sysconf(_SC_PAGESIZE)));
+  }
+  for (const ThreadImage& thread : image.threads) {
+    CRLIB_RETURN_IF_ERROR(Annotate(arch->CheckCpu(thread.cpu),
+                                   absl::StrFormat("thread %d", thread.record.tid)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPidsFree(const ProcessImage& image) {
+  const pid_t pid = static_cast<pid_t>(image.process.pid);
+  if (sys::ProcessExists(pid)) {
+    return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
+  }
+  for (size_t i = 1; i < image.threads.size(); ++i) {
+    const uint32_t tid = image.threads[i].record.tid;
+    if (sys::ProcessExists(static_cast<pid_t>(tid))) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "tid %d (a thread of pid %d) is in use by another process", tid, pid));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
+                                                  const struct stat& image_file,
+                                                  const PreflightOptions& options) {
+  CRLIB_RETURN_IF_ERROR(CheckMachine(image));
+  CRLIB_RETURN_IF_ERROR(CheckImageTrust(image, image_file, options.trust_image));
+  if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
+  CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
+  CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
+  CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
+  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
+  std::vector<AddressRange> busy;
+  for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
+  for (const sys::MapsEntry& m : own) busy.push_back({m.start, m.end});
+  CRLIB_ASSIGN_OR_RETURN(uint64_t scratch, FindFreeRange(kRestoreScratchBytes, busy));
+  return RestorePreparation{.files = std::move(files), .scratch = scratch};
+}
+
+absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid) {
+  MemorySource source(records, /*as_stream=*/true);
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(&source));
+  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
+  if (image.process.pid != static_cast<uint32_t>(pid)) {
+    return absl::InternalError(absl::StrFormat("the image names pid %d, not %d",
+                                               image.process.pid, pid));
+  }
+  struct stat owner{};  // the image is the caller's, mode 0600
+  owner.st_mode = S_IFREG | 0600;
+  owner.st_uid = geteuid();
+  owner.st_gid = getegid();
+  return PrepareRestore(image, owner, {.original_alive = true}).status();
+}
+
+}  // namespace crlib

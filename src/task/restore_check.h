@@ -1,0 +1,54 @@
+// Everything a restore checks before it creates anything: shared by
+// RestoreProcess, `crlib restore --check` (CheckRestore) and a dump, which
+// checks the image it is writing before it may kill the process.
+#ifndef CRLIB_TASK_RESTORE_CHECK_H_
+#define CRLIB_TASK_RESTORE_CHECK_H_
+
+#include <sys/stat.h>
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "files/file_restore.h"
+#include "task/process_image.h"
+
+namespace crlib {
+
+// Size of the area a restore maps in the child for its remote calls.
+inline constexpr uint64_t kRestoreScratchBytes = 64 * 1024;
+
+struct PreflightOptions {
+  // Restore whatever credentials the image claims (CheckImageTrust).
+  bool trust_image = false;
+  // The process the image was taken from still runs and holds the image's
+  // PID and TIDs; they count as free. A dump checks its own image so,
+  // before it kills that process.
+  bool original_alive = false;
+};
+
+// What the checks leave for the restore to use.
+struct RestorePreparation {
+  OpenedFiles files;         // every file the process needs, already open
+  uint64_t scratch = 0;      // a free range of kRestoreScratchBytes in the child
+};
+
+// Runs every check that needs nothing created, in order: CPU family,
+// xsave features and each thread's CPU records, page size, credentials
+// against `image_file`'s owner, PID and TIDs free, vDSO layout, locked
+// memory, rlimits; then opens every file with the image's credentials and
+// picks the scratch range. The first failure is returned, one line naming
+// the problem; nothing outside this process is changed.
+absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
+                                                  const struct stat& image_file,
+                                                  const PreflightOptions& options);
+
+// The check of a dump: `records` is the image as written so far, every
+// record up to the page data (ImageWriter::CopyPrefix), which is checked
+// as a restore on this machine would, while process `pid` still holds its
+// PID. The image file will be owned by the caller.
+absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid);
+
+}  // namespace crlib
+
+#endif  // CRLIB_TASK_RESTORE_CHECK_H_
