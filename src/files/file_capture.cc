@@ -78,41 +78,36 @@ absl::Status ParseLocks(absl::string_view info, int fd, const std::string& link,
                         std::vector<FileLockRecord>* locks) {
   for (absl::string_view line : absl::StrSplit(info, '\n')) {
     if (!absl::ConsumePrefix(&line, "lock:")) continue;
-    std::vector<absl::string_view> w = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     auto refuse = [&](absl::string_view why) {
       return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported: %s (lock: %s)",
                                                       fd, link, why, absl::StripAsciiWhitespace(line)));
     };
-    // id, kind, mode, type, pid, dev:inode, start, end
-    if (w.size() < 8 || w[1] == "->") return refuse("a lock line we cannot read");
+    absl::StatusOr<sys::LockLine> parsed = sys::ParseLockLine(line);
+    if (!parsed.ok() || parsed->waiter) return refuse("a lock line we cannot read");
+    const sys::LockLine& l = *parsed;
     FileLockRecord lock;
-    if (w[1] == "FLOCK") {
+    if (l.kind == "FLOCK") {
       lock.kind = static_cast<uint32_t>(FileLockKind::kFlock);
-    } else if (w[1] == "POSIX") {
+    } else if (l.kind == "POSIX") {
       lock.kind = static_cast<uint32_t>(FileLockKind::kPosix);
-    } else if (w[1] == "OFDLCK") {
+    } else if (l.kind == "OFDLCK") {
       lock.kind = static_cast<uint32_t>(FileLockKind::kOfd);
-    } else if (w[1] == "LEASE") {
+    } else if (l.kind == "LEASE") {
       lock.kind = static_cast<uint32_t>(FileLockKind::kLease);
-      if (w[2] != "ACTIVE") return refuse("a lease that is being broken");
+      if (l.mode != "ACTIVE") return refuse("a lease that is being broken");
     } else {
-      return refuse(absl::StrCat("a lock of kind ", w[1]));
+      return refuse(absl::StrCat("a lock of kind ", l.kind));
     }
-    if (lock.kind != static_cast<uint32_t>(FileLockKind::kLease) && w[2] != "ADVISORY") {
-      return refuse(absl::StrCat("a ", w[2], " lock"));
-    }
-    if (w[3] == "READ") {
+    if (l.kind != "LEASE" && l.mode != "ADVISORY") return refuse(absl::StrCat("a ", l.mode, " lock"));
+    if (l.type == "READ") {
       lock.type = F_RDLCK;
-    } else if (w[3] == "WRITE") {
+    } else if (l.type == "WRITE") {
       lock.type = F_WRLCK;
     } else {
-      return refuse(absl::StrCat("a lock of type ", w[3]));
+      return refuse(absl::StrCat("a lock of type ", l.type));
     }
-    uint64_t end = 0;
-    if (!absl::SimpleAtoi(w[6], &lock.start) || (w[7] != "EOF" && !absl::SimpleAtoi(w[7], &end))) {
-      return refuse("a lock range we cannot read");
-    }
-    lock.length = w[7] == "EOF" ? 0 : end - lock.start + 1;
+    lock.start = l.start;
+    lock.length = l.end == UINT64_MAX ? 0 : l.end - l.start + 1;
     locks->push_back(lock);
   }
   return absl::OkStatus();

@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "sys/credentials.h"
+#include "sys/proc.h"
 
 namespace crlib {
 namespace {
@@ -105,6 +108,31 @@ std::string LockRange(const FileLockRecord& lock) {
   return absl::StrFormat(" (bytes %d-%d)", lock.start, lock.start + lock.length - 1);
 }
 
+const char* LockKindName(uint32_t kind);
+
+// One line that names the lock and why it cannot be had.
+absl::Status CannotTake(const FileLockRecord& lock, const std::string& path, const std::string& why) {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "cannot take the %s %s lock on %s%s: %s", LockKindName(lock.kind),
+      lock.type == F_WRLCK ? "write" : "read", path, LockRange(lock), why));
+}
+
+std::string HolderText(int64_t pid) {
+  return pid > 0 ? absl::StrFormat("pid %d holds a conflicting lock", pid)
+                 : "another open file holds a conflicting lock";
+}
+
+// How /proc/locks names a lock kind.
+const char* ProcLocksKind(uint32_t kind) {
+  switch (static_cast<FileLockKind>(kind)) {
+    case FileLockKind::kFlock: return "FLOCK";
+    case FileLockKind::kPosix: return "POSIX";
+    case FileLockKind::kOfd: return "OFDLCK";
+    case FileLockKind::kLease: return "LEASE";
+  }
+  return "";
+}
+
 const char* LockKindName(uint32_t kind) {
   switch (static_cast<FileLockKind>(kind)) {
     case FileLockKind::kFlock: return "flock";
@@ -180,7 +208,7 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
         close(fd);
         return same;
       }
-      if (static_cast<FileKind>(f.kind) == FileKind::kRegular &&
+      if (static_cast<FileKind>(f.kind) == FileKind::kRegular && !(flags & O_PATH) &&
           lseek(fd, static_cast<off_t>(f.offset), SEEK_SET) < 0) {
         absl::Status st2 = Errno("lseek %s to %d", f.path, f.offset);
         close(fd);
@@ -331,20 +359,20 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
+absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image, bool original_alive) {
+  // Identity only, with our rights: a chroot made before the process
+  // dropped its privileges may be a path its user cannot reach.
+  CRLIB_RETURN_IF_ERROR(CheckDirs(image));
   // Every permission check must be the restored process's, never ours: a
   // file it could not open now must fail the restore, not be handed to it.
   // A thread of our own takes the image's credentials (raw calls change
   // only that thread) and opens everything; the descriptors are the
   // process's. The kernel's checks are then exactly the image's.
-  // Identity only, with our rights: a chroot made before the process
-  // dropped its privileges may be a path its user cannot reach.
-  CRLIB_RETURN_IF_ERROR(CheckDirs(image));
   std::optional<absl::StatusOr<OpenedFiles>> result;
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
     if (st.ok()) {
-      result.emplace(OpenAll(image));
+      result.emplace(OpenAll(image, original_alive));
     } else {
       result.emplace(Annotate(st, absl::StrFormat("taking the image's credentials (uid %d) to "
                                                   "open its files",
@@ -355,7 +383,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image) {
   return std::move(*result);
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
+absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
+                                                  bool original_alive) {
   const ProcessRecord& p = image.process;
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
@@ -369,8 +398,19 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);
+  std::set<std::pair<uint64_t, uint64_t>> leased;  // (dev, inode) the original holds a lease on
+  for (const FileLockRecord& lock : image.locks) {
+    const FileRecord& f = image.files.at(lock.file).record;
+    if (original_alive && static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
+      leased.insert({f.dev, f.inode});
+    }
+  }
   for (const auto& [ref, file] : image.files) {
     FileImage f = file;
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kRegular &&
+        leased.contains({f.record.dev, f.record.inode})) {
+      f.record.flags = O_PATH;  // checks the path and identity, breaks no lease
+    }
     // A file mapped shared and writable must be open for writing.
     for (const VmaRecord& v : image.vmas) {
       if (v.file == ref && (v.flags & MAP_SHARED) && (v.prot & PROT_WRITE)) {
@@ -380,7 +420,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image) {
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
   }
-  CRLIB_RETURN_IF_ERROR(files.TakeLocks(image));
+  CRLIB_RETURN_IF_ERROR(original_alive ? CheckLocksHeldByOthers(image) : files.TakeLocks(image));
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {
     int high = fcntl(fd, F_DUPFD_CLOEXEC, files.base_);
@@ -403,18 +443,11 @@ absl::Status OpenedFiles::TakeLocks(const ProcessImage& image) const {
       return absl::DataLossError(absl::StrFormat("a %s lock on %s, a file restore does not open",
                                                  LockKindName(lock.kind), f.path));
     }
-    const char* type = lock.type == F_WRLCK ? "write" : "read";
-    // One line that names the lock and who holds the file now.
-    auto cannot = [&](const std::string& why) {
-      return absl::FailedPreconditionError(absl::StrFormat("cannot take the %s %s lock on %s%s: %s",
-                                                           LockKindName(lock.kind), type, f.path,
-                                                           LockRange(lock), why));
-    };
+    auto cannot = [&](const std::string& why) { return CannotTake(lock, f.path, why); };
     auto holder = [&](int get_cmd) -> std::string {
       struct flock probe = FlockOf(lock);
       if (fcntl(fd, get_cmd, &probe) != 0 || probe.l_type == F_UNLCK) return "";
-      return probe.l_pid > 0 ? absl::StrFormat("pid %d holds a conflicting lock", probe.l_pid)
-                             : "another open file holds a conflicting lock";
+      return HolderText(probe.l_pid);
     };
     struct flock fl = FlockOf(lock);
     switch (static_cast<FileLockKind>(lock.kind)) {
@@ -447,6 +480,53 @@ absl::Status OpenedFiles::TakeLocks(const ProcessImage& image) const {
         break;
       default:
         return absl::DataLossError(absl::StrFormat("lock of unknown kind %d on %s", lock.kind, f.path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenedFiles::CheckLocksHeldByOthers(const ProcessImage& image) {
+  CRLIB_ASSIGN_OR_RETURN(std::string text, sys::ReadFile("/proc/locks"));
+  std::vector<sys::LockLine> held;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    absl::StatusOr<sys::LockLine> l = sys::ParseLockLine(line);
+    if (l.ok() && !l->waiter) held.push_back(*l);
+  }
+  auto same_file = [](const sys::LockLine& l, const FileRecord& f) {
+    return l.inode == f.inode && l.major == major(f.dev) && l.minor == minor(f.dev);
+  };
+  auto last = [](const FileLockRecord& lock) {
+    return lock.length == 0 ? UINT64_MAX : lock.start + lock.length - 1;
+  };
+  // The process's own locks are listed too, exactly as recorded: each
+  // recorded lock accounts for one line.
+  std::vector<bool> own(held.size());
+  for (const FileLockRecord& lock : image.locks) {
+    const FileRecord& f = image.files.at(lock.file).record;
+    for (size_t i = 0; i < held.size(); ++i) {
+      const sys::LockLine& l = held[i];
+      if (!own[i] && same_file(l, f) && l.kind == ProcLocksKind(lock.kind) &&
+          l.type == (lock.type == F_WRLCK ? "WRITE" : "READ") && l.start == lock.start &&
+          l.end == last(lock)) {
+        own[i] = true;
+        break;
+      }
+    }
+  }
+  for (const FileLockRecord& lock : image.locks) {
+    const auto kind = static_cast<FileLockKind>(lock.kind);
+    if (kind == FileLockKind::kLease) continue;  // leases conflict with opens, not locks
+    const FileRecord& f = image.files.at(lock.file).record;
+    for (size_t i = 0; i < held.size(); ++i) {
+      const sys::LockLine& l = held[i];
+      if (own[i] || !same_file(l, f)) continue;
+      // flock locks conflict with flock locks; POSIX and OFD ones with each other.
+      const bool flock_family = l.kind == "FLOCK";
+      if (flock_family != (kind == FileLockKind::kFlock)) continue;
+      if (!flock_family && l.kind != "POSIX" && l.kind != "OFDLCK") continue;
+      if (!flock_family && (l.end < lock.start || l.start > last(lock))) continue;
+      if (l.type != "WRITE" && lock.type != F_WRLCK) continue;
+      return CannotTake(lock, f.path, HolderText(l.kind == "OFDLCK" ? -1 : l.pid));
     }
   }
   return absl::OkStatus();

@@ -20,7 +20,14 @@ class OpenedFiles {
   // short-lived thread that takes them); any missing, changed or forbidden
   // file is an error here, before the point of no return, naming the file
   // and the uid. The cwd is checked the same way.
-  static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image);
+  //
+  // `original_alive`: the process the image was taken from still runs (a
+  // dump checking its own image). Its locks and leases go with it, so
+  // nothing is taken and no file it holds a lease on is opened (an open
+  // would break the lease): /proc/locks tells whether anyone else holds a
+  // lock that would conflict.
+  static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image,
+                                          bool original_alive = false);
 
   OpenedFiles(OpenedFiles&& other) noexcept : fds_(std::move(other.fds_)), extra_(std::move(other.extra_)) {
     other.fds_.clear();
@@ -42,10 +49,11 @@ class OpenedFiles {
  private:
   OpenedFiles() = default;
   // Open, in a thread that has the image's credentials.
-  static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image);
+  static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image, bool original_alive);
   absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
   absl::Status Place(ObjectRef ref, int fd);
   absl::Status TakeLocks(const ProcessImage& image) const;
+  static absl::Status CheckLocksHeldByOthers(const ProcessImage& image);
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors

@@ -79,7 +79,7 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
-  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image));
+  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image, options.original_alive));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
