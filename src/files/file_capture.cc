@@ -74,7 +74,18 @@ absl::Status Unsupported(int fd, const std::string& what) {
 // that open file description, e.g.
 //   lock:	1: POSIX  ADVISORY  WRITE 7584 fe:00:10953325 5 14
 // A lease being broken, a delegation or a kind we do not know is refused.
-absl::Status ParseLocks(absl::string_view info, int fd, const std::string& link,
+// Whether process `other` has a descriptor on the open file description
+// of fd `fd` of `pid`.
+bool SharesDescription(pid_t pid, int fd, pid_t other) {
+  absl::StatusOr<std::vector<int>> fds = sys::ListFds(other);
+  if (!fds.ok()) return false;
+  for (int ofd : *fds) {
+    if (syscall(SYS_kcmp, pid, other, KCMP_FILE, fd, ofd) == 0) return true;
+  }
+  return false;
+}
+
+absl::Status ParseLocks(absl::string_view info, pid_t pid, int fd, const std::string& link,
                         std::vector<FileLockRecord>* locks) {
   for (absl::string_view line : absl::StrSplit(info, '\n')) {
     if (!absl::ConsumePrefix(&line, "lock:")) continue;
@@ -108,6 +119,16 @@ absl::Status ParseLocks(absl::string_view info, int fd, const std::string& link,
     }
     lock.start = l.start;
     lock.length = l.end == UINT64_MAX ? 0 : l.end - l.start + 1;
+    // A lock of the description that another process took (flock(1),
+    // a parent before fork) and still holds the description of: it would
+    // keep the lock, and the restore would find it taken.
+    const bool of_description = l.kind == "FLOCK" || l.kind == "LEASE";
+    if (of_description && l.pid > 0 && l.pid != pid &&
+        SharesDescription(pid, fd, static_cast<pid_t>(l.pid))) {
+      return refuse(absl::StrFormat("its %s is held through an open file pid %d shares, which "
+                                    "would keep it",
+                                    l.kind == "FLOCK" ? "flock" : "lease", l.pid));
+    }
     locks->push_back(lock);
   }
   return absl::OkStatus();
@@ -118,7 +139,7 @@ absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags,
                         const std::string& link, std::vector<FileLockRecord>* locks) {
   CRLIB_ASSIGN_OR_RETURN(std::string info,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/fdinfo/", fd)));
-  CRLIB_RETURN_IF_ERROR(ParseLocks(info, fd, link, locks));
+  CRLIB_RETURN_IF_ERROR(ParseLocks(info, pid, fd, link, locks));
   CRLIB_ASSIGN_OR_RETURN(std::string p, sys::StatusField(info, "pos"));
   CRLIB_ASSIGN_OR_RETURN(std::string f, sys::StatusField(info, "flags"));
   if (!absl::SimpleAtoi(p, pos)) return absl::DataLossError("fdinfo pos: " + p);

@@ -179,6 +179,12 @@ TEST_F(SpecialFilesTest, LocksLeaveRunningThenRestore) {
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
+TEST_F(SpecialFilesTest, FlockSharedWithAnotherProcessRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "shared_flock"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "its flock is held through an open file pid "));
+}
+
 // Someone else takes the lock between the dump and the restore: the
 // restore fails before the point of no return, then works once released.
 struct Conflict {
