@@ -431,9 +431,6 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
   return files;
 }
 
-}  // namespace crlib
-
-namespace crlib {
 
 absl::Status OpenedFiles::TakeLocks(const ProcessImage& image) const {
   for (const FileLockRecord& lock : image.locks) {
