@@ -21,6 +21,7 @@ enum class ObjectKind : uint32_t {
   kFile,  // an open file description
   kPipe,
   kInode,  // a file on disk, by (dev, inode)
+  kTty,    // a pseudo-terminal pair, by (devpts device, index)
 };
 
 // The kernel's identity of an object. Where the kernel gives no unique id

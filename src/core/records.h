@@ -27,18 +27,21 @@ enum class RecordType : uint32_t {
   kPendingSignals = 0x0103,
   kRlimits = 0x0104,
   kItimers = 0x0105,
+  kSchedule = 0x0110,
   kX86Registers = 0x0200,
   kXstate = 0x0201,
   kXstateComponent = 0x0202,
   kMemoryMap = 0x0300,
   kVma = 0x0301,
   kPages = 0x0302,
+  kGuardRegions = 0x0310,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
   kPipe = 0x0403,
   kFileLock = 0x0404,
   kProcessDirs = 0x0405,
+  kTty = 0x0410,
 };
 
 // Last record of every image: totals of everything before it.
@@ -213,6 +216,30 @@ struct ItimersRecord {
   static void Fields(S& s, V& v) { v("timers", s.timers); }
 };
 
+// Parent: a thread, which has one. How the kernel schedules it:
+// sched_getattr(2), the CPUs it may run on, its I/O priority.
+struct ScheduleRecord {
+  static constexpr RecordType kType = RecordType::kSchedule;
+  static constexpr const char* kName = "schedule";
+  uint32_t policy = 0;     // SCHED_OTHER, SCHED_FIFO ... (kernel values)
+  uint32_t priority = 0;   // real-time priority
+  int32_t nice = 0;
+  uint64_t flags = 0;      // SCHED_FLAG_RESET_ON_FORK, util clamp flags
+  uint64_t runtime = 0, deadline = 0, period = 0;  // SCHED_DEADLINE, ns
+  uint32_t util_min = 0, util_max = 0;
+  std::vector<uint64_t> affinity;  // CPU bit mask, CPU n is bit n % 64 of word n / 64
+  uint32_t ioprio = 0;             // ioprio_get(2): class << 13 | data
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("policy", s.policy); v("priority", s.priority); v("nice", s.nice);
+    v("flags", s.flags);
+    v("runtime", s.runtime); v("deadline", s.deadline); v("period", s.period);
+    v("util_min", s.util_min); v("util_max", s.util_max);
+    v("affinity", s.affinity);
+    v("ioprio", s.ioprio);
+  }
+};
+
 // x86-64 general registers, in the kernel's user_regs_struct order.
 struct X86RegistersRecord {
   static constexpr RecordType kType = RecordType::kX86Registers;
@@ -352,6 +379,17 @@ struct PagesRecord {
   }
 };
 
+// Parent: the memory map; at most one, before the pages. The guard
+// regions (MADV_GUARD_INSTALL) of its VMAs: never read, installed again
+// once the pages are written.
+struct GuardRegionsRecord {
+  static constexpr RecordType kType = RecordType::kGuardRegions;
+  static constexpr const char* kName = "guard_regions";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
 // Parent: the process. Its descriptors follow as kFd records.
 struct FileTableRecord {
   static constexpr RecordType kType = RecordType::kFileTable;
@@ -385,6 +423,11 @@ enum class FileKind : uint32_t {
   // A character device node whose name was removed: made again (mknod)
   // with the image's credentials, opened, and removed.
   kDeletedDevice = 14,
+  // 20-29: terminals. Both ends of a pty pair are the process's: the
+  // file's `tty` names the kTty record.
+  kPtyMaster = 20,  // /dev/ptmx
+  kPtySlave = 21,   // /dev/pts/N
+  kDevTty = 22,     // /dev/tty, the process's controlling terminal (its own pty)
 };
 
 // An open file description, shared by every descriptor that refers to it,
@@ -401,6 +444,8 @@ struct FileRecord {
   uint64_t dev = 0, inode = 0, rdev = 0;
   ObjectRef pipe = 0;  // the kPipe, for pipes and FIFOs
   std::string path;
+  // Appended fields.
+  ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -408,6 +453,7 @@ struct FileRecord {
     v("dev", s.dev); v("inode", s.inode); v("rdev", s.rdev);
     v("pipe", s.pipe);
     v("path", s.path);
+    v("tty", s.tty);
   }
 };
 
@@ -473,14 +519,48 @@ struct ProcessDirsRecord {
   }
 };
 
+// TtyRecord::flags.
+inline constexpr uint32_t kTtyLocked = 1u << 0;       // TIOCGPTLCK: the slave cannot be opened
+inline constexpr uint32_t kTtyPacket = 1u << 1;       // TIOCPKT: packet mode on the master
+inline constexpr uint32_t kTtyControlling = 1u << 2;  // the controlling terminal of the
+                                                      // process's session (it leads it)
+
+// A pseudo-terminal pair whose master is the process's. Parent: the file
+// table. Its kFile records (kPtyMaster, kPtySlave, kDevTty) name it.
+struct TtyRecord {
+  static constexpr RecordType kType = RecordType::kTty;
+  static constexpr const char* kName = "tty";
+  uint32_t index = 0;  // N of /dev/pts/N
+  uint32_t flags = 0;  // kTty*
+  uint32_t foreground_pgrp = 0;  // TIOCGPGRP, when controlling; 0: none
+  uint32_t slave_mode = 0;       // st_mode of /dev/pts/N
+  std::string ptmx_path;         // where the master was opened (/dev/ptmx)
+  std::string slave_path;        // /dev/pts/N
+  // termios2 (TCGETS2), field by field.
+  uint32_t iflag = 0, oflag = 0, cflag = 0, lflag = 0;
+  uint32_t line = 0;
+  Bytes cc;  // c_cc, NCCS (19) bytes
+  uint32_t ispeed = 0, ospeed = 0;
+  // TIOCGWINSZ.
+  uint32_t rows = 0, cols = 0, xpixel = 0, ypixel = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("index", s.index); v("flags", s.flags);
+    v("foreground_pgrp", s.foreground_pgrp); v("slave_mode", s.slave_mode);
+    v("ptmx_path", s.ptmx_path); v("slave_path", s.slave_path);
+    v("iflag", s.iflag); v("oflag", s.oflag); v("cflag", s.cflag); v("lflag", s.lflag);
+    v("line", s.line); v("cc", s.cc); v("ispeed", s.ispeed); v("ospeed", s.ospeed);
+    v("rows", s.rows); v("cols", s.cols); v("xpixel", s.xpixel); v("ypixel", s.ypixel);
+  }
+};
+
 // Every record type, for code that handles all of them (inspect, tests).
 using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
-               PendingSignalsRecord, RlimitsRecord, ItimersRecord,
+               PendingSignalsRecord, RlimitsRecord, ItimersRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord, FileLockRecord,
-               ProcessDirsRecord>;
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
+               FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -24,6 +24,7 @@
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "files/tty_capture.h"
 #include "sys/proc.h"
 #include "task/nocr.h"
 
@@ -166,6 +167,13 @@ absl::StatusOr<bool> HasCapMknod(pid_t pid) {
   return (effective >> CAP_MKNOD) & 1;
 }
 
+// Terminals (tty, ptmx, pts) are files/tty_capture.cc's, removed or not:
+// a pts node goes from devpts when its master is closed.
+bool IsTerminalDevice(dev_t rdev) {
+  const unsigned m = major(rdev);
+  return m == 4 || m == 5 || (m >= 136 && m <= 143);
+}
+
 bool IsTerminalPath(const std::string& path) {
   return absl::StartsWith(path, "/dev/pts/") || absl::StartsWith(path, "/dev/tty") ||
          path == "/dev/console";
@@ -255,7 +263,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       auto& ends = pipe_ends[f.inode];
       if (mode == O_RDONLY || mode == O_RDWR) ends.first = true;
       if (mode == O_WRONLY || mode == O_RDWR) ends.second = true;
-    } else if (S_ISCHR(st.st_mode) && removed) {
+    } else if (S_ISCHR(st.st_mode) && removed && !IsTerminalDevice(st.st_rdev)) {
       // Made again at restore with mknod, with the image's credentials:
       // only a process that could make it itself gets it back.
       CRLIB_ASSIGN_OR_RETURN(bool can_mknod, HasCapMknod(pid));
@@ -289,6 +297,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     }
     out.push_back(std::move(info));
   }
+  CRLIB_RETURN_IF_ERROR(ClassifyTerminals(pid, &out));
   // An anonymous pipe is restorable only when both its ends are ours; a
   // standard stream that leads elsewhere is reconnected at restore.
   for (FdInfo& info : out) {
@@ -413,6 +422,10 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
                                                                 : absl::MakeConstSpan(&bulk, 1)));
         }
         file.pipe = pipe.ref;
+      }
+      if (kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave ||
+          kind == FileKind::kDevTty) {
+        CRLIB_ASSIGN_OR_RETURN(file.tty, InternTty(ctx, pid, fds, info, table));
       }
       if (kind == FileKind::kDeletedRegular) {
         CRLIB_ASSIGN_OR_RETURN(Bytes contents, ReadDeletedFile(pid, info.fd, file.size));

@@ -24,6 +24,7 @@ struct FdInfo {
   // Locks and leases on its open file description (POSIX locks too: the
   // kernel lists them with the description they were taken through).
   std::vector<FileLockRecord> locks;
+  int tty_index = -1;  // N of /dev/pts/N, for the ends of a pty pair and /dev/tty
 };
 
 // Looks at every descriptor of stopped process `pid` but those in

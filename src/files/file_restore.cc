@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/status.h"
+#include "files/tty_restore.h"
 #include "sys/credentials.h"
 #include "sys/proc.h"
 
@@ -353,13 +354,41 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (!(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_ACCMODE);
       return fd;
     }
+    case FileKind::kPtyMaster: {
+      // One open file description per pair: dups share it, so the
+      // record's status flags go on it.
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      int fd = fcntl(master, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) return Errno("fcntl(F_DUPFD) of the master of %s", f.path);
+      if (fcntl(fd, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on the master of %s", f.path);
+        close(fd);
+        return st;
+      }
+      return fd;
+    }
+    case FileKind::kPtySlave: {
+      CRLIB_ASSIGN_OR_RETURN(int master, PtyMaster(image, f.tty));
+      return OpenPtySlave(master, image.ttys.at(f.tty), flags);
+    }
     case FileKind::kInherited:
+    case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
   }
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }
 
-absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image, bool original_alive) {
+absl::StatusOr<int> OpenedFiles::PtyMaster(const ProcessImage& image, ObjectRef tty) {
+  auto it = pty_masters_.find(tty);
+  if (it != pty_masters_.end()) return it->second;
+  CRLIB_ASSIGN_OR_RETURN(int master, OpenPtyPair(image.ttys.at(tty), options_.any_pty_index));
+  extra_.push_back(master);
+  pty_masters_[tty] = master;
+  return master;
+}
+
+absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
+                                              const OpenFilesOptions& options) {
   // Identity only, with our rights: a chroot made before the process
   // dropped its privileges may be a path its user cannot reach.
   CRLIB_RETURN_IF_ERROR(CheckDirs(image));
@@ -372,7 +401,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image, bool or
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
     if (st.ok()) {
-      result.emplace(OpenAll(image, original_alive));
+      result.emplace(OpenAll(image, options));
     } else {
       result.emplace(Annotate(st, absl::StrFormat("taking the image's credentials (uid %d) to "
                                                   "open its files",
@@ -384,7 +413,7 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image, bool or
 }
 
 absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
-                                                  bool original_alive) {
+                                                 const OpenFilesOptions& options) {
   const ProcessRecord& p = image.process;
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
@@ -395,13 +424,14 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
   }
   OpenedFiles files;
   files.fsuid_ = p.fsuid;
+  files.options_ = options;
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);
   std::set<std::pair<uint64_t, uint64_t>> leased;  // (dev, inode) the original holds a lease on
   for (const FileLockRecord& lock : image.locks) {
     const FileRecord& f = image.files.at(lock.file).record;
-    if (original_alive && static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
+    if (options.original_alive && static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
       leased.insert({f.dev, f.inode});
     }
   }
@@ -420,7 +450,11 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
   }
-  CRLIB_RETURN_IF_ERROR(original_alive ? CheckLocksHeldByOthers(image) : files.TakeLocks(image));
+  for (const auto& [tty, master] : files.pty_masters_) {
+    CRLIB_RETURN_IF_ERROR(FinishPtyPair(master, image.ttys.at(tty)));
+  }
+  CRLIB_RETURN_IF_ERROR(options.original_alive ? CheckLocksHeldByOthers(image)
+                                                : files.TakeLocks(image));
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {
     int high = fcntl(fd, F_DUPFD_CLOEXEC, files.base_);

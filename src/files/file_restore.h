@@ -14,20 +14,26 @@
 
 namespace crlib {
 
+struct OpenFilesOptions {
+  // A pty pair whose index is taken gets another: a dump checking its own
+  // image while the process still holds the index.
+  bool any_pty_index = false;
+  // The process the image was taken from still runs (a dump checking its
+  // own image). Its locks and leases go with it, so nothing is taken and
+  // no file it holds a lease on is opened (an open would break the
+  // lease): /proc/locks tells whether anyone else holds a lock that would
+  // conflict.
+  bool original_alive = false;
+};
+
 class OpenedFiles {
  public:
   // Opens everything `image` needs, with the image's credentials (on a
   // short-lived thread that takes them); any missing, changed or forbidden
   // file is an error here, before the point of no return, naming the file
   // and the uid. The cwd is checked the same way.
-  //
-  // `original_alive`: the process the image was taken from still runs (a
-  // dump checking its own image). Its locks and leases go with it, so
-  // nothing is taken and no file it holds a lease on is opened (an open
-  // would break the lease): /proc/locks tells whether anyone else holds a
-  // lock that would conflict.
   static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image,
-                                          bool original_alive = false);
+                                          const OpenFilesOptions& options = {});
 
   OpenedFiles(OpenedFiles&& other) noexcept : fds_(std::move(other.fds_)), extra_(std::move(other.extra_)) {
     other.fds_.clear();
@@ -49,17 +55,22 @@ class OpenedFiles {
  private:
   OpenedFiles() = default;
   // Open, in a thread that has the image's credentials.
-  static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image, bool original_alive);
+  static absl::StatusOr<OpenedFiles> OpenAll(const ProcessImage& image,
+                                             const OpenFilesOptions& options);
   absl::StatusOr<int> OpenFile(const ProcessImage& image, const FileImage& file);
   absl::Status Place(ObjectRef ref, int fd);
+  // The master of pty pair `tty`, opened the first time.
+  absl::StatusOr<int> PtyMaster(const ProcessImage& image, ObjectRef tty);
   absl::Status TakeLocks(const ProcessImage& image) const;
   static absl::Status CheckLocksHeldByOthers(const ProcessImage& image);
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors
+  OpenFilesOptions options_;
   std::map<ObjectRef, int> fds_;
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
+  std::map<ObjectRef, int> pty_masters_;  // tty ref -> its master, while opening
 };
 
 // In restored process `t`, whose descriptors are in place and hold

@@ -73,6 +73,13 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     } else if (m.path.empty() || absl::StartsWith(m.path, "[anon:")) {
       if (m.shared) return unsupported("shared anonymous memory");
       v.kind = VmaKind::kAnonymous;
+    } else if (m.path == "/[aio] (deleted)" || m.path == "/[aio]") {
+      // The ring is the context's id and its size gives io_setup's
+      // limit, but nothing shows whether a request is still in flight:
+      // rebuilt, such a request would be lost without a trace.
+      return unsupported(
+          "it is an aio context's ring (io_setup); aio contexts are not supported, as the "
+          "kernel does not show whether requests are in flight");
     } else if (m.path[0] == '[') {
       return unsupported("unknown special mapping");
     } else if (m.inode == 0 || absl::EndsWith(m.path, " (deleted)")) {
@@ -216,15 +223,84 @@ absl::Status ScanNeededRanges(int pagemap, const std::string& path, const VmaInf
   return absl::OkStatus();
 }
 
+// The guard regions (MADV_GUARD_INSTALL) of `vmas`, merged and in address
+// order. PAGEMAP_SCAN's PAGE_IS_GUARD (6.14) skips unpopulated page
+// tables; older kernels fall back to one pagemap entry per page.
+absl::StatusOr<std::vector<PageRun>> ScanGuardRegions(int pagemap, const std::string& path,
+                                                      const std::vector<VmaInfo>& vmas,
+                                                      uint64_t page) {
+  std::vector<PageRun> out;
+  auto add = [&](uint64_t start, uint64_t end) {
+    if (!out.empty() && out.back().address + out.back().pages * page == start) {
+      out.back().pages += (end - start) / page;
+    } else {
+      out.push_back({.address = start, .pages = (end - start) / page});
+    }
+  };
+  std::vector<sys::PageRegion> vec(1024);
+  bool scan = true;
+  for (const VmaInfo& v : vmas) {
+    // [vsyscall] lies outside what pagemap covers; no special mapping
+    // takes guards.
+    if (SpecialMappingKind(v.map.path)) continue;
+    for (uint64_t at = v.map.start; scan && at < v.map.end;) {
+      sys::PmScanArg arg{};
+      arg.size = sizeof(arg);
+      arg.vec = reinterpret_cast<uint64_t>(vec.data());
+      arg.vec_len = vec.size();
+      arg.start = at;
+      arg.end = v.map.end;
+      arg.category_anyof_mask = sys::kPageIsGuard;
+      arg.return_mask = sys::kPageIsGuard;
+      int n = ioctl(pagemap, sys::kPagemapScan, &arg);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == ENOTTY || errno == EINVAL)) {
+        scan = false;  // no PAGEMAP_SCAN, or no PAGE_IS_GUARD in it
+        break;
+      }
+      if (n < 0) return Errno("ioctl(PAGEMAP_SCAN) for guard regions on %s, 0x%x-0x%x", path, at, v.map.end);
+      uint64_t walked = at;
+      for (int i = 0; i < n; ++i) {
+        add(vec[i].start, vec[i].end);
+        walked = vec[i].end;
+      }
+      const uint64_t next = std::max<uint64_t>(arg.walk_end, walked);
+      if (next <= at) {
+        return absl::InternalError(absl::StrFormat(
+            "ioctl(PAGEMAP_SCAN) for guard regions on %s, 0x%x-0x%x: walk ended at 0x%x", path, at,
+            v.map.end, arg.walk_end));
+      }
+      at = next;
+    }
+    if (scan) continue;
+    out.erase(std::remove_if(out.begin(), out.end(),
+                             [&](const PageRun& r) { return r.address >= v.map.start; }),
+              out.end());
+    std::vector<uint64_t> entries(65536);
+    for (uint64_t base = v.map.start; base < v.map.end;) {
+      const uint64_t count = std::min<uint64_t>((v.map.end - base) / page, entries.size());
+      ssize_t n = pread(pagemap, entries.data(), count * 8, static_cast<off_t>(base / page * 8));
+      if (n != static_cast<ssize_t>(count * 8)) return Errno("read of %s at 0x%x", path, base);
+      for (uint64_t i = 0; i < count; ++i) {
+        if (entries[i] & sys::kPagemapGuardRegion) add(base + i * page, base + (i + 1) * page);
+      }
+      base += count * page;
+    }
+  }
+  return out;
+}
+
 absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                        ObjectRef mm) {
+                        const std::vector<PageRun>& guards, ObjectRef mm) {
   const uint64_t page = ctx->writer()->info().page_size;
   std::string path = absl::StrCat("/proc/", tracee->tid(), "/pagemap");
   int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (pagemap < 0) return Errno("open %s", path);
   PageArray pages(ctx, mm);
   // Pages [start, end) are needed: read them straight into the batch.
-  auto copy = [&](uint64_t start, uint64_t end) -> absl::Status {
+  // Guard regions show as swapped, but reading one fails (EIO): they are
+  // cut out, their record says where they go.
+  auto read_run = [&](uint64_t start, uint64_t end) -> absl::Status {
     for (uint64_t at = start; at < end;) {
       CRLIB_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, pages.Reserve(at, (end - at) / page));
       CRLIB_RETURN_IF_ERROR(tracee->ReadMemory(at, buf.data(), buf.size()));
@@ -232,6 +308,18 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
       at += buf.size();
     }
     return absl::OkStatus();
+  };
+  auto copy = [&](uint64_t start, uint64_t end) -> absl::Status {
+    auto g = std::upper_bound(guards.begin(), guards.end(), start,
+                              [](uint64_t a, const PageRun& r) { return a < r.address; });
+    if (g != guards.begin()) --g;
+    for (; g != guards.end() && g->address < end && start < end; ++g) {
+      const uint64_t g_end = g->address + g->pages * page;
+      if (g_end <= start) continue;
+      if (g->address > start) CRLIB_RETURN_IF_ERROR(read_run(start, g->address));
+      start = std::min(end, g_end);
+    }
+    return start < end ? read_run(start, end) : absl::OkStatus();
   };
   std::vector<sys::PageRegion> regions(4096);
   bool scan = true;
@@ -312,7 +400,17 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
     }
     CRLIB_RETURN_IF_ERROR(w->Write(rec, ctx->registry().NewRef(), mm_ref));
   }
-  return WritePages(ctx, tracee, vmas, mm_ref);
+  const uint64_t page = w->info().page_size;
+  std::string path = absl::StrCat("/proc/", pid, "/pagemap");
+  int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return Errno("open %s", path);
+  absl::StatusOr<std::vector<PageRun>> guards = ScanGuardRegions(pagemap, path, vmas, page);
+  close(pagemap);
+  CRLIB_RETURN_IF_ERROR(guards.status());
+  if (!guards->empty()) {
+    CRLIB_RETURN_IF_ERROR(w->Write(GuardRegionsRecord{.runs = *guards}, 0, mm_ref));
+  }
+  return WritePages(ctx, tracee, vmas, *guards, mm_ref);
 }
 
 }  // namespace crlib

@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "mm/memory_capture.h"
 #include "mm/page_array.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -266,6 +267,48 @@ absl::Status CheckLockedMemory(const ProcessImage& image) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "the image has %d KiB of mlocked memory; RLIMIT_MEMLOCK here is %d KiB and this process "
         "lacks CAP_IPC_LOCK", locked / 1024, limit.rlim_cur / 1024));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGuardRegions(const ProcessImage& image) {
+  if (image.guards.empty()) return absl::OkStatus();
+  // mlock over a guard region fails but leaves the VMA locked; the VMA is
+  // mapped locked here, and MADV_GUARD_INSTALL refuses locked VMAs.
+  for (const PageRun& g : image.guards) {
+    for (const VmaRecord& v : image.vmas) {
+      if (g.address >= v.start && g.address < v.end && (v.vm_flags & (kVmaLocked | kVmaLockOnFault))) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "guard region 0x%x (%d pages) lies in mlocked mapping 0x%x-0x%x, where the kernel "
+            "cannot install it again",
+            g.address, g.pages, v.start, v.end));
+      }
+    }
+  }
+  const size_t page = image.info.page_size;
+  void* probe = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (probe == MAP_FAILED) return Errno("mmap of a page to probe MADV_GUARD_INSTALL");
+  const int r = madvise(probe, page, sys::kMadvGuardInstall);
+  const int err = errno;
+  munmap(probe, page);
+  if (r != 0) {
+    return ErrnoError(err, absl::StrFormat(
+                               "the image has %d guard regions (MADV_GUARD_INSTALL, Linux 6.13), "
+                               "which this kernel cannot install",
+                               image.guards.size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image) {
+  for (const PageRun& g : image.guards) {
+    const std::string what =
+        absl::StrFormat("madvise(0x%x, %d pages, MADV_GUARD_INSTALL)", g.address, g.pages);
+    CRLIB_RETURN_IF_ERROR(
+        t->CheckedSyscall(what.c_str(), SYS_madvise,
+                          {g.address, g.pages * image.info.page_size,
+                           static_cast<uint64_t>(sys::kMadvGuardInstall)})
+            .status());
   }
   return absl::OkStatus();
 }

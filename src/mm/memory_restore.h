@@ -32,6 +32,15 @@ absl::Status CheckSpecialMappings(const ProcessImage& image);
 // again: this process has CAP_IPC_LOCK or RLIMIT_MEMLOCK covers them.
 absl::Status CheckLockedMemory(const ProcessImage& image);
 
+// Checks, in this process, that this kernel installs guard regions
+// (MADV_GUARD_INSTALL, 6.13) when the image has any, and that none lies in
+// an mlocked VMA (where the kernel refuses to install one).
+absl::Status CheckGuardRegions(const ProcessImage& image);
+
+// Installs the image's guard regions in the tracee with remote madvise
+// calls; after LoadPages, which must never write into one.
+absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image);
+
 // Where in the scratch range (readable, writable and executable, at least
 // 64 KiB) the batch code and its table go; arguments use the bytes below.
 inline constexpr uint64_t kBatchCodeOffset = 16 << 10;

@@ -34,6 +34,7 @@ inline constexpr uint64_t kPageIsSwapped = 1 << 4;
 inline constexpr uint64_t kPageIsPfnZero = 1 << 5;
 inline constexpr uint64_t kPageIsHuge = 1 << 6;
 inline constexpr uint64_t kPageIsSoftDirty = 1 << 7;
+inline constexpr uint64_t kPageIsGuard = 1 << 8;  // 6.14: a guard region (MADV_GUARD_INSTALL)
 struct PageRegion {
   uint64_t start;
   uint64_t end;
@@ -63,6 +64,13 @@ inline constexpr uint64_t kUffdFeatureWpAsync = 1 << 15;
 inline constexpr uint64_t kPagemapPresent = uint64_t{1} << 63;
 inline constexpr uint64_t kPagemapSwapped = uint64_t{1} << 62;
 inline constexpr uint64_t kPagemapFileOrShared = uint64_t{1} << 61;
+// 6.14: a guard region; the swapped bit is set too (the marker is a swap entry).
+inline constexpr uint64_t kPagemapGuardRegion = uint64_t{1} << 58;
+
+// Guard regions (6.13): pages whose access raises SIGSEGV, held in the
+// page tables, not in the VMA (include/uapi/asm-generic/mman-common.h).
+inline constexpr int kMadvGuardInstall = 102;
+inline constexpr int kMadvGuardRemove = 103;
 
 // clone3 arguments up to set_tid (5.5).
 struct CloneArgs {
@@ -98,6 +106,30 @@ inline constexpr int64_t kErestartSys = -512;
 inline constexpr int64_t kErestartNoIntr = -513;
 inline constexpr int64_t kErestartNoHand = -514;
 inline constexpr int64_t kErestartRestartBlock = -516;
+
+// sched_setattr(2)/sched_getattr(2): glibc 2.36 has no wrapper nor struct.
+// The kernel's struct sched_attr up to the utilization clamps (56 bytes).
+struct SchedAttr {
+  uint32_t size;
+  uint32_t sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime;
+  uint64_t sched_deadline;
+  uint64_t sched_period;
+  uint32_t sched_util_min;
+  uint32_t sched_util_max;
+};
+static_assert(sizeof(SchedAttr) == 56);
+inline constexpr uint32_t kSchedDeadline = 6;
+inline constexpr uint64_t kSchedFlagResetOnFork = 0x01;
+inline constexpr uint64_t kSchedFlagUtilClampMin = 0x20;
+inline constexpr uint64_t kSchedFlagUtilClampMax = 0x40;
+// ioprio_get(2)/ioprio_set(2): the class is the top 3 bits of 16.
+inline constexpr int kIoprioWhoProcess = 1;
+inline constexpr int kIoprioClassShift = 13;
+inline constexpr int kIoprioClassRt = 1;
 
 }  // namespace crlib::sys
 

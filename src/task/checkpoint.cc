@@ -33,6 +33,7 @@
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/restore_check.h"
+#include "task/schedule.h"
 #include "task/tracee.h"
 
 namespace crlib {
@@ -491,6 +492,8 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
     CRLIB_RETURN_IF_ERROR(thread.arch().CaptureCpu(thread.tid(), regs, w, thread_ref));
     CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(thread.tid(), false));
     if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
+    CRLIB_ASSIGN_OR_RETURN(ScheduleRecord schedule, CaptureSchedule(thread.tid()));
+    CRLIB_RETURN_IF_ERROR(w->Write(schedule, 0, thread_ref));
   }
 
   CRLIB_RETURN_IF_ERROR(w->Write(asked.handlers, 0, process_ref));

@@ -1,5 +1,6 @@
 #include "task/process_image.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_format.h"
@@ -108,6 +109,13 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         t->cpu.push_back(*rec);
         break;
       }
+      case RecordType::kSchedule: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("scheduling outside a thread");
+        if (t->schedule) return misplaced("second scheduling record of a thread");
+        CRLIB_ASSIGN_OR_RETURN(t->schedule, reader->Decode<ScheduleRecord>(*rec));
+        break;
+      }
       case RecordType::kSignalHandlers: {
         CRLIB_ASSIGN_OR_RETURN(image.handlers, reader->Decode<SignalHandlersRecord>(*rec));
         break;
@@ -149,6 +157,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       }
       case RecordType::kPages:  // the last section: CheckPageRecords
         break;
+      case RecordType::kGuardRegions: {
+        if (h.parent != mm_ref || !image.guards.empty()) return misplaced("guard regions outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(GuardRegionsRecord g, reader->Decode<GuardRegionsRecord>(*rec));
+        image.guards = std::move(g.runs);
+        break;
+      }
       case RecordType::kFileTable:
         if (file_table) return misplaced("second file table");
         file_table = h.self;
@@ -171,6 +185,11 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
           CRLIB_ASSIGN_OR_RETURN(p.buffered, ReadBulk(reader));
         }
         image.pipes[p.ref] = std::move(p);
+        break;
+      }
+      case RecordType::kTty: {
+        if (h.parent != file_table || !h.self) return misplaced("tty outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(image.ttys[h.self], reader->Decode<TtyRecord>(*rec));
         break;
       }
       case RecordType::kFd: {
@@ -234,10 +253,46 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       return absl::DataLossError(absl::StrFormat("cwd or root names file %d, which the image lacks", dir));
     }
   }
+  for (const auto& [ref, f] : image.files) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    const bool terminal =
+        kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave || kind == FileKind::kDevTty;
+    if (terminal != (f.record.tty != 0) || (f.record.tty && !image.ttys.contains(f.record.tty))) {
+      return absl::DataLossError(absl::StrFormat(
+          "file %d (kind %d) names tty %d, which the image lacks or the kind does not take", ref,
+          f.record.kind, f.record.tty));
+    }
+    if (kind == FileKind::kDevTty && !(image.ttys.at(f.record.tty).flags & kTtyControlling)) {
+      return absl::DataLossError(absl::StrFormat(
+          "file %d is /dev/tty, but its tty is not the controlling terminal", ref));
+    }
+  }
+  for (const auto& [ref, tty] : image.ttys) {
+    if ((tty.flags & kTtyControlling) && image.process.sid != image.process.pid) {
+      return absl::DataLossError(absl::StrFormat(
+          "tty %d is the controlling terminal, but pid %d does not lead its session", ref,
+          image.process.pid));
+    }
+  }
   for (const VmaRecord& v : image.vmas) {
     if (v.file && !image.files.contains(v.file)) {
       return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
     }
+  }
+  // A guard region lies inside one VMA, in order: restore installs it
+  // with madvise, which would fail half-way on anything else.
+  uint64_t guards_end = 0;
+  for (const PageRun& g : image.guards) {
+    const uint64_t end = g.address + g.pages * image.info.page_size;
+    auto in = std::find_if(image.vmas.begin(), image.vmas.end(), [&](const VmaRecord& v) {
+      return v.start <= g.address && end <= v.end;
+    });
+    if (g.pages == 0 || g.address % image.info.page_size || g.address < guards_end ||
+        end < g.address || in == image.vmas.end()) {
+      return absl::DataLossError(absl::StrFormat(
+          "guard region 0x%x (%d pages) is out of order or outside every VMA", g.address, g.pages));
+    }
+    guards_end = end;
   }
   if (image.mm.exe_file && !image.files.contains(image.mm.exe_file)) {
     return absl::DataLossError("memory map names an executable the image lacks");

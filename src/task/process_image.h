@@ -32,6 +32,7 @@ struct ThreadImage {
   ThreadRecord record;
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
+  std::optional<ScheduleRecord> schedule;
 };
 
 struct ProcessImage {
@@ -46,8 +47,10 @@ struct ProcessImage {
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
+  std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
   std::vector<FileLockRecord> locks;  // in image order
   // Identity of the cwd and root, and the file records of those a path

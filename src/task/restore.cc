@@ -24,11 +24,13 @@
 #include "core/image_reader.h"
 #include "core/status.h"
 #include "files/file_restore.h"
+#include "files/tty_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/process_image.h"
 #include "task/restore_check.h"
+#include "task/schedule.h"
 #include "task/thread_restore.h"
 #include "task/tracee.h"
 
@@ -130,6 +132,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   uint64_t pages = 0;
   CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(ctx, t, image, reader, &pages)));
   ctx->stats().pages_stored = pages;
+  CRLIB_RETURN_IF_ERROR(step("guard regions", RestoreGuardRegions(t, image)));
 
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
@@ -137,6 +140,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     targets.insert(static_cast<int>(fd.fd));
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
     CRLIB_RETURN_IF_ERROR(step(
         "file descriptors",
         t->CheckedSyscall("dup3", SYS_dup3,
@@ -198,6 +202,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   if (p.sid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
+    CRLIB_RETURN_IF_ERROR(
+        step("controlling terminal", RestoreControllingTerminal(t, image, scratch)));
   } else if (p.pgid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
   }
@@ -214,6 +220,14 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // above needed.
   for (const std::unique_ptr<Tracee>& thread : *threads) {
     CRLIB_RETURN_IF_ERROR(RestoreCredentials(thread.get(), p, scratch));
+  }
+  // Scheduling from outside, by TID: the check before the point of no
+  // return made sure the image may claim it.
+  for (size_t i = 0; i < threads->size(); ++i) {
+    if (!image.threads[i].schedule) continue;
+    const pid_t tid = (*threads)[i]->tid();
+    CRLIB_RETURN_IF_ERROR(
+        ThreadStep("scheduling", tid, RestoreSchedule(tid, *image.threads[i].schedule)));
   }
   // The cwd after the credentials, so that the kernel checks the image's
   // right to enter it, not ours (threads share it: CLONE_FS).

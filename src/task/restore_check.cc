@@ -8,9 +8,11 @@
 #include "core/byte_stream.h"
 #include "core/image_reader.h"
 #include "core/status.h"
+#include "files/tty_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/proc.h"
 #include "task/image_trust.h"
+#include "task/schedule.h"
 
 namespace crlib {
 namespace {
@@ -78,8 +80,14 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
+  CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
+  // The original holds its ptys' indexes until it is killed.
+  if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
-  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files, OpenedFiles::Open(image, options.original_alive));
+  CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
+  CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
+                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive,
+                                                   .original_alive = options.original_alive}));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));

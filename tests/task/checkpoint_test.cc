@@ -64,6 +64,14 @@ TEST_F(CheckpointTest, Avx512Registers) {
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
+// Policy, priority, nice, RESET_ON_FORK, affinity and I/O priority of
+// each of four threads.
+TEST_F(CheckpointTest, Scheduling) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "scheduling"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 TEST_F(CheckpointTest, Nanosleep) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "nanosleep"));

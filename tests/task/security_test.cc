@@ -219,6 +219,36 @@ TEST_F(SecurityTest, UneditedImageOwnedByItsUserRestores) {
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
+// A real-time policy root gave a user's process (chrt -p) is no more the
+// image owner's to grant than a capability: refused, unless trusted, and
+// then it comes back.
+TEST_F(SecurityTest, ImageOwnedByUserClaimingRealTimeIsRefusedUnlessTrusted) {
+  User user;
+  ASSERT_NO_FATAL_FAILURE(Nobody(&user));
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartAs(&w, user));
+  sched_param fifo{.sched_priority = 2};
+  ASSERT_EQ(sched_setscheduler(w.pid, SCHED_FIFO, &fifo), 0) << strerror(errno);
+  const std::string image = Path("creds.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_EQ(chown(image.c_str(), user.uid, user.gid), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("thread " + std::to_string(w.pid) +
+                               ": SCHED_FIFO priority 2 above its RLIMIT_RTPRIO needs CAP_SYS_NICE"))
+      << Describe(w, r);
+  ExpectNothingRestored(w, r);
+
+  CliResult trusted = Crlib({"restore", "--image", image, "--trust-image", "--detach"});
+  ASSERT_EQ(trusted.exit_code, 0) << Describe(w, trusted);
+  restored_.emplace_back(w.pid, w.exe);
+  EXPECT_EQ(sched_getscheduler(w.pid), SCHED_FIFO);
+  sched_param now{};
+  EXPECT_EQ(sched_getparam(w.pid, &now), 0);
+  EXPECT_EQ(now.sched_priority, 2);
+  kill(w.pid, SIGKILL);
+}
+
 // Only root may grant capabilities, even to a process of the image's owner.
 TEST_F(SecurityTest, ImageOwnedByUserClaimingCapabilitiesIsRefused) {
   User user;
