@@ -217,6 +217,10 @@ TEST_P(LockConflictTest, RestoreFailsCleanlyThenWorks) {
   } else if (strcmp(c.kind, "ofd") == 0) {
     ASSERT_EQ(fcntl(fd, F_OFD_SETLK, &fl), 0) << strerror(errno);
   }  // lease: being open for writing is the conflict; wlease: being open
+  // `restore --check` says the same, and takes nothing.
+  CliResult check = Crlib({"restore", "--image", image, "--check"});
+  ExpectOneLineError(check);
+  EXPECT_THAT(check.err, HasSubstr(c.message)) << Describe(w, check);
   ExpectRestoreFails(w, image, c.message);
   close(fd);
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
