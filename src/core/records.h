@@ -44,6 +44,8 @@ enum class RecordType : uint32_t {
   kFile = 0x0401,
   kFd = 0x0402,
   kPipe = 0x0403,
+  kFileLock = 0x0404,
+  kProcessDirs = 0x0405,
   kTty = 0x0410,
 };
 
@@ -551,6 +553,20 @@ enum class FileKind : uint32_t {
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
   kMemfd = 7,  // FileRecord::object holds the inode
+  // An O_PATH descriptor (of any file type; with O_NOFOLLOW, of a symlink
+  // itself): reopened by path with the same flags.
+  kPath = 10,
+  // A namespace file (/proc/PID/ns/*); path is the link ("net:[4026531840]").
+  // Restored only as the restorer's own namespace of that inode.
+  kNamespace = 11,
+  // A FIFO whose name was removed: restored as a new FIFO that has no name.
+  kDeletedFifo = 12,
+  // A removed directory (empty by definition): restored as a new, removed
+  // directory.
+  kDeletedDirectory = 13,
+  // A character device node whose name was removed: made again (mknod)
+  // with the image's credentials, opened, and removed.
+  kDeletedDevice = 14,
   // 20-29: terminals. Both ends of a pty pair are the process's: the
   // file's `tty` names the kTty record.
   kPtyMaster = 20,  // /dev/ptmx
@@ -608,6 +624,47 @@ struct PipeRecord {
   static void Fields(S& s, V& v) { v("inode", s.inode); v("capacity", s.capacity); }
 };
 
+enum class FileLockKind : uint32_t {
+  kFlock = 0,  // flock(2): belongs to the open file description
+  kPosix = 1,  // fcntl(F_SETLK): belongs to the process
+  kOfd = 2,    // fcntl(F_OFD_SETLK): belongs to the open file description
+  kLease = 3,  // fcntl(F_SETLEASE): belongs to the open file description
+};
+
+// A lock or lease held on a file. Parent: the file table.
+struct FileLockRecord {
+  static constexpr RecordType kType = RecordType::kFileLock;
+  static constexpr const char* kName = "file_lock";
+  ObjectRef file = 0;  // the kFile the lock was taken through
+  uint32_t kind = 0;   // FileLockKind
+  uint32_t type = 0;   // F_RDLCK or F_WRLCK (flock: shared or exclusive)
+  uint64_t start = 0;  // first byte (POSIX, OFD)
+  uint64_t length = 0;  // bytes; 0: to the end of the file, however it grows
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("file", s.file); v("kind", s.kind); v("type", s.type);
+    v("start", s.start); v("length", s.length);
+  }
+};
+
+// Parent: the process. Which directories its cwd and root are: the file
+// records of those a path is not enough to restore (a removed directory;
+// 0: by path), and the identity a path must still lead to at restore.
+struct ProcessDirsRecord {
+  static constexpr RecordType kType = RecordType::kProcessDirs;
+  static constexpr const char* kName = "process_dirs";
+  ObjectRef cwd = 0;
+  ObjectRef root = 0;
+  uint64_t cwd_dev = 0, cwd_inode = 0;
+  uint64_t root_dev = 0, root_inode = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("cwd", s.cwd); v("root", s.root);
+    v("cwd_dev", s.cwd_dev); v("cwd_inode", s.cwd_inode);
+    v("root_dev", s.root_dev); v("root_inode", s.root_inode);
+  }
+};
+
 // TtyRecord::flags.
 inline constexpr uint32_t kTtyLocked = 1u << 0;       // TIOCGPTLCK: the slave cannot be opened
 inline constexpr uint32_t kTtyPacket = 1u << 1;       // TIOCPKT: packet mode on the master
@@ -651,7 +708,8 @@ using AllRecordTypes =
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord, TtyRecord, InodeRecord>;
+               FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
+               InodeRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

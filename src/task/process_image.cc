@@ -225,6 +225,18 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.fds.push_back(fd);
         break;
       }
+      case RecordType::kFileLock: {
+        if (h.parent != file_table) return misplaced("file lock outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(FileLockRecord lock, reader->Decode<FileLockRecord>(*rec));
+        image.locks.push_back(lock);
+        break;
+      }
+      case RecordType::kProcessDirs: {
+        if (h.parent != image.ref) return misplaced("process dirs outside the process");
+        CRLIB_ASSIGN_OR_RETURN(ProcessDirsRecord dirs, reader->Decode<ProcessDirsRecord>(*rec));
+        image.dirs = dirs;
+        break;
+      }
       case RecordType::kEnd:
         break;
     }
@@ -251,7 +263,10 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     }
   }
   for (const auto& [ref, f] : image.files) {
-    if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    const bool needs_pipe =
+        kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo;
+    if ((f.record.pipe || needs_pipe) && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
     }
     if (f.record.object && !image.inodes.contains(f.record.object)) {
@@ -259,6 +274,16 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     }
     if (static_cast<FileKind>(f.record.kind) == FileKind::kMemfd && !f.record.object) {
       return absl::DataLossError(absl::StrFormat("memfd file %d names no inode", ref));
+    }
+  }
+  for (const FileLockRecord& lock : image.locks) {
+    if (!image.files.contains(lock.file)) {
+      return absl::DataLossError(absl::StrFormat("a file lock names file %d, which the image lacks", lock.file));
+    }
+  }
+  for (ObjectRef dir : {image.RemovedCwd(), image.dirs ? image.dirs->root : 0}) {
+    if (dir && !image.files.contains(dir)) {
+      return absl::DataLossError(absl::StrFormat("cwd or root names file %d, which the image lacks", dir));
     }
   }
   for (const auto& [ref, f] : image.files) {

@@ -60,6 +60,12 @@ struct ProcessImage {
   std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
+  std::vector<FileLockRecord> locks;  // in image order
+  // Identity of the cwd and root, and the file records of those a path
+  // cannot restore; absent from older images.
+  std::optional<ProcessDirsRecord> dirs;
+  // The file record of a removed cwd, or 0.
+  ObjectRef RemovedCwd() const { return dirs ? dirs->cwd : 0; }
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;

@@ -149,8 +149,11 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                            (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
             .status()));
   }
+  // A removed cwd is entered through our descriptor for it, before it goes.
+  CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
   // Everything else goes.
   CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
+  CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
 
   // Process attributes.
   const ProcessRecord& p = image.process;
@@ -234,8 +237,10 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   // The cwd after the credentials, so that the kernel checks the image's
   // right to enter it, not ours (threads share it: CLONE_FS).
-  CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
-  CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
+  if (!image.RemovedCwd()) {
+    CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
+    CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
+  }
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
   // The image's parent-death signals, dumpable (both reset by a credential
   // change) and no_new_privs (one-way).

@@ -90,7 +90,8 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
   CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
-                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive}));
+                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive,
+                                                   .original_alive = options.original_alive}));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
