@@ -102,7 +102,8 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
 
 absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid) {
   MemorySource source(records, /*as_stream=*/true);
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(&source));
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
+                         ImageReader::Open(&source, {.accept_elided_bulk = true}));
   CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
   if (image.process.pid != static_cast<uint32_t>(pid)) {
     return absl::InternalError(absl::StrFormat("the image names pid %d, not %d",
