@@ -187,6 +187,7 @@ int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_o
   crlib::CheckpointOptions co;
   co.leave_running = !(o.flags & CRLIB_CHECKPOINT_KILL);
   co.image_fd = o.image_fd;
+  if (o.deleted_file_limit != 0) co.deleted_file_limit = o.deleted_file_limit;
   absl::Status st = crlib::CheckpointProcess(&ctx, pid, name, co);
   if (st.ok()) FillStats(ctx, o.stats);
   return ToC(crlib::Annotate(st, absl::StrCat("checkpoint of pid ", pid)), error);

@@ -129,8 +129,12 @@ typedef struct crlib_checkpoint_options {
    * stream has no commit: its reader knows the image is whole from its end
    * record, so a failed checkpoint leaves a truncated stream behind. */
   int image_fd;
+  /* Bytes of data (holes not counted) a deleted open or mapped file may
+   * hold for the image to carry it; above, the checkpoint is refused and
+   * the process runs on. 0: the default, 1 GiB. crlib_checkpoint only. */
+  unsigned long long deleted_file_limit;
 } crlib_checkpoint_options;
-#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1}
+#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1, 0}
 
 /* Checkpoints process `pid` (the caller must be allowed to ptrace it) into
  * `image_path` (or options->image_fd). The image file is created mode

@@ -27,6 +27,10 @@ inline constexpr uint32_t kImageKnownFlags = kImageCompressed | kImageMappable;
 // Record flags (RecordHeader::flags).
 inline constexpr uint32_t kRecordSkippable = 1u << 0;  // unknown types may be skipped
 inline constexpr uint32_t kRecordKnownFlags = kRecordSkippable;
+// Never in an image: marks a record whose bulk was left out of a dump's
+// in-memory copy of its records (ImageWriter::CopyPrefix). Readers refuse
+// it unless ReaderOptions::accept_elided_bulk.
+inline constexpr uint32_t kRecordBulkElided = 1u << 31;
 
 // File header, at offset 0. Followed by the kernel release string
 // (kernel_release_length bytes) and zero padding up to header_length.

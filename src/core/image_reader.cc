@@ -175,7 +175,9 @@ absl::StatusOr<const Record*> ImageReader::Next() {
     if (Crc32c(0, &h, offsetof(RecordHeader, header_crc)) != h.header_crc) {
       return Fail(where + ": header checksum mismatch");
     }
-    if (h.reserved != 0 || (h.flags & ~kRecordKnownFlags)) {
+    const uint32_t known =
+        kRecordKnownFlags | (options_.accept_elided_bulk ? kRecordBulkElided : 0);
+    if (h.reserved != 0 || (h.flags & ~known)) {
       return Fail(absl::StrFormat("%s: unknown flags 0x%x or reserved field set", where, h.flags));
     }
     if (h.length > kMaxPayloadLength) {

@@ -41,6 +41,9 @@ struct ReaderOptions {
   // Check the CRC of bulk data even when it is skipped. Off only for mapped
   // restore, which must not touch every page.
   bool verify_bulk = true;
+  // Accept records flagged kRecordBulkElided (a dump's copy of its own
+  // records, which it checks); an image never has them.
+  bool accept_elided_bulk = false;
 };
 
 // Not thread-safe.

@@ -61,6 +61,10 @@ absl::Status ImageWriter::Begin() {
   AppendZeros(h.header_length - sizeof(FileHeader) - h.kernel_release_length);
   uint32_t crc = Crc32c(0, buffer_.data() + start, h.header_length);
   memcpy(buffer_.data() + start + offsetof(FileHeader, header_crc), &crc, sizeof(crc));
+  if (copy_ != nullptr) {
+    const iovec header{buffer_.data() + start, h.header_length};
+    return copy_->Write(absl::MakeConstSpan(&header, 1));
+  }
   return absl::OkStatus();
 }
 
@@ -100,10 +104,9 @@ absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,
   AppendZeros(AlignUp(payload.size(), 8) - payload.size() + h.bulk_pad);
   ++record_count_;
   payload_bytes_ += payload.size();
-  const bool last_copied = copy_ != nullptr && type == copy_until_;
+  if (copy_ != nullptr) CRLIB_RETURN_IF_ERROR(CopyRecord(h, payload));
   if (bulk_length == 0) {
-    return buffer_.size() >= kFlushThreshold || last_copied ? Flush({}, last_copied)
-                                                            : absl::OkStatus();
+    return buffer_.size() >= kFlushThreshold ? Flush() : absl::OkStatus();
   }
   bulk_bytes_ += bulk_length;
   // Buffered bytes, the bulk straight from the caller, then bulk padding.
@@ -111,22 +114,45 @@ absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,
   size_t tail = AlignUp(bulk_length, 8) - bulk_length;
   if (tail) extra.push_back({const_cast<uint8_t*>(kZeros), tail});
   offset_ += bulk_length + tail;
-  return Flush(extra, last_copied);
+  return Flush(extra);
 }
 
-// `last_copied`: the buffer ends with the record CopyPrefix stops at; the
-// copy gets the buffer but not `extra`, that record's bulk.
-absl::Status ImageWriter::Flush(absl::Span<const iovec> extra, bool last_copied) {
+// The record of header `h` as the copy gets it: no bulk (flagged
+// kRecordBulkElided when it had some), so the end record's bulk total
+// counts only what the copy holds.
+absl::Status ImageWriter::CopyRecord(const RecordHeader& h, absl::Span<const uint8_t> payload) {
+  RecordHeader c = h;
+  Bytes end_payload;
+  if (h.type == static_cast<uint32_t>(RecordType::kEnd)) {
+    EndRecord end;
+    end.record_count = record_count_ - 1;
+    end.payload_bytes = payload_bytes_ - payload.size();
+    end.bulk_bytes = 0;
+    end_payload = EncodeFields(end);
+    payload = end_payload;
+    c.length = static_cast<uint32_t>(payload.size());
+    c.payload_crc = Crc32c(0, payload.data(), payload.size());
+  }
+  if (c.bulk_length) c.flags |= kRecordBulkElided;
+  c.bulk_length = 0;
+  c.bulk_pad = 0;
+  c.bulk_crc = 0;
+  c.header_crc = Crc32c(0, &c, offsetof(RecordHeader, header_crc));
+  const size_t pad = AlignUp(payload.size(), 8) - payload.size();
+  const iovec iov[] = {{&c, sizeof(c)},
+                       {const_cast<uint8_t*>(payload.data()), payload.size()},
+                       {const_cast<uint8_t*>(kZeros), pad}};
+  absl::Status st = copy_->Write(iov);
+  if (h.type == copy_until_) copy_ = nullptr;
+  return st;
+}
+
+absl::Status ImageWriter::Flush(absl::Span<const iovec> extra) {
   std::vector<iovec> iov;
   iov.reserve(extra.size() + 1);
   if (!buffer_.empty()) iov.push_back({buffer_.data(), buffer_.size()});
-  const size_t buffered = iov.size();
   iov.insert(iov.end(), extra.begin(), extra.end());
   absl::Status st = sink_->Write(iov);
-  if (st.ok() && copy_ != nullptr) {
-    st = copy_->Write(last_copied ? absl::MakeConstSpan(iov).first(buffered) : absl::MakeConstSpan(iov));
-    if (last_copied) copy_ = nullptr;
-  }
   buffer_.clear();
   return st;
 }

@@ -44,11 +44,12 @@ class ImageWriter {
                            ObjectRef parent, absl::Span<const uint8_t> payload,
                            absl::Span<const iovec> bulk, bool align_bulk);
 
-  // From now on, also writes to `copy` every byte of the image up to the
-  // first record of type `until`: its header and payload go to `copy`, its
-  // bulk does not, and nothing after it. A dump keeps so the records a
-  // restore reads before the page data, to check them (restore --check)
-  // without reading the image back.
+  // Before Begin(): also writes to `copy` the image as far as the first
+  // record of type `until`, included, without any bulk data: each record
+  // that has some is flagged kRecordBulkElided instead (ReaderOptions::
+  // accept_elided_bulk reads it). A dump keeps so the records a restore
+  // reads before the page data, to check them as a restore would, without
+  // reading the image back or holding memory contents twice.
   void CopyPrefix(ByteSink* copy, RecordType until) {
     copy_ = copy;
     copy_until_ = static_cast<uint32_t>(until);
@@ -62,7 +63,8 @@ class ImageWriter {
   uint64_t record_count() const { return record_count_; }
 
  private:
-  absl::Status Flush(absl::Span<const iovec> extra = {}, bool last_copied = false);
+  absl::Status Flush(absl::Span<const iovec> extra = {});
+  absl::Status CopyRecord(const RecordHeader& h, absl::Span<const uint8_t> payload);
   void Append(const void* p, size_t n);
   void AppendZeros(size_t n);
 

@@ -22,6 +22,7 @@ enum class ObjectKind : uint32_t {
   kPipe,
   kInode,  // a file on disk, by (dev, inode)
   kTty,    // a pseudo-terminal pair, by (devpts device, index)
+  kCarriedInode,  // an inode whose contents the image carries, by (dev, inode)
 };
 
 // The kernel's identity of an object. Where the kernel gives no unique id

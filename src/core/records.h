@@ -27,6 +27,10 @@ enum class RecordType : uint32_t {
   kPendingSignals = 0x0103,
   kRlimits = 0x0104,
   kItimers = 0x0105,
+  kProcessAttributes = 0x0106,
+  kThreadAttributes = 0x0107,
+  kPosixTimers = 0x0108,
+  kSeccomp = 0x0109,
   kSchedule = 0x0110,
   kX86Registers = 0x0200,
   kXstate = 0x0201,
@@ -34,11 +38,14 @@ enum class RecordType : uint32_t {
   kMemoryMap = 0x0300,
   kVma = 0x0301,
   kPages = 0x0302,
+  kInode = 0x0303,
   kGuardRegions = 0x0310,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
   kPipe = 0x0403,
+  kFileLock = 0x0404,
+  kProcessDirs = 0x0405,
   kTty = 0x0410,
 };
 
@@ -214,6 +221,90 @@ struct ItimersRecord {
   static void Fields(S& s, V& v) { v("timers", s.timers); }
 };
 
+// Parent: the process. Process-wide attributes set with prctl(2),
+// membarrier(2) and /proc files.
+struct ProcessAttributesRecord {
+  static constexpr RecordType kType = RecordType::kProcessAttributes;
+  static constexpr const char* kName = "process_attributes";
+  uint32_t child_subreaper = 0;  // PR_GET_CHILD_SUBREAPER
+  int32_t oom_score_adj = 0;     // /proc/PID/oom_score_adj
+  uint32_t thp_disable = 0;      // PR_GET_THP_DISABLE: bit 0 disabled, bit 1 except advised
+  uint32_t membarrier = 0;       // MEMBARRIER_CMD_REGISTER_* bits registered
+  uint32_t loginuid = 0;         // /proc/PID/loginuid; 0xffffffff: unset
+  uint32_t dumpable = 0;         // PR_GET_DUMPABLE
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("child_subreaper", s.child_subreaper);
+    v("oom_score_adj", s.oom_score_adj);
+    v("thp_disable", s.thp_disable);
+    v("membarrier", s.membarrier);
+    v("loginuid", s.loginuid);
+    v("dumpable", s.dumpable);
+  }
+};
+
+// Parent: the thread. What the kernel keeps per thread besides the
+// thread record's fields.
+struct ThreadAttributesRecord {
+  static constexpr RecordType kType = RecordType::kThreadAttributes;
+  static constexpr const char* kName = "thread_attributes";
+  uint32_t pdeathsig = 0;       // PR_GET_PDEATHSIG
+  uint32_t no_new_privs = 0;    // PR_GET_NO_NEW_PRIVS
+  uint64_t timer_slack_ns = 0;  // PR_GET_TIMERSLACK
+  uint32_t seccomp_mode = 0;    // 0 none, 1 strict, 2 filter (the process's seccomp record)
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("pdeathsig", s.pdeathsig);
+    v("no_new_privs", s.no_new_privs);
+    v("timer_slack_ns", s.timer_slack_ns);
+    v("seccomp_mode", s.seccomp_mode);
+  }
+};
+
+struct PosixTimer {
+  int32_t id = 0;          // timer_t, the same after restore
+  int32_t clock = 0;       // clockid_t
+  uint32_t notify = 0;     // sigev_notify: SIGEV_SIGNAL, SIGEV_NONE, | SIGEV_THREAD_ID
+  uint32_t signo = 0;      // sigev_signo
+  uint64_t value = 0;      // sigev_value
+  uint32_t target_tid = 0; // the thread SIGEV_THREAD_ID names
+  int64_t interval_ns = 0;
+  int64_t value_ns = 0;    // time left at checkpoint; 0: disarmed
+  int32_t overrun = 0;     // timer_getoverrun at checkpoint (not restored)
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("id", s.id); v("clock", s.clock); v("notify", s.notify); v("signo", s.signo);
+    v("value", s.value); v("target_tid", s.target_tid);
+    v("interval_ns", s.interval_ns); v("value_ns", s.value_ns); v("overrun", s.overrun);
+  }
+};
+
+// Parent: the process. Its timer_create(2) timers.
+struct PosixTimersRecord {
+  static constexpr RecordType kType = RecordType::kPosixTimers;
+  static constexpr const char* kName = "posix_timers";
+  std::vector<PosixTimer> timers;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("timers", s.timers); }
+};
+
+struct SeccompFilter {
+  uint32_t flags = 0;  // SECCOMP_FILTER_FLAG_* it was installed with (PTRACE_SECCOMP_GET_METADATA)
+  Bytes program;       // struct sock_filter[], 8 bytes per instruction
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("flags", s.flags); v("program", s.program); }
+};
+
+// Parent: the process. The seccomp filters every thread in filter mode
+// has (they must be the same in all), the first installed first.
+struct SeccompRecord {
+  static constexpr RecordType kType = RecordType::kSeccomp;
+  static constexpr const char* kName = "seccomp";
+  std::vector<SeccompFilter> filters;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("filters", s.filters); }
+};
+
 // Parent: a thread, which has one. How the kernel schedules it:
 // sched_getattr(2), the CPUs it may run on, its I/O priority.
 struct ScheduleRecord {
@@ -314,7 +405,9 @@ enum class VmaKind : uint32_t {
   kVvar = 5,
   kVvarVclock = 6,
   kVsyscall = 7,
-  kSharedAnonymous = 8,
+  kSharedAnonymous = 8,  // MAP_SHARED|MAP_ANONYMOUS or a shared /dev/zero: maps `object`
+  kSysvShm = 9,           // a shmat attachment of the SysV segment `object`
+  kCarriedFile = 10,      // a memfd or a deleted file, shared or private: maps `object`
 };
 
 // VmaRecord::vm_flags: the VMA properties beyond protection and sharing
@@ -345,12 +438,14 @@ struct VmaRecord {
   uint64_t dev = 0, inode = 0;
   std::string name;  // path or [heap], [stack], [vdso] ...
   uint32_t vm_flags = 0;  // VmaFlag bits
+  ObjectRef object = 0;   // the kInode it maps (kinds 8-10), or 0
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("start", s.start); v("end", s.end); v("pgoff", s.pgoff);
     v("prot", s.prot); v("flags", s.flags); v("kind", s.kind);
     v("file", s.file); v("dev", s.dev); v("inode", s.inode);
     v("name", s.name); v("vm_flags", s.vm_flags);
+    v("object", s.object);
   }
 };
 
@@ -361,6 +456,54 @@ struct PageRun {
   uint64_t pages = 0;
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("address", s.address); v("pages", s.pages); }
+};
+
+enum class InodeKind : uint32_t {
+  kSharedAnonymous = 0,  // the shmem inode of MAP_SHARED|MAP_ANONYMOUS or /dev/zero
+  kMemfd = 1,
+  kDeletedFile = 2,  // a regular file with no name left
+  kSysvShm = 3,      // a SysV shared memory segment
+};
+
+// InodeRecord::sysv_flags.
+inline constexpr uint32_t kSysvRemoved = 1u << 0;  // IPC_RMID while attached
+
+// A byte range of an inode's contents.
+struct DataRun {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("offset", s.offset); v("length", s.length); }
+};
+
+// An inode whose contents the image carries, restored as one inode that
+// every fd (FileRecord::object) and mapping (VmaRecord::object) naming it
+// shares. Processes share it by naming the same ref. Parent: the file
+// table or memory map that first referred to it. Bulk: the bytes of
+// `runs`, in order; everything else up to `size` is a hole.
+struct InodeRecord {
+  static constexpr RecordType kType = RecordType::kInode;
+  static constexpr const char* kName = "inode";
+  uint32_t kind = 0;  // InodeKind
+  uint32_t mode = 0;  // st_mode
+  uint32_t uid = 0, gid = 0;
+  uint64_t size = 0;
+  uint64_t dev = 0, inode = 0;  // identity at checkpoint
+  int64_t atime_ns = 0, mtime_ns = 0;
+  uint32_t seals = 0;  // memfd: F_GET_SEALS
+  std::string name;    // memfd name ("memfd:" left out), deleted file's path, "/SYSV<key>" ...
+  std::vector<DataRun> runs;
+  int32_t sysv_key = 0;  // SysV: the segment's key, id and kSysv* flags
+  uint32_t sysv_id = 0;
+  uint32_t sysv_flags = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("kind", s.kind); v("mode", s.mode); v("uid", s.uid); v("gid", s.gid);
+    v("size", s.size); v("dev", s.dev); v("inode", s.inode);
+    v("atime_ns", s.atime_ns); v("mtime_ns", s.mtime_ns);
+    v("seals", s.seals); v("name", s.name); v("runs", s.runs);
+    v("sysv_key", s.sysv_key); v("sysv_id", s.sysv_id); v("sysv_flags", s.sysv_flags);
+  }
 };
 
 // Parent: the memory map. Bulk: the pages of `runs`, in order, either raw
@@ -403,10 +546,27 @@ enum class FileKind : uint32_t {
   kPipe = 2,
   kFifo = 3,
   kCharDevice = 4,
-  kDeletedRegular = 5,  // bulk holds the contents
+  // With FileRecord::object, that kInode holds the contents; images
+  // before it carry them as the record's bulk.
+  kDeletedRegular = 5,
   // A standard stream (fd 0-2) that led outside the process (terminal,
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
+  kMemfd = 7,  // FileRecord::object holds the inode
+  // An O_PATH descriptor (of any file type; with O_NOFOLLOW, of a symlink
+  // itself): reopened by path with the same flags.
+  kPath = 10,
+  // A namespace file (/proc/PID/ns/*); path is the link ("net:[4026531840]").
+  // Restored only as the restorer's own namespace of that inode.
+  kNamespace = 11,
+  // A FIFO whose name was removed: restored as a new FIFO that has no name.
+  kDeletedFifo = 12,
+  // A removed directory (empty by definition): restored as a new, removed
+  // directory.
+  kDeletedDirectory = 13,
+  // A character device node whose name was removed: made again (mknod)
+  // with the image's credentials, opened, and removed.
+  kDeletedDevice = 14,
   // 20-29: terminals. Both ends of a pty pair are the process's: the
   // file's `tty` names the kTty record.
   kPtyMaster = 20,  // /dev/ptmx
@@ -430,6 +590,7 @@ struct FileRecord {
   std::string path;
   // Appended fields.
   ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
+  ObjectRef object = 0;  // the kInode holding the contents (memfd, deleted file), or 0
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -438,6 +599,7 @@ struct FileRecord {
     v("pipe", s.pipe);
     v("path", s.path);
     v("tty", s.tty);
+    v("object", s.object);
   }
 };
 
@@ -460,6 +622,47 @@ struct PipeRecord {
   uint32_t capacity = 0;  // F_GETPIPE_SZ
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("inode", s.inode); v("capacity", s.capacity); }
+};
+
+enum class FileLockKind : uint32_t {
+  kFlock = 0,  // flock(2): belongs to the open file description
+  kPosix = 1,  // fcntl(F_SETLK): belongs to the process
+  kOfd = 2,    // fcntl(F_OFD_SETLK): belongs to the open file description
+  kLease = 3,  // fcntl(F_SETLEASE): belongs to the open file description
+};
+
+// A lock or lease held on a file. Parent: the file table.
+struct FileLockRecord {
+  static constexpr RecordType kType = RecordType::kFileLock;
+  static constexpr const char* kName = "file_lock";
+  ObjectRef file = 0;  // the kFile the lock was taken through
+  uint32_t kind = 0;   // FileLockKind
+  uint32_t type = 0;   // F_RDLCK or F_WRLCK (flock: shared or exclusive)
+  uint64_t start = 0;  // first byte (POSIX, OFD)
+  uint64_t length = 0;  // bytes; 0: to the end of the file, however it grows
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("file", s.file); v("kind", s.kind); v("type", s.type);
+    v("start", s.start); v("length", s.length);
+  }
+};
+
+// Parent: the process. Which directories its cwd and root are: the file
+// records of those a path is not enough to restore (a removed directory;
+// 0: by path), and the identity a path must still lead to at restore.
+struct ProcessDirsRecord {
+  static constexpr RecordType kType = RecordType::kProcessDirs;
+  static constexpr const char* kName = "process_dirs";
+  ObjectRef cwd = 0;
+  ObjectRef root = 0;
+  uint64_t cwd_dev = 0, cwd_inode = 0;
+  uint64_t root_dev = 0, root_inode = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("cwd", s.cwd); v("root", s.root);
+    v("cwd_dev", s.cwd_dev); v("cwd_inode", s.cwd_inode);
+    v("root_dev", s.root_dev); v("root_inode", s.root_inode);
+  }
 };
 
 // TtyRecord::flags.
@@ -500,10 +703,13 @@ struct TtyRecord {
 // Every record type, for code that handles all of them (inspect, tests).
 using AllRecordTypes =
     std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
-               PendingSignalsRecord, RlimitsRecord, ItimersRecord, ScheduleRecord,
+               PendingSignalsRecord, RlimitsRecord, ItimersRecord,
+               ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
+               SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
-               FileRecord, FdRecord, PipeRecord, TtyRecord>;
+               FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
+               InodeRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

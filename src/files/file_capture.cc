@@ -1,12 +1,15 @@
 #include "files/file_capture.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/kcmp.h>
 #include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
@@ -45,8 +49,20 @@ std::string SocketKind(pid_t pid, int fd) {
   getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len);
   len = sizeof(int);
   getsockopt(sock, SOL_SOCKET, SO_PROTOCOL, &protocol, &len);
-  close(sock);
-  if (domain == AF_UNIX) return type == SOCK_DGRAM ? "UNIX datagram" : "UNIX stream";
+  if (domain != AF_UNIX) close(sock);
+  if (domain == AF_UNIX) {
+    std::string kind = type == SOCK_DGRAM ? "UNIX datagram" : "UNIX stream";
+    sockaddr_un addr{};
+    socklen_t addr_len = sizeof(addr);
+    if (getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
+        addr_len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+      std::string path(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+      struct stat st;
+      absl::StrAppend(&kind, " bound to ", path, stat(path.c_str(), &st) != 0 ? ", since removed" : "");
+    }
+    close(sock);
+    return kind;
+  }
   const char* family = domain == AF_INET6 ? "6" : "";
   if (protocol == IPPROTO_TCP) return absl::StrCat("TCP", family);
   if (protocol == IPPROTO_UDP) return absl::StrCat("UDP", family);
@@ -57,10 +73,76 @@ absl::Status Unsupported(int fd, const std::string& what) {
   return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported", fd, what));
 }
 
-// Reads "pos:" and "flags:" from /proc/PID/fdinfo/N.
-absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags) {
+// The "lock:" lines of /proc/PID/fdinfo/N: the locks and leases held on
+// that open file description, e.g.
+//   lock:	1: POSIX  ADVISORY  WRITE 7584 fe:00:10953325 5 14
+// A lease being broken, a delegation or a kind we do not know is refused.
+// Whether process `other` has a descriptor on the open file description
+// of fd `fd` of `pid`.
+bool SharesDescription(pid_t pid, int fd, pid_t other) {
+  absl::StatusOr<std::vector<int>> fds = sys::ListFds(other);
+  if (!fds.ok()) return false;
+  for (int ofd : *fds) {
+    if (syscall(SYS_kcmp, pid, other, KCMP_FILE, fd, ofd) == 0) return true;
+  }
+  return false;
+}
+
+absl::Status ParseLocks(absl::string_view info, pid_t pid, int fd, const std::string& link,
+                        std::vector<FileLockRecord>* locks) {
+  for (absl::string_view line : absl::StrSplit(info, '\n')) {
+    if (!absl::ConsumePrefix(&line, "lock:")) continue;
+    auto refuse = [&](absl::string_view why) {
+      return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported: %s (lock: %s)",
+                                                      fd, link, why, absl::StripAsciiWhitespace(line)));
+    };
+    absl::StatusOr<sys::LockLine> parsed = sys::ParseLockLine(line);
+    if (!parsed.ok() || parsed->waiter) return refuse("a lock line we cannot read");
+    const sys::LockLine& l = *parsed;
+    FileLockRecord lock;
+    if (l.kind == "FLOCK") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kFlock);
+    } else if (l.kind == "POSIX") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kPosix);
+    } else if (l.kind == "OFDLCK") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kOfd);
+    } else if (l.kind == "LEASE") {
+      lock.kind = static_cast<uint32_t>(FileLockKind::kLease);
+      if (l.mode != "ACTIVE") return refuse("a lease that is being broken");
+    } else {
+      return refuse(absl::StrCat("a lock of kind ", l.kind));
+    }
+    if (l.kind != "LEASE" && l.mode != "ADVISORY") return refuse(absl::StrCat("a ", l.mode, " lock"));
+    if (l.type == "READ") {
+      lock.type = F_RDLCK;
+    } else if (l.type == "WRITE") {
+      lock.type = F_WRLCK;
+    } else {
+      return refuse(absl::StrCat("a lock of type ", l.type));
+    }
+    lock.start = l.start;
+    lock.length = l.end == UINT64_MAX ? 0 : l.end - l.start + 1;
+    // A lock of the description that another process took (flock(1),
+    // a parent before fork) and still holds the description of: it would
+    // keep the lock, and the restore would find it taken.
+    const bool of_description = l.kind == "FLOCK" || l.kind == "LEASE";
+    if (of_description && l.pid > 0 && l.pid != pid &&
+        SharesDescription(pid, fd, static_cast<pid_t>(l.pid))) {
+      return refuse(absl::StrFormat("its %s is held through an open file pid %d shares, which "
+                                    "would keep it",
+                                    l.kind == "FLOCK" ? "flock" : "lease", l.pid));
+    }
+    locks->push_back(lock);
+  }
+  return absl::OkStatus();
+}
+
+// Reads "pos:", "flags:" and the locks from /proc/PID/fdinfo/N.
+absl::Status ReadFdinfo(pid_t pid, int fd, uint64_t* pos, uint32_t* flags,
+                        const std::string& link, std::vector<FileLockRecord>* locks) {
   CRLIB_ASSIGN_OR_RETURN(std::string info,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/fdinfo/", fd)));
+  CRLIB_RETURN_IF_ERROR(ParseLocks(info, pid, fd, link, locks));
   CRLIB_ASSIGN_OR_RETURN(std::string p, sys::StatusField(info, "pos"));
   CRLIB_ASSIGN_OR_RETURN(std::string f, sys::StatusField(info, "flags"));
   if (!absl::SimpleAtoi(p, pos)) return absl::DataLossError("fdinfo pos: " + p);
@@ -89,6 +171,31 @@ absl::Status RefuseSpecialRegularFile(pid_t pid, int fd, const std::string& link
         fd, link));
   }
   return absl::OkStatus();
+}
+
+// "net" for a namespace file's link "net:[4026531840]", else "".
+std::string NamespaceType(const std::string& link) {
+  size_t colon = link.find(":[");
+  if (colon == std::string::npos || colon == 0 || link.back() != ']') return "";
+  std::string type = link.substr(0, colon);
+  for (const char* not_ns : {"pipe", "socket", "anon_inode"}) {
+    if (type == not_ns) return "";
+  }
+  return type;
+}
+
+// Whether CAP_MKNOD is in the effective set of `pid`.
+absl::StatusOr<bool> HasCapMknod(pid_t pid) {
+  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t effective, sys::StatusMask(status, "CapEff"));
+  return (effective >> CAP_MKNOD) & 1;
+}
+
+// Terminals (tty, ptmx, pts) are files/tty_capture.cc's, removed or not:
+// a pts node goes from devpts when its master is closed.
+bool IsTerminalDevice(dev_t rdev) {
+  const unsigned m = major(rdev);
+  return m == 4 || m == 5 || (m >= 136 && m <= 143);
 }
 
 bool IsTerminalPath(const std::string& path) {
@@ -124,10 +231,14 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       return Unsupported(fd, info.link);  // anon inodes and the like cannot be stat'ed by path
     }
     FileRecord& f = info.file;
-    CRLIB_RETURN_IF_ERROR(ReadFdinfo(pid, fd, &f.offset, &f.flags));
-    if (f.flags & O_ASYNC) {
+    CRLIB_RETURN_IF_ERROR(ReadFdinfo(pid, fd, &f.offset, &f.flags, info.link, &info.locks));
+    const bool leased = std::any_of(info.locks.begin(), info.locks.end(), [](const auto& l) {
+      return l.kind == static_cast<uint32_t>(FileLockKind::kLease);
+    });
+    if ((f.flags & O_ASYNC) && !leased) {
       // The owner (F_SETOWN) and signal (F_SETSIG) that make it useful are
-      // nowhere in /proc: reopened, the fd would signal no one.
+      // nowhere in /proc: reopened, the fd would signal no one. A lease
+      // sets O_ASYNC itself, and restoring it sets the owner again.
       return absl::UnimplementedError(absl::StrFormat(
           "fd %d (%s) is not supported: it has O_ASYNC set (signal-driven I/O), and its owner "
           "and signal (F_SETOWN, F_SETSIG) are not restored",
@@ -142,33 +253,87 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     f.rdev = st.st_rdev;
     f.path = info.link;
     const bool std_stream = fd <= 2;
-    if (S_ISREG(st.st_mode)) {
+    const bool removed = st.st_nlink == 0;
+    if (removed) f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
+    if (const std::string ns = NamespaceType(info.link); !ns.empty()) {
+      // Only a namespace the restorer is in can be opened again; crlib
+      // restores where it dumps, so its own namespaces are the test.
+      struct stat own;
+      const std::string own_path = absl::StrCat("/proc/self/ns/", ns);
+      if (stat(own_path.c_str(), &own) != 0) {
+        if (errno == ENOENT) return Unsupported(fd, info.link);  // not a namespace after all
+        return Errno("stat %s", own_path);
+      }
+      if (own.st_ino != st.st_ino || own.st_dev != st.st_dev) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: a %s namespace other than crlib's own (%s:[%d])", fd,
+            info.link, ns, ns, own.st_ino));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kNamespace);
+    } else if (f.flags & O_PATH) {
+      if (!absl::StartsWith(info.link, "/")) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: an O_PATH descriptor of a file with no path", fd,
+            info.link));
+      }
+      if (removed) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: an O_PATH descriptor of a removed file", fd, info.link));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kPath);
+    } else if (S_ISREG(st.st_mode)) {
       CRLIB_RETURN_IF_ERROR(RefuseSpecialRegularFile(pid, fd, info.link));
-      if (st.st_nlink == 0) {
+      if (absl::StartsWith(info.link, "/memfd:")) {
+        f.kind = static_cast<uint32_t>(FileKind::kMemfd);
+      } else if (st.st_nlink == 0) {
         f.kind = static_cast<uint32_t>(FileKind::kDeletedRegular);
         f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
       } else {
         f.kind = static_cast<uint32_t>(FileKind::kRegular);
       }
     } else if (S_ISDIR(st.st_mode)) {
-      f.kind = static_cast<uint32_t>(FileKind::kDirectory);
+      f.kind = static_cast<uint32_t>(removed ? FileKind::kDeletedDirectory : FileKind::kDirectory);
     } else if (S_ISFIFO(st.st_mode)) {
       bool anonymous = absl::StartsWith(info.link, "pipe:");
-      f.kind = static_cast<uint32_t>(anonymous ? FileKind::kPipe : FileKind::kFifo);
+      f.kind = static_cast<uint32_t>(anonymous  ? FileKind::kPipe
+                                     : removed ? FileKind::kDeletedFifo
+                                               : FileKind::kFifo);
       uint32_t mode = f.flags & O_ACCMODE;
       auto& ends = pipe_ends[f.inode];
       if (mode == O_RDONLY || mode == O_RDWR) ends.first = true;
       if (mode == O_WRONLY || mode == O_RDWR) ends.second = true;
+    } else if (S_ISCHR(st.st_mode) && removed && !IsTerminalDevice(st.st_rdev)) {
+      // Made again at restore with mknod, with the image's credentials:
+      // only a process that could make it itself gets it back.
+      CRLIB_ASSIGN_OR_RETURN(bool can_mknod, HasCapMknod(pid));
+      if (!can_mknod) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: a removed device node (character %d:%d), which "
+            "restore can make again only with CAP_MKNOD, and pid %d does not have it",
+            fd, info.link, major(st.st_rdev), minor(st.st_rdev), pid));
+      }
+      f.kind = static_cast<uint32_t>(FileKind::kDeletedDevice);
     } else if (S_ISCHR(st.st_mode)) {
       f.kind = static_cast<uint32_t>(std_stream && IsTerminalPath(info.link) ? FileKind::kInherited
                                                                             : FileKind::kCharDevice);
     } else if (S_ISSOCK(st.st_mode)) {
-      if (!std_stream) return Unsupported(fd, absl::StrCat(info.link, ", ", SocketKind(pid, fd)));
+      if (!std_stream) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s, %s) is not supported: sockets are restored only as standard streams "
+            "leading outside the process",
+            fd, info.link, SocketKind(pid, fd)));
+      }
       f.kind = static_cast<uint32_t>(FileKind::kInherited);
     } else {
       return Unsupported(fd, info.link);
     }
     if (absl::StartsWith(info.link, "anon_inode:")) return Unsupported(fd, info.link);
+    const auto kind = static_cast<FileKind>(f.kind);
+    if (!info.locks.empty() && (kind == FileKind::kInherited || kind == FileKind::kNamespace)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "fd %d (%s) is not supported: it holds a lock, and restore would not open it again", fd,
+          info.link));
+    }
     out.push_back(std::move(info));
   }
   CRLIB_RETURN_IF_ERROR(ClassifyTerminals(pid, &out));
@@ -185,6 +350,16 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
           "fd %d (%s) is not supported: its other end is outside the process", info.fd,
           info.link));
     }
+  }
+  // A removed cwd is restored (WriteFileTable); a removed root is not.
+  struct stat root;
+  const std::string root_path = absl::StrCat("/proc/", pid, "/root");
+  if (stat(root_path.c_str(), &root) != 0) return Errno("stat %s", root_path);
+  if (root.st_nlink == 0) {
+    CRLIB_ASSIGN_OR_RETURN(std::string link, sys::ReadLink(root_path));
+    return absl::UnimplementedError(absl::StrFormat(
+        "pid %d is not supported: its root directory %s was removed", pid,
+        absl::StripSuffix(link, " (deleted)")));
   }
   return out;
 }
@@ -237,24 +412,22 @@ absl::StatusOr<PipeContents> PeekPipe(pid_t pid, int fd) {
   return out;
 }
 
-absl::StatusOr<Bytes> ReadDeletedFile(pid_t pid, int fd, uint64_t size) {
-  std::string path = FdPath(pid, fd);
-  int in = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return Errno("open %s", path);
-  Bytes data(size);
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = pread(in, data.data() + done, size - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += n;
-  }
-  close(in);
-  data.resize(done);
-  return data;
-}
-
 }  // namespace
+
+std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info) {
+  const auto kind = static_cast<FileKind>(info.file.kind);
+  if (kind != FileKind::kMemfd && kind != FileKind::kDeletedRegular) return std::nullopt;
+  CarriedInodeSource s;
+  s.kind = kind == FileKind::kMemfd ? InodeKind::kMemfd : InodeKind::kDeletedFile;
+  s.open_path = FdPath(pid, info.fd);
+  s.what = absl::StrFormat("fd %d (%s)", info.fd, info.link);
+  s.name = kind == FileKind::kMemfd
+               ? std::string(absl::StripSuffix(absl::StripPrefix(info.link, "/memfd:"), " (deleted)"))
+               : info.file.path;
+  s.dev = info.file.dev;
+  s.inode = info.file.inode;
+  return s;
+}
 
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
                             ObjectRef process) {
@@ -264,6 +437,7 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
   CRLIB_RETURN_IF_ERROR(
       w->Write(FileTableRecord{.fd_count = static_cast<uint32_t>(fds.size())}, table, process));
   std::map<ObjectRef, int> representative;  // file ref -> an fd that has it
+  std::map<std::pair<uint64_t, uint64_t>, ObjectRef> removed_dirs;  // (dev, inode) -> file
   for (const FdInfo& info : fds) {
     FileRecord file = info.file;
     // Descriptors that share one open file description (dup, fork) share
@@ -274,7 +448,7 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
     if (entry.inserted) {
       representative[entry.ref] = info.fd;
       const auto kind = static_cast<FileKind>(file.kind);
-      if (kind == FileKind::kPipe || kind == FileKind::kFifo) {
+      if (kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo) {
         auto pipe = reg.Intern({ObjectKind::kPipe, file.inode});
         if (pipe.inserted) {
           CRLIB_ASSIGN_OR_RETURN(PipeContents pipe_data, PeekPipe(pid, info.fd));
@@ -290,20 +464,49 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
           kind == FileKind::kDevTty) {
         CRLIB_ASSIGN_OR_RETURN(file.tty, InternTty(ctx, pid, fds, info, table));
       }
-      if (kind == FileKind::kDeletedRegular) {
-        CRLIB_ASSIGN_OR_RETURN(Bytes contents, ReadDeletedFile(pid, info.fd, file.size));
-        iovec bulk{contents.data(), contents.size()};
-        CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table,
-                                       contents.empty() ? absl::Span<const iovec>()
-                                                        : absl::MakeConstSpan(&bulk, 1)));
-      } else {
-        CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
+      // A memfd's or deleted file's contents go once into its inode
+      // record, which its mappings name too.
+      if (std::optional<CarriedInodeSource> carried = CarriedInodeOfFd(pid, info)) {
+        CRLIB_ASSIGN_OR_RETURN(file.object, InternCarriedInode(ctx, *carried, table));
+      }
+      CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
+      if (kind == FileKind::kDeletedDirectory) removed_dirs[{file.dev, file.inode}] = entry.ref;
+      for (FileLockRecord lock : info.locks) {
+        lock.file = entry.ref;
+        CRLIB_RETURN_IF_ERROR(w->Write(lock, 0, table));
       }
     }
     CRLIB_RETURN_IF_ERROR(w->Write(
         FdRecord{.fd = static_cast<uint32_t>(info.fd), .fd_flags = info.fd_flags, .file = entry.ref},
         0, table));
   }
+  // Which directories the cwd and root are, for restore to check; a
+  // removed cwd comes back as a removed directory (one an fd also holds is
+  // the same directory). A removed root was refused by ScanFds.
+  ProcessDirsRecord dirs;
+  const std::string cwd_path = absl::StrCat("/proc/", pid, "/cwd");
+  const std::string root_path = absl::StrCat("/proc/", pid, "/root");
+  struct stat cwd, root;
+  if (stat(cwd_path.c_str(), &cwd) != 0) return Errno("stat %s", cwd_path);
+  if (stat(root_path.c_str(), &root) != 0) return Errno("stat %s", root_path);
+  dirs.cwd_dev = cwd.st_dev;
+  dirs.cwd_inode = cwd.st_ino;
+  dirs.root_dev = root.st_dev;
+  dirs.root_inode = root.st_ino;
+  if (cwd.st_nlink == 0) {
+    if (auto it = removed_dirs.find({cwd.st_dev, cwd.st_ino}); it != removed_dirs.end()) {
+      dirs.cwd = it->second;
+    } else {
+      CRLIB_ASSIGN_OR_RETURN(std::string link, sys::ReadLink(cwd_path));
+      dirs.cwd = reg.NewRef();
+      FileRecord dir{.kind = static_cast<uint32_t>(FileKind::kDeletedDirectory),
+                     .flags = O_RDONLY | O_DIRECTORY, .mode = cwd.st_mode, .dev = cwd.st_dev,
+                     .inode = cwd.st_ino,
+                     .path = std::string(absl::StripSuffix(link, " (deleted)"))};
+      CRLIB_RETURN_IF_ERROR(w->Write(dir, dirs.cwd, table));
+    }
+  }
+  CRLIB_RETURN_IF_ERROR(w->Write(dirs, 0, process));
   return absl::OkStatus();
 }
 

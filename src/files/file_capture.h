@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "absl/types/span.h"
 #include "core/context.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
 
 namespace crlib {
 
@@ -21,6 +23,9 @@ struct FdInfo {
   std::string link;  // readlink of /proc/PID/fd/N
   FileRecord file;
   uint32_t fd_flags = 0;
+  // Locks and leases on its open file description (POSIX locks too: the
+  // kernel lists them with the description they were taken through).
+  std::vector<FileLockRecord> locks;
   int tty_index = -1;  // N of /dev/pts/N, for the ends of a pty pair and /dev/tty
 };
 
@@ -31,7 +36,12 @@ struct FdInfo {
 // not supported").
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
 
-// Writes the file table, its files, pipes and fds under `process`.
+// The inode behind a memfd or deleted file descriptor, whose contents the
+// image carries; nullopt for other kinds.
+std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info);
+
+// Writes the file table, its files, pipes, fds and locks under `process`,
+// and a removed cwd's directory.
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
                             ObjectRef process);
 

@@ -1,19 +1,26 @@
 #include "files/file_restore.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/status.h"
+#include "files/carried_inode.h"
 #include "files/tty_restore.h"
 #include "sys/credentials.h"
+#include "sys/proc.h"
 
 namespace crlib {
 namespace {
@@ -35,6 +42,124 @@ std::string Dirname(const std::string& path) {
   size_t slash = path.find_last_of('/');
   if (slash == std::string::npos || slash == 0) return "/";
   return path.substr(0, slash);
+}
+
+// A new directory only we can enter, next to `path` when its directory
+// still exists, else in /tmp: where a removed FIFO or directory is made
+// before its name goes again.
+absl::StatusOr<std::string> PrivateDirNear(const std::string& path, uint32_t uid) {
+  for (std::string dir : {Dirname(path), std::string("/tmp")}) {
+    std::string templ = absl::StrCat(dir == "/" ? "" : dir, "/.crlib-removed-XXXXXX");
+    if (mkdtemp(templ.data()) != nullptr) return templ;
+  }
+  return Errno("mkdtemp near %s and in /tmp as uid %d", path, uid);
+}
+
+// A path opened again must be the file checkpointed: removed or replaced
+// since, the restore fails here, before anything exists.
+absl::Status CheckSameFile(int fd, const FileRecord& f) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Errno("fstat of %s", f.path);
+  const bool device = S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
+  if ((st.st_mode & S_IFMT) != (f.mode & S_IFMT) || (device && st.st_rdev != f.rdev)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is not the file the image was taken with (mode %o, was %o)", f.path, st.st_mode,
+        f.mode));
+  }
+  if (!device && st.st_ino != f.inode) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is not the file the image was taken with (inode %d, was %d)", f.path, st.st_ino,
+        f.inode));
+  }
+  return absl::OkStatus();
+}
+
+// The root, and the cwd when restored by path, must be the directories
+// the image was taken with (the cwd path is resolved from our root, which
+// is why only a process with our root has its cwd checked).
+absl::Status CheckDirs(const ProcessImage& image) {
+  if (!image.dirs) return absl::OkStatus();
+  const ProcessRecord& p = image.process;
+  struct Dir {
+    const char* what;
+    const std::string& path;
+    uint64_t dev, inode;
+    bool check;
+  };
+  for (const Dir& d : {Dir{"root", p.root, image.dirs->root_dev, image.dirs->root_inode, true},
+                       Dir{"cwd", p.cwd, image.dirs->cwd_dev, image.dirs->cwd_inode,
+                           p.root == "/" && !image.RemovedCwd()}}) {
+    if (!d.check) continue;
+    struct stat st;
+    if (stat(d.path.c_str(), &st) != 0) return Errno("stat of the %s %s", d.what, d.path);
+    if (!S_ISDIR(st.st_mode) || st.st_ino != d.inode) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s %s is not the directory the image was taken with (inode %d, was %d)", d.what,
+          d.path, st.st_ino, d.inode));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string LockRange(const FileLockRecord& lock) {
+  if (static_cast<FileLockKind>(lock.kind) == FileLockKind::kFlock ||
+      static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
+    return "";
+  }
+  if (lock.length == 0) return absl::StrFormat(" (from byte %d to the end)", lock.start);
+  return absl::StrFormat(" (bytes %d-%d)", lock.start, lock.start + lock.length - 1);
+}
+
+const char* LockKindName(uint32_t kind);
+
+// One line that names the lock and why it cannot be had.
+absl::Status CannotTake(const FileLockRecord& lock, const std::string& path, const std::string& why) {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "cannot take the %s %s lock on %s%s: %s", LockKindName(lock.kind),
+      lock.type == F_WRLCK ? "write" : "read", path, LockRange(lock), why));
+}
+
+std::string HolderText(int64_t pid) {
+  return pid > 0 ? absl::StrFormat("pid %d holds a conflicting lock", pid)
+                 : "another open file holds a conflicting lock";
+}
+
+// How /proc/locks names a lock kind.
+const char* ProcLocksKind(uint32_t kind) {
+  switch (static_cast<FileLockKind>(kind)) {
+    case FileLockKind::kFlock: return "FLOCK";
+    case FileLockKind::kPosix: return "POSIX";
+    case FileLockKind::kOfd: return "OFDLCK";
+    case FileLockKind::kLease: return "LEASE";
+  }
+  return "";
+}
+
+const char* LockKindName(uint32_t kind) {
+  switch (static_cast<FileLockKind>(kind)) {
+    case FileLockKind::kFlock: return "flock";
+    case FileLockKind::kPosix: return "POSIX";
+    case FileLockKind::kOfd: return "OFD";
+    case FileLockKind::kLease: return "lease";
+  }
+  return "unknown";
+}
+
+struct flock FlockOf(const FileLockRecord& lock) {
+  struct flock fl{};
+  fl.l_type = static_cast<short>(lock.type);
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(lock.start);
+  fl.l_len = static_cast<off_t>(lock.length);
+  return fl;
+}
+
+// The image's fd number for file `ref`, or -1.
+int ImageFdOf(const ProcessImage& image, ObjectRef ref) {
+  for (const FdRecord& fd : image.fds) {
+    if (fd.file == ref) return static_cast<int>(fd.fd);
+  }
+  return -1;
 }
 
 }  // namespace
@@ -73,21 +198,49 @@ absl::Status OpenedFiles::Place(ObjectRef ref, int fd) {
 absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileImage& file) {
   const FileRecord& f = file.record;
   const int flags = static_cast<int>(f.flags) & kOpenFlagsMask;
+  if (f.object) {
+    // A memfd or deleted file: a new open file description of the
+    // restored inode, with the recorded flags and offset.
+    const int inode = fd(f.object);
+    if (inode < 0) return absl::InternalError(absl::StrFormat("inode %d of %s not opened", f.object, f.path));
+    int reopened = -1;
+    if (static_cast<FileKind>(f.kind) == FileKind::kMemfd && (flags & O_ACCMODE) == O_RDWR &&
+        memfd_description_used_.insert(f.object).second) {
+      // memfd_create's own description writes without counting as a
+      // writer, which lets the memfd be executed (fexecve); a reopen for
+      // writing would make that fail with ETXTBSY. Every other fd of it
+      // is a reopen, as it was in the process.
+      reopened = fcntl(inode, F_DUPFD_CLOEXEC, 0);
+      if (reopened < 0) return Errno("fcntl(F_DUPFD) of memfd %s", f.path);
+      if (fcntl(reopened, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on memfd %s", f.path);
+        close(reopened);
+        return st;
+      }
+    } else {
+      reopened = open(absl::StrCat("/proc/self/fd/", inode).c_str(), flags | O_CLOEXEC);
+    }
+    if (reopened < 0) return Errno("reopen of %s as uid %d", f.path, fsuid_);
+    if (lseek(reopened, static_cast<off_t>(f.offset), SEEK_SET) < 0) {
+      absl::Status st = Errno("lseek %s to %d", f.path, f.offset);
+      close(reopened);
+      return st;
+    }
+    return reopened;
+  }
   switch (static_cast<FileKind>(f.kind)) {
     case FileKind::kRegular:
     case FileKind::kDirectory:
-    case FileKind::kCharDevice: {
+    case FileKind::kCharDevice:
+    case FileKind::kPath: {
+      // kPath: flags hold O_PATH, and O_NOFOLLOW for a symlink itself.
       int fd = open(f.path.c_str(), flags | O_CLOEXEC);
       if (fd < 0) return Errno("open %s as uid %d", f.path, fsuid_);
-      struct stat st;
-      if (fstat(fd, &st) == 0 && static_cast<FileKind>(f.kind) == FileKind::kRegular &&
-          st.st_ino != f.inode) {
+      if (absl::Status same = CheckSameFile(fd, f); !same.ok()) {
         close(fd);
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "%s is not the file the image was taken with (inode %d, was %d)", f.path, st.st_ino,
-            f.inode));
+        return same;
       }
-      if (static_cast<FileKind>(f.kind) == FileKind::kRegular &&
+      if (static_cast<FileKind>(f.kind) == FileKind::kRegular && !(flags & O_PATH) &&
           lseek(fd, static_cast<off_t>(f.offset), SEEK_SET) < 0) {
         absl::Status st2 = Errno("lseek %s to %d", f.path, f.offset);
         close(fd);
@@ -122,8 +275,65 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       }
       return fd;
     }
+    case FileKind::kNamespace: {
+      // Only the restorer's own namespace of that inode.
+      const std::string type = f.path.substr(0, f.path.find(":["));
+      const std::string own = absl::StrCat("/proc/self/ns/", type);
+      int fd = open(own.c_str(), flags | O_CLOEXEC);
+      if (fd < 0) return Errno("open %s as uid %d", own, fsuid_);
+      struct stat st;
+      if (fstat(fd, &st) != 0 || st.st_ino != f.inode) {
+        close(fd);
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "namespace %s is not this restorer's own (%s:[%d])", f.path, type, st.st_ino));
+      }
+      return fd;
+    }
+    case FileKind::kDeletedDirectory: {
+      // Made, opened and removed again: a removed directory is empty.
+      CRLIB_ASSIGN_OR_RETURN(std::string dir, PrivateDirNear(f.path, fsuid_));
+      int fd = open(dir.c_str(), flags | O_DIRECTORY | O_CLOEXEC);
+      absl::Status st = fd < 0 ? Errno("open %s as uid %d", dir, fsuid_) : absl::OkStatus();
+      if (rmdir(dir.c_str()) != 0 && st.ok()) st = Errno("rmdir %s", dir);
+      if (st.ok() && fchmod(fd, f.mode & 07777) != 0) {
+        st = Errno("fchmod of removed directory %s to %04o", f.path, f.mode & 07777);
+      }
+      if (!st.ok()) {
+        if (fd >= 0) close(fd);
+        return Annotate(st, absl::StrCat("removed directory ", f.path));
+      }
+      return fd;
+    }
+    case FileKind::kDeletedDevice: {
+      // mknod with the image's credentials (CAP_MKNOD, checked at dump
+      // too), in a directory only we can enter, opened with the image's
+      // rights, and nameless again at once.
+      CRLIB_ASSIGN_OR_RETURN(std::string dir, PrivateDirNear(f.path, fsuid_));
+      const std::string node = dir + "/dev";
+      int fd = -1;
+      absl::Status st =
+          mknod(node.c_str(), S_IFCHR | (f.mode & 07777), static_cast<dev_t>(f.rdev)) != 0
+              ? Errno("mknod %s as uid %d", node, fsuid_)
+              : absl::OkStatus();
+      if (st.ok()) {
+        fd = open(node.c_str(), flags | O_CLOEXEC);
+        if (fd < 0) st = Errno("open %s as uid %d", node, fsuid_);
+      }
+      if (st.ok() && fchmod(fd, f.mode & 07777) != 0) {
+        st = Errno("fchmod to %04o", f.mode & 07777);  // our umask took bits off
+      }
+      unlink(node.c_str());
+      rmdir(dir.c_str());
+      if (!st.ok()) {
+        if (fd >= 0) close(fd);
+        return Annotate(st, absl::StrFormat("removed device node %s (character %d:%d)", f.path,
+                                            major(f.rdev), minor(f.rdev)));
+      }
+      return fd;
+    }
     case FileKind::kPipe:
-    case FileKind::kFifo: {
+    case FileKind::kFifo:
+    case FileKind::kDeletedFifo: {
       const PipeImage& pipe = image.pipes.at(f.pipe);
       auto it = pipes_.find(f.pipe);
       if (it == pipes_.end()) {
@@ -133,6 +343,31 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
           // open while the recorded ends are opened through it.
           int holder = open(f.path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
           if (holder < 0) return Errno("open FIFO %s as uid %d", f.path, fsuid_);
+          if (absl::Status same = CheckSameFile(holder, f); !same.ok()) {
+            close(holder);
+            return same;
+          }
+          p[0] = p[1] = holder;
+        } else if (static_cast<FileKind>(f.kind) == FileKind::kDeletedFifo) {
+          // A new FIFO in a directory of its own, held open, then nameless.
+          CRLIB_ASSIGN_OR_RETURN(std::string dir, PrivateDirNear(f.path, fsuid_));
+          const std::string name = dir + "/fifo";
+          int holder = -1;
+          absl::Status st = mkfifo(name.c_str(), 0600) != 0 ? Errno("mkfifo %s", name)
+                                                            : absl::OkStatus();
+          if (st.ok()) {
+            holder = open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+            if (holder < 0) st = Errno("open FIFO %s as uid %d", name, fsuid_);
+          }
+          unlink(name.c_str());
+          rmdir(dir.c_str());
+          if (st.ok() && fchmod(holder, f.mode & 07777) != 0) {
+            st = Errno("fchmod of removed FIFO %s to %04o", f.path, f.mode & 07777);
+          }
+          if (!st.ok()) {
+            if (holder >= 0) close(holder);
+            return Annotate(st, absl::StrCat("removed FIFO ", f.path));
+          }
           p[0] = p[1] = holder;
         } else if (pipe2(p, O_CLOEXEC) != 0) {
           return Errno("pipe2");
@@ -170,6 +405,8 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
+    case FileKind::kMemfd:
+      break;  // always with an inode (LoadProcessImage checks)
   }
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }
@@ -185,11 +422,20 @@ absl::StatusOr<int> OpenedFiles::PtyMaster(const ProcessImage& image, ObjectRef 
 
 absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
                                               const OpenFilesOptions& options) {
+  // Identity only, with our rights: a chroot made before the process
+  // dropped its privileges may be a path its user cannot reach.
+  CRLIB_RETURN_IF_ERROR(CheckDirs(image));
   // Every permission check must be the restored process's, never ours: a
   // file it could not open now must fail the restore, not be handed to it.
   // A thread of our own takes the image's credentials (raw calls change
   // only that thread) and opens everything; the descriptors are the
   // process's. The kernel's checks are then exactly the image's.
+  // Staged shmem and memfd inodes get their recorded owner with our own
+  // rights first (an owner other than the process's own is how it was),
+  // when the image's credentials could have given it.
+  for (const auto& [ref, inode] : image.inodes) {
+    CRLIB_RETURN_IF_ERROR(ChownStagedInode(inode, image.process));
+  }
   std::optional<absl::StatusOr<OpenedFiles>> result;
   std::thread opener([&] {
     absl::Status st = sys::SetThisThreadCredentials(ImageCredentials(image.process));
@@ -211,7 +457,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
   // chdir runs in the restored process once it has these credentials;
   // checking here makes a cwd it cannot enter an error before anything
   // exists. A cwd under another root is resolved only after chroot.
-  if (p.root == "/" && faccessat(AT_FDCWD, p.cwd.c_str(), X_OK, AT_EACCESS) != 0) {
+  if (p.root == "/" && !image.RemovedCwd() &&
+      faccessat(AT_FDCWD, p.cwd.c_str(), X_OK, AT_EACCESS) != 0) {
     return Errno("chdir %s as uid %d", p.cwd, p.fsuid);
   }
   OpenedFiles files;
@@ -220,8 +467,25 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
   int max_fd = 2;
   for (const FdRecord& fd : image.fds) max_fd = std::max<int>(max_fd, static_cast<int>(fd.fd));
   files.base_ = std::max(max_fd + 1, 64);
+  // Inodes whose contents the image carries, before the files that
+  // reopen them; mappings map them through fd(ref).
+  for (const auto& [ref, inode] : image.inodes) {
+    CRLIB_ASSIGN_OR_RETURN(int fd, OpenCarriedInode(inode, p.fsuid));
+    if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
+  }
+  std::set<std::pair<uint64_t, uint64_t>> leased;  // (dev, inode) the original holds a lease on
+  for (const FileLockRecord& lock : image.locks) {
+    const FileRecord& f = image.files.at(lock.file).record;
+    if (options.original_alive && static_cast<FileLockKind>(lock.kind) == FileLockKind::kLease) {
+      leased.insert({f.dev, f.inode});
+    }
+  }
   for (const auto& [ref, file] : image.files) {
     FileImage f = file;
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kRegular &&
+        leased.contains({f.record.dev, f.record.inode})) {
+      f.record.flags = O_PATH;  // checks the path and identity, breaks no lease
+    }
     // A file mapped shared and writable must be open for writing.
     for (const VmaRecord& v : image.vmas) {
       if (v.file == ref && (v.flags & MAP_SHARED) && (v.prot & PROT_WRITE)) {
@@ -231,9 +495,14 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
     CRLIB_ASSIGN_OR_RETURN(int fd, files.OpenFile(image, f));
     if (fd >= 0) CRLIB_RETURN_IF_ERROR(files.Place(ref, fd));
   }
+  for (const auto& [ref, inode] : image.inodes) {
+    if (files.fd(ref) >= 0) CRLIB_RETURN_IF_ERROR(FinishCarriedInode(inode, files.fd(ref), p.fsuid));
+  }
   for (const auto& [tty, master] : files.pty_masters_) {
     CRLIB_RETURN_IF_ERROR(FinishPtyPair(master, image.ttys.at(tty)));
   }
+  CRLIB_RETURN_IF_ERROR(options.original_alive ? CheckLocksHeldByOthers(image)
+                                                : files.TakeLocks(image));
   // Pipe holders move above the base too, out of the way of the image's fds.
   for (int& fd : files.extra_) {
     int high = fcntl(fd, F_DUPFD_CLOEXEC, files.base_);
@@ -242,6 +511,134 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
     fd = high;
   }
   return files;
+}
+
+
+absl::Status OpenedFiles::TakeLocks(const ProcessImage& image) const {
+  for (const FileLockRecord& lock : image.locks) {
+    const FileRecord& f = image.files.at(lock.file).record;
+    const int fd = this->fd(lock.file);
+    if (fd < 0) {
+      return absl::DataLossError(absl::StrFormat("a %s lock on %s, a file restore does not open",
+                                                 LockKindName(lock.kind), f.path));
+    }
+    auto cannot = [&](const std::string& why) { return CannotTake(lock, f.path, why); };
+    auto holder = [&](int get_cmd) -> std::string {
+      struct flock probe = FlockOf(lock);
+      if (fcntl(fd, get_cmd, &probe) != 0 || probe.l_type == F_UNLCK) return "";
+      return HolderText(probe.l_pid);
+    };
+    struct flock fl = FlockOf(lock);
+    switch (static_cast<FileLockKind>(lock.kind)) {
+      case FileLockKind::kFlock:
+        if (flock(fd, (lock.type == F_WRLCK ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+          if (errno == EWOULDBLOCK) return cannot("another open file holds a conflicting flock");
+          return Errno("flock on %s", f.path);
+        }
+        break;
+      case FileLockKind::kOfd:
+        if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+          if (errno == EAGAIN || errno == EACCES) {
+            std::string who = holder(F_OFD_GETLK);
+            return cannot(who.empty() ? "a conflicting lock is held" : who);
+          }
+          return Errno("fcntl(F_OFD_SETLK) on %s", f.path);
+        }
+        break;
+      case FileLockKind::kPosix: {
+        // Taken in the restored process (RestoreProcessLocks): probed here.
+        std::string who = holder(F_GETLK);
+        if (!who.empty()) return cannot(who);
+        break;
+      }
+      case FileLockKind::kLease:
+        if (fcntl(fd, F_SETLEASE, static_cast<int>(lock.type)) != 0) {
+          if (errno == EAGAIN) return cannot("the file is open elsewhere in a conflicting mode");
+          return Errno("fcntl(F_SETLEASE) on %s as uid %d", f.path, fsuid_);
+        }
+        break;
+      default:
+        return absl::DataLossError(absl::StrFormat("lock of unknown kind %d on %s", lock.kind, f.path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenedFiles::CheckLocksHeldByOthers(const ProcessImage& image) {
+  CRLIB_ASSIGN_OR_RETURN(std::string text, sys::ReadFile("/proc/locks"));
+  std::vector<sys::LockLine> held;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    absl::StatusOr<sys::LockLine> l = sys::ParseLockLine(line);
+    if (l.ok() && !l->waiter) held.push_back(*l);
+  }
+  auto same_file = [](const sys::LockLine& l, const FileRecord& f) {
+    return l.inode == f.inode && l.major == major(f.dev) && l.minor == minor(f.dev);
+  };
+  auto last = [](const FileLockRecord& lock) {
+    return lock.length == 0 ? UINT64_MAX : lock.start + lock.length - 1;
+  };
+  // The process's own locks are listed too, exactly as recorded: each
+  // recorded lock accounts for one line.
+  std::vector<bool> own(held.size());
+  for (const FileLockRecord& lock : image.locks) {
+    const FileRecord& f = image.files.at(lock.file).record;
+    for (size_t i = 0; i < held.size(); ++i) {
+      const sys::LockLine& l = held[i];
+      if (!own[i] && same_file(l, f) && l.kind == ProcLocksKind(lock.kind) &&
+          l.type == (lock.type == F_WRLCK ? "WRITE" : "READ") && l.start == lock.start &&
+          l.end == last(lock)) {
+        own[i] = true;
+        break;
+      }
+    }
+  }
+  for (const FileLockRecord& lock : image.locks) {
+    const auto kind = static_cast<FileLockKind>(lock.kind);
+    if (kind == FileLockKind::kLease) continue;  // leases conflict with opens, not locks
+    const FileRecord& f = image.files.at(lock.file).record;
+    for (size_t i = 0; i < held.size(); ++i) {
+      const sys::LockLine& l = held[i];
+      if (own[i] || !same_file(l, f)) continue;
+      // flock locks conflict with flock locks; POSIX and OFD ones with each other.
+      const bool flock_family = l.kind == "FLOCK";
+      if (flock_family != (kind == FileLockKind::kFlock)) continue;
+      if (!flock_family && l.kind != "POSIX" && l.kind != "OFDLCK") continue;
+      if (!flock_family && (l.end < lock.start || l.start > last(lock))) continue;
+      if (l.type != "WRITE" && lock.type != F_WRLCK) continue;
+      return CannotTake(lock, f.path, HolderText(l.kind == "OFDLCK" ? -1 : l.pid));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files) {
+  if (!image.RemovedCwd()) return absl::OkStatus();
+  return t->CheckedSyscall("fchdir to the removed cwd", SYS_fchdir,
+                           {static_cast<uint64_t>(files.fd(image.RemovedCwd()))})
+      .status();
+}
+
+absl::Status RestoreProcessLocks(Tracee* t, const ProcessImage& image, uint64_t scratch) {
+  for (const FileLockRecord& lock : image.locks) {
+    const auto kind = static_cast<FileLockKind>(lock.kind);
+    if (kind != FileLockKind::kPosix && kind != FileLockKind::kLease) continue;
+    const int fd = ImageFdOf(image, lock.file);
+    if (fd < 0) continue;  // not reachable: locks are captured from descriptors
+    if (kind == FileLockKind::kPosix) {
+      struct flock fl = FlockOf(lock);
+      CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &fl, sizeof(fl)));
+      CRLIB_RETURN_IF_ERROR(
+          t->CheckedSyscall("fcntl(F_SETLK)", SYS_fcntl,
+                            {static_cast<uint64_t>(fd), F_SETLK, scratch})
+              .status());
+    } else {
+      CRLIB_RETURN_IF_ERROR(
+          t->CheckedSyscall("fcntl(F_SETOWN)", SYS_fcntl,
+                            {static_cast<uint64_t>(fd), F_SETOWN, static_cast<uint64_t>(t->tid())})
+              .status());
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace crlib

@@ -6,10 +6,12 @@
 #define CRLIB_FILES_FILE_RESTORE_H_
 
 #include <map>
+#include <set>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "task/process_image.h"
+#include "task/tracee.h"
 
 namespace crlib {
 
@@ -17,6 +19,12 @@ struct OpenFilesOptions {
   // A pty pair whose index is taken gets another: a dump checking its own
   // image while the process still holds the index.
   bool any_pty_index = false;
+  // The process the image was taken from still runs (a dump checking its
+  // own image). Its locks and leases go with it, so nothing is taken and
+  // no file it holds a lease on is opened (an open would break the
+  // lease): /proc/locks tells whether anyone else holds a lock that would
+  // conflict.
+  bool original_alive = false;
 };
 
 class OpenedFiles {
@@ -35,6 +43,11 @@ class OpenedFiles {
   OpenedFiles& operator=(OpenedFiles&&) = delete;
   ~OpenedFiles();
 
+  // Locks and leases on open file descriptions (flock, OFD, leases) are
+  // taken here, by us, on the descriptions the child inherits; a POSIX
+  // lock, which belongs to a process, is only probed (F_GETLK): a lock
+  // another process holds now fails Open.
+
   // Our descriptor for file record `ref` (the child inherits the number).
   int fd(ObjectRef ref) const;
   // Every descriptor this object holds.
@@ -49,6 +62,8 @@ class OpenedFiles {
   absl::Status Place(ObjectRef ref, int fd);
   // The master of pty pair `tty`, opened the first time.
   absl::StatusOr<int> PtyMaster(const ProcessImage& image, ObjectRef tty);
+  absl::Status TakeLocks(const ProcessImage& image) const;
+  static absl::Status CheckLocksHeldByOthers(const ProcessImage& image);
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors
@@ -56,8 +71,20 @@ class OpenedFiles {
   std::map<ObjectRef, int> fds_;
   std::vector<int> extra_;  // kept open for the child (pipe ends not yet used)
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
+  std::set<ObjectRef> memfd_description_used_;  // memfds whose own description an fd took
   std::map<ObjectRef, int> pty_masters_;  // tty ref -> its master, while opening
 };
+
+// In restored process `t`, whose descriptors are in place and hold
+// `files`' descriptions: a removed cwd becomes the directory made for it
+// (fchdir on our descriptor, so it must run before those are closed).
+absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files);
+
+// In restored process `t`, once only the image's descriptors are left
+// (closing any descriptor of a file drops the process's POSIX locks on
+// it): takes the POSIX locks, and makes it the owner of its leases, so
+// a lease break signals it. `scratch`: memory of `t` for the arguments.
+absl::Status RestoreProcessLocks(Tracee* t, const ProcessImage& image, uint64_t scratch);
 
 }  // namespace crlib
 

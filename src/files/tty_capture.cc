@@ -104,8 +104,14 @@ absl::Status RefuseQueued(pid_t pid, const FdInfo& info, uint32_t index) {
 absl::Status ClassifyTerminals(pid_t pid, std::vector<FdInfo>* fds) {
   // Masters first: a slave or /dev/tty is ours only if its master is.
   std::map<uint32_t, int> masters;  // pty index -> fd
+  // An O_PATH descriptor or a removed node is reopened as such, never as
+  // a terminal (files/file_capture.cc).
+  auto reopened_as_is = [](const FdInfo& info) {
+    return info.file.kind == static_cast<uint32_t>(FileKind::kPath) ||
+           info.file.kind == static_cast<uint32_t>(FileKind::kDeletedDevice);
+  };
   for (FdInfo& info : *fds) {
-    if (!S_ISCHR(info.file.mode) || info.file.rdev != kPtmxRdev) continue;
+    if (!S_ISCHR(info.file.mode) || info.file.rdev != kPtmxRdev || reopened_as_is(info)) continue;
     CRLIB_ASSIGN_OR_RETURN(GrabbedFd fd, GrabbedFd::Grab(pid, info.fd));
     unsigned index = 0;
     if (ioctl(fd.get(), TIOCGPTN, &index) != 0) {
@@ -124,7 +130,7 @@ absl::Status ClassifyTerminals(pid_t pid, std::vector<FdInfo>* fds) {
         pid, PtySlaveIndex(ctty.rdev), getsid(pid)));
   }
   for (FdInfo& info : *fds) {
-    if (!S_ISCHR(info.file.mode)) continue;
+    if (!S_ISCHR(info.file.mode) || reopened_as_is(info)) continue;
     const dev_t rdev = info.file.rdev;
     if (rdev == kPtmxRdev) {
       CRLIB_RETURN_IF_ERROR(RefuseQueued(pid, info, static_cast<uint32_t>(info.tty_index)));

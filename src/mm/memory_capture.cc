@@ -11,12 +11,14 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
 #include "files/file_capture.h"
@@ -105,7 +107,7 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     } else if (m.path == "[stack]") {
       v.kind = VmaKind::kStack;
     } else if (m.path.empty() || absl::StartsWith(m.path, "[anon:")) {
-      if (m.shared) return unsupported("shared anonymous memory");
+      if (m.shared) return unsupported("shared anonymous memory without its inode");
       v.kind = VmaKind::kAnonymous;
     } else if (m.path == "/[aio] (deleted)" || m.path == "/[aio]") {
       // The ring is the context's id and its size gives io_setup's
@@ -114,11 +116,26 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
       return unsupported(
           "it is an aio context's ring (io_setup); aio contexts are not supported, as the "
           "kernel does not show whether requests are in flight");
+    } else if (absl::StartsWith(m.path, "[anon_shmem:") ||
+               (m.shared && m.path == "/dev/zero (deleted)")) {
+      // MAP_SHARED|MAP_ANONYMOUS and shared mappings of /dev/zero: one
+      // shmem inode each (named with PR_SET_VMA_ANON_NAME: the name is
+      // not carried).
+      v.kind = VmaKind::kSharedAnonymous;
+      v.inode_kind = InodeKind::kSharedAnonymous;
     } else if (m.path[0] == '[') {
       return unsupported("unknown special mapping");
-    } else if (m.inode == 0 || absl::EndsWith(m.path, " (deleted)")) {
-      return unsupported(m.shared ? "shared memory or a deleted file"
-                                  : "a mapping of a deleted file");
+    } else if (absl::StartsWith(m.path, "/SYSV") && absl::EndsWith(m.path, " (deleted)")) {
+      v.kind = VmaKind::kSysvShm;
+      v.inode_kind = InodeKind::kSysvShm;
+    } else if (absl::StartsWith(m.path, "/memfd:") && absl::EndsWith(m.path, " (deleted)")) {
+      v.kind = VmaKind::kCarriedFile;
+      v.inode_kind = InodeKind::kMemfd;
+    } else if (absl::EndsWith(m.path, " (deleted)")) {
+      v.kind = VmaKind::kCarriedFile;
+      v.inode_kind = InodeKind::kDeletedFile;
+    } else if (m.inode == 0) {
+      return unsupported("a mapping of a file without an inode");
     } else {
       v.kind = VmaKind::kFile;
     }
@@ -127,6 +144,78 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     out.push_back(std::move(v));
   }
   return out;
+}
+
+std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v) {
+  if (v.kind != VmaKind::kSharedAnonymous && v.kind != VmaKind::kSysvShm &&
+      v.kind != VmaKind::kCarriedFile) {
+    return std::nullopt;
+  }
+  CarriedInodeSource s;
+  s.kind = v.inode_kind;
+  s.open_path = absl::StrFormat("/proc/%d/map_files/%x-%x", pid, v.map.start, v.map.end);
+  s.what = absl::StrFormat("mapping 0x%x-0x%x %s", v.map.start, v.map.end, v.map.path);
+  const absl::string_view path = absl::StripSuffix(v.map.path, " (deleted)");
+  switch (v.inode_kind) {
+    case InodeKind::kMemfd:
+      s.name = std::string(absl::StripPrefix(path, "/memfd:"));
+      break;
+    case InodeKind::kSharedAnonymous:
+      s.name = "/dev/zero";
+      break;
+    default:
+      s.name = std::string(path);
+  }
+  s.dev = makedev(v.map.dev_major, v.map.dev_minor);
+  s.inode = v.map.inode;
+  return s;
+}
+
+absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
+                                const std::vector<VmaInfo>& vmas, uint64_t deleted_file_limit) {
+  std::vector<std::pair<CarriedInodeSource, const VmaInfo*>> sources;
+  for (const FdInfo& fd : fds) {
+    if (auto s = CarriedInodeOfFd(pid, fd)) sources.emplace_back(std::move(*s), nullptr);
+  }
+  for (const VmaInfo& v : vmas) {
+    if (auto s = CarriedInodeOfVma(pid, v)) sources.emplace_back(std::move(*s), &v);
+  }
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, uint32_t> seals;  // of memfds, by identity
+  for (const auto& [source, vma] : sources) {
+    CRLIB_ASSIGN_OR_RETURN(CarriedInodeFacts facts, InspectCarriedInode(source));
+    CRLIB_RETURN_IF_ERROR(CheckCarriedInode(source, facts, deleted_file_limit));
+    seals[{source.dev, source.inode}] = facts.seals;
+    if (vma == nullptr) continue;
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t whole = AlignUp(static_cast<uint64_t>(facts.st.st_size), page);
+    if (vma->kind == VmaKind::kSysvShm &&
+        (vma->map.offset != 0 || vma->map.end - vma->map.start != whole)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s is not supported: only whole SysV segments attached with shmat are", source.what));
+    }
+  }
+  // A write seal taken while a writable shared mapping existed: restore
+  // would have to map it writable after sealing, which the kernel refuses.
+  for (const auto& [source, vma] : sources) {
+    if (vma && vma->map.shared && vma->map.write &&
+        (seals[{source.dev, source.inode}] & F_SEAL_FUTURE_WRITE)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s is not supported: a writable shared mapping of a memfd sealed with "
+          "F_SEAL_FUTURE_WRITE",
+          source.what));
+    }
+  }
+  if (std::any_of(vmas.begin(), vmas.end(), [](const VmaInfo& v) { return v.kind == VmaKind::kSysvShm; })) {
+    struct stat ours{}, theirs{};
+    if (stat("/proc/self/ns/ipc", &ours) != 0 ||
+        stat(absl::StrCat("/proc/", pid, "/ns/ipc").c_str(), &theirs) != 0 ||
+        ours.st_ino != theirs.st_ino) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d attaches SysV shared memory of another IPC namespace than crlib's; IPC "
+          "namespaces are not supported yet", pid));
+    }
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -141,6 +230,7 @@ bool MayHoldPages(VmaKind kind, bool shared) {
     case VmaKind::kStack:
       return true;
     case VmaKind::kFile:
+    case VmaKind::kCarriedFile:
       return !shared;
     default:
       return false;
@@ -151,7 +241,7 @@ bool MayHoldPages(VmaKind kind, bool shared) {
 // fallback for kernels without PAGEMAP_SCAN, with the same selection as
 // ScanNeededRanges.
 bool PageNeeded(VmaKind kind, uint64_t pagemap) {
-  if (kind != VmaKind::kFile) return pagemap & (sys::kPagemapPresent | sys::kPagemapSwapped);
+  if (kind != VmaKind::kFile && kind != VmaKind::kCarriedFile) return pagemap & (sys::kPagemapPresent | sys::kPagemapSwapped);
   // A private file page differs from the file once it was copied on
   // write: then it is anonymous (present without the file bit) or swapped.
   return (pagemap & sys::kPagemapSwapped) ||
@@ -209,7 +299,7 @@ absl::Status ScanNeededRanges(int pagemap, const std::string& path, const VmaInf
   // Regions merge pages whose returned categories are equal, so asking for
   // the file bit lets private file mappings keep only copied-on-write pages.
   arg.return_mask = sys::kPageIsPresent | sys::kPageIsSwapped | sys::kPageIsFile;
-  const bool file = v.kind == VmaKind::kFile;
+  const bool file = v.kind == VmaKind::kFile || v.kind == VmaKind::kCarriedFile;
   for (uint64_t at = v.map.start; at < v.map.end;) {
     arg.start = at;
     arg.end = v.map.end;
@@ -431,6 +521,11 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
       rec.dev = makedev(v.map.dev_major, v.map.dev_minor);
       rec.inode = v.map.inode;
       CRLIB_ASSIGN_OR_RETURN(rec.file, InternMappedFile(ctx, v.map.path, rec.dev, rec.inode, mm_ref));
+    }
+    if (std::optional<CarriedInodeSource> carried = CarriedInodeOfVma(pid, v)) {
+      rec.dev = carried->dev;
+      rec.inode = carried->inode;
+      CRLIB_ASSIGN_OR_RETURN(rec.object, InternCarriedInode(ctx, *carried, mm_ref));
     }
     CRLIB_RETURN_IF_ERROR(w->Write(rec, ctx->registry().NewRef(), mm_ref));
   }

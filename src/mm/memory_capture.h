@@ -12,6 +12,8 @@
 #include "absl/strings/string_view.h"
 #include "core/context.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
+#include "files/file_capture.h"
 #include "sys/proc.h"
 #include "task/tracee.h"
 
@@ -21,6 +23,7 @@ struct VmaInfo {
   sys::MapsEntry map;
   VmaKind kind = VmaKind::kAnonymous;
   uint32_t vm_flags = 0;  // VmaFlag bits
+  InodeKind inode_kind = InodeKind::kDeletedFile;  // kinds 8-10: the inode it maps
 };
 
 // The VmaFlag bits of smaps' "VmFlags:" codes; codes crlib does not
@@ -30,6 +33,16 @@ uint32_t VmaFlagsFromSmaps(absl::string_view codes);
 // Reads (from /proc/PID/smaps, once) and classifies the VMAs of `pid`; fails with Unimplemented naming
 // the first mapping crlib cannot restore.
 absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid);
+
+// The inode a shared anonymous, SysV, memfd or deleted-file mapping of
+// stopped `pid` maps, for its InodeRecord; nullopt for other kinds.
+std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v);
+
+// Refuses, before anything is written, the inodes the image cannot carry
+// among `fds` and `vmas` (CheckCarriedInode; a memfd sealed against
+// writes yet mapped writable and shared; a partial SysV attachment).
+absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
+                                const std::vector<VmaInfo>& vmas, uint64_t deleted_file_limit);
 
 // Names the special mappings ([vdso], [vvar] ...) or returns nullopt.
 std::optional<VmaKind> SpecialMappingKind(const std::string& name);

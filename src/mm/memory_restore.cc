@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "mm/memory_capture.h"
 #include "mm/page_array.h"
+#include "mm/sysv_shm.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 
@@ -182,7 +183,9 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
   image_ranges.push_back(scratch);
   CRLIB_ASSIGN_OR_RETURN(std::vector<Special> current, OwnSpecials(pid));
   CRLIB_RETURN_IF_ERROR(MoveSpecials(t, current, SpecialsOf(image.vmas), image_ranges));
-  // 4. The image's VMAs, with their final protections; pages are written
+  // 4. SysV attachments first: the madvise calls below may name them.
+  CRLIB_RETURN_IF_ERROR(AttachSysvSegments(t, image));
+  // 5. The image's VMAs, with their final protections; pages are written
   //    through /proc/PID/mem, which may write read-only memory. A process
   //    linked against many libraries has hundreds of VMAs: the mmaps run
   //    as batches, one stop each, from code and a table in the scratch
@@ -205,8 +208,12 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Ope
     // Without it a sparse reservation larger than RAM + swap (an ASan
     // shadow, a JVM heap) is refused by the overcommit heuristic.
     if (v.vm_flags & kVmaNoReserve) flags |= MAP_NORESERVE;
+    if (kind == VmaKind::kSysvShm) continue;  // attached already, with shmat
     uint64_t fd = static_cast<uint64_t>(-1);
-    if (kind == VmaKind::kFile) {
+    if (v.object) {
+      // Shared memory, a memfd, a deleted file: the one restored inode.
+      fd = static_cast<uint64_t>(files.fd(v.object));
+    } else if (kind == VmaKind::kFile) {
       fd = static_cast<uint64_t>(files.fd(v.file));
     } else {
       flags |= MAP_ANONYMOUS;

@@ -72,6 +72,12 @@ inline constexpr uint64_t kPagemapGuardRegion = uint64_t{1} << 58;
 inline constexpr int kMadvGuardInstall = 102;
 inline constexpr int kMadvGuardRemove = 103;
 
+// memfd exec control (6.3): memfd_create flags and the seal that keeps
+// the mode's exec bits.
+inline constexpr unsigned kMfdNoexecSeal = 0x0008;
+inline constexpr unsigned kMfdExec = 0x0010;
+inline constexpr int kFSealExec = 0x0020;
+
 // clone3 arguments up to set_tid (5.5).
 struct CloneArgs {
   uint64_t flags;
@@ -107,6 +113,26 @@ inline constexpr int64_t kErestartNoIntr = -513;
 inline constexpr int64_t kErestartNoHand = -514;
 inline constexpr int64_t kErestartRestartBlock = -516;
 
+// prctl(PR_TIMER_CREATE_RESTORE_IDS) (6.15): while ON, timer_create()
+// reads the ID the new timer must get from its timer_t argument (EBUSY if
+// taken). Per process; restore turns it OFF again.
+inline constexpr int kPrTimerCreateRestoreIds = 77;
+inline constexpr int kPrTimerCreateRestoreIdsOff = 0;
+inline constexpr int kPrTimerCreateRestoreIdsOn = 1;
+inline constexpr int kPrTimerCreateRestoreIdsGet = 2;
+
+// membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS) (6.3): the
+// MEMBARRIER_CMD_REGISTER_* bits the calling process has registered.
+inline constexpr int kMembarrierCmdGetRegistrations = 1 << 9;
+
+// PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG (6.4) and its result.
+inline constexpr int kPtraceGetSyscallUserDispatchConfig = 0x4211;
+struct PtraceSudConfig {
+  uint64_t mode;  // PR_SYS_DISPATCH_OFF (0) / ON
+  uint64_t selector;
+  uint64_t offset;
+  uint64_t len;
+};
 // sched_setattr(2)/sched_getattr(2): glibc 2.36 has no wrapper nor struct.
 // The kernel's struct sched_attr up to the utilization clamps (56 bytes).
 struct SchedAttr {
@@ -134,9 +160,6 @@ inline constexpr int kIoprioClassRt = 1;
 // Filesystem magics (statfs f_type) of files that are not data by path.
 inline constexpr uint64_t kMqueueMagic = 0x19800202;     // POSIX message queues
 inline constexpr uint64_t kSecretmemMagic = 0x5345434d;  // memfd_secret (5.14)
-
-// ptrace request newer than the 6.1 headers (6.4).
-inline constexpr int kPtraceGetSyscallUserDispatchConfig = 0x4211;
 
 // prctl options newer than the 6.1 headers.
 inline constexpr int kPrGetMdwe = 66;  // 6.3: memory-deny-write-execute

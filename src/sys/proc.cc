@@ -134,6 +134,29 @@ absl::StatusOr<std::string> StatusField(absl::string_view status, absl::string_v
   return absl::NotFoundError(absl::StrCat("no ", key, " in /proc status"));
 }
 
+absl::StatusOr<LockLine> ParseLockLine(absl::string_view line) {
+  std::vector<absl::string_view> w = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  LockLine lock;
+  size_t i = 1;  // after "N:"
+  if (w.size() > i && w[i] == "->") {
+    lock.waiter = true;
+    ++i;
+  }
+  auto bad = [&] { return absl::InvalidArgumentError(absl::StrCat("lock line: ", line)); };
+  if (w.size() < i + 7) return bad();
+  lock.kind = std::string(w[i]);
+  lock.mode = std::string(w[i + 1]);
+  lock.type = std::string(w[i + 2]);
+  std::vector<absl::string_view> id = absl::StrSplit(w[i + 4], ':');
+  if (!absl::SimpleAtoi(w[i + 3], &lock.pid) || id.size() != 3 ||
+      !absl::SimpleHexAtoi(id[0], &lock.major) || !absl::SimpleHexAtoi(id[1], &lock.minor) ||
+      !absl::SimpleAtoi(id[2], &lock.inode) || !absl::SimpleAtoi(w[i + 5], &lock.start) ||
+      (w[i + 6] != "EOF" && !absl::SimpleAtoi(w[i + 6], &lock.end))) {
+    return bad();
+  }
+  return lock;
+}
+
 absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid) {
   CRLIB_ASSIGN_OR_RETURN(std::string stat, ReadFile(absl::StrCat("/proc/", pid, "/stat")));
   // comm may hold spaces and parentheses: split after the last ')'.

@@ -49,6 +49,24 @@ absl::StatusOr<uint64_t> StatusMask(absl::string_view status, absl::string_view 
 // (state) in proc(5) numbering.
 absl::StatusOr<std::vector<std::string>> ReadStatFields(pid_t pid);
 
+// One lock as /proc/locks and the "lock:" lines of /proc/PID/fdinfo/N show
+// it: "1: POSIX  ADVISORY  WRITE 7584 fe:00:10953325 5 14".
+struct LockLine {
+  bool waiter = false;  // "1: -> FLOCK ...": a request blocked on the lock before it
+  std::string kind;     // FLOCK, POSIX, OFDLCK, LEASE, DELEG ...
+  std::string mode;     // ADVISORY; for leases ACTIVE, BREAKING ...
+  std::string type;     // READ, WRITE, UNLCK
+  int64_t pid = 0;      // -1 for OFD locks
+  uint32_t major = 0, minor = 0;
+  uint64_t inode = 0;
+  uint64_t start = 0;
+  uint64_t end = UINT64_MAX;  // last byte; UINT64_MAX: "EOF"
+};
+
+// Parses one such line, without its "lock:" prefix; InvalidArgument if it
+// does not have that form.
+absl::StatusOr<LockLine> ParseLockLine(absl::string_view line);
+
 // Thread IDs in /proc/PID/task.
 absl::StatusOr<std::vector<pid_t>> ListThreads(pid_t pid);
 // Open descriptor numbers in /proc/PID/fd.

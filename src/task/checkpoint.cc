@@ -32,6 +32,7 @@
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/attributes.h"
 #include "task/restore_check.h"
 #include "task/schedule.h"
 #include "task/tracee.h"
@@ -329,6 +330,10 @@ struct AskedState {
   uint64_t brk = 0;
   uint32_t securebits = 0;
   std::vector<ThreadRecord> threads;  // in the order of `threads`
+  ProcessAttributesRecord attributes;
+  PosixTimersRecord posix_timers;
+  std::vector<ThreadAttributesRecord> thread_attributes;  // in the order of `threads`
+  std::optional<SeccompRecord> seccomp;
 };
 
 // The remote calls proper, each thread at its own recovering site in
@@ -368,7 +373,12 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
                               .status());
     itimerval tv;
     CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &tv, sizeof(tv)));
-    if (tv.it_value.tv_sec == 0 && tv.it_value.tv_usec == 0) continue;
+    // A periodic ITIMER_REAL that fired shows value 0 until its SIGALRM
+    // (pending now) is dequeued, which rearms it: it is still armed.
+    if (tv.it_value.tv_sec == 0 && tv.it_value.tv_usec == 0 && tv.it_interval.tv_sec == 0 &&
+        tv.it_interval.tv_usec == 0) {
+      continue;
+    }
     asked.timers.timers.push_back(
         {.which = static_cast<uint32_t>(which),
          .interval_usec = tv.it_interval.tv_sec * 1000000 + tv.it_interval.tv_usec,
@@ -380,18 +390,30 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
   CRLIB_ASSIGN_OR_RETURN(int64_t securebits, t->CheckedSyscall("prctl(PR_GET_SECUREBITS)",
                                                                SYS_prctl, {PR_GET_SECUREBITS}));
   asked.securebits = static_cast<uint32_t>(securebits);
+  CRLIB_ASSIGN_OR_RETURN(asked.attributes, CaptureProcessAttributes(t, buf));
+  std::vector<pid_t> tids;
+  for (const auto& thread : threads) tids.push_back(thread->tid());
+  CRLIB_ASSIGN_OR_RETURN(asked.posix_timers, CapturePosixTimers(t, buf, tids));
   for (size_t i = 0; i < threads.size(); ++i) {
     Tracee* thread = threads[i].get();
     if (i > 0) CRLIB_RETURN_IF_ERROR(thread->BorrowAt(scratch.site(i)));
     absl::StatusOr<ThreadRecord> rec = CaptureThread(thread, pid, buf);
-    absl::Status uncarried = rec.ok() ? RefuseSelfOnlyState(thread, buf) : absl::OkStatus();
+    absl::StatusOr<ThreadAttributesRecord> attributes =
+        rec.ok() ? CaptureThreadAttributes(thread, pid, buf) : rec.status();
+    absl::Status uncarried = attributes.ok() ? RefuseSelfOnlyState(thread, buf) : absl::OkStatus();
     // Its own state back, also before the scratch (its site) goes.
     absl::Status restored = thread->RestoreInitialState();
-    if (!rec.ok()) return Annotate(rec.status(), absl::StrFormat("thread %d", thread->tid()));
+    if (!attributes.ok()) {
+      return Annotate(attributes.status(), absl::StrFormat("thread %d", thread->tid()));
+    }
     CRLIB_RETURN_IF_ERROR(restored);
     CRLIB_RETURN_IF_ERROR(uncarried);
     asked.threads.push_back(std::move(*rec));
+    asked.thread_attributes.push_back(*attributes);
   }
+  // ptrace requests only; refuses filters restore could not install.
+  CRLIB_ASSIGN_OR_RETURN(uint64_t cap_effective, sys::StatusMask(status, "CapEff"));
+  CRLIB_ASSIGN_OR_RETURN(asked.seccomp, CaptureSeccomp(tids, asked.thread_attributes, cap_effective));
   return asked;
 }
 
@@ -497,6 +519,7 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
     CRLIB_RETURN_IF_ERROR(thread.arch().CaptureCpu(thread.tid(), regs, w, thread_ref));
     CRLIB_ASSIGN_OR_RETURN(PendingSignalsRecord own, PeekSignals(thread.tid(), false));
     if (!own.signals.empty()) CRLIB_RETURN_IF_ERROR(w->Write(own, 0, thread_ref));
+    CRLIB_RETURN_IF_ERROR(w->Write(asked.thread_attributes[i], 0, thread_ref));
     CRLIB_ASSIGN_OR_RETURN(ScheduleRecord schedule, CaptureSchedule(thread.tid()));
     CRLIB_RETURN_IF_ERROR(w->Write(schedule, 0, thread_ref));
   }
@@ -512,6 +535,11 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   }
   CRLIB_RETURN_IF_ERROR(w->Write(limits, 0, process_ref));
   CRLIB_RETURN_IF_ERROR(w->Write(asked.timers, 0, process_ref));
+  CRLIB_RETURN_IF_ERROR(w->Write(asked.attributes, 0, process_ref));
+  if (!asked.posix_timers.timers.empty()) {
+    CRLIB_RETURN_IF_ERROR(w->Write(asked.posix_timers, 0, process_ref));
+  }
+  if (asked.seccomp) CRLIB_RETURN_IF_ERROR(w->Write(*asked.seccomp, 0, process_ref));
 
   CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, fds, process_ref));
   return WriteMemoryMap(ctx, t, vmas, asked.brk, process_ref);
@@ -593,12 +621,14 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
           children.front()));
     }
     CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
+    CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(pid, fds, vmas, options.deleted_file_limit));
     {
       std::vector<pid_t> tids;
       for (const std::unique_ptr<Tracee>& thread : threads) tids.push_back(thread->tid());
       CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(pid, tids));
     }
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
+    CRLIB_RETURN_IF_ERROR(SuspendSeccomp(threads));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.
     const int64_t asked_at = NowNs();

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "core/context.h"
+#include "files/carried_inode.h"
 
 namespace crlib {
 
@@ -31,6 +32,10 @@ struct CheckpointOptions {
   // Write the image to this borrowed fd (a pipe, socket or file) instead
   // of creating `image_path`, which then only names it in messages.
   int image_fd = -1;
+  // Bytes of data (holes not counted) a deleted file may hold for the
+  // image to carry it; above, the dump is refused. `crlib dump
+  // --deleted-file-limit`.
+  uint64_t deleted_file_limit = kDefaultDeletedFileLimit;
 };
 
 // InvalidArgument unless `options` describe an image that can be written.

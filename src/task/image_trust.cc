@@ -84,6 +84,16 @@ absl::Status CheckImageTrust(const ProcessImage& image, const struct stat& image
                                     gid, owned, absl::StrJoin(*member_of, ",")));
     }
   }
+  // Attributes only privilege can set: a lower OOM score (CAP_SYS_RESOURCE)
+  // and another user's audit login (CAP_AUDIT_CONTROL).
+  if (image.attributes && image.attributes->oom_score_adj < 0) {
+    return refuse(absl::StrFormat("image claims oom_score_adj %d %s, which is not root",
+                                  image.attributes->oom_score_adj, owned));
+  }
+  if (image.attributes && image.attributes->loginuid != owner &&
+      image.attributes->loginuid != 0xffffffff) {
+    return refuse(absl::StrFormat("image claims loginuid %u %s", image.attributes->loginuid, owned));
+  }
   return absl::OkStatus();
 }
 

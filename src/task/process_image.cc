@@ -139,6 +139,27 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         CRLIB_ASSIGN_OR_RETURN(image.itimers, reader->Decode<ItimersRecord>(*rec));
         break;
       }
+      case RecordType::kProcessAttributes: {
+        if (h.parent != image.ref) return misplaced("process attributes outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.attributes, reader->Decode<ProcessAttributesRecord>(*rec));
+        break;
+      }
+      case RecordType::kThreadAttributes: {
+        ThreadImage* t = thread_of(h.parent);
+        if (!t) return misplaced("thread attributes outside a thread");
+        CRLIB_ASSIGN_OR_RETURN(t->attributes, reader->Decode<ThreadAttributesRecord>(*rec));
+        break;
+      }
+      case RecordType::kPosixTimers: {
+        if (h.parent != image.ref) return misplaced("POSIX timers outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.posix_timers, reader->Decode<PosixTimersRecord>(*rec));
+        break;
+      }
+      case RecordType::kSeccomp: {
+        if (h.parent != image.ref) return misplaced("seccomp filters outside the process");
+        CRLIB_ASSIGN_OR_RETURN(image.seccomp, reader->Decode<SeccompRecord>(*rec));
+        break;
+      }
       case RecordType::kMemoryMap: {
         if (mm_ref) return misplaced("second memory map");
         mm_ref = image.mm_ref = h.self;
@@ -187,6 +208,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         image.pipes[p.ref] = std::move(p);
         break;
       }
+      case RecordType::kInode: {
+        CRLIB_ASSIGN_OR_RETURN(InodeImage inode, StageCarriedInode(reader, *rec));
+        if (!inode.ref || image.inodes.contains(inode.ref)) return misplaced("inode without a unique ref");
+        image.inodes[inode.ref] = std::move(inode);
+        break;
+      }
       case RecordType::kTty: {
         if (h.parent != file_table || !h.self) return misplaced("tty outside the file table");
         CRLIB_ASSIGN_OR_RETURN(image.ttys[h.self], reader->Decode<TtyRecord>(*rec));
@@ -196,6 +223,18 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
         image.fds.push_back(fd);
+        break;
+      }
+      case RecordType::kFileLock: {
+        if (h.parent != file_table) return misplaced("file lock outside the file table");
+        CRLIB_ASSIGN_OR_RETURN(FileLockRecord lock, reader->Decode<FileLockRecord>(*rec));
+        image.locks.push_back(lock);
+        break;
+      }
+      case RecordType::kProcessDirs: {
+        if (h.parent != image.ref) return misplaced("process dirs outside the process");
+        CRLIB_ASSIGN_OR_RETURN(ProcessDirsRecord dirs, reader->Decode<ProcessDirsRecord>(*rec));
+        image.dirs = dirs;
         break;
       }
       case RecordType::kEnd:
@@ -224,8 +263,27 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
     }
   }
   for (const auto& [ref, f] : image.files) {
-    if (f.record.pipe && !image.pipes.contains(f.record.pipe)) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    const bool needs_pipe =
+        kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo;
+    if ((f.record.pipe || needs_pipe) && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
+    }
+    if (f.record.object && !image.inodes.contains(f.record.object)) {
+      return absl::DataLossError(absl::StrFormat("file %d names inode %d, which the image lacks", ref, f.record.object));
+    }
+    if (static_cast<FileKind>(f.record.kind) == FileKind::kMemfd && !f.record.object) {
+      return absl::DataLossError(absl::StrFormat("memfd file %d names no inode", ref));
+    }
+  }
+  for (const FileLockRecord& lock : image.locks) {
+    if (!image.files.contains(lock.file)) {
+      return absl::DataLossError(absl::StrFormat("a file lock names file %d, which the image lacks", lock.file));
+    }
+  }
+  for (ObjectRef dir : {image.RemovedCwd(), image.dirs ? image.dirs->root : 0}) {
+    if (dir && !image.files.contains(dir)) {
+      return absl::DataLossError(absl::StrFormat("cwd or root names file %d, which the image lacks", dir));
     }
   }
   for (const auto& [ref, f] : image.files) {
@@ -252,6 +310,19 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   for (const VmaRecord& v : image.vmas) {
     if (v.file && !image.files.contains(v.file)) {
       return absl::DataLossError(absl::StrFormat("VMA 0x%x names file %d, which the image lacks", v.start, v.file));
+    }
+    const auto kind = static_cast<VmaKind>(v.kind);
+    const bool carried = kind == VmaKind::kSharedAnonymous || kind == VmaKind::kSysvShm ||
+                         kind == VmaKind::kCarriedFile;
+    if (carried != (v.object != 0) || (v.object && !image.inodes.contains(v.object))) {
+      return absl::DataLossError(absl::StrFormat("VMA 0x%x (kind %d) names inode %d, which the image lacks", v.start, v.kind, v.object));
+    }
+  }
+  for (const SeccompFilter& f : image.seccomp ? image.seccomp->filters : std::vector<SeccompFilter>{}) {
+    if (f.program.empty() || f.program.size() % 8 || f.program.size() > 4096 * 8) {
+      return absl::DataLossError(absl::StrFormat(
+          "seccomp filter of %d bytes: not a whole number of 8-byte instructions, 1 to 4096",
+          f.program.size()));
     }
   }
   // A guard region lies inside one VMA, in order: restore installs it

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "files/carried_inode.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -32,6 +33,7 @@ struct ThreadImage {
   ThreadRecord record;
   std::vector<Record> cpu;  // CPU-range records, for the ArchBackend
   std::optional<PendingSignalsRecord> pending;
+  std::optional<ThreadAttributesRecord> attributes;  // absent in older images
   std::optional<ScheduleRecord> schedule;
 };
 
@@ -44,14 +46,26 @@ struct ProcessImage {
   std::optional<PendingSignalsRecord> shared_pending;
   RlimitsRecord rlimits;
   ItimersRecord itimers;
+  // Absent in older images: restore then leaves these attributes as the
+  // restorer's child has them.
+  std::optional<ProcessAttributesRecord> attributes;
+  PosixTimersRecord posix_timers;
+  std::optional<SeccompRecord> seccomp;
   ObjectRef mm_ref = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
   std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::vector<FdRecord> fds;
+  std::vector<FileLockRecord> locks;  // in image order
+  // Identity of the cwd and root, and the file records of those a path
+  // cannot restore; absent from older images.
+  std::optional<ProcessDirsRecord> dirs;
+  // The file record of a removed cwd, or 0.
+  ObjectRef RemovedCwd() const { return dirs ? dirs->cwd : 0; }
   // Whether the page records were checked to the end record already (an
   // image file), and how many there are; a stream's are read only once.
   bool pages_checked = false;
@@ -66,7 +80,10 @@ sys::Credentials ImageCredentials(const ProcessRecord& p);
 // and checks that they form one restorable process. Next() on `reader`
 // then returns the first page record (or nullptr if there is none). From
 // an image file the page records are checked to the end record first
-// (their data when they are loaded); a stream is read once.
+// (their data when they are loaded); a stream is read once. The contents
+// of inode records are staged on the way, in memfds and shmem inodes of
+// this process (InodeImage::staged), never in our heap; they go with the
+// last copy of the returned image.
 absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
 
 }  // namespace crlib

@@ -28,6 +28,7 @@
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
+#include "task/attributes.h"
 #include "task/process_image.h"
 #include "task/restore_check.h"
 #include "task/schedule.h"
@@ -148,8 +149,11 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
                            (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
             .status()));
   }
+  // A removed cwd is entered through our descriptor for it, before it goes.
+  CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
   // Everything else goes.
   CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
+  CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
 
   // Process attributes.
   const ProcessRecord& p = image.process;
@@ -171,8 +175,11 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     }
   }
   for (const Itimer& it : image.itimers.timers) {
+    // Value 0: a periodic timer that fired and waited for its SIGALRM to
+    // be dequeued (it comes back pending); one more interval, as then.
+    const int64_t value = it.value_usec ? it.value_usec : it.interval_usec;
     itimerval tv{{it.interval_usec / 1000000, it.interval_usec % 1000000},
-                 {it.value_usec / 1000000, it.value_usec % 1000000}};
+                 {value / 1000000, value % 1000000}};
     CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &tv, sizeof(tv)));
     CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("setitimer", SYS_setitimer, {it.which, scratch, 0}).status());
   }
@@ -213,6 +220,8 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
     CRLIB_RETURN_IF_ERROR(
         step("pending signals", QueueSignals(t, pid, *image.shared_pending, scratch)));
   }
+  // Every thread exists (a timer may name one); loginuid needs our rights.
+  CRLIB_RETURN_IF_ERROR(RestoreProcessAttributes(t, image, scratch));
   // Credentials last: after them a thread may lack the rights the steps
   // above needed.
   for (const std::unique_ptr<Tracee>& thread : *threads) {
@@ -228,12 +237,19 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   // The cwd after the credentials, so that the kernel checks the image's
   // right to enter it, not ours (threads share it: CLONE_FS).
-  CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
-  CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
+  if (!image.RemovedCwd()) {
+    CRLIB_ASSIGN_OR_RETURN(uint64_t cwd, remote_string(p.cwd));
+    CRLIB_RETURN_IF_ERROR(step("cwd", t->CheckedSyscall("chdir", SYS_chdir, {cwd}).status()));
+  }
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, 0}).status());
+  // The image's parent-death signals, dumpable (both reset by a credential
+  // change) and no_new_privs (one-way).
+  CRLIB_RETURN_IF_ERROR(RestoreAttributesAfterCredentials(*threads, image));
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
                                                           {scratch, kScratchBytes})
                                             .status()));
+  // Seccomp: the last system calls; a filter may forbid any after it.
+  CRLIB_RETURN_IF_ERROR(RestoreSeccomp(*threads, image));
   // CPU state last; only when every thread is complete may any run.
   for (size_t i = 0; i < threads->size(); ++i) {
     CRLIB_RETURN_IF_ERROR(RestoreCpuState((*threads)[i].get(), image.threads[i]));

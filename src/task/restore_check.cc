@@ -10,7 +10,9 @@
 #include "core/status.h"
 #include "files/tty_restore.h"
 #include "mm/memory_restore.h"
+#include "mm/sysv_shm.h"
 #include "sys/proc.h"
+#include "task/attributes.h"
 #include "task/image_trust.h"
 #include "task/schedule.h"
 
@@ -81,12 +83,15 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
   CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
   CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
+  CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
   // The original holds its ptys' indexes until it is killed.
   if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(image));
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
+  CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
-                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive}));
+                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive,
+                                                   .original_alive = options.original_alive}));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
@@ -97,7 +102,8 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
 
 absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid) {
   MemorySource source(records, /*as_stream=*/true);
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, ImageReader::Open(&source));
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
+                         ImageReader::Open(&source, {.accept_elided_bulk = true}));
   CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
   if (image.process.pid != static_cast<uint32_t>(pid)) {
     return absl::InternalError(absl::StrFormat("the image names pid %d, not %d",

@@ -36,7 +36,7 @@ struct RestorePreparation {
 // Runs every check that needs nothing created, in order: CPU family,
 // xsave features and each thread's CPU records, page size, credentials
 // against `image_file`'s owner, PID and TIDs free, vDSO layout, locked
-// memory, rlimits; then opens every file with the image's credentials and
+// memory, guard regions, SysV segments, rlimits; then opens every file with the image's credentials and
 // picks the scratch range. The first failure is returned, one line naming
 // the problem; nothing outside this process is changed.
 absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,

@@ -32,6 +32,9 @@ bool ThreadAlive(pid_t pid, pid_t tid) {
          (*stat)[paren + 2] != 'X';
 }
 
+// The options of a seized thread.
+constexpr int kSeizeOptions = PTRACE_O_TRACESYSGOOD;
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid) {
@@ -42,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Tracee>> Tracee::Seize(pid_t tid) {
 
 absl::StatusOr<std::unique_ptr<Tracee>> Tracee::StartSeize(pid_t tid) {
   std::unique_ptr<Tracee> t(new Tracee(tid, HostArchBackend()));
-  if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) {
+  if (ptrace(PTRACE_SEIZE, tid, 0, kSeizeOptions) != 0) {
     t->attached_ = false;
     if (errno == ESRCH) return absl::NotFoundError(absl::StrFormat("no process with pid %d", tid));
     return Errno("ptrace(SEIZE) of pid %d", tid);
@@ -118,6 +121,13 @@ absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> Tracee::SeizeProcess(pid_t 
     return absl::NotFoundError(absl::StrFormat("no process with pid %d", pid));
   }
   return threads;
+}
+
+absl::Status Tracee::SuspendSeccomp() {
+  if (ptrace(PTRACE_SETOPTIONS, tid_, 0, kSeizeOptions | PTRACE_O_SUSPEND_SECCOMP) != 0) {
+    return Errno("ptrace(SETOPTIONS, PTRACE_O_SUSPEND_SECCOMP) on tid %d", tid_);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptStoppedChild(pid_t pid) {

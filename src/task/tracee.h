@@ -117,6 +117,11 @@ class Tracee {
   absl::StatusOr<size_t> SyscallBatch(uint64_t code, uint64_t table,
                                       absl::Span<RemoteCall> calls);
 
+  // For a seized thread (a dump): seccomp stops filtering the thread's
+  // system calls, ours included, until it is detached
+  // (PTRACE_O_SUSPEND_SECCOMP; needs CAP_SYS_ADMIN).
+  absl::Status SuspendSeccomp();
+
   // Ends tracing; the thread continues with `signal` (0 for none).
   absl::Status Detach(int signal = 0);
 

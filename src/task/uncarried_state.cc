@@ -52,24 +52,6 @@ std::string ChosenSpeculation(absl::string_view status, absl::string_view key) {
   return "";
 }
 
-// Syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH, Wine), read from
-// the stopped thread `tid` (PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, 6.4).
-absl::Status RefuseSyscallUserDispatch(pid_t pid, pid_t tid) {
-  struct {
-    uint64_t mode, selector, offset, len;
-  } config{};
-  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetSyscallUserDispatchConfig), tid,
-             sizeof(config), &config) != 0) {
-    if (errno == EIO || errno == EINVAL) return absl::OkStatus();  // a kernel without it
-    return Errno("ptrace(GET_SYSCALL_USER_DISPATCH_CONFIG) on tid %d", tid);
-  }
-  if (config.mode == 0) return absl::OkStatus();
-  return absl::UnimplementedError(absl::StrFormat(
-      "thread %d of pid %d has syscall user dispatch on (PR_SET_SYSCALL_USER_DISPATCH, "
-      "selector at 0x%x); it is not restored",
-      tid, pid, config.selector));
-}
-
 // The whole lines in the first 4 KiB of `path`.
 absl::StatusOr<std::string> ReadHead(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -131,7 +113,6 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           "keys taken with pkey_alloc); the allocation of protection keys is not restored",
           tid, pid, *pkru, kInitPkru));
     }
-    CRLIB_RETURN_IF_ERROR(RefuseSyscallUserDispatch(pid, tid));
     CRLIB_ASSIGN_OR_RETURN(std::vector<std::string> stat, sys::ReadStatFields(tid));
     uint64_t flags = 0;
     if (stat.size() > 6 && absl::SimpleAtoi(stat[6], &flags) &&
@@ -191,7 +172,11 @@ absl::Status RefuseSelfOnlyState(Tracee* t, uint64_t buf) {
       t->CheckedSyscall("prctl(PR_GET_TSC)", SYS_prctl, {PR_GET_TSC, buf, 0, 0, 0}).status());
   int tsc = 0;
   CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &tsc, sizeof(tsc)));
-  if (tsc == PR_TSC_SIGSEGV) {
+  // Seccomp's strict mode turns the TSC off itself, and restoring the
+  // mode does so again.
+  CRLIB_ASSIGN_OR_RETURN(std::string status,
+                         sys::ReadFile(absl::StrCat("/proc/", t->tid(), "/status")));
+  if (tsc == PR_TSC_SIGSEGV && sys::StatusField(status, "Seccomp").value_or("") != "1") {
     return absl::UnimplementedError(absl::StrFormat(
         "thread %d cannot read the time stamp counter (PR_SET_TSC, PR_TSC_SIGSEGV); it is not "
         "restored",

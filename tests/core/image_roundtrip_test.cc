@@ -253,5 +253,73 @@ TEST(FdSourceTest, RegularFileIsMappableFromOffsetZero) {
   unlink(path.c_str());
 }
 
+// The copy a dump checks: every record up to the first page record,
+// included, each bulk left out and flagged; a reader that is not told to
+// accept that refuses it, so an image can never carry it.
+TEST(ImageRoundTripTest, CopyPrefixLeavesOutBulkAndStopsAfterTheFirstPages) {
+  std::vector<uint8_t> image, copy;
+  MemorySink sink(&image), copy_sink(&copy);
+  ImageWriter writer(&sink, testing::SampleInfo(0));
+  writer.CopyPrefix(&copy_sink, RecordType::kPages);
+  ASSERT_TRUE(writer.Begin().ok());
+  std::vector<uint8_t> contents(100000, 0xab);
+  iovec bulk{contents.data(), contents.size()};
+  ASSERT_TRUE(writer.Write(PipeRecord{.inode = 7, .capacity = 4096}, 1, 0,
+                           absl::MakeConstSpan(&bulk, 1)).ok());
+  ASSERT_TRUE(writer.Write(FdRecord{.fd = 3}, 0, 0).ok());
+  ASSERT_TRUE(writer.Write(PagesRecord{.page_count = 1}, 0, 0, absl::MakeConstSpan(&bulk, 1)).ok());
+  ASSERT_TRUE(writer.Write(PagesRecord{.page_count = 2}, 0, 0, absl::MakeConstSpan(&bulk, 1)).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  EXPECT_GT(image.size(), 3 * contents.size());
+  EXPECT_LT(copy.size(), 1024u) << "the copy holds bulk data";
+
+  MemorySource strict(copy, /*as_stream=*/true);
+  auto refused = ImageReader::Open(&strict);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  auto first = (*refused)->Next();
+  EXPECT_FALSE(first.ok()) << "a reader accepted an elided bulk by default";
+
+  MemorySource source(copy, /*as_stream=*/true);
+  auto reader = ImageReader::Open(&source, {.accept_elided_bulk = true});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<uint32_t> types;
+  for (;;) {
+    absl::StatusOr<const Record*> rec = (*reader)->Next();
+    if (!rec.ok()) break;  // the copy ends after the first page record
+    ASSERT_NE(*rec, nullptr) << "the copy has an end record";
+    types.push_back((*rec)->header.type);
+    EXPECT_EQ((*rec)->header.bulk_length, 0u);
+    EXPECT_EQ(((*rec)->header.flags & kRecordBulkElided) != 0,
+              (*rec)->header.type != static_cast<uint32_t>(RecordType::kFd));
+  }
+  EXPECT_EQ(types, (std::vector<uint32_t>{static_cast<uint32_t>(RecordType::kPipe),
+                                          static_cast<uint32_t>(RecordType::kFd),
+                                          static_cast<uint32_t>(RecordType::kPages)}));
+}
+
+// Without page data the copy ends with an end record whose totals match it.
+TEST(ImageRoundTripTest, CopyPrefixOfAnImageWithoutPagesEndsCleanly) {
+  std::vector<uint8_t> image, copy;
+  MemorySink sink(&image), copy_sink(&copy);
+  ImageWriter writer(&sink, testing::SampleInfo(0));
+  writer.CopyPrefix(&copy_sink, RecordType::kPages);
+  ASSERT_TRUE(writer.Begin().ok());
+  std::vector<uint8_t> contents(5000, 1);
+  iovec bulk{contents.data(), contents.size()};
+  ASSERT_TRUE(writer.Write(PipeRecord{.inode = 7}, 1, 0, absl::MakeConstSpan(&bulk, 1)).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  MemorySource source(copy);
+  auto reader = ImageReader::Open(&source, {.accept_elided_bulk = true});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  int records = 0;
+  for (;;) {
+    absl::StatusOr<const Record*> rec = (*reader)->Next();
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    if (*rec == nullptr) break;
+    ++records;
+  }
+  EXPECT_EQ(records, 1);
+}
+
 }  // namespace
 }  // namespace crlib

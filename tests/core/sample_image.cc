@@ -78,6 +78,22 @@ std::vector<uint8_t> BuildSampleImage(uint32_t flags) {
   check(writer.Write(RlimitsRecord{.limits = {{.resource = 7, .cur = 1024, .max = 4096}}}, 0, p));
   check(writer.Write(ItimersRecord{.timers = {{.which = 0, .interval_usec = 0, .value_usec = 500000}}},
                      0, p));
+  check(writer.Write(ThreadAttributesRecord{.pdeathsig = 15, .no_new_privs = 1,
+                                            .timer_slack_ns = 50000, .seccomp_mode = 2},
+                     0, t));
+  check(writer.Write(ProcessAttributesRecord{.child_subreaper = 1, .oom_score_adj = 100,
+                                             .thp_disable = 1, .membarrier = 16,
+                                             .loginuid = 1000, .dumpable = 1},
+                     0, p));
+  check(writer.Write(PosixTimersRecord{.timers = {{.id = 3, .clock = 1, .notify = 4, .signo = 34,
+                                                    .value = 0x5eed, .target_tid = 4242,
+                                                    .interval_ns = 20000000,
+                                                    .value_ns = 1000000}}},
+                     0, p));
+  // One instruction: return SECCOMP_RET_ALLOW.
+  check(writer.Write(SeccompRecord{.filters = {{.flags = 0,
+                                                .program = {0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}}}},
+                     0, p));
 
   ObjectRef files = reg.NewRef();
   check(writer.Write(FileTableRecord{.fd_count = 3}, files, p));

@@ -3,11 +3,14 @@
 #ifndef CRLIB_TESTS_TASK_IMAGE_EDIT_H_
 #define CRLIB_TESTS_TASK_IMAGE_EDIT_H_
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
 
+#include "core/codec.h"
 #include "core/crc32c.h"
 #include "core/image_format.h"
 #include "core/records.h"
@@ -33,6 +36,25 @@ inline void EditRecords(std::string* image,
     if (h.bulk_length) pos += h.bulk_pad + AlignUp(h.bulk_length, 8);
   }
   testing::RepairImageChecksums(data, image->size());
+}
+
+// Rewrites every record of type R in `image` with `edit`; each payload
+// must keep its size (fixed-width fields, not lists that grow). Returns
+// how many records were edited.
+template <typename R>
+int EditRecordsOfType(std::string* image, const std::function<void(R*)>& edit) {
+  int edited = 0;
+  EditRecords(image, [&](const RecordHeader& h, uint8_t* payload) {
+    if (h.type != static_cast<uint32_t>(R::kType)) return;
+    R rec;
+    ASSERT_TRUE(DecodeFields(absl::MakeConstSpan(payload, h.length), &rec).ok());
+    edit(&rec);
+    Bytes bytes = EncodeFields(rec);
+    ASSERT_EQ(bytes.size(), h.length);
+    memcpy(payload, bytes.data(), bytes.size());
+    ++edited;
+  });
+  return edited;
 }
 
 // This CPU's XCR0: the xsave features it enables.

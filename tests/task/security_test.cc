@@ -100,18 +100,7 @@ class SecurityTest : public WorkloadTest {
 // Rewrites the process record of `image` with `edit`; the payload must
 // keep its size (IDs and capability sets, not the group list).
 void EditProcessRecord(std::string* image, const std::function<void(ProcessRecord*)>& edit) {
-  bool found = false;
-  EditRecords(image, [&](const RecordHeader& h, uint8_t* payload) {
-    if (h.type != static_cast<uint32_t>(RecordType::kProcess)) return;
-    ProcessRecord p;
-    ASSERT_TRUE(DecodeFields(absl::MakeConstSpan(payload, h.length), &p).ok());
-    edit(&p);
-    Bytes bytes = EncodeFields(p);
-    ASSERT_EQ(bytes.size(), h.length);
-    memcpy(payload, bytes.data(), bytes.size());
-    found = true;
-  });
-  EXPECT_TRUE(found) << "no process record in the image";
+  EXPECT_EQ(EditRecordsOfType<ProcessRecord>(image, edit), 1) << "process records in the image";
 }
 
 // Our own permitted capabilities: what an image may claim and still be

@@ -13,6 +13,7 @@ constexpr char kUsage[] =
     "usage: crlib COMMAND [ARGS]\n"
     "\n"
     "  dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] [--mappable]\n"
+    "       [--deleted-file-limit BYTES]\n"
     "                           checkpoint a process (killed once the image is complete)\n"
     "  restore --image PATH|- [--detach] [--trust-image]\n"
     "                           restore a process; wait for it, or print its pid and return\n"

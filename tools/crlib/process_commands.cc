@@ -120,12 +120,13 @@ absl::StatusOr<int> StandardStreamImage(int stream) {
 
 absl::StatusOr<int> DumpCommand(const Args& args) {
   ArgParser p(args);
-  CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress"}, {"--leave-running", "--mappable", "--stats"}));
+  CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress", "--deleted-file-limit"},
+                                {"--leave-running", "--mappable", "--stats"}));
   int pid = 0;
   if (!absl::SimpleAtoi(p.Get("--pid"), &pid) || pid <= 0) {
     return absl::InvalidArgumentError(
         "usage: crlib dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] "
-        "[--mappable]");
+        "[--mappable] [--deleted-file-limit BYTES]");
   }
   if (p.Get("--image").empty()) return absl::InvalidArgumentError("dump: --image PATH is required");
   Options options;
@@ -137,6 +138,11 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
   options.mappable = p.Has("--mappable");
   CRLIB_RETURN_IF_ERROR(CheckOptions(options));
   CheckpointOptions co{.leave_running = p.Has("--leave-running")};
+  if (p.Has("--deleted-file-limit") &&
+      !absl::SimpleAtoi(p.Get("--deleted-file-limit"), &co.deleted_file_limit)) {
+    return absl::InvalidArgumentError("--deleted-file-limit takes a number of bytes, not '" +
+                                      p.Get("--deleted-file-limit") + "'");
+  }
   std::string image = p.Get("--image");
   int image_fd = -1;
   if (image == "-") {
