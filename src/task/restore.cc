@@ -39,6 +39,7 @@ namespace crlib {
 namespace {
 
 constexpr uint64_t kScratchBytes = kRestoreScratchBytes;
+constexpr uint64_t kKeyctlJoinSessionKeyring = 1;  // KEYCTL_JOIN_SESSION_KEYRING
 
 // Creates the child that becomes the restored process: PID `pid`, dies
 // with us until restore is done, traced by us and stopped. Raw system calls
@@ -210,6 +211,18 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
         step("controlling terminal", RestoreControllingTerminal(t, image, scratch)));
   } else if (p.pgid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
+  }
+  // The child inherited the restorer's session keyring, whose keys are
+  // not the image's to have: a new, empty one, before any thread is made
+  // (they share it). Keyrings themselves are not carried (CHECKPOINT.md).
+  {
+    absl::StatusOr<int64_t> joined = t->Syscall(SYS_keyctl, {kKeyctlJoinSessionKeyring, 0});
+    CRLIB_RETURN_IF_ERROR(joined.status());
+    if (*joined < 0 && *joined != -ENOSYS) {
+      return step("session keyring",
+                  ErrnoError(static_cast<int>(-*joined),
+                             absl::StrFormat("keyctl(JOIN_SESSION_KEYRING, NULL) in pid %d", pid)));
+    }
   }
   // Each thread's own state, the main thread's first: threads it creates
   // inherit its name. Creating them needs the rights credentials may drop.

@@ -238,6 +238,20 @@ TEST_F(SecurityTest, ImageOwnedByUserClaimingRealTimeIsRefusedUnlessTrusted) {
   kill(w.pid, SIGKILL);
 }
 
+// The restorer's session keyring (root's, here) holds keys that are not
+// the image's: the restored process gets a new one, not the restorer's.
+TEST_F(SecurityTest, RestoredProcessIsNotInTheRestorersSessionKeyring) {
+  Workload w;
+  const std::string name = "crlib-restorer-keyring-" + std::to_string(getpid());
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "session_keyring", {WorkloadsDir() + "/session_keyring", name}));
+  const std::string image = Path("keyring.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  // KEYCTL_JOIN_SESSION_KEYRING: crlib restore inherits it from us.
+  ASSERT_GE(syscall(SYS_keyctl, 1, name.c_str()), 0) << strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
 // Only root may grant capabilities, even to a process of the image's owner.
 TEST_F(SecurityTest, ImageOwnedByUserClaimingCapabilitiesIsRefused) {
   User user;
