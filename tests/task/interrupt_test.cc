@@ -161,6 +161,15 @@ TEST_F(InterruptTest, KilledDumpNeverHarmsItsTarget) {
     }
     ++kills;
     points += (points.empty() ? "" : " ") + std::to_string(ms) + (leave_running ? "L" : "K");
+    // A --leave-running dump killed after its commit, while it resumed the
+    // threads, leaves its image, complete (each run's length varies).
+    if (leave_running && Exists(Path("killed.img"))) {
+      CliResult inspect = Crlib({"inspect", Path("killed.img")});
+      EXPECT_EQ(inspect.exit_code, 0) << "a killed dump left an incomplete image " << ms
+                                      << " ms in" << Describe(w, inspect);
+      std::filesystem::remove(Path("killed.img"));
+      points += "c";
+    }
     ASSERT_NE(r.exit_code, 0) << "the dump finished before its kill point (" << ms << " ms of "
                               << std::chrono::duration_cast<milliseconds>(whole).count()
                               << " ms)" << Describe(w, r);
@@ -170,7 +179,8 @@ TEST_F(InterruptTest, KilledDumpNeverHarmsItsTarget) {
   }
   EXPECT_EQ(kills, kKillPoints) << points;
   fprintf(stderr, "killed crlib dump at %d random points (seed %u; ms, L=leave-running K=kill "
-                  "mode, done=finished first; whole dump %lld ms): %s; %d survivors\n",
+                  "mode, c=after the commit, done=finished first; whole dump %lld ms): %s; %d "
+                  "survivors\n",
           kills, seed,
           static_cast<long long>(std::chrono::duration_cast<milliseconds>(whole).count()),
           points.c_str(), survivors);
@@ -238,6 +248,10 @@ TEST_F(InterruptTest, KilledBeforeEveryPtraceRequest) {
   const std::string masks_before = masks();
   int survived = 0;
   for (long n = 1; n <= requests; ++n) {
+    // A thread released by a kill may harm the process only when it next
+    // runs: the kill before this one is named, with how the process ended.
+    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(w))
+        << "before the kill at request " << n << ", after the kill at request " << n - 1;
     ScopedEnv preload("LD_PRELOAD", shim);
     ScopedEnv kill_at("CRLIB_TEST_KILL_AT_PTRACE", std::to_string(n));
     CliResult r = Crlib(dump);
