@@ -8,7 +8,7 @@
  *   idle:   SCHED_IDLE, best-effort I/O level 6.
  * Threads sleep in short naps while they wait, so the FIFO one never
  * hogs a CPU. */
-#define _GNU_SOURCE
+
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
