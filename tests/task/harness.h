@@ -475,6 +475,25 @@ class WorkloadTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(w, image));
   }
 
+  // A dump of `w` (with `extra` arguments) that must be refused: one line
+  // holding `reason`, no file left under the image's name or beside it,
+  // and the process runs on untouched and still checks itself OK.
+  void ExpectDumpRefused(Workload* w, const std::string& reason,
+                         const std::vector<std::string>& extra = {}) {
+    const std::string image = Path("refused.img");
+    std::vector<std::string> args = {"dump", "--pid", std::to_string(w->pid), "--image", image};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CliResult r = Crlib(args);
+    ExpectOneLineError(r);
+    EXPECT_THAT(r.err, HasSubstr(reason)) << Describe(*w, r);
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      EXPECT_THAT(e.path().filename().string(), Not(StartsWith("refused.img")))
+          << "a refused dump left a file";
+    }
+    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
+    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
+  }
+
   static void ExpectOneLineError(const CliResult& r) {
     EXPECT_GT(r.exit_code, 0) << r.command << "\n" << r.err;
     EXPECT_THAT(r.err, StartsWith("crlib: error: ")) << r.command;

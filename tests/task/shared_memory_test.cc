@@ -18,23 +18,7 @@ namespace {
 
 using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 
-class SharedMemoryTest : public WorkloadTest {
- protected:
-  // A dump of `w` (with `extra` arguments) refused with a one-line error
-  // holding `reason`: no image, and the process runs on and checks OK.
-  void ExpectDumpRefused(Workload* w, const std::string& reason,
-                         const std::vector<std::string>& extra = {}) {
-    const std::string image = Path("refused.img");
-    std::vector<std::string> args = {"dump", "--pid", std::to_string(w->pid), "--image", image};
-    args.insert(args.end(), extra.begin(), extra.end());
-    CliResult r = Crlib(args);
-    ExpectOneLineError(r);
-    EXPECT_THAT(r.err, HasSubstr(reason));
-    EXPECT_FALSE(Exists(image));
-    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
-    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
-  }
-};
+using SharedMemoryTest = WorkloadTest;
 
 void ExpectImageBelow(const std::string& image, off_t bytes) {
   struct stat st;

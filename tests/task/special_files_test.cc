@@ -33,17 +33,6 @@ class SpecialFilesTest : public WorkloadTest {
     Start(w, name, argv);
   }
 
-  // The dump fails naming `what`, writes no image, and the process runs on
-  // and still checks itself OK.
-  void ExpectRefused(Workload* w, const std::string& what) {
-    const std::string image = Path(w->name + ".img");
-    CliResult r = Crlib({"dump", "--pid", std::to_string(w->pid), "--image", image});
-    ExpectOneLineError(r);
-    EXPECT_THAT(r.err, HasSubstr(what)) << Describe(*w, r);
-    EXPECT_FALSE(Exists(image));
-    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
-    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
-  }
 
   // A restore that must fail before the point of no return: one line
   // naming `what`, and no process at the image's PID.
@@ -109,7 +98,7 @@ TEST_F(SpecialFilesTest, OwnNamespaceFilesRoundTrip) {
 TEST_F(SpecialFilesTest, ForeignNamespaceFileRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "ns_fds", {WorkloadsDir() + "/ns_fds", "foreign"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "a uts namespace other than crlib's own"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "a uts namespace other than crlib's own"));
 }
 
 TEST_F(SpecialFilesTest, RemovedCwdAndDirectoryRoundTrip) {
@@ -131,7 +120,7 @@ TEST_F(SpecialFilesTest, RemovedCwdHeldByAnFdTooRoundTrip) {
 TEST_F(SpecialFilesTest, RemovedRootRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_dirs", {"root"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "root directory"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "root directory"));
 }
 
 TEST_F(SpecialFilesTest, RemovedFifoRoundTrip) {
@@ -149,7 +138,7 @@ TEST_F(SpecialFilesTest, RemovedDeviceNodeRoundTrip) {
 TEST_F(SpecialFilesTest, RemovedDeviceNodeWithoutCapMknodRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "removed_device", {"nocap"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
       &w, "a removed device node (character 1:3), which restore can make again only with "
           "CAP_MKNOD"));
 }
@@ -157,13 +146,13 @@ TEST_F(SpecialFilesTest, RemovedDeviceNodeWithoutCapMknodRefused) {
 TEST_F(SpecialFilesTest, SocketRefusedClearly) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "sockets are restored only as standard streams"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "sockets are restored only as standard streams"));
 }
 
 TEST_F(SpecialFilesTest, UnlinkedSocketRefusedNamingItsPath) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unlinked_socket"));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
       &w, "UNIX stream bound to " + files_ + "/sock, since removed) is not supported: sockets"));
 }
 
@@ -182,7 +171,7 @@ TEST_F(SpecialFilesTest, LocksLeaveRunningThenRestore) {
 TEST_F(SpecialFilesTest, FlockSharedWithAnotherProcessRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "shared_flock"));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "its flock is held through an open file pid "));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "its flock is held through an open file pid "));
 }
 
 // Someone else takes the lock between the dump and the restore: the

@@ -17,25 +17,7 @@ namespace {
 
 using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 
-class TerminalTestBase : public WorkloadTest {
- protected:
-  // A dump that must fail: one line naming `reason`, no image, and the
-  // process runs on and still checks itself OK.
-  void ExpectRefused(Workload* w, const std::string& reason) {
-    const std::string image = Path("refused.img");
-    CliResult r = Crlib({"dump", "--pid", std::to_string(w->pid), "--image", image});
-    ExpectOneLineError(r);
-    EXPECT_THAT(r.err, HasSubstr(reason)) << Describe(*w, r);
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      EXPECT_THAT(e.path().filename().string(), Not(StartsWith("refused.img")))
-          << "a refused dump left a file";
-    }
-    ASSERT_NO_FATAL_FAILURE(ExpectRunningUntouched(*w));
-    ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(w));
-  }
-};
-
-using PtyTest = TerminalTestBase;
+using PtyTest = WorkloadTest;
 
 TEST_F(PtyTest, PtyPairRoundTrip) {
   Workload w;
@@ -88,13 +70,13 @@ TEST_F(PtyTest, RestoreRefusesPtyIndexInUse) {
 TEST_F(PtyTest, DumpRefusesQueuedBytesAndLeavesTheProcessRunning) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_refused", {WorkloadsDir() + "/pty_refused", "queued"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "wait to be read"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "wait to be read"));
 }
 
 TEST_F(PtyTest, DumpRefusesTerminalLeadingOutsideAndLeavesTheProcessRunning) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "pty_refused", {WorkloadsDir() + "/pty_refused", "outside"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "master is outside the process"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "master is outside the process"));
 }
 
 TEST_F(PtyTest, ControllingTerminalLeaveRunningThenRestore) {
@@ -123,11 +105,11 @@ TEST_F(PtyTest, DumpRefusesDevTtyLeadingOutsideAndLeavesTheProcessRunning) {
   ASSERT_TRUE(WaitFor([&] { return Slurp(w.out).find('\n') != std::string::npos; }, kReadyTimeout))
       << Output(w);
   ASSERT_EQ(Slurp(w.out), "READY " + std::to_string(w.pid) + "\n") << Output(w);
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "/dev/tty, and the controlling terminal is outside"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "/dev/tty, and the controlling terminal is outside"));
   close(master);
 }
 
-using GuardRegionTest = TerminalTestBase;
+using GuardRegionTest = WorkloadTest;
 
 TEST_F(GuardRegionTest, GuardRegionRoundTrip) {
   Workload w;
@@ -147,17 +129,17 @@ TEST_F(GuardRegionTest, DumpRefusesGuardRegionInLockedMappingAndLeavesTheProcess
   Workload w;
   ASSERT_NO_FATAL_FAILURE(
       Start(&w, "guard_region", {WorkloadsDir() + "/guard_region", "locked"}));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "lies in mlocked mapping"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "lies in mlocked mapping"));
 }
 
-using AioTest = TerminalTestBase;
+using AioTest = WorkloadTest;
 
 // The ring is the context's id; the kernel shows neither the requests in
 // flight nor io_setup's limit, so crlib cannot rebuild the context.
 TEST_F(AioTest, DumpRefusesAioContextAndLeavesTheProcessRunning) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "aio_context"));
-  ASSERT_NO_FATAL_FAILURE(ExpectRefused(&w, "aio context"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "aio context"));
 }
 
 }  // namespace
