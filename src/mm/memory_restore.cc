@@ -18,6 +18,7 @@
 #include "mm/page_array.h"
 #include "mm/sysv_shm.h"
 #include "sys/kernel.h"
+#include "sys/credentials.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -261,13 +262,8 @@ absl::Status CheckLockedMemory(const ProcessImage& image) {
   // The restored process locks its VMAs while it still has our
   // credentials and limits (the image's come last): our CAP_IPC_LOCK or
   // our RLIMIT_MEMLOCK decide.
-  CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile("/proc/self/status"));
-  CRLIB_ASSIGN_OR_RETURN(std::string cap_eff, sys::StatusField(status, "CapEff"));
-  uint64_t caps = 0;
-  if (!absl::SimpleHexAtoi(cap_eff, &caps)) {
-    return absl::DataLossError("unparsable CapEff in /proc/self/status: " + cap_eff);
-  }
-  if (caps & (uint64_t{1} << CAP_IPC_LOCK)) return absl::OkStatus();
+  CRLIB_ASSIGN_OR_RETURN(bool ipc_lock, sys::WeHoldCapability(CAP_IPC_LOCK));
+  if (ipc_lock) return absl::OkStatus();
   rlimit limit{};
   if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return Errno("getrlimit(RLIMIT_MEMLOCK)");
   if (limit.rlim_cur != RLIM_INFINITY && locked > limit.rlim_cur) {

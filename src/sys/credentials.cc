@@ -138,4 +138,10 @@ absl::Status SetThisThreadCredentials(const Credentials& creds) {
   return SetCredentials(runner, creds);
 }
 
+absl::StatusOr<bool> WeHoldCapability(int cap) {
+  CRLIB_ASSIGN_OR_RETURN(std::string status, ReadFile("/proc/self/status"));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t effective, StatusMask(status, "CapEff"));
+  return (effective >> cap) & 1;
+}
+
 }  // namespace crlib::sys

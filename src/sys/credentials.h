@@ -55,6 +55,10 @@ absl::Status SetCredentials(SyscallRunner& runner, const Credentials& creds);
 // glibc's wrappers would change every thread of the process.
 absl::Status SetThisThreadCredentials(const Credentials& creds);
 
+// Whether this process holds capability `cap` (CAP_*) in its effective
+// set, from /proc/self/status.
+absl::StatusOr<bool> WeHoldCapability(int cap);
+
 }  // namespace crlib::sys
 
 #endif  // CRLIB_SYS_CREDENTIALS_H_

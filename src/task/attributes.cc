@@ -1,6 +1,7 @@
 #include "task/attributes.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/membarrier.h>
 #include <linux/seccomp.h>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/status.h"
+#include "sys/credentials.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/thread_restore.h"
@@ -31,9 +33,6 @@ namespace crlib {
 namespace {
 
 constexpr uint32_t kUnsetLoginuid = 0xffffffff;
-constexpr int kCapAuditControl = 30;
-constexpr int kCapSysAdmin = 21;
-constexpr int kCapSysResource = 24;
 // The MEMBARRIER_CMD_REGISTER_* commands GET_REGISTRATIONS reports.
 constexpr uint32_t kMembarrierRegistrations[] = {
     MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
@@ -67,14 +66,6 @@ absl::StatusOr<uint32_t> Loginuid(const std::string& pid) {
   if (access(path.c_str(), F_OK) != 0) return kUnsetLoginuid;
   CRLIB_ASSIGN_OR_RETURN(int64_t v, ReadNumber(path));
   return static_cast<uint32_t>(v);
-}
-
-// Whether crlib itself holds capability `cap` in its effective set.
-bool WeHold(int cap) {
-  absl::StatusOr<std::string> status = sys::ReadFile("/proc/self/status");
-  if (!status.ok()) return false;
-  absl::StatusOr<uint64_t> eff = sys::StatusMask(*status, "CapEff");
-  return eff.ok() && (*eff & (uint64_t{1} << cap));
 }
 
 // An int the remote call at `buf` left there.
@@ -338,7 +329,7 @@ absl::StatusOr<std::optional<SeccompRecord>> CaptureSeccomp(
               first));
         }
       }
-      if (!a.no_new_privs && !(cap_effective & (uint64_t{1} << kCapSysAdmin))) {
+      if (!a.no_new_privs && !(cap_effective & (uint64_t{1} << CAP_SYS_ADMIN))) {
         return absl::UnimplementedError(absl::StrFormat(
             "thread %d has seccomp filters but neither no_new_privs nor CAP_SYS_ADMIN, so restore "
             "could not install them after its credentials",
@@ -402,14 +393,16 @@ absl::Status CheckAttributes(const ProcessImage& image) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "the image's loginuid is %u, but this kernel has no audit loginuid to set", a.loginuid));
       }
-      if (!WeHold(kCapAuditControl)) {
+      CRLIB_ASSIGN_OR_RETURN(bool audit_control, sys::WeHoldCapability(CAP_AUDIT_CONTROL));
+      if (!audit_control) {
         return absl::PermissionDeniedError(absl::StrFormat(
             "setting the image's loginuid %u (ours is %u) needs CAP_AUDIT_CONTROL, which crlib lacks",
             a.loginuid, ours));
       }
     }
     CRLIB_ASSIGN_OR_RETURN(int64_t oom, ReadNumber("/proc/self/oom_score_adj"));
-    if (a.oom_score_adj < oom && !WeHold(kCapSysResource)) {
+    CRLIB_ASSIGN_OR_RETURN(bool sys_resource, sys::WeHoldCapability(CAP_SYS_RESOURCE));
+    if (a.oom_score_adj < oom && !sys_resource) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "lowering oom_score_adj to the image's %d (ours is %d) needs CAP_SYS_RESOURCE, which "
           "crlib lacks",

@@ -38,7 +38,6 @@
 namespace crlib {
 namespace {
 
-constexpr uint64_t kScratchBytes = kRestoreScratchBytes;
 constexpr uint64_t kKeyctlJoinSessionKeyring = 1;  // KEYCTL_JOIN_SESSION_KEYRING
 
 // Creates the child that becomes the restored process: PID `pid`, dies
@@ -124,7 +123,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   const uint64_t scratch = scratch_range.first;
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
-                                                          {scratch, kScratchBytes,
+                                                          {scratch, kRestoreScratchBytes,
                                                            PROT_READ | PROT_WRITE | PROT_EXEC,
                                                            MAP_PRIVATE | MAP_ANONYMOUS |
                                                                MAP_FIXED_NOREPLACE,
@@ -159,7 +158,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // Process attributes.
   const ProcessRecord& p = image.process;
   auto remote_string = [&](const std::string& s) -> absl::StatusOr<uint64_t> {
-    if (s.size() + 1 > kScratchBytes) return absl::OutOfRangeError("path too long: " + s);
+    if (s.size() + 1 > kRestoreScratchBytes) return absl::OutOfRangeError("path too long: " + s);
     CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.c_str(), s.size() + 1));
     return scratch;
   };
@@ -259,7 +258,7 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // change) and no_new_privs (one-way).
   CRLIB_RETURN_IF_ERROR(RestoreAttributesAfterCredentials(*threads, image));
   CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("munmap of the scratch area", SYS_munmap,
-                                                          {scratch, kScratchBytes})
+                                                          {scratch, kRestoreScratchBytes})
                                             .status()));
   // Seccomp: the last system calls; a filter may forbid any after it.
   CRLIB_RETURN_IF_ERROR(RestoreSeccomp(*threads, image));
@@ -375,7 +374,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   std::vector<std::unique_ptr<Tracee>> threads;
   threads.push_back(std::move(*t));
   absl::Status st =
-      BuildProcess(ctx, &threads, image, files, reader, {scratch, scratch + kScratchBytes});
+      BuildProcess(ctx, &threads, image, files, reader, {scratch, scratch + kRestoreScratchBytes});
   ctx->stats().bytes = reader->offset();
   if (!st.ok()) {
     Tracee::KillProcess(threads);
