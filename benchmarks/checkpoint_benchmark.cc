@@ -31,8 +31,8 @@
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
 #include "core/context.h"
-#include "task/checkpoint.h"
-#include "task/restore.h"
+#include "cr/checkpoint.h"
+#include "cr/restore.h"
 
 namespace {
 

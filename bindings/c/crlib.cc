@@ -11,10 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "core/context.h"
 #include "core/status.h"
-#include "task/checkpoint.h"
-#include "task/nocr.h"
-#include "task/restore.h"
-#include "task/self_checkpoint.h"
+#include "cr/checkpoint.h"
+#include "sys/nocr.h"
+#include "cr/restore.h"
+#include "cr/self_checkpoint.h"
 
 struct crlib_error {
   int code;

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "core/object_registry.h"
+#include "core/shared_objects.h"
 
 namespace crlib {
 
@@ -76,6 +77,11 @@ class Context {
   void set_writer(ImageWriter* writer) { writer_ = writer; }
   void set_reader(ImageReader* reader) { reader_ = reader; }
 
+  // At a dump, the writer of objects that several families refer to
+  // (core/shared_objects.h); set by the operation that owns this context.
+  SharedObjectWriter* objects() const { return objects_; }
+  void set_objects(SharedObjectWriter* objects) { objects_ = objects; }
+
   void set_progress(ProgressFn progress) { progress_ = std::move(progress); }
   // Reports a step; Cancelled if the callback asked to stop, which the
   // operation then undoes like any other failure.
@@ -90,6 +96,7 @@ class Context {
   ObjectRegistry registry_;
   ImageWriter* writer_ = nullptr;
   ImageReader* reader_ = nullptr;
+  SharedObjectWriter* objects_ = nullptr;
   ProgressFn progress_;
 };
 

@@ -17,29 +17,15 @@
 #include "absl/strings/str_format.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "image/process_image.h"
 #include "sys/kernel.h"
+#include "sys/unique_fd.h"
 
 namespace crlib {
 namespace {
 
 constexpr uint32_t kAllSeals =
     F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | sys::kFSealExec;
-
-struct Fd {
-  int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-  int release() {
-    int f = fd;
-    fd = -1;
-    return f;
-  }
-};
 
 // Opens the inode for reading without touching its access time when we
 // may (O_NOATIME needs ownership or CAP_FOWNER).
@@ -104,7 +90,7 @@ absl::Status SetTimes(int fd, const InodeRecord& r) {
 
 absl::StatusOr<CarriedInodeFacts> InspectCarriedInode(const CarriedInodeSource& source) {
   CRLIB_ASSIGN_OR_RETURN(int raw, OpenForReading(source));
-  Fd fd(raw);
+  sys::UniqueFd fd(raw);
   CarriedInodeFacts facts;
   if (fstat(fd.fd, &facts.st) != 0) return Errno("fstat %s", source.open_path);
   struct statfs fs{};
@@ -144,7 +130,7 @@ absl::StatusOr<ObjectRef> InternCarriedInode(Context* ctx, const CarriedInodeSou
   auto entry = ctx->registry().Intern({ObjectKind::kCarriedInode, source.dev, source.inode});
   if (!entry.inserted) return entry.ref;
   CRLIB_ASSIGN_OR_RETURN(int raw, OpenForReading(source));
-  Fd fd(raw);
+  sys::UniqueFd fd(raw);
   struct stat st{};
   if (fstat(fd.fd, &st) != 0) return Errno("fstat %s", source.open_path);
   InodeRecord rec;
@@ -201,104 +187,6 @@ absl::StatusOr<ObjectRef> InternCarriedInode(Context* ctx, const CarriedInodeSou
   return entry.ref;
 }
 
-absl::StatusOr<InodeImage> StageCarriedInode(ImageReader* reader, const Record& rec) {
-  InodeImage image;
-  image.ref = rec.header.self;
-  CRLIB_ASSIGN_OR_RETURN(image.record, reader->Decode<InodeRecord>(rec));
-  const InodeRecord& r = image.record;
-  uint64_t expected = 0;
-  for (const DataRun& run : r.runs) {
-    if (run.offset > r.size || run.length > r.size - run.offset) {
-      return absl::DataLossError(absl::StrFormat(
-          "inode record %d (%s): run %d+%d is past its size %d", rec.index, r.name, run.offset,
-          run.length, r.size));
-    }
-    expected += run.length;
-  }
-  // A dump's copy of its own records (kRecordBulkElided) has no contents:
-  // the inode is checked and made, empty.
-  if (!(rec.header.flags & kRecordBulkElided) && expected != rec.header.bulk_length) {
-    return absl::DataLossError(absl::StrFormat(
-        "inode record %d (%s): %d bytes of contents for runs of %d", rec.index, r.name,
-        rec.header.bulk_length, expected));
-  }
-  Fd fd;
-  switch (static_cast<InodeKind>(r.kind)) {
-    case InodeKind::kSharedAnonymous: {
-      // The inode MAP_SHARED|MAP_ANONYMOUS creates (it shows as
-      // "/dev/zero (deleted)"), reached through map_files.
-      if (r.size == 0 || r.size % static_cast<uint64_t>(sysconf(_SC_PAGESIZE))) {
-        return absl::DataLossError(
-            absl::StrFormat("inode record %d: shared memory of size %d", rec.index, r.size));
-      }
-      void* p = mmap(nullptr, r.size, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p == MAP_FAILED) return Errno("mmap of %d bytes of shared memory", r.size);
-      const uint64_t a = reinterpret_cast<uint64_t>(p);
-      const std::string path = absl::StrFormat("/proc/self/map_files/%x-%x", a, a + r.size);
-      fd.fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-      absl::Status st = fd.fd < 0 ? Errno("open %s (needs CAP_SYS_ADMIN or "
-                                          "CAP_CHECKPOINT_RESTORE)",
-                                          path)
-                                  : absl::OkStatus();
-      munmap(p, r.size);
-      CRLIB_RETURN_IF_ERROR(st);
-      break;
-    }
-    case InodeKind::kMemfd: {
-      unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
-      fd.fd = memfd_create(r.name.c_str(), flags | sys::kMfdExec);
-      if (fd.fd < 0 && errno == EINVAL) fd.fd = memfd_create(r.name.c_str(), flags);
-      if (fd.fd < 0) return Errno("memfd_create(%s)", r.name);
-      break;
-    }
-    case InodeKind::kDeletedFile:
-    case InodeKind::kSysvShm:
-      fd.fd = memfd_create("crlib-staging", MFD_CLOEXEC);
-      if (fd.fd < 0) return Errno("memfd_create(crlib-staging) for %s", r.name);
-      break;
-    default:
-      return absl::DataLossError(
-          absl::StrFormat("inode record %d (%s) has unknown kind %d", rec.index, r.name, r.kind));
-  }
-  if (static_cast<InodeKind>(r.kind) != InodeKind::kSharedAnonymous &&
-      ftruncate(fd.fd, static_cast<off_t>(r.size)) != 0) {
-    return Errno("ftruncate of the restored %s to %d bytes", r.name, r.size);
-  }
-  // The bulk arrives in chunks; each goes where its run says.
-  size_t run = 0;
-  uint64_t in_run = 0;
-  CRLIB_RETURN_IF_ERROR(reader->ReadBulkChunks(1 << 20, [&](absl::Span<const uint8_t> chunk) {
-    while (!chunk.empty()) {
-      while (run < r.runs.size() && in_run == r.runs[run].length) {
-        ++run;
-        in_run = 0;
-      }
-      if (run == r.runs.size()) return absl::DataLossError("inode contents past their runs");
-      const uint64_t n = std::min<uint64_t>(chunk.size(), r.runs[run].length - in_run);
-      ssize_t w = pwrite(fd.fd, chunk.data(), n, static_cast<off_t>(r.runs[run].offset + in_run));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return Errno("write of the restored %s at %d", r.name, r.runs[run].offset + in_run);
-      in_run += static_cast<uint64_t>(w);
-      chunk.remove_prefix(static_cast<size_t>(w));
-    }
-    return absl::OkStatus();
-  }));
-  image.staged = std::shared_ptr<const int>(new int(fd.release()), [](const int* p) {
-    close(*p);
-    delete p;
-  });
-  return image;
-}
-
-bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid) {
-  if (p.cap_effective & (uint64_t{1} << CAP_CHOWN)) return true;
-  const bool uid_ok = uid == p.uid || uid == p.euid || uid == p.suid || uid == p.fsuid;
-  const bool gid_ok = gid == p.gid || gid == p.egid || gid == p.sgid || gid == p.fsgid ||
-                      std::find(p.groups.begin(), p.groups.end(), gid) != p.groups.end();
-  return uid_ok && gid_ok;
-}
-
 absl::Status ChownStagedInode(const InodeImage& inode, const ProcessRecord& p) {
   const InodeRecord& r = inode.record;
   const auto kind = static_cast<InodeKind>(r.kind);
@@ -336,7 +224,7 @@ absl::StatusOr<int> OpenCarriedInode(const InodeImage& inode, uint32_t fsuid) {
       std::string dir = r.name;
       size_t slash = dir.find_last_of('/');
       dir = slash == std::string::npos || slash == 0 ? "/" : dir.substr(0, slash);
-      Fd fd(open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, S_IRUSR | S_IWUSR));
+      sys::UniqueFd fd(open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, S_IRUSR | S_IWUSR));
       if (fd.fd < 0) fd.fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, S_IRUSR | S_IWUSR);
       if (fd.fd < 0) return Errno("open(O_TMPFILE) for deleted file %s as uid %d", r.name, fsuid);
       if (ftruncate(fd.fd, static_cast<off_t>(r.size)) != 0) {

@@ -14,23 +14,16 @@
 
 #include "absl/status/statusor.h"
 #include "core/context.h"
+#include "core/shared_objects.h"
 #include "core/image_reader.h"
 #include "core/records.h"
+#include "image/staged_inode.h"
 
 namespace crlib {
 
 // Default of CheckpointOptions::deleted_file_limit: data bytes (holes do
 // not count) a deleted file may hold for the dump to carry it.
 inline constexpr uint64_t kDefaultDeletedFileLimit = uint64_t{1} << 30;
-
-// Where the dumper finds an inode of a stopped process.
-struct CarriedInodeSource {
-  InodeKind kind = InodeKind::kDeletedFile;
-  std::string open_path;  // /proc/PID/fd/N or /proc/PID/map_files/START-END
-  std::string what;       // "fd 5 (/tmp/x (deleted))": for messages
-  std::string name;       // the record's name
-  uint64_t dev = 0, inode = 0;
-};
 
 // What the dump checks before it writes anything.
 struct CarriedInodeFacts {
@@ -53,26 +46,6 @@ absl::Status CheckCarriedInode(const CarriedInodeSource& source, const CarriedIn
 // under `parent` the first time. `sysv` fills the SysV fields.
 absl::StatusOr<ObjectRef> InternCarriedInode(Context* ctx, const CarriedInodeSource& source,
                                              ObjectRef parent);
-
-// A carried inode as restore needs it.
-struct InodeImage {
-  ObjectRef ref = 0;
-  InodeRecord record;
-  // The contents, staged in this process while the image was read (fd;
-  // closed with the last copy): for shared anonymous memory and memfds the
-  // restored inode itself, else a memfd the restore copies from.
-  std::shared_ptr<const int> staged;
-};
-
-// Reads the record's bulk from `reader` (the current record) into a new
-// staged inode; only the runs are written, so holes stay holes.
-absl::StatusOr<InodeImage> StageCarriedInode(ImageReader* reader, const Record& rec);
-
-// Whether process `p`'s credentials could own a file of `uid`:`gid`
-// (one of its uids and gids or groups, or CAP_CHOWN): a restore must not
-// hand out inodes owned by someone the image could not have made owner
-// (a set-user-ID memfd of root's, say).
-bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid);
 
 // Gives a staged shmem or memfd inode its recorded owner, refusing
 // (PermissionDenied, before the point of no return) an owner the image's

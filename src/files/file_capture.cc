@@ -28,7 +28,7 @@
 #include "files/tty_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
-#include "task/nocr.h"
+#include "sys/nocr.h"
 
 namespace crlib {
 namespace {

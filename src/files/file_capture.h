@@ -31,7 +31,7 @@ struct FdInfo {
 
 // Looks at every descriptor of stopped process `pid` but those in
 // `skip_fds`, without changing anything. Fails with NotCheckpointableError
-// if the process holds a nocr mark (task/nocr.h), else with Unimplemented
+// if the process holds a nocr mark (sys/nocr.h), else with Unimplemented
 // naming the first unsupported descriptor ("fd 5 (socket:[1234], TCP) is
 // not supported").
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
@@ -50,6 +50,20 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
 // time.
 absl::StatusOr<ObjectRef> InternMappedFile(Context* ctx, const std::string& path, uint64_t dev,
                                            uint64_t inode, ObjectRef parent);
+
+// The files family's writer of the objects memory refers to (mapped
+// files, carried inodes), for Context::set_objects.
+class FileObjectWriter final : public SharedObjectWriter {
+ public:
+  absl::StatusOr<ObjectRef> InternFile(Context* ctx, const std::string& path, uint64_t dev,
+                                       uint64_t inode, ObjectRef parent) override {
+    return InternMappedFile(ctx, path, dev, inode, parent);
+  }
+  absl::StatusOr<ObjectRef> InternCarriedInode(Context* ctx, const CarriedInodeSource& source,
+                                               ObjectRef parent) override {
+    return ::crlib::InternCarriedInode(ctx, source, parent);
+  }
+};
 
 }  // namespace crlib
 

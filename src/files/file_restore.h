@@ -10,8 +10,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "core/shared_objects.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 
@@ -27,7 +28,7 @@ struct OpenFilesOptions {
   bool original_alive = false;
 };
 
-class OpenedFiles {
+class OpenedFiles final : public RestoredObjects {
  public:
   // Opens everything `image` needs, with the image's credentials (on a
   // short-lived thread that takes them); any missing, changed or forbidden
@@ -49,7 +50,7 @@ class OpenedFiles {
   // another process holds now fails Open.
 
   // Our descriptor for file record `ref` (the child inherits the number).
-  int fd(ObjectRef ref) const;
+  int fd(ObjectRef ref) const override;
   // Every descriptor this object holds.
   std::vector<int> all() const;
 

@@ -10,8 +10,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/records.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 

@@ -21,7 +21,6 @@
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
-#include "files/file_capture.h"
 #include "mm/page_array.h"
 #include "sys/kernel.h"
 
@@ -169,53 +168,6 @@ std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v)
   s.dev = makedev(v.map.dev_major, v.map.dev_minor);
   s.inode = v.map.inode;
   return s;
-}
-
-absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
-                                const std::vector<VmaInfo>& vmas, uint64_t deleted_file_limit) {
-  std::vector<std::pair<CarriedInodeSource, const VmaInfo*>> sources;
-  for (const FdInfo& fd : fds) {
-    if (auto s = CarriedInodeOfFd(pid, fd)) sources.emplace_back(std::move(*s), nullptr);
-  }
-  for (const VmaInfo& v : vmas) {
-    if (auto s = CarriedInodeOfVma(pid, v)) sources.emplace_back(std::move(*s), &v);
-  }
-  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, uint32_t> seals;  // of memfds, by identity
-  for (const auto& [source, vma] : sources) {
-    CRLIB_ASSIGN_OR_RETURN(CarriedInodeFacts facts, InspectCarriedInode(source));
-    CRLIB_RETURN_IF_ERROR(CheckCarriedInode(source, facts, deleted_file_limit));
-    seals[{source.dev, source.inode}] = facts.seals;
-    if (vma == nullptr) continue;
-    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-    const uint64_t whole = AlignUp(static_cast<uint64_t>(facts.st.st_size), page);
-    if (vma->kind == VmaKind::kSysvShm &&
-        (vma->map.offset != 0 || vma->map.end - vma->map.start != whole)) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "%s is not supported: only whole SysV segments attached with shmat are", source.what));
-    }
-  }
-  // A write seal taken while a writable shared mapping existed: restore
-  // would have to map it writable after sealing, which the kernel refuses.
-  for (const auto& [source, vma] : sources) {
-    if (vma && vma->map.shared && vma->map.write &&
-        (seals[{source.dev, source.inode}] & F_SEAL_FUTURE_WRITE)) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "%s is not supported: a writable shared mapping of a memfd sealed with "
-          "F_SEAL_FUTURE_WRITE",
-          source.what));
-    }
-  }
-  if (std::any_of(vmas.begin(), vmas.end(), [](const VmaInfo& v) { return v.kind == VmaKind::kSysvShm; })) {
-    struct stat ours{}, theirs{};
-    if (stat("/proc/self/ns/ipc", &ours) != 0 ||
-        stat(absl::StrCat("/proc/", pid, "/ns/ipc").c_str(), &theirs) != 0 ||
-        ours.st_ino != theirs.st_ino) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "pid %d attaches SysV shared memory of another IPC namespace than crlib's; IPC "
-          "namespaces are not supported yet", pid));
-    }
-  }
-  return absl::OkStatus();
 }
 
 namespace {
@@ -502,7 +454,7 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
     return Errno("stat /proc/%d/exe", pid);
   }
   CRLIB_ASSIGN_OR_RETURN(mm.exe_file,
-                         InternMappedFile(ctx, mm.exe_path, exe_st.st_dev, exe_st.st_ino, process));
+                         ctx->objects()->InternFile(ctx, mm.exe_path, exe_st.st_dev, exe_st.st_ino, process));
   CRLIB_RETURN_IF_ERROR(w->Write(mm, mm_ref, process));
 
   for (const VmaInfo& v : vmas) {
@@ -520,12 +472,12 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
     if (v.kind == VmaKind::kFile) {
       rec.dev = makedev(v.map.dev_major, v.map.dev_minor);
       rec.inode = v.map.inode;
-      CRLIB_ASSIGN_OR_RETURN(rec.file, InternMappedFile(ctx, v.map.path, rec.dev, rec.inode, mm_ref));
+      CRLIB_ASSIGN_OR_RETURN(rec.file, ctx->objects()->InternFile(ctx, v.map.path, rec.dev, rec.inode, mm_ref));
     }
     if (std::optional<CarriedInodeSource> carried = CarriedInodeOfVma(pid, v)) {
       rec.dev = carried->dev;
       rec.inode = carried->inode;
-      CRLIB_ASSIGN_OR_RETURN(rec.object, InternCarriedInode(ctx, *carried, mm_ref));
+      CRLIB_ASSIGN_OR_RETURN(rec.object, ctx->objects()->InternCarriedInode(ctx, *carried, mm_ref));
     }
     CRLIB_RETURN_IF_ERROR(w->Write(rec, ctx->registry().NewRef(), mm_ref));
   }

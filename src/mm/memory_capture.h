@@ -12,10 +12,9 @@
 #include "absl/strings/string_view.h"
 #include "core/context.h"
 #include "core/records.h"
-#include "files/carried_inode.h"
-#include "files/file_capture.h"
+#include "core/shared_objects.h"
 #include "sys/proc.h"
-#include "task/tracee.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 
@@ -37,12 +36,6 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid);
 // The inode a shared anonymous, SysV, memfd or deleted-file mapping of
 // stopped `pid` maps, for its InodeRecord; nullopt for other kinds.
 std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v);
-
-// Refuses, before anything is written, the inodes the image cannot carry
-// among `fds` and `vmas` (CheckCarriedInode; a memfd sealed against
-// writes yet mapped writable and shared; a partial SysV attachment).
-absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
-                                const std::vector<VmaInfo>& vmas, uint64_t deleted_file_limit);
 
 // Names the special mappings ([vdso], [vvar] ...) or returns nullopt.
 std::optional<VmaKind> SpecialMappingKind(const std::string& name);

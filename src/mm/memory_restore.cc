@@ -148,7 +148,7 @@ absl::Status CheckSpecialMappings(const ProcessImage& image) {
   return absl::OkStatus();
 }
 
-absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                                  AddressRange scratch) {
   const pid_t pid = t->tid();
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(pid));
@@ -348,7 +348,7 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
   }
 }
 
-absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                              uint64_t scratch) {
   const MemoryMapRecord& mm = image.mm;
   prctl_mm_map map{};

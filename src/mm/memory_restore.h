@@ -12,9 +12,9 @@
 #include "absl/status/statusor.h"
 #include "core/context.h"
 #include "core/image_reader.h"
-#include "files/file_restore.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "core/shared_objects.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 
@@ -49,7 +49,7 @@ inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
 // vDSO (moved to the image's address) and the scratch range; sets the mm
 // fields and executable. The VMAs are mapped with Tracee::SyscallBatch,
 // with MAP_NORESERVE, madvise and mlock as their vm_flags say.
-absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                                  AddressRange scratch);
 
 // Writes the pages of the image into the tracee: every record `reader`
@@ -61,7 +61,7 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
 
 // PR_SET_MM_MAP: code, data, brk, stack, args, env, auxv and the
 // executable file. Part of RebuildAddressSpace.
-absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const OpenedFiles& files,
+absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                              uint64_t scratch);
 
 }  // namespace crlib

@@ -8,8 +8,8 @@
 #define CRLIB_MM_SYSV_SHM_H_
 
 #include "absl/status/status.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 

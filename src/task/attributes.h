@@ -27,8 +27,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/records.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 

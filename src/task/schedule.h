@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/records.h"
-#include "task/process_image.h"
+#include "image/process_image.h"
 
 namespace crlib {
 

@@ -4,8 +4,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 
@@ -179,6 +182,52 @@ absl::Status RestoreCpuState(Tracee* t, const ThreadImage& thread) {
   CRLIB_RETURN_IF_ERROR(ThreadStep("CPU state", t->tid(), regs.status()));
   CRLIB_RETURN_IF_ERROR(ThreadStep("signal mask", t->tid(), t->SetSigmask(thread.record.sigmask)));
   return ThreadStep("registers", t->tid(), t->SetRegs(*regs));
+}
+
+absl::Status RestoreRlimits(pid_t pid, const ProcessImage& image) {
+  for (const Rlimit& r : image.rlimits.limits) {
+    rlimit64 lim{r.cur, r.max};
+    if (prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &lim, nullptr) != 0) {
+      return Errno("prlimit(%d) on pid %d", r.resource, pid);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreItimers(Tracee* t, const ProcessImage& image, uint64_t scratch) {
+  for (const Itimer& it : image.itimers.timers) {
+    // Value 0: a periodic timer that fired and waited for its SIGALRM to
+    // be dequeued (it comes back pending); one more interval, as then.
+    const int64_t value = it.value_usec ? it.value_usec : it.interval_usec;
+    itimerval tv{{it.interval_usec / 1000000, it.interval_usec % 1000000},
+                 {value / 1000000, value % 1000000}};
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &tv, sizeof(tv)));
+    CRLIB_RETURN_IF_ERROR(
+        t->CheckedSyscall("setitimer", SYS_setitimer, {it.which, scratch, 0}).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreSignalHandlers(Tracee* t, const ProcessImage& image, uint64_t scratch) {
+  CRLIB_ASSIGN_OR_RETURN(std::string status,
+                         sys::ReadFile(absl::StrCat("/proc/", t->tid(), "/status")));
+  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(status));
+  std::vector<SignalHandler> handlers = image.handlers.handlers;
+  for (int sig = 1; sig <= 64; ++sig) {
+    bool listed = std::any_of(handlers.begin(), handlers.end(), [&](const SignalHandler& h) {
+      return h.signo == static_cast<uint32_t>(sig);
+    });
+    if (!listed && (non_default & (uint64_t{1} << (sig - 1)))) {
+      handlers.push_back({.signo = static_cast<uint32_t>(sig)});  // SIG_DFL
+    }
+  }
+  for (const SignalHandler& h : handlers) {
+    uint64_t sa[4] = {h.handler, h.flags, h.restorer, h.mask};
+    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, sa, sizeof(sa)));
+    CRLIB_RETURN_IF_ERROR(
+        t->CheckedSyscall("rt_sigaction", SYS_rt_sigaction, {h.signo, scratch, 0, 8}).status());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace crlib

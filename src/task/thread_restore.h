@@ -15,8 +15,8 @@
 
 #include "absl/status/status.h"
 #include "core/records.h"
-#include "task/process_image.h"
-#include "task/tracee.h"
+#include "image/process_image.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 
@@ -56,6 +56,16 @@ absl::Status RestoreCredentials(Tracee* t, const ProcessRecord& p, uint64_t scra
 // xstate, signal mask, then registers: the thread's last step before it
 // may run.
 absl::Status RestoreCpuState(Tracee* t, const ThreadImage& thread);
+
+// The process's resource limits, set from outside with prlimit.
+absl::Status RestoreRlimits(pid_t pid, const ProcessImage& image);
+
+// The interval timers (setitimer in `t`; arguments at `scratch`).
+absl::Status RestoreItimers(Tracee* t, const ProcessImage& image, uint64_t scratch);
+
+// The image's signal handlers, and SIG_DFL for any other `t` has (it is a
+// copy of its creator): rt_sigaction in `t`, arguments at `scratch`.
+absl::Status RestoreSignalHandlers(Tracee* t, const ProcessImage& image, uint64_t scratch);
 
 // "restore step 'NAME' of thread TID: <message>", or OK.
 absl::Status ThreadStep(const char* name, pid_t tid, absl::Status status);

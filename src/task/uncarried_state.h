@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "task/tracee.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 

@@ -11,7 +11,7 @@
 #include "core/crc32c.h"
 #include "core/image_reader.h"
 #include "core/image_writer.h"
-#include "core/inspect.h"
+#include "cr/inspect.h"
 #include "tests/core/sample_image.h"
 
 namespace crlib {

@@ -7,7 +7,7 @@
 
 #include "core/byte_stream.h"
 #include "core/image_reader.h"
-#include "core/inspect.h"
+#include "cr/inspect.h"
 #include "core/status.h"
 #include "mm/page_array.h"
 

@@ -10,7 +10,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 
-#include "files/carried_inode.h"
+#include "image/process_image.h"
 #include "tests/task/harness.h"
 
 namespace crlib {

@@ -19,9 +19,9 @@
 #include <thread>
 
 #include "core/context.h"
-#include "task/checkpoint.h"
+#include "cr/checkpoint.h"
 #include "sys/proc.h"
-#include "task/restore.h"
+#include "cr/restore.h"
 
 namespace crlib {
 namespace {

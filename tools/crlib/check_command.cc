@@ -23,7 +23,7 @@
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
-#include "task/tracee.h"
+#include "remote/tracee.h"
 #include "tools/crlib/commands.h"
 
 namespace crlib::cli {

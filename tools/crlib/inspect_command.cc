@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "core/byte_stream.h"
-#include "core/inspect.h"
+#include "cr/inspect.h"
 #include "core/status.h"
 #include "tools/crlib/commands.h"
 

@@ -12,8 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "core/context.h"
 #include "core/status.h"
-#include "task/checkpoint.h"
-#include "task/restore.h"
+#include "cr/checkpoint.h"
+#include "cr/restore.h"
 #include "tools/crlib/commands.h"
 
 namespace crlib::cli {

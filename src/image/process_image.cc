@@ -1,4 +1,6 @@
-#include "task/process_image.h"
+#include "image/process_image.h"
+
+#include <linux/capability.h>
 
 #include <algorithm>
 #include <set>
@@ -51,6 +53,14 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRe
 }
 
 }  // namespace
+
+bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid) {
+  if (p.cap_effective & (uint64_t{1} << CAP_CHOWN)) return true;
+  const bool uid_ok = uid == p.uid || uid == p.euid || uid == p.suid || uid == p.fsuid;
+  const bool gid_ok = gid == p.gid || gid == p.egid || gid == p.sgid || gid == p.fsgid ||
+                      std::find(p.groups.begin(), p.groups.end(), gid) != p.groups.end();
+  return uid_ok && gid_ok;
+}
 
 sys::Credentials ImageCredentials(const ProcessRecord& p) {
   return {.uid = p.uid, .euid = p.euid, .suid = p.suid, .fsuid = p.fsuid,

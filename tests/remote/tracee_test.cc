@@ -1,4 +1,4 @@
-#include "task/tracee.h"
+#include "remote/tracee.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -4,8 +4,8 @@
 // tracee's vDSO, with PTRACE_SYSCALL stops at entry and exit, so nothing in
 // the tracee's memory is patched and the site survives any munmap that
 // leaves the vDSO in place. Each call costs two ptrace stops.
-#ifndef CRLIB_TASK_TRACEE_H_
-#define CRLIB_TASK_TRACEE_H_
+#ifndef CRLIB_REMOTE_TRACEE_H_
+#define CRLIB_REMOTE_TRACEE_H_
 
 #include <sys/types.h>
 
@@ -158,4 +158,4 @@ class Tracee {
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_TRACEE_H_
+#endif  // CRLIB_REMOTE_TRACEE_H_

@@ -1,4 +1,4 @@
-#include "task/tracee.h"
+#include "remote/tracee.h"
 
 #include <elf.h>
 #include <fcntl.h>

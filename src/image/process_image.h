@@ -1,8 +1,8 @@
 // A checkpointed process as restore needs it: every record of the image
 // except page contents, decoded and cross-checked before anything is
 // created. Pages stay in the image and are streamed in a second pass.
-#ifndef CRLIB_TASK_PROCESS_IMAGE_H_
-#define CRLIB_TASK_PROCESS_IMAGE_H_
+#ifndef CRLIB_IMAGE_PROCESS_IMAGE_H_
+#define CRLIB_IMAGE_PROCESS_IMAGE_H_
 
 #include <map>
 #include <optional>
@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/image_reader.h"
 #include "core/records.h"
-#include "files/carried_inode.h"
+#include "image/staged_inode.h"
 #include "sys/credentials.h"
 
 namespace crlib {
@@ -76,6 +76,12 @@ struct ProcessImage {
 // The credentials process record `p` claims, as the kernel takes them.
 sys::Credentials ImageCredentials(const ProcessRecord& p);
 
+// Whether process `p`'s credentials could own a file of `uid`:`gid`
+// (one of its uids and gids or groups, or CAP_CHOWN): a restore must not
+// hand out inodes owned by someone the image could not have made owner
+// (a set-user-ID memfd of root's, say).
+bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid);
+
 // Reads the records of `reader` up to the page data, which comes last,
 // and checks that they form one restorable process. Next() on `reader`
 // then returns the first page record (or nullptr if there is none). From
@@ -88,4 +94,4 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_PROCESS_IMAGE_H_
+#endif  // CRLIB_IMAGE_PROCESS_IMAGE_H_

@@ -1,8 +1,8 @@
 // Everything a restore checks before it creates anything: shared by
 // RestoreProcess, `crlib restore --check` (CheckRestore) and a dump, which
 // checks the image it is writing before it may kill the process.
-#ifndef CRLIB_TASK_RESTORE_CHECK_H_
-#define CRLIB_TASK_RESTORE_CHECK_H_
+#ifndef CRLIB_CR_RESTORE_CHECK_H_
+#define CRLIB_CR_RESTORE_CHECK_H_
 
 #include <sys/stat.h>
 
@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "files/file_restore.h"
-#include "task/process_image.h"
+#include "image/process_image.h"
 
 namespace crlib {
 
@@ -51,4 +51,4 @@ absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid);
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_RESTORE_CHECK_H_
+#endif  // CRLIB_CR_RESTORE_CHECK_H_

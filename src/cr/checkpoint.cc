@@ -1,5 +1,6 @@
-#include "task/checkpoint.h"
+#include "cr/checkpoint.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -28,14 +30,16 @@
 #include "core/byte_stream.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "files/carried_inode.h"
 #include "files/file_capture.h"
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/attributes.h"
-#include "task/restore_check.h"
+#include "task/thread_capture.h"
+#include "cr/restore_check.h"
 #include "task/schedule.h"
-#include "task/tracee.h"
+#include "remote/tracee.h"
 #include "task/uncarried_state.h"
 
 namespace crlib {
@@ -100,108 +104,6 @@ class RemoteScratch {
   uint64_t address_, size_, stacks_;
 };
 
-// A thread's name. An error, not "": an empty name in the image would
-// silently rename the restored thread.
-absl::StatusOr<std::string> ThreadComm(pid_t pid, pid_t tid) {
-  CRLIB_ASSIGN_OR_RETURN(std::string comm,
-                         sys::ReadFile(absl::StrCat("/proc/", pid, "/task/", tid, "/comm")));
-  return std::string(absl::StripSuffix(comm, "\n"));
-}
-
-// What the process shows in /proc/PID/status (`status`, its text).
-absl::Status ParseStatus(absl::string_view status, ProcessRecord* p) {
-  auto ids = [&](const char* key, uint32_t* a, uint32_t* b, uint32_t* c, uint32_t* d) -> absl::Status {
-    CRLIB_ASSIGN_OR_RETURN(std::string v, sys::StatusField(status, key));
-    if (sscanf(v.c_str(), "%u %u %u %u", a, b, c, d) != 4) {
-      return absl::DataLossError(absl::StrCat("unparsable ", key, ": ", v));
-    }
-    return absl::OkStatus();
-  };
-  CRLIB_RETURN_IF_ERROR(ids("Uid", &p->uid, &p->euid, &p->suid, &p->fsuid));
-  CRLIB_RETURN_IF_ERROR(ids("Gid", &p->gid, &p->egid, &p->sgid, &p->fsgid));
-  CRLIB_ASSIGN_OR_RETURN(std::string umask, sys::StatusField(status, "Umask"));
-  p->umask = static_cast<uint32_t>(strtoul(umask.c_str(), nullptr, 8));
-  CRLIB_ASSIGN_OR_RETURN(std::string ppid, sys::StatusField(status, "PPid"));
-  (void)absl::SimpleAtoi(ppid, &p->ppid);
-  CRLIB_ASSIGN_OR_RETURN(std::string groups, sys::StatusField(status, "Groups"));
-  for (absl::string_view g : absl::StrSplit(groups, ' ', absl::SkipWhitespace())) {
-    uint32_t id;
-    if (!absl::SimpleAtoi(g, &id)) return absl::DataLossError("unparsable Groups: " + groups);
-    p->groups.push_back(id);
-  }
-  for (auto [key, set] : {std::pair{"CapInh", &p->cap_inheritable}, {"CapPrm", &p->cap_permitted},
-                          {"CapEff", &p->cap_effective}, {"CapBnd", &p->cap_bounding},
-                          {"CapAmb", &p->cap_ambient}}) {
-    CRLIB_ASSIGN_OR_RETURN(*set, sys::StatusMask(status, key));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<PendingSignalsRecord> PeekSignals(pid_t tid, bool shared) {
-  PendingSignalsRecord rec;
-  rec.shared = shared;
-  for (uint64_t off = 0;; ++off) {
-    struct {
-      uint64_t off;
-      uint32_t flags;
-      int32_t nr;
-    } args{off, shared ? 1u : 0u, 1};
-    siginfo_t info;
-    long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, &info);
-    if (n < 0) return Errno("ptrace(PEEKSIGINFO) on tid %d", tid);
-    if (n == 0) break;
-    PendingSignal s;
-    s.signo = static_cast<uint32_t>(info.si_signo);
-    s.siginfo.assign(reinterpret_cast<uint8_t*>(&info), reinterpret_cast<uint8_t*>(&info) + sizeof(info));
-    rec.signals.push_back(std::move(s));
-  }
-  return rec;
-}
-
-// A thread's own state that only the thread itself can report
-// (sigaltstack, clear_child_tid), read with remote calls that leave their
-// results at `buf` (a scratch page), plus what ptrace and /proc show.
-absl::StatusOr<ThreadRecord> CaptureThread(Tracee* t, pid_t pid, uint64_t buf) {
-  const pid_t tid = t->tid();
-  ThreadRecord thread;
-  thread.tid = static_cast<uint32_t>(tid);
-  thread.sigmask = t->initial_sigmask();
-  struct {
-    stack_t ss;
-    uint64_t clear_child_tid;
-  } out;
-  const uint64_t tid_address_at = buf + offsetof(decltype(out), clear_child_tid);
-  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("sigaltstack", SYS_sigaltstack, {0, buf}).status());
-  CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("prctl(PR_GET_TID_ADDRESS)", SYS_prctl,
-                                          {PR_GET_TID_ADDRESS, tid_address_at})
-                            .status());
-  CRLIB_RETURN_IF_ERROR(t->ReadMemory(buf, &out, sizeof(out)));
-  thread.sigaltstack_sp = reinterpret_cast<uint64_t>(out.ss.ss_sp);
-  thread.sigaltstack_size = out.ss.ss_size;
-  thread.sigaltstack_flags = static_cast<uint32_t>(out.ss.ss_flags);
-  thread.clear_child_tid = out.clear_child_tid;
-  // Readable from here: no remote call needed.
-  uint64_t robust_head = 0;
-  size_t robust_length = 0;
-  if (syscall(SYS_get_robust_list, tid, &robust_head, &robust_length) != 0) {
-    return Errno("get_robust_list(%d)", tid);
-  }
-  thread.robust_list = robust_head;
-  thread.robust_list_length = robust_length;
-  sys::PtraceRseqConfiguration rseq{};
-  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), tid, sizeof(rseq),
-             &rseq) < 0) {
-    return Errno("ptrace(GET_RSEQ_CONFIGURATION) on tid %d", tid);
-  }
-  thread.rseq_address = rseq.rseq_abi_pointer;
-  thread.rseq_length = rseq.rseq_abi_size;
-  thread.rseq_signature = rseq.signature;
-  thread.rseq_flags = rseq.flags;
-  thread.syscall_nr = t->arch().InterruptedSyscall(t->initial_regs());
-  CRLIB_ASSIGN_OR_RETURN(thread.comm, ThreadComm(pid, tid));
-  return thread;
-}
-
 // Refuses `results` (CheckpointOptions::syscall_results) before anything
 // is written unless each names a thread stopped inside a system call that
 // has not completed.
@@ -221,6 +123,56 @@ absl::Status CheckSyscallResults(absl::Span<const std::unique_ptr<Tracee>> threa
     CRLIB_RETURN_IF_ERROR(Annotate((*it)->arch().SetSyscallResult(&regs, value),
                                    absl::StrFormat("syscall_results names thread %d of pid %d",
                                                    tid, threads.front()->tid())));
+  }
+  return absl::OkStatus();
+}
+
+// Refuses, before anything is written, the inodes the image cannot carry
+// among `fds` and `vmas` (CheckCarriedInode; a memfd sealed against
+// writes yet mapped writable and shared; a partial SysV attachment).
+absl::Status CheckCarriedInodes(pid_t pid, const std::vector<FdInfo>& fds,
+                                const std::vector<VmaInfo>& vmas, uint64_t deleted_file_limit) {
+  std::vector<std::pair<CarriedInodeSource, const VmaInfo*>> sources;
+  for (const FdInfo& fd : fds) {
+    if (auto s = CarriedInodeOfFd(pid, fd)) sources.emplace_back(std::move(*s), nullptr);
+  }
+  for (const VmaInfo& v : vmas) {
+    if (auto s = CarriedInodeOfVma(pid, v)) sources.emplace_back(std::move(*s), &v);
+  }
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, uint32_t> seals;  // of memfds, by identity
+  for (const auto& [source, vma] : sources) {
+    CRLIB_ASSIGN_OR_RETURN(CarriedInodeFacts facts, InspectCarriedInode(source));
+    CRLIB_RETURN_IF_ERROR(CheckCarriedInode(source, facts, deleted_file_limit));
+    seals[{source.dev, source.inode}] = facts.seals;
+    if (vma == nullptr) continue;
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t whole = AlignUp(static_cast<uint64_t>(facts.st.st_size), page);
+    if (vma->kind == VmaKind::kSysvShm &&
+        (vma->map.offset != 0 || vma->map.end - vma->map.start != whole)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s is not supported: only whole SysV segments attached with shmat are", source.what));
+    }
+  }
+  // A write seal taken while a writable shared mapping existed: restore
+  // would have to map it writable after sealing, which the kernel refuses.
+  for (const auto& [source, vma] : sources) {
+    if (vma && vma->map.shared && vma->map.write &&
+        (seals[{source.dev, source.inode}] & F_SEAL_FUTURE_WRITE)) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s is not supported: a writable shared mapping of a memfd sealed with "
+          "F_SEAL_FUTURE_WRITE",
+          source.what));
+    }
+  }
+  if (std::any_of(vmas.begin(), vmas.end(), [](const VmaInfo& v) { return v.kind == VmaKind::kSysvShm; })) {
+    struct stat ours{}, theirs{};
+    if (stat("/proc/self/ns/ipc", &ours) != 0 ||
+        stat(absl::StrCat("/proc/", pid, "/ns/ipc").c_str(), &theirs) != 0 ||
+        ours.st_ino != theirs.st_ino) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d attaches SysV shared memory of another IPC namespace than crlib's; IPC "
+          "namespaces are not supported yet", pid));
+    }
   }
   return absl::OkStatus();
 }
@@ -649,6 +601,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     else if (ctx->options().mappable) info.flags |= kImageMappable;
     ImageWriter writer(sink.get(), info);
     ctx->set_writer(&writer);
+    FileObjectWriter objects;
+    ctx->set_objects(&objects);
     // The records a restore reads before the pages, kept to check them.
     std::vector<uint8_t> records;
     MemorySink records_sink(&records);
@@ -668,6 +622,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);
+  ctx->set_objects(nullptr);
   if (!st.ok() || options.leave_running) {
     absl::Status resumed = resume();
     // The image is committed and complete: it stays, the error says so.

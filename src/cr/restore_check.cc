@@ -1,4 +1,4 @@
-#include "task/restore_check.h"
+#include "cr/restore_check.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include "mm/sysv_shm.h"
 #include "sys/proc.h"
 #include "task/attributes.h"
-#include "task/image_trust.h"
+#include "image/image_trust.h"
 #include "task/schedule.h"
 
 namespace crlib {

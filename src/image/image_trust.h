@@ -1,13 +1,13 @@
 // What an image may be trusted with: the credentials it claims are vouched
 // for by the owner of the image file, and by no one when the file is
 // writable by group or others. docs/SECURITY.md states the rules.
-#ifndef CRLIB_TASK_IMAGE_TRUST_H_
-#define CRLIB_TASK_IMAGE_TRUST_H_
+#ifndef CRLIB_IMAGE_IMAGE_TRUST_H_
+#define CRLIB_IMAGE_IMAGE_TRUST_H_
 
 #include <sys/stat.h>
 
 #include "absl/status/status.h"
-#include "task/process_image.h"
+#include "image/process_image.h"
 
 namespace crlib {
 
@@ -24,4 +24,4 @@ absl::Status CheckImageTrust(const ProcessImage& image, const struct stat& image
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_IMAGE_TRUST_H_
+#endif  // CRLIB_IMAGE_IMAGE_TRUST_H_

@@ -1,4 +1,4 @@
-#include "task/self_checkpoint.h"
+#include "cr/self_checkpoint.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -20,8 +20,8 @@
 #include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "sys/proc.h"
-#include "task/checkpoint.h"
-#include "task/nocr.h"
+#include "cr/checkpoint.h"
+#include "sys/nocr.h"
 
 namespace crlib {
 namespace {

@@ -8,8 +8,8 @@
 // return; the running original instead reads the helper's reply (status,
 // message, statistics). So the same call returns twice, once per side,
 // and each side knows which it is on.
-#ifndef CRLIB_TASK_SELF_CHECKPOINT_H_
-#define CRLIB_TASK_SELF_CHECKPOINT_H_
+#ifndef CRLIB_CR_SELF_CHECKPOINT_H_
+#define CRLIB_CR_SELF_CHECKPOINT_H_
 
 #include <string>
 
@@ -34,4 +34,4 @@ absl::StatusOr<SelfResult> CheckpointSelf(Context* ctx, const std::string& image
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_SELF_CHECKPOINT_H_
+#endif  // CRLIB_CR_SELF_CHECKPOINT_H_

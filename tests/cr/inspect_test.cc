@@ -1,4 +1,4 @@
-#include "core/inspect.h"
+#include "cr/inspect.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

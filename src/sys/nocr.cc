@@ -1,4 +1,4 @@
-#include "task/nocr.h"
+#include "sys/nocr.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

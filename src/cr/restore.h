@@ -1,6 +1,6 @@
 // Restore of a process from an image.
-#ifndef CRLIB_TASK_RESTORE_H_
-#define CRLIB_TASK_RESTORE_H_
+#ifndef CRLIB_CR_RESTORE_H_
+#define CRLIB_CR_RESTORE_H_
 
 #include <sys/types.h>
 
@@ -53,4 +53,4 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_RESTORE_H_
+#endif  // CRLIB_CR_RESTORE_H_

@@ -1,6 +1,6 @@
 // `crlib inspect`: an image as a tree a person can read, or as JSON.
-#ifndef CRLIB_CORE_INSPECT_H_
-#define CRLIB_CORE_INSPECT_H_
+#ifndef CRLIB_CR_INSPECT_H_
+#define CRLIB_CR_INSPECT_H_
 
 #include <string>
 
@@ -20,4 +20,4 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
 
 }  // namespace crlib
 
-#endif  // CRLIB_CORE_INSPECT_H_
+#endif  // CRLIB_CR_INSPECT_H_

@@ -1,4 +1,4 @@
-#include "task/restore.h"
+#include "cr/restore.h"
 
 #include <fcntl.h>
 #include <linux/prctl.h>
@@ -29,11 +29,11 @@
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/attributes.h"
-#include "task/process_image.h"
-#include "task/restore_check.h"
+#include "image/process_image.h"
+#include "cr/restore_check.h"
 #include "task/schedule.h"
 #include "task/thread_restore.h"
-#include "task/tracee.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 namespace {
@@ -168,42 +168,9 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   }
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("umask", SYS_umask, {p.umask}).status());
   CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("personality", SYS_personality, {p.personality}).status());
-  for (const Rlimit& r : image.rlimits.limits) {
-    rlimit64 lim{r.cur, r.max};
-    if (prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &lim, nullptr) != 0) {
-      return Errno("prlimit(%d) on pid %d", r.resource, pid);
-    }
-  }
-  for (const Itimer& it : image.itimers.timers) {
-    // Value 0: a periodic timer that fired and waited for its SIGALRM to
-    // be dequeued (it comes back pending); one more interval, as then.
-    const int64_t value = it.value_usec ? it.value_usec : it.interval_usec;
-    itimerval tv{{it.interval_usec / 1000000, it.interval_usec % 1000000},
-                 {value / 1000000, value % 1000000}};
-    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &tv, sizeof(tv)));
-    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("setitimer", SYS_setitimer, {it.which, scratch, 0}).status());
-  }
-
-  // Signal handlers: the image's, and SIG_DFL for any other the child has.
-  CRLIB_ASSIGN_OR_RETURN(std::string status,
-                         sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
-  CRLIB_ASSIGN_OR_RETURN(uint64_t non_default, sys::NonDefaultSignals(status));
-  std::vector<SignalHandler> handlers = image.handlers.handlers;
-  for (int sig = 1; sig <= 64; ++sig) {
-    bool listed = std::any_of(handlers.begin(), handlers.end(),
-                              [&](const SignalHandler& h) { return h.signo == static_cast<uint32_t>(sig); });
-    if (!listed && (non_default & (uint64_t{1} << (sig - 1)))) {
-      handlers.push_back({.signo = static_cast<uint32_t>(sig)});  // SIG_DFL
-    }
-  }
-  for (const SignalHandler& h : handlers) {
-    uint64_t sa[4] = {h.handler, h.flags, h.restorer, h.mask};
-    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, sa, sizeof(sa)));
-    CRLIB_RETURN_IF_ERROR(step("signal handlers",
-                               t->CheckedSyscall("rt_sigaction", SYS_rt_sigaction,
-                                                 {h.signo, scratch, 0, 8})
-                                   .status()));
-  }
+  CRLIB_RETURN_IF_ERROR(step("rlimits", RestoreRlimits(pid, image)));
+  CRLIB_RETURN_IF_ERROR(step("interval timers", RestoreItimers(t, image, scratch)));
+  CRLIB_RETURN_IF_ERROR(step("signal handlers", RestoreSignalHandlers(t, image, scratch)));
   if (p.sid == p.pid) {
     CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
     CRLIB_RETURN_IF_ERROR(

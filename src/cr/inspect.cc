@@ -1,4 +1,4 @@
-#include "core/inspect.h"
+#include "cr/inspect.h"
 
 #include <algorithm>
 #include <memory>

@@ -1,4 +1,4 @@
-#include "task/image_trust.h"
+#include "image/image_trust.h"
 
 #include <grp.h>
 #include <pwd.h>

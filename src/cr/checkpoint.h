@@ -1,6 +1,6 @@
 // Checkpoint of a running process into an image.
-#ifndef CRLIB_TASK_CHECKPOINT_H_
-#define CRLIB_TASK_CHECKPOINT_H_
+#ifndef CRLIB_CR_CHECKPOINT_H_
+#define CRLIB_CR_CHECKPOINT_H_
 
 #include <sys/types.h>
 
@@ -54,4 +54,4 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_CHECKPOINT_H_
+#endif  // CRLIB_CR_CHECKPOINT_H_

@@ -9,8 +9,8 @@
 // The marks are process-wide state by nature (they describe this process
 // to the outside), the one exception to "no global mutable state"; all
 // functions are thread-safe.
-#ifndef CRLIB_TASK_NOCR_H_
-#define CRLIB_TASK_NOCR_H_
+#ifndef CRLIB_SYS_NOCR_H_
+#define CRLIB_SYS_NOCR_H_
 
 #include <optional>
 #include <string>
@@ -35,4 +35,4 @@ std::optional<std::string> NoCrHeld();
 
 }  // namespace crlib
 
-#endif  // CRLIB_TASK_NOCR_H_
+#endif  // CRLIB_SYS_NOCR_H_
