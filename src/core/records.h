@@ -85,6 +85,7 @@ struct ProcessRecord {
   uint64_t cap_bounding = 0;
   uint64_t cap_ambient = 0;
   uint32_t securebits = 0;  // prctl(PR_GET_SECUREBITS) of the main thread
+  uint32_t exit_code = 0;   // a zombie's wait status (kProcessZombie)
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("pid", s.pid); v("ppid", s.ppid); v("pgid", s.pgid); v("sid", s.sid);
@@ -104,11 +105,15 @@ struct ProcessRecord {
     v("cap_bounding", s.cap_bounding);
     v("cap_ambient", s.cap_ambient);
     v("securebits", s.securebits);
+    v("exit_code", s.exit_code);
   }
 };
 
 // ProcessRecord::flags.
 inline constexpr uint32_t kProcessStopped = 1u << 0;  // in a group stop: restored stopped
+// Exited, not yet reaped by its parent: only the process record, no
+// threads or memory; restored as a zombie with `exit_code`.
+inline constexpr uint32_t kProcessZombie = 1u << 1;
 
 // Parent: the process, which has one per thread, its main thread first.
 struct ThreadRecord {

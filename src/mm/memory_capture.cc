@@ -419,7 +419,8 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
 
 }  // namespace
 
-absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
+                                               const std::vector<VmaInfo>& vmas,
                             uint64_t brk, ObjectRef process) {
   const pid_t pid = tracee->tid();
   ImageWriter* w = ctx->writer();
@@ -491,7 +492,12 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
   if (!guards->empty()) {
     CRLIB_RETURN_IF_ERROR(w->Write(GuardRegionsRecord{.runs = *guards}, 0, mm_ref));
   }
-  return WritePages(ctx, tracee, vmas, *guards, mm_ref);
+  return WrittenMemoryMap{.mm_ref = mm_ref, .guards = std::move(*guards)};
+}
+
+absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+                              const WrittenMemoryMap& map) {
+  return WritePages(ctx, tracee, vmas, map.guards, map.mm_ref);
 }
 
 }  // namespace crlib

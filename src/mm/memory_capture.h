@@ -40,10 +40,23 @@ std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v)
 // Names the special mappings ([vdso], [vvar] ...) or returns nullopt.
 std::optional<VmaKind> SpecialMappingKind(const std::string& name);
 
-// Writes the memory map record, the VMAs, the mapped files and the pages of
-// stopped `tracee` under `process`. `brk` is the current program break.
-absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                            uint64_t brk, ObjectRef process);
+// What WriteMemoryMap wrote that the pages need.
+struct WrittenMemoryMap {
+  ObjectRef mm_ref = 0;
+  std::vector<PageRun> guards;  // guard regions, never read
+};
+
+// Writes the memory map record, the VMAs and the guard regions of stopped
+// `tracee` under `process`, naming mapped files and carried inodes
+// through ctx->objects(). `brk` is the current program break.
+absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
+                                               const std::vector<VmaInfo>& vmas, uint64_t brk,
+                                               ObjectRef process);
+
+// Writes the pages of `map` (page data comes last in an image: every
+// process's records first, then every process's pages, in that order).
+absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+                              const WrittenMemoryMap& map);
 
 }  // namespace crlib
 

@@ -324,7 +324,11 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
     if (rec == nullptr) return absl::OkStatus();
-    if (rec->type() != RecordType::kPages || rec->header.parent != image.mm_ref) {
+    // The next process's pages (LoadTreeImage checked their order).
+    if (rec->type() == RecordType::kPages && rec->header.parent != image.mm_ref) {
+      return reader->Unread();
+    }
+    if (rec->type() != RecordType::kPages) {
       return absl::DataLossError(absl::StrFormat(
           "record %d at offset %d follows the page data but is not pages of the memory map",
           rec->index, rec->offset));
