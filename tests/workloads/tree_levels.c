@@ -76,6 +76,8 @@ int main(void) {
   tr_forward_go(children, kChildren);
   int rc = check("root", own, 0x100, 0);
   for (int i = 0; i < kChildren; ++i) rc |= tr_reap_ok(children[i], "child");
+  free(own);
+  free(shared);
   if (rc != 0) return 1;
   wl_say("OK tree of %d processes on 3 levels", 1 + 2 * kChildren);
   return 0;

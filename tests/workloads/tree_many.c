@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   tr_forward_go(children, n - 1);
   int failed = 0;
   for (int i = 0; i < n - 1; ++i) failed += tr_reap_ok(children[i], "child");
+  free(children);
   if (failed) return wl_fail("%d of %d children failed", failed, n - 1);
   wl_say("OK %d processes", n);
   return 0;
