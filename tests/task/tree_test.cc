@@ -129,6 +129,32 @@ std::string TreeMismatch(const std::vector<Proc>& tree, pid_t root_parent) {
   return "";
 }
 
+// What differs between the tree recorded before a dump and one copy of it
+// restored in a new PID namespace, `below` its restore ("" if nothing):
+// every recorded PID runs inside (untraced, with the recorded executable
+// and state) with the recorded parent inside. Sets `root` to the copy's
+// root, by its PID outside.
+std::string CopyMismatch(const std::vector<Proc>& tree, const std::vector<Proc>& below,
+                         pid_t* root) {
+  std::map<pid_t, Proc> by_inner, by_outer;
+  for (const Proc& p : below) {
+    by_outer[p.pid] = p;
+    if (p.exe == tree[0].exe && p.tracer == 0) by_inner[p.inner] = p;
+  }
+  for (size_t m = 0; m < tree.size(); ++m) {
+    auto it = by_inner.find(tree[m].pid);
+    if (it == by_inner.end() || StateClass(it->second.state) != StateClass(tree[m].state)) {
+      return "no pid " + std::to_string(tree[m].pid) + " running inside";
+    }
+    auto parent = by_outer.find(it->second.ppid);
+    if (m > 0 && (parent == by_outer.end() || parent->second.inner != tree[m].ppid)) {
+      return Text(it->second) + " has not parent " + std::to_string(tree[m].ppid) + " inside";
+    }
+  }
+  *root = by_inner[tree[0].pid].pid;
+  return "";
+}
+
 // Reads one line (without its '\n') from `fd`, waiting up to `timeout`.
 std::string ReadLine(int fd, Clock::duration timeout) {
   std::string line;
@@ -398,35 +424,18 @@ TEST_F(TreeTest, PidNamespaceFourConcurrentCopies) {
     copies.push_back(StartCli({"restore", "--pid-ns", "--image", image}));
     ASSERT_GT(copies.back().pid, 0);
   }
-  // Each copy's root, by its PID outside. A copy is up when, below its
-  // restore, every recorded PID runs inside (untraced, the recorded
-  // executable and state) with the recorded parent inside.
+  // Each copy's root, by its PID outside.
   std::vector<pid_t> roots(kCopies, 0);
   std::string why;
   bool up = WaitFor(
       [&] {
         const std::vector<Proc> all = AllProcs();
         for (int i = 0; i < kCopies; ++i) {
-          std::map<pid_t, Proc> by_inner, by_outer;
-          for (const Proc& p : Subtree(copies[i].pid, all)) {
-            by_outer[p.pid] = p;
-            if (p.exe == w.exe && p.tracer == 0) by_inner[p.inner] = p;
+          why = CopyMismatch(tree, Subtree(copies[i].pid, all), &roots[i]);
+          if (!why.empty()) {
+            why = "copy " + std::to_string(i) + ": " + why;
+            return false;
           }
-          for (size_t m = 0; m < tree.size(); ++m) {
-            auto it = by_inner.find(tree[m].pid);
-            if (it == by_inner.end() || StateClass(it->second.state) != StateClass(tree[m].state)) {
-              why = "copy " + std::to_string(i) + ": no pid " + std::to_string(tree[m].pid) +
-                    " inside";
-              return false;
-            }
-            auto parent = by_outer.find(it->second.ppid);
-            if (m > 0 && (parent == by_outer.end() || parent->second.inner != tree[m].ppid)) {
-              why = "copy " + std::to_string(i) + ": " + Text(it->second) + " has not parent " +
-                    std::to_string(tree[m].ppid) + " inside";
-              return false;
-            }
-          }
-          roots[i] = by_inner[w.pid].pid;
         }
         return true;
       },
