@@ -112,7 +112,8 @@ void MapAndFill(uint64_t seed) {
     if (forked_workers) {
       // Read every page, write none: the memory stays shared.
       uint64_t sum = 0;
-      for (size_t off = 0; off < kBytes; off += kPage) sum += *reinterpret_cast<uint64_t*>(kDataAddress + off + 8);
+      for (size_t off = 0; off < kBytes; off += kPage)
+        sum += *reinterpret_cast<uint64_t*>(kDataAddress + off + 8);
       benchmark::DoNotOptimize(sum);
     } else {
       MapAndFill(i);
@@ -216,7 +217,8 @@ absl::Status CheckRestored(const std::vector<pid_t>& members, bool forked_worker
   }
   const size_t want = forked_workers ? 1 : members.size();
   if (seeds.size() != want) {
-    return absl::DataLossError(absl::StrFormat("%zu distinct patterns, expected %zu", seeds.size(), want));
+    return absl::DataLossError(
+        absl::StrFormat("%zu distinct patterns, expected %zu", seeds.size(), want));
   }
   return absl::OkStatus();
 }
@@ -295,7 +297,9 @@ void TreeBenchmark(benchmark::State& state, bool forked_workers) {
 }
 
 void BM_TreePrivate(benchmark::State& state) { TreeBenchmark(state, /*forked_workers=*/false); }
-void BM_TreeForkedWorkers(benchmark::State& state) { TreeBenchmark(state, /*forked_workers=*/true); }
+void BM_TreeForkedWorkers(benchmark::State& state) {
+  TreeBenchmark(state, /*forked_workers=*/true);
+}
 
 // Each iteration spawns a fresh tree (100 x 16 MiB takes seconds to fill).
 BENCHMARK(BM_TreePrivate)->Arg(1)->Arg(10)->Arg(100)->Iterations(2)->UseManualTime()

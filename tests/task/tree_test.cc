@@ -225,7 +225,8 @@ class TreeTest : public WorkloadTest {
           return alive == 0;
         },
         kReapTimeout);
-    ASSERT_TRUE(gone) << "pid " << alive << " of the tree still exists: " << Text(*ReadProc(alive));
+    ASSERT_TRUE(gone) << "pid " << alive
+                      << " of the tree still exists: " << Text(ReadProc(alive).value_or(Proc{}));
   }
 
   // `crlib dump` of the whole tree, which must kill it all.
@@ -241,7 +242,8 @@ class TreeTest : public WorkloadTest {
   void RestoreTree(Workload* w, const std::string& image, const std::vector<Proc>& tree,
                    Running* restore, const std::vector<std::string>& extra = {},
                    const std::vector<int>& fds = {}) {
-    for (const Proc& p : tree) ASSERT_FALSE(Probe(p.pid).exists) << "pid " << p.pid << " is not free";
+    for (const Proc& p : tree)
+      ASSERT_FALSE(Probe(p.pid).exists) << "pid " << p.pid << " is not free";
     ASSERT_EQ(truncate(w->out.c_str(), static_cast<off_t>(w->dumped.size())), 0) << strerror(errno);
     std::vector<std::string> args = {"restore", "--image", image};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -262,8 +264,8 @@ class TreeTest : public WorkloadTest {
     if (ended) {
       CliResult r{restore->command, WIFEXITED(status) ? WEXITSTATUS(status) : -1,
                   Slurp(restore->out_path), Slurp(restore->err_path)};
-      FAIL() << "restore ended (" << StatusText(status) << ") before the tree was seen running: "
-             << mismatch << Describe(*w, r);
+      FAIL() << "restore ended (" << StatusText(status)
+             << ") before the tree was seen running: " << mismatch << Describe(*w, r);
     }
     if (!up) {
       CliResult r = Finish(*restore, seconds(0));
@@ -275,8 +277,8 @@ class TreeTest : public WorkloadTest {
   // SIGUSR1 to the restored root (or its whole process group); the
   // restore must exit 0 with the root's OK after what the dump left in its
   // stdout, and the tree must be gone.
-  void SignalAndExpectRestoredOk(Workload* w, const Running& restore,
-                                 const std::vector<Proc>& tree, bool whole_group = false) {
+  void SignalAndExpectRestoredOk(Workload* w, const Running& restore, const std::vector<Proc>& tree,
+                                 bool whole_group = false) {
     ASSERT_EQ(kill(whole_group ? -w->pid : w->pid, SIGUSR1), 0) << strerror(errno);
     CliResult r = Finish(restore, kExitTimeout);
     EXPECT_EQ(r.exit_code, 0) << "the restored tree did not exit 0" << Describe(*w, r);
@@ -350,8 +352,8 @@ TEST_F(TreeTest, ShellPipelineMidStream) {
 // handler threads and the semaphores in unlinked /dev/shm files.
 TEST_F(TreeTest, PythonPoolFork) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(
-      TreeRoundTrip(&w, "python_pool", 5, {"/usr/bin/python3", WorkloadsDir() + "/python_pool.py"}));
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "python_pool", 5,
+                                        {"/usr/bin/python3", WorkloadsDir() + "/python_pool.py"}));
 }
 
 // The root leads the session; A leads a group with its child in it, B
@@ -384,8 +386,8 @@ TEST_F(TreeTest, SharedAnonymousCounter) {
 // one offset, no record overwritten or lost.
 TEST_F(TreeTest, InheritedFdOffsetIsShared) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(
-      &w, "inherited_fd", 2, {WorkloadsDir() + "/inherited_fd", Path("records.dat")}));
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "inherited_fd", 2,
+                                        {WorkloadsDir() + "/inherited_fd", Path("records.dat")}));
 }
 
 // dump --leave-running: the live tree runs on and checks itself, then the
@@ -476,8 +478,8 @@ TEST_F(TreeTest, ExternalPipeWithInheritFd) {
   EXPECT_EQ(inspect.exit_code, 0) << inspect.err;
   EXPECT_THAT(inspect.out, HasSubstr(pipe.key)) << "inspect does not show the external key";
   Running restore;
-  ASSERT_NO_FATAL_FAILURE(RestoreTree(&w, image, tree, &restore,
-                                      {"--inherit-fd", pipe.key + "=3"}, {pipe.write_fd}));
+  ASSERT_NO_FATAL_FAILURE(
+      RestoreTree(&w, image, tree, &restore, {"--inherit-fd", pipe.key + "=3"}, {pipe.write_fd}));
   ASSERT_NO_FATAL_FAILURE(SignalAndExpectRestoredOk(&w, restore, tree));
   EXPECT_EQ(ReadLine(pipe.read_fd, seconds(5)), "AFTER " + std::to_string(w.pid));
 }
