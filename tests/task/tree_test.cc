@@ -331,6 +331,13 @@ TEST_F(TreeTest, ThreeLevelTree) {
   ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "tree_levels", 5));
 }
 
+// A single process is a tree of one: restored as before, with the
+// relations TreeMismatch checks (its group and session, crlib its parent).
+TEST_F(TreeTest, TreeOfOne) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "heap_checksum", 1));
+}
+
 TEST_F(TreeTest, HundredProcesses) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "tree_many", 100));
