@@ -5,8 +5,6 @@
  * next to private memory of each. After SIGUSR1 both stop; the child
  * writes its own count to the shared page (its exit status could not hold
  * it) and exits; the root checks shared == its own + the child's. */
-#include <sys/mman.h>
-
 #include "tree.h"
 
 struct shared {
@@ -38,12 +36,10 @@ static int run_child(pid_t parent) {
 
 int main(void) {
   wl_install_handler();
-  page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (page == MAP_FAILED) return wl_fail("mmap: %s", strerror(errno));
-  const pid_t me = getpid();
-  pid_t child = fork();
+  page = tr_shared_page();
+  if (!page) return wl_fail("mmap: %s", strerror(errno));
+  pid_t child = tr_fork(run_child);
   if (child < 0) return wl_fail("fork: %s", strerror(errno));
-  if (child == 0) _exit(run_child(me));
   uint64_t own = 0;
   int ready = 0;
   while (!wl_go) {

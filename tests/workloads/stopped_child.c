@@ -4,8 +4,6 @@
  * root checks the child is still stopped (the counter stands still for
  * 200 ms), sends SIGCONT, sees the counter move, tells it to stop and
  * expects it to exit 0. */
-#include <sys/mman.h>
-
 #include "tree.h"
 
 struct shared {
@@ -34,12 +32,10 @@ static uint64_t counter_after(int ms) {
 
 int main(void) {
   wl_install_handler();
-  page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (page == MAP_FAILED) return wl_fail("mmap: %s", strerror(errno));
-  const pid_t me = getpid();
-  pid_t child = fork();
+  page = tr_shared_page();
+  if (!page) return wl_fail("mmap: %s", strerror(errno));
+  pid_t child = tr_fork(run_child);
   if (child < 0) return wl_fail("fork: %s", strerror(errno));
-  if (child == 0) _exit(run_child(me));
   while (counter_after(1) < 10) {
   }
   int status;

@@ -18,6 +18,7 @@
 #define CRLIB_TESTS_WORKLOADS_TREE_H_
 
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include "workload.h"
@@ -60,6 +61,21 @@ static inline void tr_wait_go(pid_t parent) {
     nanosleep(&ts, NULL);
     if (getppid() != parent) _exit(3);
   }
+}
+
+/* Forks a child that runs `body(its parent's PID)` and exits with what it
+ * returns. The child's PID, or -1 with errno set. */
+static inline pid_t tr_fork(int (*body)(pid_t parent)) {
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) _exit(body(parent));
+  return pid;
+}
+
+/* A page of MAP_SHARED anonymous memory, zeroed; NULL with errno set. */
+static inline void* tr_shared_page(void) {
+  void* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
 }
 
 static inline void tr_forward_go(const pid_t* pids, int n) {
