@@ -43,8 +43,8 @@
 #include "benchmark/benchmark.h"
 #include "core/context.h"
 #include "sys/proc.h"
-#include "task/checkpoint.h"
-#include "task/restore.h"
+#include "cr/checkpoint.h"
+#include "cr/restore.h"
 
 namespace {
 
