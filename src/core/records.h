@@ -40,6 +40,7 @@ enum class RecordType : uint32_t {
   kPages = 0x0302,
   kInode = 0x0303,
   kGuardRegions = 0x0310,
+  kPageDrops = 0x0311,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
@@ -428,6 +429,12 @@ enum VmaFlag : uint32_t {
   kVmaMergeable = 1 << 6,    // mg: MADV_MERGEABLE (KSM)
   kVmaLocked = 1 << 7,       // lo: mlock
   kVmaLockOnFault = 1 << 8,  // lf: mlock2(MLOCK_ONFAULT)
+  // Not a kernel flag: a private anonymous VMA the process shares
+  // copy-on-write with its parent (same range, same pages where both
+  // have them). Restore keeps the copy the child gets when its restored
+  // parent forks it; the image holds only the pages that differ (zero
+  // pages too), and PageDropsRecord the pages the child does not have.
+  kVmaInherited = 1 << 9,
 };
 
 // Parent: the memory map.
@@ -531,6 +538,17 @@ struct PagesRecord {
 struct GuardRegionsRecord {
   static constexpr RecordType kType = RecordType::kGuardRegions;
   static constexpr const char* kName = "guard_regions";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
+// Parent: the memory map; at most one, before the pages. Pages of
+// kVmaInherited VMAs that the parent has and the child does not: dropped
+// (MADV_DONTNEED) from the copy the child inherits.
+struct PageDropsRecord {
+  static constexpr RecordType kType = RecordType::kPageDrops;
+  static constexpr const char* kName = "page_drops";
   std::vector<PageRun> runs;  // in address order
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("runs", s.runs); }
@@ -712,7 +730,7 @@ using AllRecordTypes =
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
                InodeRecord>;
 

@@ -481,8 +481,8 @@ absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m) {
 // Writes the records of stopped process `m` but its pages, in the order
 // restore consumes them. No remote call runs here: only /proc, ptrace
 // requests that read, and /proc/PID/mem.
-absl::Status WriteProcess(Context* ctx, TreeMember* m, const CheckpointOptions& options,
-                          DescriptionHolders* holders) {
+absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
+                          const CheckpointOptions& options, DescriptionHolders* holders) {
   ImageWriter* w = ctx->writer();
   ObjectRegistry& reg = ctx->registry();
   CRLIB_ASSIGN_OR_RETURN(ProcessRecord proc, DescribeProcess(*m));
@@ -527,8 +527,12 @@ absl::Status WriteProcess(Context* ctx, TreeMember* m, const CheckpointOptions& 
   if (asked.seccomp) CRLIB_RETURN_IF_ERROR(w->Write(*asked.seccomp, 0, process_ref));
 
   CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, m->fds, process_ref, holders));
+  // Memory still shared copy-on-write with the parent is restored so.
+  ParentMemory parent_memory;
+  if (parent != nullptr && !parent->zombie()) parent_memory = {.pid = parent->pid, .vmas = &parent->vmas};
   CRLIB_ASSIGN_OR_RETURN(m->map, WriteMemoryMap(ctx, m->threads.front().get(), m->vmas,
-                                                asked.brk, process_ref));
+                                                asked.brk, process_ref,
+                                                parent_memory.pid ? &parent_memory : nullptr));
   return absl::OkStatus();
 }
 
@@ -739,7 +743,14 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(writer.Begin());
     // Every process's records (parents first), then every process's pages.
     DescriptionHolders holders;
-    for (TreeMember& m : tree) CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, &m, options, &holders));
+    for (TreeMember& m : tree) {
+      const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
+      const TreeMember* parent = nullptr;
+      for (const TreeMember& p : tree) {
+        if (&p != &m && p.pid == ppid) parent = &p;
+      }
+      CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, &m, parent, options, &holders));
+    }
     for (TreeMember& m : tree) {
       if (m.zombie()) continue;
       CRLIB_RETURN_IF_ERROR(WriteMemoryPages(ctx, m.threads.front().get(), m.vmas, m.map));

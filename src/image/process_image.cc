@@ -90,6 +90,41 @@ struct SharedObjectImages {
 // Every reference of `image` (with the tree's shared objects) resolves.
 absl::Status CheckReferences(const ProcessImage& image);
 
+// Each kVmaInherited VMA of `image` has its twin in the parent (the same
+// range, kind and protection), which is what the restored parent's fork
+// gives it; every page drop lies in such a VMA.
+absl::Status CheckInheritedMemory(const ProcessImage& image, const TreeImage& tree) {
+  const ProcessImage* parent = nullptr;
+  for (const ProcessImage& p : tree.processes) {
+    if (p.process.pid == image.process.ppid && &p != &image) parent = &p;
+  }
+  auto inherited_at = [&](uint64_t start, uint64_t end) {
+    return std::any_of(image.vmas.begin(), image.vmas.end(), [&](const VmaRecord& v) {
+      return (v.vm_flags & kVmaInherited) && v.start <= start && end <= v.end;
+    });
+  };
+  for (const VmaRecord& v : image.vmas) {
+    if (!(v.vm_flags & kVmaInherited)) continue;
+    const bool twin = parent != nullptr && !(parent->process.flags & kProcessZombie) &&
+                      std::any_of(parent->vmas.begin(), parent->vmas.end(), [&](const VmaRecord& p) {
+                        return p.start == v.start && p.end == v.end && p.kind == v.kind &&
+                               p.prot == v.prot && p.flags == v.flags &&
+                               !(p.vm_flags & (kVmaDontFork | kVmaWipeOnFork));
+                      });
+    if (!twin) {
+      return absl::DataLossError(absl::StrFormat(
+          "VMA 0x%x-0x%x is inherited, but its parent has no such VMA", v.start, v.end));
+    }
+  }
+  for (const PageRun& d : image.page_drops) {
+    if (d.pages == 0 || !inherited_at(d.address, d.address + d.pages * image.info.page_size)) {
+      return absl::DataLossError(absl::StrFormat(
+          "page drop at 0x%x (%d pages) outside every inherited VMA", d.address, d.pages));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
@@ -240,6 +275,12 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
       }
       case RecordType::kPages:  // the last section: CheckPageRecords
         break;
+      case RecordType::kPageDrops: {
+        if (h.parent != mm_ref || !image.page_drops.empty()) return misplaced("page drops outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(PageDropsRecord d, reader->Decode<PageDropsRecord>(*rec));
+        image.page_drops = std::move(d.runs);
+        break;
+      }
       case RecordType::kGuardRegions: {
         if (h.parent != mm_ref || !image.guards.empty()) return misplaced("guard regions outside the memory map");
         CRLIB_ASSIGN_OR_RETURN(GuardRegionsRecord g, reader->Decode<GuardRegionsRecord>(*rec));
@@ -304,6 +345,10 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
     }
   }
   if (tree.processes.empty()) return absl::DataLossError("image holds no process");
+  for (const ProcessImage& image : tree.processes) {
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckInheritedMemory(image, tree),
+                                   absl::StrFormat("pid %d", image.process.pid)));
+  }
   for (ProcessImage& image : tree.processes) {
     image.files = shared.files;
     image.pipes = shared.pipes;

@@ -56,6 +56,8 @@ struct ProcessImage {
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
   std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
+  // Pages of kVmaInherited VMAs the parent has and this process lacks.
+  std::vector<PageRun> page_drops;
   // The objects of the whole tree (any process may name them): the same
   // in every process of a TreeImage.
   std::map<ObjectRef, FileImage> files;
