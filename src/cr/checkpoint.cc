@@ -549,12 +549,9 @@ std::string CredentialText(absl::string_view status) {
 // What a tree restore cannot rebuild yet, refused by name before anything
 // is written: objects shared with the parent beyond what fork shares
 // (CLONE_VM, CLONE_FILES, CLONE_FS), credentials that differ from the
-// root's, a session that is neither the process's own nor its parent's,
-// a process group whose leader is not in the tree.
+// root's, a session that is neither the process's own nor its parent's.
 absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
   const TreeMember& root = tree.front();
-  std::set<pid_t> pids;
-  for (const TreeMember& m : tree) pids.insert(m.pid);
   auto member = [&](pid_t pid) -> const TreeMember* {
     for (const TreeMember& m : tree) {
       if (m.pid == pid) return &m;
@@ -562,7 +559,6 @@ absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
     return nullptr;
   };
   const std::string root_creds = CredentialText(root.facts.status);
-  const pid_t root_pgid = static_cast<pid_t>(StatField(root.stat, 5));
   for (size_t i = 1; i < tree.size(); ++i) {
     const TreeMember& m = tree[i];
     const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
@@ -571,18 +567,11 @@ absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
       return absl::InternalError(absl::StrFormat("pid %d: its parent %d is not in the tree", m.pid, ppid));
     }
     const pid_t sid = static_cast<pid_t>(StatField(m.stat, 6));
-    const pid_t pgid = static_cast<pid_t>(StatField(m.stat, 5));
     if (sid != m.pid && sid != static_cast<pid_t>(StatField(parent->stat, 6))) {
       return absl::UnimplementedError(absl::StrFormat(
           "pid %d is in session %d, which is neither its own nor its parent's (pid %d): such "
           "trees are not supported yet",
           m.pid, sid, ppid));
-    }
-    if (!pids.contains(pgid) && pgid != root_pgid) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "pid %d is in process group %d, whose leader is not in the dumped tree; not "
-          "supported yet",
-          m.pid, pgid));
     }
     if (m.zombie()) continue;
     if (CredentialText(m.facts.status) != root_creds) {

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -42,33 +43,6 @@ namespace crlib {
 namespace {
 
 constexpr uint64_t kKeyctlJoinSessionKeyring = 1;  // KEYCTL_JOIN_SESSION_KEYRING
-
-// Creates the child that becomes the restored process: PID `pid`, dies
-// with us until restore is done, traced by us and stopped. Raw system calls
-// only in the child: it is a copy of this process that glibc did not fork.
-absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
-  // A PID no process holds may still be on its way to being freed (see
-  // AwaitTidRelease), e.g. that of a process whose last thread reaped it.
-  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
-  long r;
-  do {
-    r = sys::CloneWithPid(pid);
-  } while (r < 0 && errno == EEXIST && sys::AwaitTidRelease(pid, deadline));
-  if (r == 0) {
-    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {
-      syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
-    }
-    syscall(SYS_exit_group, 127);
-  }
-  if (r < 0) {
-    if (errno == EEXIST) {
-      return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
-    }
-    return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", pid);
-  }
-  return static_cast<pid_t>(r);
-}
 
 // Closes every descriptor of stopped process `t` but `keep`, a
 // close_range per gap rather than a remote close per descriptor.
@@ -278,21 +252,72 @@ absl::Status DrainChildSignals(Tracee* t, uint64_t scratch) {
 }
 
 // The process groups led by another process of the tree, joined once
-// every process exists.
-absl::Status JoinProcessGroups(std::vector<Restoring>& tree) {
+// every process exists. A group whose leader had exited (its members
+// live on) is made again: a short-lived process with the leader's PID,
+// forked by the group's first member (so in its session), creates the
+// group, the members join it, and it exits and is reaped by that member.
+absl::Status JoinProcessGroups(std::vector<Restoring>& tree, uint64_t scratch) {
   std::set<uint32_t> pids;
   for (const Restoring& r : tree) pids.insert(r.image->process.pid);
+  const uint32_t root_pgid = tree.front().image->process.pgid;
+  std::map<uint32_t, Restoring*> leaderless;  // group -> its first member
   for (Restoring& r : tree) {
     const ProcessRecord& p = r.image->process;
-    if (r.zombie() && r.threads.empty()) continue;
-    if (p.pgid == p.pid || p.sid == p.pid || !pids.contains(p.pgid)) continue;
-    Tracee* t = r.threads.front().get();
-    CRLIB_ASSIGN_OR_RETURN(int64_t now, t->CheckedSyscall("getpgid", SYS_getpgid, {0}));
-    if (now == p.pgid) continue;
-    CRLIB_RETURN_IF_ERROR(Step("process group")(
-        t->CheckedSyscall("setpgid", SYS_setpgid, {0, p.pgid}).status()));
+    if (&r == &tree.front() || p.sid == p.pid || p.pgid == p.pid || p.pgid == root_pgid) continue;
+    if (!pids.contains(p.pgid) && !leaderless.contains(p.pgid)) leaderless[p.pgid] = &r;
   }
-  return absl::OkStatus();
+  std::vector<std::pair<Restoring*, std::unique_ptr<Tracee>>> stand_ins;
+  for (const auto& [pgid, member] : leaderless) {
+    ProcessRecord leader{.pid = pgid, .exit_signal = SIGCHLD};
+    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> t,
+                           ForkChild(member->threads.front().get(), leader, scratch));
+    stand_ins.emplace_back(member, std::move(t));
+    CRLIB_RETURN_IF_ERROR(Step("process group")(
+        stand_ins.back().second->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
+  }
+  absl::Status st = [&]() -> absl::Status {
+    for (Restoring& r : tree) {
+      const ProcessRecord& p = r.image->process;
+      if (&r == &tree.front() || p.pgid == p.pid || p.sid == p.pid || p.pgid == root_pgid) continue;
+      Tracee* t = r.threads.front().get();
+      CRLIB_ASSIGN_OR_RETURN(int64_t now, t->CheckedSyscall("getpgid", SYS_getpgid, {0}));
+      if (now == p.pgid) continue;
+      CRLIB_RETURN_IF_ERROR(Step("process group")(
+          t->CheckedSyscall("setpgid", SYS_setpgid, {0, p.pgid}).status()));
+    }
+    return absl::OkStatus();
+  }();
+  // The stand-in leaders go, whatever happened: each exits (untraced) and
+  // its member reaps it.
+  for (auto& [member, leader] : stand_ins) {
+    const pid_t pid = leader->tid();
+    ArchRegs regs = leader->initial_regs();
+    leader->arch().SetSyscall(&regs, leader->syscall_site(), SYS_exit_group, {0});
+    absl::Status gone = leader->SetRegs(regs);
+    if (gone.ok()) gone = leader->Detach();
+    if (!gone.ok()) {
+      kill(pid, SIGKILL);
+    }
+    leader.reset();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
+      if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        if (st.ok()) st = absl::DeadlineExceededError(absl::StrFormat("stand-in leader %d did not exit", pid));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    const uint32_t inner = static_cast<uint32_t>(
+        member->image->process.pgid);  // its PID where the member lives
+    absl::StatusOr<int64_t> reaped =
+        member->threads.front()->CheckedSyscall("wait4 of the stand-in group leader", SYS_wait4,
+                                                {inner, 0, __WALL, 0});
+    if (st.ok() && !reaped.ok()) st = reaped.status();
+    member->made_zombie_children = true;  // its SIGCHLD is not the image's
+  }
+  return st;
 }
 
 // Second stage of process `r`, once every process of the tree exists:
@@ -608,7 +633,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
                                                 options.pid_namespace),
                                      absl::StrFormat("pid %d", r.image->process.pid)));
     }
-    CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree));
+    CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));
     for (Restoring& r : tree) {
       if (!r.zombie()) continue;
       CRLIB_RETURN_IF_ERROR(Annotate(MakeZombie(&r), absl::StrFormat("zombie pid %d", r.image->process.pid)));

@@ -115,6 +115,22 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
     }();
     CRLIB_RETURN_IF_ERROR(Annotate(st, absl::StrFormat("pid %d", image.process.pid)));
   }
+  // The PIDs of the stand-in leaders of groups whose leader had exited.
+  if (!options.original_alive && !options.pid_namespace) {
+    for (const ProcessImage& image : tree.processes) {
+      const ProcessRecord& p = image.process;
+      if (&image == &root || p.sid == p.pid || p.pgid == p.pid || p.pgid == root.process.pgid ||
+          pids.contains(p.pgid)) {
+        continue;
+      }
+      if (sys::ProcessExists(static_cast<pid_t>(p.pgid))) {
+        return absl::AlreadyExistsError(absl::StrFormat(
+            "pid %d (to lead process group %d again, whose leader had exited) is in use by "
+            "another process",
+            p.pgid, p.pgid));
+      }
+    }
+  }
   // The original holds its ptys' indexes until it is killed.
   if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(root));
   for (const auto& [ref, tty] : root.ttys) {
