@@ -377,6 +377,13 @@ TEST_F(TreeTest, ZombieChild) {
   ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "zombie_child", 2));
 }
 
+// A child made with clone(CLONE_FILES | CLONE_FS) shares its parent's fd
+// table, cwd and umask again after restore.
+TEST_F(TreeTest, FdTableAndFsSharedWithParent) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "clone_shared", 2));
+}
+
 // A child stopped by SIGSTOP stays stopped until its parent continues it.
 TEST_F(TreeTest, StoppedChild) {
   Workload w;
