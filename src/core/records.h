@@ -433,9 +433,9 @@ enum VmaFlag : uint32_t {
   kVmaMergeable = 1 << 6,    // mg: MADV_MERGEABLE (KSM)
   kVmaLocked = 1 << 7,       // lo: mlock
   kVmaLockOnFault = 1 << 8,  // lf: mlock2(MLOCK_ONFAULT)
-  // Not a kernel flag: a private anonymous VMA the process shares
-  // copy-on-write with its parent (same range, same pages where both
-  // have them). Restore keeps the copy the child gets when its restored
+  // Not a kernel flag: a private VMA (anonymous or of a file) the process
+  // shares copy-on-write with its parent (same range and file, same pages
+  // where both have them). Restore keeps the copy the child gets when its restored
   // parent forks it; the image holds only the pages that differ (zero
   // pages too), and PageDropsRecord the pages the child does not have.
   kVmaInherited = 1 << 9,

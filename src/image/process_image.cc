@@ -108,7 +108,8 @@ absl::Status CheckInheritedMemory(const ProcessImage& image, const TreeImage& tr
     const bool twin = parent != nullptr && !(parent->process.flags & kProcessZombie) &&
                       std::any_of(parent->vmas.begin(), parent->vmas.end(), [&](const VmaRecord& p) {
                         return p.start == v.start && p.end == v.end && p.kind == v.kind &&
-                               p.prot == v.prot && p.flags == v.flags &&
+                               p.prot == v.prot && p.flags == v.flags && p.file == v.file &&
+                               p.pgoff == v.pgoff &&
                                !(p.vm_flags & (kVmaDontFork | kVmaWipeOnFork));
                       });
     if (!twin) {

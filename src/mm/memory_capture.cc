@@ -147,15 +147,19 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
 }
 
 bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent) {
-  const bool private_anonymous =
-      !v.map.shared &&
-      (v.kind == VmaKind::kAnonymous || v.kind == VmaKind::kHeap || v.kind == VmaKind::kStack);
+  const bool private_memory =
+      !v.map.shared && (v.kind == VmaKind::kAnonymous || v.kind == VmaKind::kHeap ||
+                        v.kind == VmaKind::kStack || v.kind == VmaKind::kFile);
   constexpr uint32_t kNotForked = kVmaDontFork | kVmaWipeOnFork;
-  if (!private_anonymous || (v.vm_flags & kNotForked)) return false;
+  if (!private_memory || (v.vm_flags & kNotForked)) return false;
   for (const VmaInfo& p : *parent.vmas) {
     if (p.map.start == v.map.start && p.map.end == v.map.end && p.kind == v.kind &&
         !p.map.shared && p.map.read == v.map.read && p.map.write == v.map.write &&
-        p.map.exec == v.map.exec && !(p.vm_flags & kNotForked)) {
+        p.map.exec == v.map.exec && !(p.vm_flags & kNotForked) &&
+        // A file mapping: the same file at the same offset.
+        p.map.offset == v.map.offset && p.map.inode == v.map.inode &&
+        p.map.dev_major == v.map.dev_major && p.map.dev_minor == v.map.dev_minor &&
+        p.map.path == v.map.path) {
       return true;
     }
   }
@@ -443,12 +447,15 @@ absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, cons
         runs->push_back({address, 1});
       }
     };
+    // The pages an image holds for such a VMA: any of anonymous memory;
+    // of a private file mapping, those copied on write (the others are the
+    // file's, which a drop gives back).
+    auto held = [&](uint64_t entry) { return PageNeeded(v.kind, entry); };
     for (size_t k = 0; k < mine.size(); ++k) {
       const uint64_t address = v.map.start + k * page;
-      if (SamePage(mine[k], other[k])) continue;
-      if (HasPage(mine[k])) {
-        add(&map->own_pages[i], address);
-      } else if (HasPage(other[k])) {
+      if (held(mine[k])) {
+        if (!SamePage(mine[k], other[k])) add(&map->own_pages[i], address);
+      } else if (held(other[k])) {
         add(&map->drops, address);
       }
     }

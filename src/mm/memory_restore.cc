@@ -5,6 +5,7 @@
 #include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -387,6 +388,19 @@ absl::Status RestoreMmFields(Tracee* t, const ProcessImage& image, const Restore
   map.auxv = reinterpret_cast<__u64*>(auxv_at);
   map.auxv_size = static_cast<__u32>(mm.auxv.size() * 8);
   map.exe_fd = static_cast<__u32>(mm.exe_file ? files.fd(mm.exe_file) : -1);
+  // A fork of a restored parent already has the parent's executable, and
+  // the kernel refuses to change it while a VMA kept from the parent maps
+  // it: left as it is when it is the same file.
+  if (mm.exe_file && std::any_of(image.vmas.begin(), image.vmas.end(), [](const VmaRecord& v) {
+        return (v.vm_flags & kVmaInherited) && static_cast<VmaKind>(v.kind) == VmaKind::kFile;
+      })) {
+    struct stat now, want;
+    const std::string exe = absl::StrFormat("/proc/%d/exe", t->tid());
+    if (stat(exe.c_str(), &now) == 0 && fstat(files.fd(mm.exe_file), &want) == 0 &&
+        now.st_dev == want.st_dev && now.st_ino == want.st_ino) {
+      map.exe_fd = static_cast<__u32>(-1);
+    }
+  }
   CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &map, sizeof(map)));
   CRLIB_RETURN_IF_ERROR(t->WriteMemory(auxv_at, mm.auxv.data(), mm.auxv.size() * 8));
   return t->CheckedSyscall("prctl(PR_SET_MM, PR_SET_MM_MAP)", SYS_prctl,
