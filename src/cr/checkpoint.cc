@@ -746,9 +746,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       }
       CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, &m, parent, options, &holders));
     }
-    for (TreeMember& m : tree) {
-      if (m.zombie()) continue;
-      CRLIB_RETURN_IF_ERROR(WriteMemoryPages(ctx, m.threads.front().get(), m.vmas, m.map));
+    {
+      PageArray pages(ctx, 0);  // one worker and one pair of buffers for all
+      for (TreeMember& m : tree) {
+        if (m.zombie()) continue;
+        CRLIB_RETURN_IF_ERROR(WriteMemoryPages(ctx, m.threads.front().get(), m.vmas, m.map, &pages));
+      }
+      CRLIB_RETURN_IF_ERROR(pages.Flush());
     }
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();

@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "arch/arch_backend.h"
 #include "core/byte_stream.h"
@@ -83,6 +84,7 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
   std::set<uint32_t> pids;
   for (const ProcessImage& image : tree.processes) pids.insert(image.process.pid);
   size_t live = 0;
+  std::set<std::string> checked_limits;
   for (const ProcessImage& image : tree.processes) {
     const absl::Status st = [&]() -> absl::Status {
       // PIDs are free by construction in a new PID namespace.
@@ -101,7 +103,10 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
       CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
       CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
       CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
-      CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
+      // Forked processes mostly share one set of limits: probed once.
+      std::string limits;
+      for (const Rlimit& r : image.rlimits.limits) absl::StrAppend(&limits, r.resource, ":", r.max, ";");
+      if (checked_limits.insert(limits).second) CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
       CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
       CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
       // Every file of the tree is opened once, with the root's

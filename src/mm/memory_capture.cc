@@ -464,14 +464,13 @@ absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, cons
 }
 
 absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                        const WrittenMemoryMap& map) {
+                        const WrittenMemoryMap& map, PageArray& pages) {
   const std::vector<PageRun>& guards = map.guards;
-  const ObjectRef mm = map.mm_ref;
+  CRLIB_RETURN_IF_ERROR(pages.SetParent(map.mm_ref));
   const uint64_t page = ctx->writer()->info().page_size;
   std::string path = absl::StrCat("/proc/", tracee->tid(), "/pagemap");
   int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (pagemap < 0) return Errno("open %s", path);
-  PageArray pages(ctx, mm);
   // Pages [start, end) are needed: read them straight into the batch.
   // Guard regions show as swapped, but reading one fails (EIO): they are
   // cut out, their record says where they go.
@@ -525,8 +524,7 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
     if (!st.ok()) break;
   }
   close(pagemap);
-  CRLIB_RETURN_IF_ERROR(st);
-  return pages.Flush();
+  return st;
 }
 
 }  // namespace
@@ -619,8 +617,8 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
 }
 
 absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                              const WrittenMemoryMap& map) {
-  return WritePages(ctx, tracee, vmas, map);
+                              const WrittenMemoryMap& map, PageArray* pages) {
+  return WritePages(ctx, tracee, vmas, map, *pages);
 }
 
 }  // namespace crlib

@@ -13,6 +13,7 @@
 #include "core/context.h"
 #include "core/records.h"
 #include "core/shared_objects.h"
+#include "mm/page_array.h"
 #include "sys/proc.h"
 #include "remote/tracee.h"
 
@@ -74,10 +75,11 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
                                                ObjectRef process,
                                                const ParentMemory* parent = nullptr);
 
-// Writes the pages of `map` (page data comes last in an image: every
-// process's records first, then every process's pages, in that order).
+// Adds the pages of `map` to `pages` (page data comes last in an image:
+// every process's records first, then every process's pages, in that
+// order); the caller flushes `pages` after the last process.
 absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                              const WrittenMemoryMap& map);
+                              const WrittenMemoryMap& map, PageArray* pages);
 
 }  // namespace crlib
 

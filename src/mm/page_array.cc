@@ -81,6 +81,7 @@ absl::Status PageArray::Commit(size_t pages) {
   }
   if (pages > 0) {
     Batch& b = batches_[current_];
+    if (b.used == 0) b.parent = parent_;
     b.segments.push_back({reserved_address_, pages});
     b.keep_zero.push_back(keep_zero_);
     b.used += pages;
@@ -146,6 +147,15 @@ absl::Status PageArray::Submit() {
   return absl::OkStatus();
 }
 
+absl::Status PageArray::SetParent(ObjectRef parent) {
+  // A batch holds one memory map's pages: the last one's go out first.
+  if (batches_[current_].used > 0 && batches_[current_].parent != parent) {
+    CRLIB_RETURN_IF_ERROR(Submit());
+  }
+  parent_ = parent;
+  return absl::OkStatus();
+}
+
 absl::Status PageArray::Flush() {
   CRLIB_RETURN_IF_ERROR(Submit());
   return Wait();
@@ -199,10 +209,10 @@ absl::Status PageArray::WriteBatch(Batch& batch) {
       } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
     }
     iovec bulk{compressed_.data(), out.pos};
-    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, parent_, absl::MakeConstSpan(&bulk, 1)));
+    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, batch.parent, absl::MakeConstSpan(&bulk, 1)));
     stats.page_bytes_stored += out.pos;
   } else {
-    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, parent_, iov_, /*align_bulk=*/true));
+    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, batch.parent, iov_, /*align_bulk=*/true));
     stats.page_bytes_stored += record_.page_count * page_size_;
   }
   stats.pages_stored += record_.page_count;

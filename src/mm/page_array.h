@@ -50,6 +50,10 @@ class PageArray {
   // Copies `pages` pages from `data` (Reserve + memcpy + Commit).
   absl::Status Add(uint64_t address, const void* data, size_t pages);
 
+  // Pages added from now on belong to memory map `parent` (one array can
+  // serve every process of a tree: one worker, one pair of buffers).
+  absl::Status SetParent(ObjectRef parent);
+
   // Whether zero pages committed from now on are kept: a page a restore
   // would otherwise find non-zero (one a child inherits from its parent).
   void set_keep_zero(bool keep) { keep_zero_ = keep; }
@@ -63,6 +67,7 @@ class PageArray {
     size_t used = 0;            // pages filled
     std::vector<PageRun> segments;  // what was filled, in buffer order
     std::vector<bool> keep_zero;    // per segment: its zero pages are kept
+    ObjectRef parent = 0;           // the memory map its pages belong to
   };
   absl::Status Submit();  // hands the current batch to the worker
   absl::Status Wait();    // for the batch the worker has
