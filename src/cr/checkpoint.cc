@@ -561,6 +561,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     // Refuse unsupported resources before anything is written; a nocr
     // mark (seen among the descriptors) comes first.
     CRLIB_ASSIGN_OR_RETURN(std::vector<FdInfo> fds, ScanFds(pid, options.skip_fds));
+    CRLIB_RETURN_IF_ERROR(ClassifyPipeEnds({&fds}));  // the fds of every process of the tree
     CRLIB_RETURN_IF_ERROR(CheckSyscallResults(threads, options.syscall_results));
     CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> children, sys::ListChildren(pid));
     std::erase_if(children, [&](pid_t c) {
