@@ -296,7 +296,9 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
   ImageReader* reader = in->reader();
   CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
   CRLIB_RETURN_IF_ERROR(
-      PrepareRestore(image, in->file(), {.trust_image = options.trust_image}).status());
+      PrepareRestore(image, in->file(),
+                     {.trust_image = options.trust_image, .inherit_fds = options.inherit_fds})
+          .status());
   RestoreCheckReport report{.pid = static_cast<pid_t>(image.process.pid),
                             .threads = image.threads.size(),
                             .mappings = image.vmas.size(),
@@ -324,7 +326,9 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
   const pid_t pid = static_cast<pid_t>(image.process.pid);
   CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
-                         PrepareRestore(image, in->file(), {.trust_image = options.trust_image}));
+                         PrepareRestore(image, in->file(),
+                                        {.trust_image = options.trust_image,
+                                         .inherit_fds = options.inherit_fds}));
   const OpenedFiles& files = prep.files;
   const uint64_t scratch = prep.scratch;
 

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -19,6 +20,11 @@ struct RestoreOptions {
   // file. Without it an image grants no more than its owner has
   // (CheckImageTrust, docs/SECURITY.md).
   bool trust_image = false;
+  // The caller's own fds for the image's external fds, by key ("pipe:[INODE]"
+  // -> fd): the restored process gets a dup of each (`crlib restore
+  // --inherit-fd KEY=FD`). An external fd without one, or a key the image
+  // lacks, fails before anything is created.
+  std::map<std::string, int> inherit_fds;
 };
 
 // What `crlib restore --check` reports of an image that would restore.

@@ -89,9 +89,12 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
   CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
   CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
   CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
+  CRLIB_RETURN_IF_ERROR(
+      CheckInheritFds({&image}, options.inherit_fds, options.accept_unmapped_externals));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
                          OpenedFiles::Open(image, {.any_pty_index = options.original_alive,
-                                                   .original_alive = options.original_alive}));
+                                                   .original_alive = options.original_alive,
+                                                   .inherit_fds = options.inherit_fds}));
   std::vector<AddressRange> busy;
   for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
@@ -113,7 +116,8 @@ absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid) {
   owner.st_mode = S_IFREG | 0600;
   owner.st_uid = geteuid();
   owner.st_gid = getegid();
-  return PrepareRestore(image, owner, {.original_alive = true}).status();
+  return PrepareRestore(image, owner, {.original_alive = true, .accept_unmapped_externals = true})
+      .status();
 }
 
 }  // namespace crlib
