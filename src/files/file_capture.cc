@@ -346,21 +346,26 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
 }
 
 absl::Status ClassifyPipeEnds(absl::Span<std::vector<FdInfo>* const> tree) {
-  std::map<uint64_t, std::pair<bool, bool>> ends;  // pipe inode -> (read end, write end)
+  struct Ends {
+    bool reader = false, writer = false;
+    bool above_std = false;  // an fd above 2 has it
+  };
+  std::map<uint64_t, Ends> ends;  // by pipe inode
   for (const std::vector<FdInfo>* fds : tree) {
     for (const FdInfo& info : *fds) {
       if (info.file.kind != static_cast<uint32_t>(FileKind::kPipe)) continue;
       const uint32_t mode = info.file.flags & O_ACCMODE;
-      auto& [reader, writer] = ends[info.file.inode];
-      if (mode == O_RDONLY || mode == O_RDWR) reader = true;
-      if (mode == O_WRONLY || mode == O_RDWR) writer = true;
+      Ends& e = ends[info.file.inode];
+      if (mode == O_RDONLY || mode == O_RDWR) e.reader = true;
+      if (mode == O_WRONLY || mode == O_RDWR) e.writer = true;
+      if (info.fd > 2) e.above_std = true;
     }
   }
   for (std::vector<FdInfo>* fds : tree) {
     for (FdInfo& info : *fds) {
       if (info.file.kind != static_cast<uint32_t>(FileKind::kPipe)) continue;
-      const auto [reader, writer] = ends[info.file.inode];
-      if (reader && writer) continue;
+      const Ends& e = ends[info.file.inode];
+      if (e.reader && e.writer) continue;
       // Neither end is opened again at restore: a lock on it would be lost.
       if (!info.locks.empty()) {
         return absl::UnimplementedError(absl::StrFormat(
@@ -369,9 +374,11 @@ absl::Status ClassifyPipeEnds(absl::Span<std::vector<FdInfo>* const> tree) {
             info.fd, info.link));
       }
       // A standard stream that leads elsewhere is reconnected to the
-      // restorer's own; any other fd is the caller's to give at restore.
-      info.file.kind = static_cast<uint32_t>(info.fd <= 2 ? FileKind::kInherited
-                                                          : FileKind::kExternal);
+      // restorer's own; any other fd is the caller's to give at restore,
+      // and so are the standard streams on the same pipe (a `exec 3>&1`
+      // shares one description, which one record of one kind holds).
+      info.file.kind = static_cast<uint32_t>(info.fd <= 2 && !e.above_std ? FileKind::kInherited
+                                                                          : FileKind::kExternal);
       info.file.path = absl::StrCat("pipe:[", info.file.inode, "]");
     }
   }

@@ -42,7 +42,8 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
 // end is outside becomes FileKind::kInherited at fd 0-2 (reconnected to
 // the restorer's own standard stream) and FileKind::kExternal above
 // (given by the restorer, --inherit-fd), with the key "pipe:[INODE]" as
-// its path; its buffered bytes belong to the pipe outside and are not
+// its path; when any fd above 2 has the pipe, its fds 0-2 are external
+// too (a dup of stdout at fd 3 is one description, one key); its buffered bytes belong to the pipe outside and are not
 // carried. FIFOs are reopened by path and stay as they are.
 absl::Status ClassifyPipeEnds(absl::Span<std::vector<FdInfo>* const> tree);
 

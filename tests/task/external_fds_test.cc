@@ -49,11 +49,12 @@ class ExternalFdsTest : public WorkloadTest {
     return out;
   }
 
-  // The holder workload with our pipe's write end at `fd`.
-  void StartHolder(Workload* w, int fd, bool prefill = false) {
+  // The holder workload with our pipe's write end at `fd`; `mode` is
+  // its "prefill" or "stdin".
+  void StartHolder(Workload* w, int fd, const std::string& mode = "") {
     std::vector<std::string> argv = {WorkloadsDir() + "/external_pipe_holder",
                                      std::to_string(fd)};
-    if (prefill) argv.push_back("prefill");
+    if (!mode.empty()) argv.push_back(mode);
     ASSERT_NO_FATAL_FAILURE(Start(w, "external_pipe_holder", WithFd(argv, pipe_[1], fd)));
   }
 
@@ -143,7 +144,7 @@ TEST_F(ExternalFdsTest, PipeMappedWithInheritFd) {
 // from the image writes only what it writes after the restore.
 TEST_F(ExternalFdsTest, DumpLeavesTheOutsidePipeAlone) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(StartHolder(&w, 7, /*prefill=*/true));
+  ASSERT_NO_FATAL_FAILURE(StartHolder(&w, 7, "prefill"));
   const std::string image = Path("external7.img");
   ASSERT_NO_FATAL_FAILURE(Dump(&w, image, /*leave_running=*/true));
   EXPECT_EQ(Drain(), "before the dump\n");
@@ -155,6 +156,27 @@ TEST_F(ExternalFdsTest, DumpLeavesTheOutsidePipeAlone) {
       RestoreAndCheck(&w, image, {"--inherit-fd=" + key_ + "=" + std::to_string(kCrlibFd)}));
   EXPECT_EQ(Drain(), "after from " + std::to_string(w.pid) + " through fd 7\n")
       << "the bytes buffered at the dump came back, or the line is missing";
+}
+
+// A standard stream on the same pipe as fd 3 (a dup, one description): it
+// is external too, not reconnected to crlib's own fd 0, and the one key
+// gives both.
+TEST_F(ExternalFdsTest, StandardStreamSharingAnExternalPipe) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartHolder(&w, 3, "stdin"));
+  const std::string image = Path("external-stdin.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  CliResult inspect = Crlib({"inspect", image});
+  for (const char* fd : {"fd fd=0 ", "fd fd=3 "}) {
+    EXPECT_THAT(inspect.out, ContainsRegex(std::string(fd) + "[^\n]* external pipe:\\[[0-9]+\\]"));
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectRestoreRefused(w, {"restore", "--image", image},
+                                               "fd 0 of pid " + std::to_string(w.pid) +
+                                                   " is external (" + key_));
+  ASSERT_NO_FATAL_FAILURE(CrlibWithFd());
+  ASSERT_NO_FATAL_FAILURE(
+      RestoreAndCheck(&w, image, {"--inherit-fd", key_ + "=" + std::to_string(kCrlibFd)}));
+  EXPECT_EQ(Drain(), "after from " + std::to_string(w.pid) + " through fd 3\n");
 }
 
 }  // namespace
