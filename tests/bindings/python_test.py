@@ -56,9 +56,10 @@ NOCR_PROGRAM = textwrap.dedent("""
             time.sleep(0.05)
 """)
 
-# Counts until SIGUSR1, then prints the count and exits 7.
+# Counts until SIGUSR1, then prints the count (and writes a line into the
+# pipe end at fd argv[1], when given) and exits 7.
 COUNTER_PROGRAM = textwrap.dedent("""
-    import os, signal, time
+    import os, signal, sys, time
     go = False
     def on_usr1(s, f):
         global go
@@ -70,22 +71,9 @@ COUNTER_PROGRAM = textwrap.dedent("""
         count += 1
         time.sleep(0.01)
     os.write(1, ("COUNT %d\\n" % count).encode())
+    if len(sys.argv) > 1:
+        os.write(int(sys.argv[1]), b"external\\n")
     os._exit(7)
-""")
-
-# Writes a line into the pipe end at fd argv[1] on SIGUSR1, then exits 5.
-EXTERNAL_PROGRAM = textwrap.dedent("""
-    import os, signal, sys, time
-    go = False
-    def on_usr1(s, f):
-        global go
-        go = True
-    signal.signal(signal.SIGUSR1, on_usr1)
-    os.write(1, b"READY\\n")
-    while not go:
-        time.sleep(0.01)
-    os.write(int(sys.argv[1]), b"external\\n")
-    os._exit(5)
 """)
 
 
@@ -194,7 +182,7 @@ class BindingTest(unittest.TestCase):
         r, w = os.pipe()
         key = "pipe:[%d]" % os.fstat(r).st_ino
         try:
-            p = self.start(EXTERNAL_PROGRAM, str(w), pass_fds=(w,))
+            p = self.start(COUNTER_PROGRAM, str(w), pass_fds=(w,))
             self.wait_for_output("READY", p)
             crlib.checkpoint(p.pid, image, kill=True)
             self.assertEqual(p.wait(timeout=10), -signal.SIGKILL)
@@ -207,7 +195,7 @@ class BindingTest(unittest.TestCase):
             time.sleep(0.1)
             os.kill(pid, signal.SIGUSR1)
             _, status = os.waitpid(pid, 0)
-            self.assertEqual(os.waitstatus_to_exitcode(status), 5, self.read())
+            self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())
             self.assertEqual(os.read(r, 100), b"external\n")
         finally:
             os.close(r)
