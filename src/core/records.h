@@ -40,6 +40,7 @@ enum class RecordType : uint32_t {
   kPages = 0x0302,
   kInode = 0x0303,
   kGuardRegions = 0x0310,
+  kPageDrops = 0x0311,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
@@ -85,6 +86,7 @@ struct ProcessRecord {
   uint64_t cap_bounding = 0;
   uint64_t cap_ambient = 0;
   uint32_t securebits = 0;  // prctl(PR_GET_SECUREBITS) of the main thread
+  uint32_t exit_code = 0;   // a zombie's wait status (kProcessZombie)
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("pid", s.pid); v("ppid", s.ppid); v("pgid", s.pgid); v("sid", s.sid);
@@ -104,11 +106,15 @@ struct ProcessRecord {
     v("cap_bounding", s.cap_bounding);
     v("cap_ambient", s.cap_ambient);
     v("securebits", s.securebits);
+    v("exit_code", s.exit_code);
   }
 };
 
 // ProcessRecord::flags.
 inline constexpr uint32_t kProcessStopped = 1u << 0;  // in a group stop: restored stopped
+// Exited, not yet reaped by its parent: only the process record, no
+// threads or memory; restored as a zombie with `exit_code`.
+inline constexpr uint32_t kProcessZombie = 1u << 1;
 
 // Parent: the process, which has one per thread, its main thread first.
 struct ThreadRecord {
@@ -423,6 +429,12 @@ enum VmaFlag : uint32_t {
   kVmaMergeable = 1 << 6,    // mg: MADV_MERGEABLE (KSM)
   kVmaLocked = 1 << 7,       // lo: mlock
   kVmaLockOnFault = 1 << 8,  // lf: mlock2(MLOCK_ONFAULT)
+  // Not a kernel flag: a private anonymous VMA the process shares
+  // copy-on-write with its parent (same range, same pages where both
+  // have them). Restore keeps the copy the child gets when its restored
+  // parent forks it; the image holds only the pages that differ (zero
+  // pages too), and PageDropsRecord the pages the child does not have.
+  kVmaInherited = 1 << 9,
 };
 
 // Parent: the memory map.
@@ -526,6 +538,17 @@ struct PagesRecord {
 struct GuardRegionsRecord {
   static constexpr RecordType kType = RecordType::kGuardRegions;
   static constexpr const char* kName = "guard_regions";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
+// Parent: the memory map; at most one, before the pages. Pages of
+// kVmaInherited VMAs that the parent has and the child does not: dropped
+// (MADV_DONTNEED) from the copy the child inherits.
+struct PageDropsRecord {
+  static constexpr RecordType kType = RecordType::kPageDrops;
+  static constexpr const char* kName = "page_drops";
   std::vector<PageRun> runs;  // in address order
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("runs", s.runs); }
@@ -712,7 +735,7 @@ using AllRecordTypes =
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, FileTableRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
                InodeRecord>;
 

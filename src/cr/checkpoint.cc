@@ -1,6 +1,7 @@
 #include "cr/checkpoint.h"
 
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -16,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -424,42 +426,73 @@ absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> 
   return asked;
 }
 
-// Writes the image of the stopped process, in the order restore consumes
-// it. No remote call runs here: only /proc, ptrace requests that read, and
-// /proc/PID/mem.
-absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>> threads,
-                          const CheckpointOptions& options, const ProcessFacts& facts,
-                          AskedState asked, const std::vector<FdInfo>& fds,
-                          const std::vector<VmaInfo>& vmas) {
-  Tracee* t = threads.front().get();
-  const pid_t pid = t->tid();
-  ImageWriter* w = ctx->writer();
-  ObjectRegistry& reg = ctx->registry();
+// One process of the dumped tree, and what the dump learns of it.
+struct TreeMember {
+  pid_t pid = 0;
+  ProcessFacts facts;
+  std::vector<std::unique_ptr<Tracee>> threads;  // empty for a zombie
+  std::vector<std::string> stat;                 // /proc/PID/stat after the comm
+  std::vector<FdInfo> fds;
+  std::vector<VmaInfo> vmas;
+  std::optional<AskedState> asked;
+  WrittenMemoryMap map;
+  bool zombie() const { return threads.empty(); }
+};
 
+// Field `n` (1-based, as proc(5) numbers them) of a stat line split after
+// its comm (field 3 first), or 0.
+int64_t StatField(const std::vector<std::string>& stat, size_t n) {
+  int64_t v = 0;
+  if (n < 3 || n - 3 >= stat.size() || !absl::SimpleAtoi(stat[n - 3], &v)) return 0;
+  return v;
+}
+
+// The process record of `m`, from what /proc shows.
+absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m) {
   ProcessRecord proc;
+  const pid_t pid = m.pid;
   proc.pid = static_cast<uint32_t>(pid);
-  CRLIB_RETURN_IF_ERROR(ParseStatus(facts.status, &proc));
+  proc.ppid = static_cast<uint32_t>(StatField(m.stat, 4));
   // -1 recorded as an ID would make restore skip setsid/setpgid quietly.
-  const pid_t pgid = getpgid(pid);
-  if (pgid < 0) return Errno("getpgid(%d)", pid);
-  const pid_t sid = getsid(pid);
-  if (sid < 0) return Errno("getsid(%d)", pid);
-  proc.pgid = static_cast<uint32_t>(pgid);
-  proc.sid = static_cast<uint32_t>(sid);
-  proc.exit_signal = SIGCHLD;
-  if (facts.stopped) proc.flags |= kProcessStopped;
-  proc.securebits = asked.securebits;
+  proc.pgid = static_cast<uint32_t>(StatField(m.stat, 5));
+  proc.sid = static_cast<uint32_t>(StatField(m.stat, 6));
+  if (proc.pgid == 0 || proc.sid == 0) {
+    return absl::DataLossError(absl::StrFormat("pid %d: no process group or session in its stat", pid));
+  }
+  proc.exit_signal = static_cast<uint32_t>(StatField(m.stat, 38));
+  CRLIB_ASSIGN_OR_RETURN(proc.comm, ThreadComm(pid, pid));
+  if (m.zombie()) {
+    proc.flags |= kProcessZombie;
+    proc.exit_code = static_cast<uint32_t>(StatField(m.stat, 52));
+    return proc;
+  }
+  CRLIB_RETURN_IF_ERROR(ParseStatus(m.facts.status, &proc));
+  proc.ppid = static_cast<uint32_t>(StatField(m.stat, 4));
+  if (m.facts.stopped) proc.flags |= kProcessStopped;
+  proc.securebits = m.asked->securebits;
   CRLIB_ASSIGN_OR_RETURN(std::string personality,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
   proc.personality = static_cast<uint32_t>(strtoul(personality.c_str(), nullptr, 16));
-  CRLIB_ASSIGN_OR_RETURN(proc.comm, ThreadComm(pid, pid));
   CRLIB_ASSIGN_OR_RETURN(proc.cwd, sys::ReadLink(absl::StrCat("/proc/", pid, "/cwd")));
   CRLIB_ASSIGN_OR_RETURN(proc.root, sys::ReadLink(absl::StrCat("/proc/", pid, "/root")));
+  return proc;
+}
 
+// Writes the records of stopped process `m` but its pages, in the order
+// restore consumes them. No remote call runs here: only /proc, ptrace
+// requests that read, and /proc/PID/mem.
+absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
+                          const CheckpointOptions& options, DescriptionHolders* holders) {
+  ImageWriter* w = ctx->writer();
+  ObjectRegistry& reg = ctx->registry();
+  CRLIB_ASSIGN_OR_RETURN(ProcessRecord proc, DescribeProcess(*m));
   ObjectRef process_ref = reg.NewRef();
   CRLIB_RETURN_IF_ERROR(w->Write(proc, process_ref, 0));
-  for (size_t i = 0; i < threads.size(); ++i) {
-    const Tracee& thread = *threads[i];
+  if (m->zombie()) return absl::OkStatus();
+  const pid_t pid = m->pid;
+  AskedState& asked = *m->asked;
+  for (size_t i = 0; i < m->threads.size(); ++i) {
+    const Tracee& thread = *m->threads[i];
     ArchRegs regs = thread.initial_regs();
     if (auto it = options.syscall_results.find(thread.tid()); it != options.syscall_results.end()) {
       // The image holds the call as returned: no longer inside it.
@@ -493,8 +526,71 @@ absl::Status WriteProcess(Context* ctx, absl::Span<const std::unique_ptr<Tracee>
   }
   if (asked.seccomp) CRLIB_RETURN_IF_ERROR(w->Write(*asked.seccomp, 0, process_ref));
 
-  CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, fds, process_ref));
-  return WriteMemoryMap(ctx, t, vmas, asked.brk, process_ref);
+  CRLIB_RETURN_IF_ERROR(WriteFileTable(ctx, pid, m->fds, process_ref, holders));
+  // Memory still shared copy-on-write with the parent is restored so.
+  ParentMemory parent_memory;
+  if (parent != nullptr && !parent->zombie()) parent_memory = {.pid = parent->pid, .vmas = &parent->vmas};
+  CRLIB_ASSIGN_OR_RETURN(m->map, WriteMemoryMap(ctx, m->threads.front().get(), m->vmas,
+                                                asked.brk, process_ref,
+                                                parent_memory.pid ? &parent_memory : nullptr));
+  return absl::OkStatus();
+}
+
+// The credential lines of /proc/PID/status that a tree's processes must
+// share (restore opens every file of the tree with one set).
+std::string CredentialText(absl::string_view status) {
+  std::string out;
+  for (const char* key : {"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+    absl::StrAppend(&out, key, "=", sys::StatusField(status, key).value_or("?"), ";");
+  }
+  return out;
+}
+
+// What a tree restore cannot rebuild yet, refused by name before anything
+// is written: objects shared with the parent beyond what fork shares
+// (CLONE_VM, CLONE_FILES, CLONE_FS), credentials that differ from the
+// root's, a session that is neither the process's own nor its parent's.
+absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
+  const TreeMember& root = tree.front();
+  auto member = [&](pid_t pid) -> const TreeMember* {
+    for (const TreeMember& m : tree) {
+      if (m.pid == pid) return &m;
+    }
+    return nullptr;
+  };
+  const std::string root_creds = CredentialText(root.facts.status);
+  for (size_t i = 1; i < tree.size(); ++i) {
+    const TreeMember& m = tree[i];
+    const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
+    const TreeMember* parent = member(ppid);
+    if (parent == nullptr) {
+      return absl::InternalError(absl::StrFormat("pid %d: its parent %d is not in the tree", m.pid, ppid));
+    }
+    const pid_t sid = static_cast<pid_t>(StatField(m.stat, 6));
+    if (sid != m.pid && sid != static_cast<pid_t>(StatField(parent->stat, 6))) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d is in session %d, which is neither its own nor its parent's (pid %d): such "
+          "trees are not supported yet",
+          m.pid, sid, ppid));
+    }
+    if (m.zombie()) continue;
+    if (CredentialText(m.facts.status) != root_creds) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d runs with other credentials than pid %d (the tree's root); trees whose "
+          "processes differ in credentials are not supported yet",
+          m.pid, root.pid));
+    }
+    if (parent->zombie()) continue;
+    for (auto [type, what] : {std::pair{KCMP_VM, "its address space (CLONE_VM, vfork)"},
+                              {KCMP_FILES, "its file descriptor table (CLONE_FILES)"},
+                              {KCMP_FS, "its cwd, root and umask (CLONE_FS)"}}) {
+      if (syscall(SYS_kcmp, ppid, m.pid, type, 0, 0) == 0) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "pid %d shares %s with its parent %d; not supported yet", m.pid, what, ppid));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -521,74 +617,106 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   if (pid == getpid()) {
     return absl::InvalidArgumentError("a process cannot dump itself directly");
   }
-  CRLIB_ASSIGN_OR_RETURN(ProcessFacts facts, LookBeforeSeizing(pid));
+  std::vector<TreeMember> tree(1);
+  CRLIB_ASSIGN_OR_RETURN(tree.front().facts, LookBeforeSeizing(pid));
+  tree.front().pid = pid;
   // Where the image goes, before the process is touched: a FIFO's open
   // waits for its reader, which must not keep the process frozen.
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
                          OpenImageSink(image_path, options.image_fd));
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
-  absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> seized = Tracee::SeizeProcess(pid);
-  if (!seized.ok()) return ExplainSeizeFailure(pid, seized.status());
-  std::vector<std::unique_ptr<Tracee>> threads = std::move(*seized);
-  const int64_t frozen_at = NowNs();
-  Tracee* t = threads.front().get();
-  // From here on every failure resumes every thread as it was: registers
-  // and signal mask restored, then detached.
+  int64_t frozen_at = 0;
+  // From here on every failure resumes every thread of every process as it
+  // was: registers and signal mask restored, then detached.
   auto resume = [&]() -> absl::Status {
     absl::Status first;
-    for (const std::unique_ptr<Tracee>& thread : threads) {
-      // A thread that ran remote calls must not go on with their registers
-      // or with every signal blocked: it would crash or never see a
-      // signal again. One more try (a failed ptrace changed nothing), then
-      // the process is killed rather than left to run corrupted.
-      absl::Status st = thread->RestoreInitialState();
-      if (!st.ok()) st = thread->RestoreInitialState();
-      if (!st.ok()) {
-        Tracee::KillProcess(threads);
-        return Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
-                                            pid, thread->tid()));
+    for (TreeMember& m : tree) {
+      for (const std::unique_ptr<Tracee>& thread : m.threads) {
+        // A thread that ran remote calls must not go on with their
+        // registers or with every signal blocked: it would crash or never
+        // see a signal again. One more try (a failed ptrace changed
+        // nothing), then the process is killed rather than left to run
+        // corrupted.
+        absl::Status st = thread->RestoreInitialState();
+        if (!st.ok()) st = thread->RestoreInitialState();
+        if (!st.ok()) {
+          Tracee::KillProcess(m.threads);
+          st = Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
+                                            m.pid, thread->tid()));
+          if (first.ok()) first = st;
+          break;
+        }
+        // If the detach fails the thread stays stopped, registers
+        // restored, until we exit and the kernel detaches it.
+        st = thread->Detach();
+        if (first.ok()) first = st;
       }
-      // If the detach fails the thread stays stopped, registers restored,
-      // until we exit and the kernel detaches it.
-      st = thread->Detach();
-      if (first.ok()) first = st;
     }
     return first;
   };
   absl::Status st = [&]() -> absl::Status {
-    // What /proc shows of the stopped process: credentials, signals.
-    CRLIB_ASSIGN_OR_RETURN(facts.status, sys::ReadFile(absl::StrCat("/proc/", pid, "/status")));
+    // Every task is seized before any state is captured. A process is
+    // seized, then its children are listed: stopped, it forks no more, so
+    // one pass over the growing list finds every descendant.
+    for (size_t i = 0; i < tree.size(); ++i) {
+      TreeMember& m = tree[i];
+      if (i > 0) {
+        CRLIB_ASSIGN_OR_RETURN(m.stat, sys::ReadStatFields(m.pid));
+        if (!m.stat.empty() && m.stat[0] == "Z") continue;  // a zombie: nothing to seize
+        CRLIB_ASSIGN_OR_RETURN(m.facts, LookBeforeSeizing(m.pid));
+      }
+      absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> seized = Tracee::SeizeProcess(m.pid);
+      if (!seized.ok()) return ExplainSeizeFailure(m.pid, seized.status());
+      m.threads = std::move(*seized);
+      if (i == 0) frozen_at = NowNs();
+      // What /proc shows of the stopped process: credentials, signals, IDs.
+      CRLIB_ASSIGN_OR_RETURN(m.facts.status, sys::ReadFile(absl::StrCat("/proc/", m.pid, "/status")));
+      CRLIB_ASSIGN_OR_RETURN(m.stat, sys::ReadStatFields(m.pid));
+      CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> children, sys::ListChildren(m.pid));
+      for (pid_t child : children) {
+        if (i == 0 && std::find(options.skip_children.begin(), options.skip_children.end(), child) !=
+                          options.skip_children.end()) {
+          continue;
+        }
+        TreeMember next;
+        next.pid = child;
+        tree.push_back(std::move(next));
+      }
+    }
+    CRLIB_RETURN_IF_ERROR(RefuseUnsupportedRelations(tree));
+    CRLIB_RETURN_IF_ERROR(CheckSyscallResults(tree.front().threads, options.syscall_results));
     // Refuse unsupported resources before anything is written; a nocr
     // mark (seen among the descriptors) comes first.
-    CRLIB_ASSIGN_OR_RETURN(std::vector<FdInfo> fds, ScanFds(pid, options.skip_fds));
-    CRLIB_RETURN_IF_ERROR(ClassifyPipeEnds({&fds}));  // the fds of every process of the tree
-    CRLIB_RETURN_IF_ERROR(CheckSyscallResults(threads, options.syscall_results));
-    CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> children, sys::ListChildren(pid));
-    std::erase_if(children, [&](pid_t c) {
-      return std::find(options.skip_children.begin(), options.skip_children.end(), c) !=
-             options.skip_children.end();
-    });
-    if (!children.empty()) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "pid %d has child processes (%d); process trees are not supported yet", pid,
-          children.front()));
-    }
-    CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
-    CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(pid, fds, vmas, options.deleted_file_limit));
-    {
+    for (size_t i = 0; i < tree.size(); ++i) {
+      TreeMember& m = tree[i];
+      if (m.zombie()) continue;
+      CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, i == 0 ? absl::MakeConstSpan(options.skip_fds)
+                                                          : absl::Span<const int>()));
+      CRLIB_ASSIGN_OR_RETURN(m.vmas, ScanVmas(m.pid));
+      CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(m.pid, m.fds, m.vmas, options.deleted_file_limit));
       std::vector<pid_t> tids;
-      for (const std::unique_ptr<Tracee>& thread : threads) tids.push_back(thread->tid());
-      CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(pid, tids));
+      for (const std::unique_ptr<Tracee>& thread : m.threads) tids.push_back(thread->tid());
+      CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(m.pid, tids));
+    }
+    {
+      // A pipe whose ends are both in the tree is internal; one leading
+      // outside is external (or a reconnected standard stream).
+      std::vector<std::vector<FdInfo>*> tree_fds;
+      for (TreeMember& m : tree) tree_fds.push_back(&m.fds);
+      CRLIB_RETURN_IF_ERROR(ClassifyPipeEnds(tree_fds));
     }
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
-    CRLIB_RETURN_IF_ERROR(SuspendSeccomp(threads));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.
     const int64_t asked_at = NowNs();
-    CRLIB_ASSIGN_OR_RETURN(AskedState asked, AskProcess(threads, facts.status));
+    for (TreeMember& m : tree) {
+      if (m.zombie()) continue;
+      CRLIB_RETURN_IF_ERROR(SuspendSeccomp(m.threads));
+      CRLIB_ASSIGN_OR_RETURN(m.asked, AskProcess(m.threads, m.facts.status));
+    }
     ctx->stats().borrowed_ns = NowNs() - asked_at;
 
-    const ArchBackend& arch = t->arch();
+    const ArchBackend& arch = tree.front().threads.front()->arch();
     utsname uts;
     // The kernel release goes into the image header: never uninitialized.
     if (uname(&uts) != 0) return Errno("uname");
@@ -609,15 +737,28 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     MemorySink records_sink(&records);
     writer.CopyPrefix(&records_sink, RecordType::kPages);
     CRLIB_RETURN_IF_ERROR(writer.Begin());
-    CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, threads, options, facts, std::move(asked), fds, vmas));
+    // Every process's records (parents first), then every process's pages.
+    DescriptionHolders holders;
+    for (TreeMember& m : tree) {
+      const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
+      const TreeMember* parent = nullptr;
+      for (const TreeMember& p : tree) {
+        if (&p != &m && p.pid == ppid) parent = &p;
+      }
+      CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, &m, parent, options, &holders));
+    }
+    for (TreeMember& m : tree) {
+      if (m.zombie()) continue;
+      CRLIB_RETURN_IF_ERROR(WriteMemoryPages(ctx, m.threads.front().get(), m.vmas, m.map));
+    }
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
     // A dump that succeeds must restore: what a restore here would refuse
     // (a file the image's user cannot open, a vDSO it cannot place ...)
-    // fails the dump now, while the process can still run on untouched.
+    // fails the dump now, while the processes can still run on untouched.
     const int64_t check_at = NowNs();
-    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records, pid),
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records),
                                    "the image would not restore on this machine"));
     ctx->stats().check_ns = NowNs() - check_at;
     return sink->Commit();
@@ -632,10 +773,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
                                              image_path, pid));
     }
   } else {
-    // The image is complete and durable: the process may go.
-    Tracee::KillProcess(threads);
+    // The image is complete and durable: the processes may go, the
+    // children first (none outlives the root to be reparented running).
+    for (auto m = tree.rbegin(); m != tree.rend(); ++m) {
+      if (!m->zombie()) Tracee::KillProcess(m->threads);
+    }
   }
-  ctx->stats().frozen_ns = NowNs() - frozen_at;
+  if (frozen_at) ctx->stats().frozen_ns = NowNs() - frozen_at;
   ctx->stats().total_ns = NowNs() - start;
   if (st.ok()) (void)ctx->Progress(Phase::kDone);  // too late to cancel
   return st;

@@ -13,8 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
+#include <thread>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -40,33 +44,6 @@ namespace {
 
 constexpr uint64_t kKeyctlJoinSessionKeyring = 1;  // KEYCTL_JOIN_SESSION_KEYRING
 
-// Creates the child that becomes the restored process: PID `pid`, dies
-// with us until restore is done, traced by us and stopped. Raw system calls
-// only in the child: it is a copy of this process that glibc did not fork.
-absl::StatusOr<pid_t> CloneWithPid(pid_t pid) {
-  // A PID no process holds may still be on its way to being freed (see
-  // AwaitTidRelease), e.g. that of a process whose last thread reaped it.
-  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
-  long r;
-  do {
-    r = sys::CloneWithPid(pid);
-  } while (r < 0 && errno == EEXIST && sys::AwaitTidRelease(pid, deadline));
-  if (r == 0) {
-    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {
-      syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
-    }
-    syscall(SYS_exit_group, 127);
-  }
-  if (r < 0) {
-    if (errno == EEXIST) {
-      return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", pid));
-    }
-    return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", pid);
-  }
-  return static_cast<pid_t>(r);
-}
-
 // Closes every descriptor of stopped process `t` but `keep`, a
 // close_range per gap rather than a remote close per descriptor.
 absl::Status CloseAllBut(Tracee* t, const std::set<int>& keep) {
@@ -89,52 +66,272 @@ absl::Status CloseAllBut(Tracee* t, const std::set<int>& keep) {
   return absl::OkStatus();
 }
 
-// Every step after the child exists. `threads` holds its main thread and
-// gets every thread created here, for the caller to kill on error.
-absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* threads,
-                          const ProcessImage& image, const OpenedFiles& files,
-                          ImageReader* reader, AddressRange scratch_range) {
-  Tracee* t = threads->front().get();
-  const pid_t pid = t->tid();
-  auto step = [](const char* name, absl::Status st) {
+// One process of the tree being restored.
+struct Restoring {
+  const ProcessImage* image = nullptr;
+  // Its threads, the main one first; every one created is here, for the
+  // caller to kill on error.
+  std::vector<std::unique_ptr<Tracee>> threads;
+  bool made_zombie_children = false;  // its SIGCHLDs from them are not the image's
+  bool zombie() const { return image->process.flags & kProcessZombie; }
+  pid_t pid() const { return threads.front()->tid(); }  // in our PID namespace
+};
+
+auto Step(const char* name) {
+  return [name](absl::Status st) {
     return st.ok() ? st : Annotate(st, absl::StrCat("restore step '", name, "'"));
   };
+}
+
+// Creates process `child` as a child of `parent` (a remote fork-like
+// clone3 with its recorded PID, in the parent's PID namespace), traced and
+// stopped before it runs any code; a copy of the parent as it is now.
+absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessRecord& child,
+                                                  uint64_t scratch) {
+  struct {
+    sys::CloneArgs args;
+    uint64_t tid;
+  } clone{};
+  clone.args.exit_signal = child.exit_signal;
+  clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
+  clone.args.set_tid_size = 1;
+  clone.tid = child.pid;
+  CRLIB_RETURN_IF_ERROR(parent->WriteMemory(scratch, &clone, sizeof(clone)));
+  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
+  absl::StatusOr<int64_t> created;
+  do {
+    created = parent->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
+  } while (created.ok() && *created == -EEXIST &&
+           sys::AwaitTidRelease(static_cast<pid_t>(child.pid), deadline));
+  CRLIB_RETURN_IF_ERROR(created.status());
+  if (*created == -EEXIST) {
+    return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", child.pid));
+  }
+  if (*created < 0) {
+    return ErrnoError(static_cast<int>(-*created),
+                      absl::StrFormat("clone3 with set_tid %d in pid %d", child.pid, parent->tid()));
+  }
+  return Tracee::AdoptNewThread(parent->last_created(), *parent);
+}
+
+// Puts `t` in its recorded session (its own) or process group (its own);
+// a group led by another process is joined later (JoinProcessGroups).
+absl::Status EnterSessionAndGroup(Tracee* t, const ProcessRecord& p) {
+  if (p.sid == p.pid) return Step("session")(t->CheckedSyscall("setsid", SYS_setsid).status());
+  if (p.pgid == p.pid) {
+    return Step("process group")(t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status());
+  }
+  return absl::OkStatus();
+}
+
+// First stage of process `r`, which exists and is a copy of its creator:
+// everything its children must inherit (session, group, the tree's open
+// files, the address space with its pages), so that it can fork them.
+absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, ImageReader* reader,
+                        AddressRange scratch_range, bool root, bool scratch_inherited) {
+  Tracee* t = r->threads.front().get();
+  const ProcessImage& image = *r->image;
   // No handler may run in place of a remote call; threads created later
   // inherit this mask.
   CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
-  // The child is a copy of the restorer: first drop every descriptor it
-  // inherited but the files it needs and the standard streams. Above all
-  // the write end of an image pipe the caller may hold: while the child
-  // kept it, the restore reading that pipe would never see its end.
-  std::set<int> needed = {0, 1, 2};
-  for (int fd : files.all()) needed.insert(fd);
-  CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, needed)));
-  // The inherited rseq area is about to be unmapped: the kernel must stop
-  // writing to it first.
-  sys::PtraceRseqConfiguration rseq{};
-  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), pid, sizeof(rseq),
-             &rseq) > 0 &&
-      rseq.rseq_abi_size > 0) {
-    CRLIB_RETURN_IF_ERROR(step("rseq unregister",
-                               t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
-                                                 {rseq.rseq_abi_pointer, rseq.rseq_abi_size,
-                                                  sys::kRseqFlagUnregister, rseq.signature})
-                                   .status()));
+  if (root) {
+    // The root is a copy of the restorer: first drop every descriptor it
+    // inherited but the tree's files and the standard streams. Above all
+    // the write end of an image pipe the caller may hold: while the child
+    // kept it, the restore reading that pipe would never see its end.
+    std::set<int> needed = {0, 1, 2};
+    for (int fd : files.all()) needed.insert(fd);
+    CRLIB_RETURN_IF_ERROR(Step("file descriptors")(CloseAllBut(t, needed)));
+    // The inherited rseq area is about to be unmapped: the kernel must
+    // stop writing to it first (a fork inherits the registration; the
+    // root's is the restorer's).
+    sys::PtraceRseqConfiguration rseq{};
+    if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
+               sizeof(rseq), &rseq) > 0 &&
+        rseq.rseq_abi_size > 0) {
+      CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
+          t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
+                            {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
+                             rseq.signature})
+              .status()));
+    }
+    // Children inherit the scratch area at the same address (and the root
+    // a PID namespace's init's).
+    if (!scratch_inherited) CRLIB_RETURN_IF_ERROR(Step("scratch")(
+        t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
+                          {scratch_range.first, kRestoreScratchBytes,
+                           PROT_READ | PROT_WRITE | PROT_EXEC,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                           static_cast<uint64_t>(-1), 0})
+            .status()));
+  } else {
+    // A fork of a restored process: its rseq registration (the parent's
+    // area) goes with the address space it is about to replace.
+    sys::PtraceRseqConfiguration rseq{};
+    if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
+               sizeof(rseq), &rseq) > 0 &&
+        rseq.rseq_abi_size > 0) {
+      CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
+          t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
+                            {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
+                             rseq.signature})
+              .status()));
+    }
   }
-  const uint64_t scratch = scratch_range.first;
-  CRLIB_RETURN_IF_ERROR(step("scratch", t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
-                                                          {scratch, kRestoreScratchBytes,
-                                                           PROT_READ | PROT_WRITE | PROT_EXEC,
-                                                           MAP_PRIVATE | MAP_ANONYMOUS |
-                                                               MAP_FIXED_NOREPLACE,
-                                                           static_cast<uint64_t>(-1), 0})
-                                            .status()));
-  CRLIB_RETURN_IF_ERROR(step("address space", RebuildAddressSpace(t, image, files, scratch_range)));
+  CRLIB_RETURN_IF_ERROR(EnterSessionAndGroup(t, image.process));
+  if (root) {
+    // The root inherited the restorer's session keyring, whose keys are
+    // not the image's to have: a new, empty one, before any thread or
+    // child is made (they share it). Keyrings themselves are not carried
+    // (CHECKPOINT.md).
+    absl::StatusOr<int64_t> joined = t->Syscall(SYS_keyctl, {kKeyctlJoinSessionKeyring, 0});
+    CRLIB_RETURN_IF_ERROR(joined.status());
+    if (*joined < 0 && *joined != -ENOSYS) {
+      return Step("session keyring")(
+          ErrnoError(static_cast<int>(-*joined),
+                     absl::StrFormat("keyctl(JOIN_SESSION_KEYRING, NULL) in pid %d", t->tid())));
+    }
+  }
+  if (r->zombie()) return absl::OkStatus();
+  CRLIB_RETURN_IF_ERROR(
+      Step("address space")(RebuildAddressSpace(t, image, files, scratch_range)));
   uint64_t pages = 0;
-  CRLIB_RETURN_IF_ERROR(step("pages", LoadPages(ctx, t, image, reader, &pages)));
-  ctx->stats().pages_stored = pages;
-  CRLIB_RETURN_IF_ERROR(step("guard regions", RestoreGuardRegions(t, image)));
+  CRLIB_RETURN_IF_ERROR(Step("pages")(LoadPages(ctx, t, image, reader, &pages)));
+  ctx->stats().pages_stored += pages;
+  return Step("guard regions")(RestoreGuardRegions(t, image));
+}
 
+// A zombie of the image: exits with its recorded wait status, untraced,
+// and is left for its restored parent to reap.
+absl::Status MakeZombie(Restoring* r) {
+  Tracee* t = r->threads.front().get();
+  const uint32_t status = r->image->process.exit_code;
+  const int signal = static_cast<int>(status & 0x7f);
+  if (signal == 0) {
+    ArchRegs regs = t->initial_regs();
+    t->arch().SetSyscall(&regs, t->syscall_site(), SYS_exit_group, {(status >> 8) & 0xff});
+    CRLIB_RETURN_IF_ERROR(t->SetRegs(regs));
+    CRLIB_RETURN_IF_ERROR(t->Detach());
+  } else {
+    // Killed by `signal`: its default action, no core file.
+    rlimit64 no_core{0, 0};
+    if (prlimit64(t->tid(), RLIMIT_CORE, &no_core, nullptr) != 0) {
+      return Errno("prlimit(RLIMIT_CORE) on pid %d", t->tid());
+    }
+    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("rt_sigaction", SYS_rt_sigaction,
+                                            {static_cast<uint64_t>(signal), 0, 0, 8})
+                              .status());
+    CRLIB_RETURN_IF_ERROR(t->SetSigmask(0));
+    CRLIB_RETURN_IF_ERROR(t->Detach(signal));
+  }
+  // Its parent's SIGCHLD must be there before the parent's pending signals
+  // are set, to be taken away again.
+  const pid_t pid = t->tid();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
+    if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") return absl::OkStatus();
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat("zombie pid %d did not exit", pid));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+// Takes away the SIGCHLDs the zombies made for `t`'s process while it was
+// built (the image's own pending signals are queued after).
+absl::Status DrainChildSignals(Tracee* t, uint64_t scratch) {
+  const uint64_t set = uint64_t{1} << (SIGCHLD - 1);
+  const timespec zero{};
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &set, sizeof(set)));
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch + 16, &zero, sizeof(zero)));
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(int64_t r, t->Syscall(SYS_rt_sigtimedwait, {scratch, 0, scratch + 16, 8}));
+    if (r < 0) return absl::OkStatus();  // EAGAIN: none left
+  }
+}
+
+// The process groups led by another process of the tree, joined once
+// every process exists. A group whose leader had exited (its members
+// live on) is made again: a short-lived process with the leader's PID,
+// forked by the group's first member (so in its session), creates the
+// group, the members join it, and it exits and is reaped by that member.
+absl::Status JoinProcessGroups(std::vector<Restoring>& tree, uint64_t scratch) {
+  std::set<uint32_t> pids;
+  for (const Restoring& r : tree) pids.insert(r.image->process.pid);
+  const uint32_t root_pgid = tree.front().image->process.pgid;
+  std::map<uint32_t, Restoring*> leaderless;  // group -> its first member
+  for (Restoring& r : tree) {
+    const ProcessRecord& p = r.image->process;
+    if (&r == &tree.front() || p.sid == p.pid || p.pgid == p.pid || p.pgid == root_pgid) continue;
+    if (!pids.contains(p.pgid) && !leaderless.contains(p.pgid)) leaderless[p.pgid] = &r;
+  }
+  std::vector<std::pair<Restoring*, std::unique_ptr<Tracee>>> stand_ins;
+  for (const auto& [pgid, member] : leaderless) {
+    ProcessRecord leader{.pid = pgid, .exit_signal = SIGCHLD};
+    CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> t,
+                           ForkChild(member->threads.front().get(), leader, scratch));
+    stand_ins.emplace_back(member, std::move(t));
+    CRLIB_RETURN_IF_ERROR(Step("process group")(
+        stand_ins.back().second->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
+  }
+  absl::Status st = [&]() -> absl::Status {
+    for (Restoring& r : tree) {
+      const ProcessRecord& p = r.image->process;
+      if (&r == &tree.front() || p.pgid == p.pid || p.sid == p.pid || p.pgid == root_pgid) continue;
+      Tracee* t = r.threads.front().get();
+      CRLIB_ASSIGN_OR_RETURN(int64_t now, t->CheckedSyscall("getpgid", SYS_getpgid, {0}));
+      if (now == p.pgid) continue;
+      CRLIB_RETURN_IF_ERROR(Step("process group")(
+          t->CheckedSyscall("setpgid", SYS_setpgid, {0, p.pgid}).status()));
+    }
+    return absl::OkStatus();
+  }();
+  // The stand-in leaders go, whatever happened: each exits (untraced) and
+  // its member reaps it.
+  for (auto& [member, leader] : stand_ins) {
+    const pid_t pid = leader->tid();
+    ArchRegs regs = leader->initial_regs();
+    leader->arch().SetSyscall(&regs, leader->syscall_site(), SYS_exit_group, {0});
+    absl::Status gone = leader->SetRegs(regs);
+    if (gone.ok()) gone = leader->Detach();
+    if (!gone.ok()) {
+      kill(pid, SIGKILL);
+    }
+    leader.reset();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
+      if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        if (st.ok()) st = absl::DeadlineExceededError(absl::StrFormat("stand-in leader %d did not exit", pid));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    const uint32_t inner = static_cast<uint32_t>(
+        member->image->process.pgid);  // its PID where the member lives
+    absl::StatusOr<int64_t> reaped =
+        member->threads.front()->CheckedSyscall("wait4 of the stand-in group leader", SYS_wait4,
+                                                {inner, 0, __WALL, 0});
+    if (st.ok() && !reaped.ok()) st = reaped.status();
+    member->made_zombie_children = true;  // its SIGCHLD is not the image's
+  }
+  return st;
+}
+
+// Second stage of process `r`, once every process of the tree exists:
+// its own descriptors, attributes, threads, credentials and CPU state.
+// Leaves its threads stopped, ready to be released with the others.
+absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
+                       AddressRange scratch_range) {
+  (void)ctx;
+  std::vector<std::unique_ptr<Tracee>>* threads = &r->threads;
+  const ProcessImage& image = *r->image;
+  Tracee* t = threads->front().get();
+  const pid_t pid = t->tid();
+  const uint64_t scratch = scratch_range.first;
+  auto step = [](const char* name, absl::Status st) { return Step(name)(st); };
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
   for (const FdRecord& fd : image.fds) {
@@ -172,24 +369,10 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   CRLIB_RETURN_IF_ERROR(step("interval timers", RestoreItimers(t, image, scratch)));
   CRLIB_RETURN_IF_ERROR(step("signal handlers", RestoreSignalHandlers(t, image, scratch)));
   if (p.sid == p.pid) {
-    CRLIB_RETURN_IF_ERROR(step("session", t->CheckedSyscall("setsid", SYS_setsid).status()));
     CRLIB_RETURN_IF_ERROR(
         step("controlling terminal", RestoreControllingTerminal(t, image, scratch)));
-  } else if (p.pgid == p.pid) {
-    CRLIB_RETURN_IF_ERROR(step("process group", t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status()));
   }
-  // The child inherited the restorer's session keyring, whose keys are
-  // not the image's to have: a new, empty one, before any thread is made
-  // (they share it). Keyrings themselves are not carried (CHECKPOINT.md).
-  {
-    absl::StatusOr<int64_t> joined = t->Syscall(SYS_keyctl, {kKeyctlJoinSessionKeyring, 0});
-    CRLIB_RETURN_IF_ERROR(joined.status());
-    if (*joined < 0 && *joined != -ENOSYS) {
-      return step("session keyring",
-                  ErrnoError(static_cast<int>(-*joined),
-                             absl::StrFormat("keyctl(JOIN_SESSION_KEYRING, NULL) in pid %d", pid)));
-    }
-  }
+  if (r->made_zombie_children) CRLIB_RETURN_IF_ERROR(step("zombies", DrainChildSignals(t, scratch)));
   // Each thread's own state, the main thread's first: threads it creates
   // inherit its name. Creating them needs the rights credentials may drop.
   CRLIB_RETURN_IF_ERROR(
@@ -238,9 +421,6 @@ absl::Status BuildProcess(Context* ctx, std::vector<std::unique_ptr<Tracee>>* th
   // of them runs an instruction once detached.
   if (p.flags & kProcessStopped) {
     if (kill(pid, SIGSTOP) != 0) return Errno("kill(%d, SIGSTOP) to restore its stopped state", pid);
-  }
-  for (const std::unique_ptr<Tracee>& thread : *threads) {
-    CRLIB_RETURN_IF_ERROR(ThreadStep("detach", thread->tid(), thread->Detach()));
   }
   return absl::OkStatus();
 }
@@ -294,18 +474,22 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageInput> in,
                          ImageInput::Open(image_path, options, /*verify_bulk=*/true));
   ImageReader* reader = in->reader();
-  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
-  CRLIB_RETURN_IF_ERROR(
-      PrepareRestore(image, in->file(),
-                     {.trust_image = options.trust_image, .inherit_fds = options.inherit_fds})
-          .status());
-  RestoreCheckReport report{.pid = static_cast<pid_t>(image.process.pid),
-                            .threads = image.threads.size(),
-                            .mappings = image.vmas.size(),
-                            .fds = image.fds.size()};
-  report.pages = image.page_count;
-  if (image.pages_checked) return report;  // and their data verified
-  // A stream: the page records LoadProcessImage left for the loader.
+  CRLIB_ASSIGN_OR_RETURN(const TreeImage tree, LoadTreeImage(reader));
+  CRLIB_RETURN_IF_ERROR(PrepareRestore(tree, in->file(),
+                                       {.trust_image = options.trust_image,
+                                        .pid_namespace = options.pid_namespace,
+                                        .inherit_fds = options.inherit_fds})
+                            .status());
+  RestoreCheckReport report{.pid = static_cast<pid_t>(tree.root().process.pid),
+                            .processes = tree.processes.size()};
+  for (const ProcessImage& p : tree.processes) {
+    report.threads += p.threads.size();
+    report.mappings += p.vmas.size();
+    report.fds += p.fds.size();
+  }
+  report.pages = tree.page_count;
+  if (tree.pages_checked) return report;  // and their data verified
+  // A stream: the page records LoadTreeImage left for the loader.
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
     if (rec == nullptr) break;
@@ -315,6 +499,61 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
   return report;
 }
 
+namespace {
+
+// The first process a restore creates, a child of the caller: the root
+// itself with its recorded PID, or with `pid_namespace` a minimal init,
+// PID 1 of a new PID namespace, which creates the root (ForkChild) and
+// then reaps orphans until the root exits, exiting with its status. Raw
+// system calls only in the child: it is a copy of this process that glibc
+// did not fork.
+absl::StatusOr<pid_t> CreateFirstProcess(pid_t root_pid, bool pid_namespace) {
+  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
+  long r;
+  if (pid_namespace) {
+    sys::CloneArgs args{};
+    args.flags = CLONE_NEWPID;
+    args.exit_signal = SIGCHLD;
+    r = syscall(SYS_clone3, &args, sizeof(args));
+  } else {
+    do {
+      r = sys::CloneWithPid(root_pid);
+    } while (r < 0 && errno == EEXIST && sys::AwaitTidRelease(root_pid, deadline));
+  }
+  if (r == 0) {
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) == 0) {
+      syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+    }
+    if (!pid_namespace) syscall(SYS_exit_group, 127);
+    // The init, released once the tree is built: no handler of the
+    // restorer's may run here.
+    for (int sig = 1; sig <= 64; ++sig) {
+      uint64_t dfl[4] = {0, 0, 0, 0};
+      syscall(SYS_rt_sigaction, sig, dfl, nullptr, 8);
+    }
+    for (;;) {
+      int status = 0;
+      long w = syscall(SYS_wait4, -1, &status, __WALL, nullptr);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) syscall(SYS_exit_group, 0);
+      if (w == root_pid) {
+        syscall(SYS_exit_group, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+      }
+    }
+  }
+  if (r < 0) {
+    if (errno == EEXIST) {
+      return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", root_pid));
+    }
+    if (pid_namespace) return Errno("clone3(CLONE_NEWPID) (needs CAP_SYS_ADMIN)");
+    return Errno("clone3 with set_tid %d (needs CAP_SYS_ADMIN)", root_pid);
+  }
+  return static_cast<pid_t>(r);
+}
+
+}  // namespace
+
 absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
                                      const RestoreOptions& options) {
   const int64_t start = NowNs();
@@ -323,37 +562,126 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageInput> in,
                          ImageInput::Open(image_path, options, /*verify_bulk=*/false));
   ImageReader* reader = in->reader();
-  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader));
-  const pid_t pid = static_cast<pid_t>(image.process.pid);
+  CRLIB_ASSIGN_OR_RETURN(const TreeImage image, LoadTreeImage(reader));
+  const pid_t pid = static_cast<pid_t>(image.root().process.pid);
   CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
                          PrepareRestore(image, in->file(),
                                         {.trust_image = options.trust_image,
+                                         .pid_namespace = options.pid_namespace,
                                          .inherit_fds = options.inherit_fds}));
   const OpenedFiles& files = prep.files;
-  const uint64_t scratch = prep.scratch;
+  const AddressRange scratch{prep.scratch, prep.scratch + kRestoreScratchBytes};
 
   // Last chance to cancel with nothing created.
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
-  // The point of no return: from here a failure kills the child.
-  CRLIB_ASSIGN_OR_RETURN(pid_t child, CloneWithPid(pid));
-  absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptStoppedChild(child);
-  if (!t.ok()) {
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
-    return t.status();
+  // The point of no return: from here a failure kills every process made.
+  CRLIB_ASSIGN_OR_RETURN(pid_t first, CreateFirstProcess(pid, options.pid_namespace));
+  absl::StatusOr<std::unique_ptr<Tracee>> first_tracee = Tracee::AdoptStoppedChild(first);
+  if (!first_tracee.ok()) {
+    kill(first, SIGKILL);
+    waitpid(first, nullptr, 0);
+    return first_tracee.status();
   }
-  std::vector<std::unique_ptr<Tracee>> threads;
-  threads.push_back(std::move(*t));
-  absl::Status st =
-      BuildProcess(ctx, &threads, image, files, reader, {scratch, scratch + kRestoreScratchBytes});
+  std::unique_ptr<Tracee> init;  // with a PID namespace
+  std::vector<Restoring> tree(image.processes.size());
+  auto kill_all = [&]() {
+    for (auto r = tree.rbegin(); r != tree.rend(); ++r) {
+      if (!r->threads.empty()) Tracee::KillProcess(r->threads);
+    }
+    if (init) {
+      std::vector<std::unique_ptr<Tracee>> one;
+      one.push_back(std::move(init));
+      Tracee::KillProcess(one);
+    }
+  };
+  absl::Status st = [&]() -> absl::Status {
+    if (options.pid_namespace) {
+      init = std::move(*first_tracee);
+      // The init's scratch area, which the root inherits (batch code runs
+      // there: executable).
+      CRLIB_RETURN_IF_ERROR(init->CheckedSyscall("mmap of the scratch area", SYS_mmap,
+                                                 {scratch.first, kRestoreScratchBytes,
+                                                  PROT_READ | PROT_WRITE | PROT_EXEC,
+                                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                                  static_cast<uint64_t>(-1), 0})
+                                .status());
+      CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> root,
+                             ForkChild(init.get(), image.root().process, scratch.first));
+      tree[0].threads.push_back(std::move(root));
+    } else {
+      tree[0].threads.push_back(std::move(*first_tracee));
+    }
+    // Each process is created by its restored parent, which is then a
+    // copy of the image's as far as a child inherits (session, group,
+    // address space): parents come first in the image.
+    for (size_t i = 0; i < tree.size(); ++i) {
+      Restoring& r = tree[i];
+      r.image = &image.processes[i];
+      if (i > 0) {
+        const uint32_t ppid = r.image->process.ppid;
+        auto parent = std::find_if(tree.begin(), tree.begin() + static_cast<long>(i),
+                                   [&](const Restoring& p) { return p.image->process.pid == ppid; });
+        if (parent == tree.begin() + static_cast<long>(i) || parent->zombie()) {
+          return absl::DataLossError(absl::StrFormat("pid %d: no live parent %d before it",
+                                                     r.image->process.pid, ppid));
+        }
+        CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<Tracee> child,
+                               ForkChild(parent->threads.front().get(), r.image->process,
+                                         scratch.first));
+        r.threads.push_back(std::move(child));
+        if (r.zombie()) parent->made_zombie_children = true;
+      }
+      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, scratch, i == 0,
+                                                options.pid_namespace),
+                                     absl::StrFormat("pid %d", r.image->process.pid)));
+    }
+    CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));
+    for (Restoring& r : tree) {
+      if (!r.zombie()) continue;
+      CRLIB_RETURN_IF_ERROR(Annotate(MakeZombie(&r), absl::StrFormat("zombie pid %d", r.image->process.pid)));
+      r.threads.clear();  // untraced now; its parent reaps it
+    }
+    for (Restoring& r : tree) {
+      if (r.zombie()) continue;
+      CRLIB_RETURN_IF_ERROR(Annotate(BuildLate(ctx, &r, files, scratch),
+                                     absl::StrFormat("pid %d", r.image->process.pid)));
+    }
+    if (init) {
+      // The init lives as long as the tree, not as long as the restorer.
+      CRLIB_RETURN_IF_ERROR(init->CheckedSyscall("prctl(PR_SET_PDEATHSIG)", SYS_prctl,
+                                                 {PR_SET_PDEATHSIG, 0})
+                                .status());
+      CRLIB_RETURN_IF_ERROR(init->CheckedSyscall("munmap of the scratch area", SYS_munmap,
+                                                 {scratch.first, kRestoreScratchBytes})
+                                .status());
+      CRLIB_RETURN_IF_ERROR(init->RestoreInitialState());
+    }
+    // Every process is complete: release them all, the children first.
+    for (auto r = tree.rbegin(); r != tree.rend(); ++r) {
+      if (r->zombie()) continue;
+      // A process dumped in a group stop comes back stopped: the SIGSTOP
+      // is queued while every thread is still held, and takes effect
+      // before any of them runs an instruction once detached.
+      if (r->image->process.flags & kProcessStopped) {
+        if (kill(r->pid(), SIGSTOP) != 0) {
+          return Errno("kill(%d, SIGSTOP) to restore its stopped state", r->pid());
+        }
+      }
+      for (const std::unique_ptr<Tracee>& thread : r->threads) {
+        CRLIB_RETURN_IF_ERROR(ThreadStep("detach", thread->tid(), thread->Detach()));
+      }
+    }
+    if (init) CRLIB_RETURN_IF_ERROR(init->Detach());
+    return absl::OkStatus();
+  }();
   ctx->stats().bytes = reader->offset();
   if (!st.ok()) {
-    Tracee::KillProcess(threads);
+    kill_all();
     return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));
   }
   ctx->stats().total_ns = NowNs() - start;
   (void)ctx->Progress(Phase::kDone);  // it runs: too late to cancel
-  return child;
+  return first;
 }
 
 }  // namespace crlib

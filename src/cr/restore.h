@@ -20,6 +20,11 @@ struct RestoreOptions {
   // file. Without it an image grants no more than its owner has
   // (CheckImageTrust, docs/SECURITY.md).
   bool trust_image = false;
+  // Restore the tree inside a new PID namespace, where its recorded PIDs
+  // are free by construction: a minimal init is PID 1 there and the
+  // caller's child; the root is its child. Needs CAP_SYS_ADMIN.
+  // `crlib restore --pid-ns`.
+  bool pid_namespace = false;
   // The caller's own fds for the image's external fds, by key ("pipe:[INODE]"
   // -> fd): the restored process gets a dup of each (`crlib restore
   // --inherit-fd KEY=FD`). An external fd without one, or a key the image
@@ -29,7 +34,8 @@ struct RestoreOptions {
 
 // What `crlib restore --check` reports of an image that would restore.
 struct RestoreCheckReport {
-  pid_t pid = 0;
+  pid_t pid = 0;  // of the root
+  size_t processes = 0;
   size_t threads = 0;
   size_t mappings = 0;
   size_t fds = 0;
@@ -45,15 +51,18 @@ struct RestoreCheckReport {
 absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
                                                 const RestoreOptions& options = {});
 
-// Restores the process in `image_path` with its recorded PID, as a child of
-// the calling process, and lets it run. Every check (format, CPU, vDSO,
+// Restores the process tree in `image_path` with its recorded PIDs and
+// lets it run: the root a child of the calling process (or, with
+// `pid_namespace`, of a minimal init that is), each other process a child
+// of its recorded parent. Every check (format, CPU, vDSO,
 // PID, the image's credentials against its owner, files opened with those
 // credentials) runs before anything is created; a failure after that kills
 // the half-built process. The image is read through one descriptor. An
 // image file is checked to its end record before anything is created; a
 // stream (pipe, socket) is read once, so a truncated stream is found while
 // pages load, after the point of no return, and the half-built process is
-// killed then. Returns its PID.
+// killed then. Returns the PID of the caller's child: the root, or the
+// init of the new PID namespace (which exits with the root's status).
 absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
                                      const RestoreOptions& options = {});
 

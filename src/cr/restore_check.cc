@@ -3,6 +3,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <set>
+
 #include "absl/strings/str_format.h"
 #include "arch/arch_backend.h"
 #include "core/byte_stream.h"
@@ -74,49 +76,113 @@ absl::Status CheckPidsFree(const ProcessImage& image) {
 
 }  // namespace
 
-absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
+absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
                                                   const struct stat& image_file,
                                                   const PreflightOptions& options) {
-  CRLIB_RETURN_IF_ERROR(CheckMachine(image));
-  CRLIB_RETURN_IF_ERROR(CheckImageTrust(image, image_file, options.trust_image));
-  if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
-  CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
-  CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
-  CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
-  CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
+  const ProcessImage& root = tree.root();
+  std::set<uint32_t> pids;
+  for (const ProcessImage& image : tree.processes) pids.insert(image.process.pid);
+  size_t live = 0;
+  for (const ProcessImage& image : tree.processes) {
+    const absl::Status st = [&]() -> absl::Status {
+      // PIDs are free by construction in a new PID namespace.
+      if (!options.original_alive && !options.pid_namespace) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
+      if (image.process.flags & kProcessZombie) {
+        // Made by its parent, which must be restored too.
+        if (&image == &root || !pids.contains(image.process.ppid)) {
+          return absl::DataLossError("a zombie without its parent in the image");
+        }
+        return absl::OkStatus();
+      }
+      ++live;
+      CRLIB_RETURN_IF_ERROR(CheckMachine(image));
+      CRLIB_RETURN_IF_ERROR(CheckImageTrust(image, image_file, options.trust_image));
+      CRLIB_RETURN_IF_ERROR(CheckSpecialMappings(image));
+      CRLIB_RETURN_IF_ERROR(CheckLockedMemory(image));
+      CRLIB_RETURN_IF_ERROR(CheckGuardRegions(image));
+      CRLIB_RETURN_IF_ERROR(CheckSysvSegments(image));
+      CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
+      CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
+      CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
+      // Every file of the tree is opened once, with the root's
+      // credentials (the dump refuses a tree whose credentials differ).
+      if (ImageCredentials(image.process) != ImageCredentials(root.process)) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "its credentials differ from the root's (pid %d); not supported yet",
+            root.process.pid));
+      }
+      return absl::OkStatus();
+    }();
+    CRLIB_RETURN_IF_ERROR(Annotate(st, absl::StrFormat("pid %d", image.process.pid)));
+  }
+  // The PIDs of the stand-in leaders of groups whose leader had exited.
+  if (!options.original_alive && !options.pid_namespace) {
+    for (const ProcessImage& image : tree.processes) {
+      const ProcessRecord& p = image.process;
+      if (&image == &root || p.sid == p.pid || p.pgid == p.pid || p.pgid == root.process.pgid ||
+          pids.contains(p.pgid)) {
+        continue;
+      }
+      if (sys::ProcessExists(static_cast<pid_t>(p.pgid))) {
+        return absl::AlreadyExistsError(absl::StrFormat(
+            "pid %d (to lead process group %d again, whose leader had exited) is in use by "
+            "another process",
+            p.pgid, p.pgid));
+      }
+    }
+  }
   // The original holds its ptys' indexes until it is killed.
-  if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(image));
-  CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
-  CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
-  CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
-  CRLIB_RETURN_IF_ERROR(
-      CheckInheritFds({&image}, options.inherit_fds, options.accept_unmapped_externals));
+  if (!options.original_alive) CRLIB_RETURN_IF_ERROR(CheckTerminals(root));
+  for (const auto& [ref, tty] : root.ttys) {
+    if ((tty.flags & kTtyControlling) && live > 1) {
+      return absl::UnimplementedError(
+          "the tree's controlling terminal is a pty it holds; with more than one process "
+          "this is not supported yet");
+    }
+  }
+  // One set of open files for the whole tree, which every process
+  // inherits: a description several processes share stays one.
+  ProcessImage all = root;
+  all.fds.clear();
+  all.locks.clear();
+  all.vmas.clear();
+  for (const ProcessImage& image : tree.processes) {
+    all.fds.insert(all.fds.end(), image.fds.begin(), image.fds.end());
+    all.locks.insert(all.locks.end(), image.locks.begin(), image.locks.end());
+    all.vmas.insert(all.vmas.end(), image.vmas.begin(), image.vmas.end());
+  }
+  {
+    std::vector<const ProcessImage*> images;
+    for (const ProcessImage& image : tree.processes) images.push_back(&image);
+    CRLIB_RETURN_IF_ERROR(
+        CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
+  }
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
-                         OpenedFiles::Open(image, {.any_pty_index = options.original_alive,
-                                                   .original_alive = options.original_alive,
-                                                   .inherit_fds = options.inherit_fds}));
+                         OpenedFiles::Open(all, {.any_pty_index = options.original_alive,
+                                                 .original_alive = options.original_alive,
+                                                 .inherit_fds = options.inherit_fds}));
+  // One scratch range, free in every process and in ours (the root is a
+  // copy of us; each child inherits its parent's).
   std::vector<AddressRange> busy;
-  for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
+  for (const ProcessImage& image : tree.processes) {
+    for (const VmaRecord& v : image.vmas) busy.push_back({v.start, v.end});
+  }
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> own, sys::ReadMaps(getpid()));
   for (const sys::MapsEntry& m : own) busy.push_back({m.start, m.end});
   CRLIB_ASSIGN_OR_RETURN(uint64_t scratch, FindFreeRange(kRestoreScratchBytes, busy));
   return RestorePreparation{.files = std::move(files), .scratch = scratch};
 }
 
-absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid) {
+absl::Status CheckDumpedImage(absl::Span<const uint8_t> records) {
   MemorySource source(records, /*as_stream=*/true);
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader,
                          ImageReader::Open(&source, {.accept_elided_bulk = true}));
-  CRLIB_ASSIGN_OR_RETURN(const ProcessImage image, LoadProcessImage(reader.get()));
-  if (image.process.pid != static_cast<uint32_t>(pid)) {
-    return absl::InternalError(absl::StrFormat("the image names pid %d, not %d",
-                                               image.process.pid, pid));
-  }
+  CRLIB_ASSIGN_OR_RETURN(const TreeImage tree, LoadTreeImage(reader.get()));
   struct stat owner{};  // the image is the caller's, mode 0600
   owner.st_mode = S_IFREG | 0600;
   owner.st_uid = geteuid();
   owner.st_gid = getegid();
-  return PrepareRestore(image, owner, {.original_alive = true, .accept_unmapped_externals = true})
+  return PrepareRestore(tree, owner, {.original_alive = true, .accept_unmapped_externals = true})
       .status();
 }
 

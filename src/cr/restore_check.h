@@ -27,6 +27,8 @@ struct PreflightOptions {
   // PID and TIDs; they count as free. A dump checks its own image so,
   // before it kills that process.
   bool original_alive = false;
+  // The restore creates a new PID namespace: the recorded PIDs are free.
+  bool pid_namespace = false;
   // The caller's fds for the image's external files, by key (--inherit-fd).
   std::map<std::string, int> inherit_fds;
   // External files need no fd from the caller: a dump checks its own image
@@ -46,15 +48,15 @@ struct RestorePreparation {
 // memory, guard regions, SysV segments, rlimits; then opens every file with the image's credentials and
 // picks the scratch range. The first failure is returned, one line naming
 // the problem; nothing outside this process is changed.
-absl::StatusOr<RestorePreparation> PrepareRestore(const ProcessImage& image,
+absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
                                                   const struct stat& image_file,
                                                   const PreflightOptions& options);
 
 // The check of a dump: `records` is the image as written so far, every
 // record up to the page data (ImageWriter::CopyPrefix), which is checked
-// as a restore on this machine would, while process `pid` still holds its
-// PID. The image file will be owned by the caller.
-absl::Status CheckDumpedImage(absl::Span<const uint8_t> records, pid_t pid);
+// as a restore on this machine would, while the dumped processes still
+// hold their PIDs. The image file will be owned by the caller.
+absl::Status CheckDumpedImage(absl::Span<const uint8_t> records);
 
 }  // namespace crlib
 

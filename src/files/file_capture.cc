@@ -451,23 +451,24 @@ std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info
 }
 
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
-                            ObjectRef process) {
+                            ObjectRef process, DescriptionHolders* holders) {
   ImageWriter* w = ctx->writer();
   ObjectRegistry& reg = ctx->registry();
   ObjectRef table = reg.NewRef();
   CRLIB_RETURN_IF_ERROR(
       w->Write(FileTableRecord{.fd_count = static_cast<uint32_t>(fds.size())}, table, process));
-  std::map<ObjectRef, int> representative;  // file ref -> an fd that has it
   std::map<std::pair<uint64_t, uint64_t>, ObjectRef> removed_dirs;  // (dev, inode) -> file
   for (const FdInfo& info : fds) {
     FileRecord file = info.file;
     // Descriptors that share one open file description (dup, fork) share
     // one record: same dev/inode, confirmed by kcmp(KCMP_FILE).
+    // Across processes too: a description inherited over fork is one.
     auto entry = reg.Intern({ObjectKind::kFile, file.dev, file.inode}, [&](ObjectRef ref) {
-      return syscall(SYS_kcmp, pid, pid, KCMP_FILE, representative[ref], info.fd) == 0;
+      const auto [holder, holder_fd] = holders->at(ref);
+      return syscall(SYS_kcmp, holder, pid, KCMP_FILE, holder_fd, info.fd) == 0;
     });
     if (entry.inserted) {
-      representative[entry.ref] = info.fd;
+      (*holders)[entry.ref] = {pid, info.fd};
       const auto kind = static_cast<FileKind>(file.kind);
       if (kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo) {
         auto pipe = reg.Intern({ObjectKind::kPipe, file.inode});

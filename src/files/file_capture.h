@@ -6,7 +6,9 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -53,8 +55,13 @@ std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info
 
 // Writes the file table, its files, pipes, fds and locks under `process`,
 // and a removed cwd's directory.
+// For each open file description written, a (pid, fd) that holds it: how
+// the descriptors of the next process are matched to it (kcmp), so that a
+// description several processes share is written once.
+using DescriptionHolders = std::map<ObjectRef, std::pair<pid_t, int>>;
+
 absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& fds,
-                            ObjectRef process);
+                            ObjectRef process, DescriptionHolders* holders);
 
 // The ref of the file record for a mapped or executable file at `path`
 // (identified by dev/inode), writing the record under `parent` the first

@@ -416,7 +416,7 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
     case FileKind::kMemfd:
-      break;  // always with an inode (LoadProcessImage checks)
+      break;  // always with an inode (LoadTreeImage checks)
   }
   return absl::DataLossError(absl::StrFormat("file %s has unknown kind %d", f.path, f.kind));
 }

@@ -25,14 +25,22 @@ absl::StatusOr<Bytes> ReadBulk(ImageReader* reader) {
 // created (page contents are verified when they are loaded), and the
 // reader goes back to the first; from a stream they are read once, when
 // loaded, and the reader keeps the first for that.
-absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRef mm_ref,
-                              ProcessImage* image) {
-  if (first->header.parent != mm_ref) {
-    return absl::DataLossError(absl::StrFormat(
-        "record %d at offset %d: pages outside the memory map", first->index, first->offset));
-  }
-  image->pages_checked = reader->source()->CanSeek();
-  if (!image->pages_checked) return reader->Unread();
+absl::Status CheckPageRecords(ImageReader* reader, const Record* first, TreeImage* tree) {
+  // Each process's pages, in the order of the processes.
+  size_t at = 0;
+  auto owner = [&](const Record* rec) -> absl::StatusOr<ProcessImage*> {
+    while (at < tree->processes.size() && tree->processes[at].mm_ref != rec->header.parent) ++at;
+    if (at == tree->processes.size()) {
+      return absl::DataLossError(absl::StrFormat(
+          "record %d at offset %d: pages outside any memory map, or out of process order",
+          rec->index, rec->offset));
+    }
+    return &tree->processes[at];
+  };
+  CRLIB_RETURN_IF_ERROR(owner(first).status());
+  tree->pages_checked = reader->source()->CanSeek();
+  for (ProcessImage& p : tree->processes) p.pages_checked = tree->pages_checked;
+  if (!tree->pages_checked) return reader->Unread();
   const ImageReader::Bookmark start = reader->BeforeCurrent();
   for (const Record* rec = first; rec != nullptr;) {
     if (rec->type() != RecordType::kPages) {
@@ -40,13 +48,11 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, ObjectRe
           "record %d at offset %d (%s) follows the page data, which must come last", rec->index,
           rec->offset, RecordTypeName(rec->header.type)));
     }
-    if (rec->header.parent != mm_ref) {
-      return absl::DataLossError(absl::StrFormat(
-          "record %d at offset %d: pages outside the memory map", rec->index, rec->offset));
-    }
+    CRLIB_ASSIGN_OR_RETURN(ProcessImage * image, owner(rec));
     ++image->page_records;
     CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
     image->page_count += pages.page_count;
+    tree->page_count += pages.page_count;
     CRLIB_ASSIGN_OR_RETURN(rec, reader->Next());
   }
   return reader->Rewind(start);
@@ -71,38 +77,119 @@ sys::Credentials ImageCredentials(const ProcessRecord& p) {
           .cap_ambient = p.cap_ambient, .securebits = p.securebits};
 }
 
-absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
-  ProcessImage image;
-  image.info = reader->info();
-  ObjectRef mm_ref = 0, file_table = 0;
-  auto thread_of = [&](ObjectRef ref) -> ThreadImage* {
+namespace {
+
+// The objects several processes may refer to, loaded once for the tree.
+struct SharedObjectImages {
+  std::map<ObjectRef, FileImage> files;
+  std::map<ObjectRef, PipeImage> pipes;
+  std::map<ObjectRef, InodeImage> inodes;
+  std::map<ObjectRef, TtyRecord> ttys;
+};
+
+// Every reference of `image` (with the tree's shared objects) resolves.
+absl::Status CheckReferences(const ProcessImage& image);
+
+// Each kVmaInherited VMA of `image` has its twin in the parent (the same
+// range, kind and protection), which is what the restored parent's fork
+// gives it; every page drop lies in such a VMA.
+absl::Status CheckInheritedMemory(const ProcessImage& image, const TreeImage& tree) {
+  const ProcessImage* parent = nullptr;
+  for (const ProcessImage& p : tree.processes) {
+    if (p.process.pid == image.process.ppid && &p != &image) parent = &p;
+  }
+  auto inherited_at = [&](uint64_t start, uint64_t end) {
+    return std::any_of(image.vmas.begin(), image.vmas.end(), [&](const VmaRecord& v) {
+      return (v.vm_flags & kVmaInherited) && v.start <= start && end <= v.end;
+    });
+  };
+  for (const VmaRecord& v : image.vmas) {
+    if (!(v.vm_flags & kVmaInherited)) continue;
+    const bool twin = parent != nullptr && !(parent->process.flags & kProcessZombie) &&
+                      std::any_of(parent->vmas.begin(), parent->vmas.end(), [&](const VmaRecord& p) {
+                        return p.start == v.start && p.end == v.end && p.kind == v.kind &&
+                               p.prot == v.prot && p.flags == v.flags &&
+                               !(p.vm_flags & (kVmaDontFork | kVmaWipeOnFork));
+                      });
+    if (!twin) {
+      return absl::DataLossError(absl::StrFormat(
+          "VMA 0x%x-0x%x is inherited, but its parent has no such VMA", v.start, v.end));
+    }
+  }
+  for (const PageRun& d : image.page_drops) {
+    if (d.pages == 0 || !inherited_at(d.address, d.address + d.pages * image.info.page_size)) {
+      return absl::DataLossError(absl::StrFormat(
+          "page drop at 0x%x (%d pages) outside every inherited VMA", d.address, d.pages));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
+  TreeImage tree;
+  SharedObjectImages shared;
+  tree.processes.reserve(16);
+  ProcessImage* current = nullptr;
+  std::set<uint32_t> pids;
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
+    if (rec == nullptr) break;
+    if (rec->type() == RecordType::kPages) {
+      if (std::none_of(tree.processes.begin(), tree.processes.end(),
+                       [](const ProcessImage& p) { return p.mm_ref != 0; })) {
+        return absl::DataLossError("page data before the memory map");
+      }
+      CRLIB_RETURN_IF_ERROR(CheckPageRecords(reader, rec, &tree));
+      break;
+    }
+    if (rec->type() == RecordType::kProcess) {
+      ProcessImage next;
+      next.info = reader->info();
+      next.ref = rec->header.self;
+      CRLIB_ASSIGN_OR_RETURN(next.process, reader->Decode<ProcessRecord>(*rec));
+      if (!next.ref || next.process.pid == 0 || !pids.insert(next.process.pid).second) {
+        return absl::DataLossError(absl::StrFormat(
+            "record %d: process %d has no ref, pid 0 or a pid seen before", rec->index,
+            next.process.pid));
+      }
+      if (!tree.processes.empty()) {
+        // Parents come before their children: the restore creates them so.
+        const bool parent_seen = pids.contains(next.process.ppid) &&
+                                 next.process.ppid != next.process.pid;
+        if (!parent_seen) {
+          return absl::DataLossError(absl::StrFormat(
+              "record %d: pid %d's parent %d is not an earlier process of the image", rec->index,
+              next.process.pid, next.process.ppid));
+        }
+      }
+      tree.processes.push_back(std::move(next));
+      current = &tree.processes.back();
+      continue;
+    }
+    if (current == nullptr) {
+      return absl::DataLossError(absl::StrFormat("record %d at offset %d (%s) before any process",
+                                                 rec->index, rec->offset,
+                                                 RecordTypeName(rec->header.type)));
+    }
+    ProcessImage& image = *current;
+    ObjectRef& mm_ref = image.mm_ref;
+    ObjectRef& file_table = image.file_table;
+    auto thread_of = [&](ObjectRef ref) -> ThreadImage* {
     for (ThreadImage& t : image.threads) {
       if (t.ref == ref) return &t;
     }
     return nullptr;
   };
-  for (;;) {
-    CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
-    if (rec == nullptr) break;
-    if (rec->type() == RecordType::kPages) {
-      if (!mm_ref) return absl::DataLossError("page data before the memory map");
-      CRLIB_RETURN_IF_ERROR(CheckPageRecords(reader, rec, mm_ref, &image));
-      break;
-    }
     const RecordHeader& h = rec->header;
     auto misplaced = [&](const char* what) {
       return absl::DataLossError(absl::StrFormat("record %d at offset %d: %s", rec->index,
                                                  rec->offset, what));
     };
     switch (rec->type()) {
-      case RecordType::kProcess: {
-        if (image.ref) {
-          return absl::UnimplementedError("image holds more than one process; process trees are not supported yet");
-        }
-        CRLIB_ASSIGN_OR_RETURN(image.process, reader->Decode<ProcessRecord>(*rec));
-        image.ref = h.self;
+      case RecordType::kProcess:  // above
         break;
-      }
       case RecordType::kThread: {
         if (h.parent != image.ref) return misplaced("thread outside its process");
         ThreadImage t;
@@ -172,7 +259,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       }
       case RecordType::kMemoryMap: {
         if (mm_ref) return misplaced("second memory map");
-        mm_ref = image.mm_ref = h.self;
+        mm_ref = h.self;
         CRLIB_ASSIGN_OR_RETURN(image.mm, reader->Decode<MemoryMapRecord>(*rec));
         break;
       }
@@ -188,6 +275,12 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
       }
       case RecordType::kPages:  // the last section: CheckPageRecords
         break;
+      case RecordType::kPageDrops: {
+        if (h.parent != mm_ref || !image.page_drops.empty()) return misplaced("page drops outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(PageDropsRecord d, reader->Decode<PageDropsRecord>(*rec));
+        image.page_drops = std::move(d.runs);
+        break;
+      }
       case RecordType::kGuardRegions: {
         if (h.parent != mm_ref || !image.guards.empty()) return misplaced("guard regions outside the memory map");
         CRLIB_ASSIGN_OR_RETURN(GuardRegionsRecord g, reader->Decode<GuardRegionsRecord>(*rec));
@@ -205,7 +298,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         if (h.bulk_length) {
           CRLIB_ASSIGN_OR_RETURN(f.contents, ReadBulk(reader));
         }
-        image.files[f.ref] = std::move(f);
+        shared.files[f.ref] = std::move(f);
         break;
       }
       case RecordType::kPipe: {
@@ -215,18 +308,18 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         if (h.bulk_length) {
           CRLIB_ASSIGN_OR_RETURN(p.buffered, ReadBulk(reader));
         }
-        image.pipes[p.ref] = std::move(p);
+        shared.pipes[p.ref] = std::move(p);
         break;
       }
       case RecordType::kInode: {
         CRLIB_ASSIGN_OR_RETURN(InodeImage inode, StageCarriedInode(reader, *rec));
-        if (!inode.ref || image.inodes.contains(inode.ref)) return misplaced("inode without a unique ref");
-        image.inodes[inode.ref] = std::move(inode);
+        if (!inode.ref || shared.inodes.contains(inode.ref)) return misplaced("inode without a unique ref");
+        shared.inodes[inode.ref] = std::move(inode);
         break;
       }
       case RecordType::kTty: {
         if (h.parent != file_table || !h.self) return misplaced("tty outside the file table");
-        CRLIB_ASSIGN_OR_RETURN(image.ttys[h.self], reader->Decode<TtyRecord>(*rec));
+        CRLIB_ASSIGN_OR_RETURN(shared.ttys[h.self], reader->Decode<TtyRecord>(*rec));
         break;
       }
       case RecordType::kFd: {
@@ -251,7 +344,31 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
         break;
     }
   }
-  if (!image.ref) return absl::DataLossError("image holds no process");
+  if (tree.processes.empty()) return absl::DataLossError("image holds no process");
+  for (const ProcessImage& image : tree.processes) {
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckInheritedMemory(image, tree),
+                                   absl::StrFormat("pid %d", image.process.pid)));
+  }
+  for (ProcessImage& image : tree.processes) {
+    image.files = shared.files;
+    image.pipes = shared.pipes;
+    image.inodes = shared.inodes;
+    image.ttys = shared.ttys;
+    CRLIB_RETURN_IF_ERROR(Annotate(CheckReferences(image),
+                                   absl::StrFormat("pid %d", image.process.pid)));
+  }
+  return tree;
+}
+
+namespace {
+
+absl::Status CheckReferences(const ProcessImage& image) {
+  if (image.process.flags & kProcessZombie) {
+    if (!image.threads.empty() || image.mm_ref || image.file_table) {
+      return absl::DataLossError("a zombie with threads, memory or files");
+    }
+    return absl::OkStatus();
+  }
   if (image.threads.empty()) return absl::DataLossError("image holds no thread");
   if (image.threads.front().record.tid != image.process.pid) {
     return absl::DataLossError(
@@ -265,7 +382,7 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
           absl::StrFormat("thread id %d is 0 or appears twice", t.record.tid));
     }
   }
-  if (!mm_ref) return absl::DataLossError("image holds no memory map");
+  if (!image.mm_ref) return absl::DataLossError("image holds no memory map");
   // Every reference must resolve before restore relies on it.
   for (const FdRecord& fd : image.fds) {
     if (!image.files.contains(fd.file)) {
@@ -353,7 +470,9 @@ absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader) {
   if (image.mm.exe_file && !image.files.contains(image.mm.exe_file)) {
     return absl::DataLossError("memory map names an executable the image lacks");
   }
-  return image;
+  return absl::OkStatus();
 }
+
+}  // namespace
 
 }  // namespace crlib

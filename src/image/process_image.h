@@ -52,9 +52,14 @@ struct ProcessImage {
   PosixTimersRecord posix_timers;
   std::optional<SeccompRecord> seccomp;
   ObjectRef mm_ref = 0;
+  ObjectRef file_table = 0;
   MemoryMapRecord mm;
   std::vector<VmaRecord> vmas;
   std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
+  // Pages of kVmaInherited VMAs the parent has and this process lacks.
+  std::vector<PageRun> page_drops;
+  // The objects of the whole tree (any process may name them): the same
+  // in every process of a TreeImage.
   std::map<ObjectRef, FileImage> files;
   std::map<ObjectRef, PipeImage> pipes;
   std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
@@ -73,6 +78,15 @@ struct ProcessImage {
   uint64_t page_count = 0;  // pages in them (when checked)
 };
 
+// A checkpointed process tree: every process, parents before children
+// (the order restore creates them in and their pages come in).
+struct TreeImage {
+  std::vector<ProcessImage> processes;  // [0] is the root
+  bool pages_checked = false;
+  uint64_t page_count = 0;  // all processes' pages (when checked)
+  const ProcessImage& root() const { return processes.front(); }
+};
+
 // The credentials process record `p` claims, as the kernel takes them.
 sys::Credentials ImageCredentials(const ProcessRecord& p);
 
@@ -83,14 +97,16 @@ sys::Credentials ImageCredentials(const ProcessRecord& p);
 bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid);
 
 // Reads the records of `reader` up to the page data, which comes last,
-// and checks that they form one restorable process. Next() on `reader`
+// and checks that they form a restorable tree of processes (each
+// process's records follow its process record; its parent comes before
+// it; the page records of each process follow those of the one before). Next() on `reader`
 // then returns the first page record (or nullptr if there is none). From
 // an image file the page records are checked to the end record first
 // (their data when they are loaded); a stream is read once. The contents
 // of inode records are staged on the way, in memfds and shmem inodes of
 // this process (InodeImage::staged), never in our heap; they go with the
 // last copy of the returned image.
-absl::StatusOr<ProcessImage> LoadProcessImage(ImageReader* reader);
+absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader);
 
 }  // namespace crlib
 

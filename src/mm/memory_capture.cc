@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "mm/page_array.h"
 #include "sys/kernel.h"
+#include "sys/unique_fd.h"
 
 namespace crlib {
 
@@ -143,6 +144,22 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     out.push_back(std::move(v));
   }
   return out;
+}
+
+bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent) {
+  const bool private_anonymous =
+      !v.map.shared &&
+      (v.kind == VmaKind::kAnonymous || v.kind == VmaKind::kHeap || v.kind == VmaKind::kStack);
+  constexpr uint32_t kNotForked = kVmaDontFork | kVmaWipeOnFork;
+  if (!private_anonymous || (v.vm_flags & kNotForked)) return false;
+  for (const VmaInfo& p : *parent.vmas) {
+    if (p.map.start == v.map.start && p.map.end == v.map.end && p.kind == v.kind &&
+        !p.map.shared && p.map.read == v.map.read && p.map.write == v.map.write &&
+        p.map.exec == v.map.exec && !(p.vm_flags & kNotForked)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v) {
@@ -366,8 +383,83 @@ absl::StatusOr<std::vector<PageRun>> ScanGuardRegions(int pagemap, const std::st
   return out;
 }
 
+// The pagemap entries of [start, end) of process `path`'s pagemap.
+absl::StatusOr<std::vector<uint64_t>> ReadPagemap(int pagemap, const std::string& path,
+                                                  uint64_t start, uint64_t end, uint64_t page) {
+  std::vector<uint64_t> entries((end - start) / page);
+  const size_t bytes = entries.size() * 8;
+  size_t done = 0;
+  while (done < bytes) {
+    ssize_t n = pread(pagemap, reinterpret_cast<uint8_t*>(entries.data()) + done, bytes - done,
+                      static_cast<off_t>(start / page * 8 + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno("read of %s at 0x%x", path, start);
+    if (n == 0) return absl::InternalError(absl::StrFormat("short read of %s at 0x%x", path, start));
+    done += static_cast<size_t>(n);
+  }
+  return entries;
+}
+
+// Whether a page is in memory or swap, and which: the frame or swap entry
+// with its present and swapped bits (one page frame for two processes is
+// a page they share copy-on-write).
+constexpr uint64_t kPagemapFrameBits = (uint64_t{1} << 55) - 1;
+bool HasPage(uint64_t entry) { return entry & (sys::kPagemapPresent | sys::kPagemapSwapped); }
+bool SamePage(uint64_t a, uint64_t b) {
+  constexpr uint64_t kWhere = sys::kPagemapPresent | sys::kPagemapSwapped;
+  return HasPage(a) && (a & kWhere) == (b & kWhere) && (a & kPagemapFrameBits) != 0 &&
+         (a & kPagemapFrameBits) == (b & kPagemapFrameBits);
+}
+
+// For each VMA of the child that it shares with its parent (kVmaInherited),
+// the pages it must store (its own copies) and drop (the parent's that it
+// lacks), by comparing the two processes' pagemaps.
+absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, const ParentMemory& parent,
+                               uint64_t page, WrittenMemoryMap* map) {
+  const std::string path = absl::StrCat("/proc/", pid, "/pagemap");
+  const std::string parent_path = absl::StrCat("/proc/", parent.pid, "/pagemap");
+  sys::UniqueFd own(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (own.fd < 0) return Errno("open %s", path);
+  sys::UniqueFd theirs(open(parent_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (theirs.fd < 0) return Errno("open %s", parent_path);
+  map->inherited.assign(vmas.size(), false);
+  map->own_pages.assign(vmas.size(), {});
+  for (size_t i = 0; i < vmas.size(); ++i) {
+    const VmaInfo& v = vmas[i];
+    if (!InheritableFromParent(v, parent)) continue;
+    CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> mine,
+                           ReadPagemap(own.fd, path, v.map.start, v.map.end, page));
+    CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> other,
+                           ReadPagemap(theirs.fd, parent_path, v.map.start, v.map.end, page));
+    // Without frame numbers (no CAP_SYS_ADMIN) nothing can be told shared.
+    if (std::none_of(mine.begin(), mine.end(), [](uint64_t e) { return e & kPagemapFrameBits; })) {
+      continue;
+    }
+    map->inherited[i] = true;
+    auto add = [&](std::vector<PageRun>* runs, uint64_t address) {
+      if (!runs->empty() && runs->back().address + runs->back().pages * page == address) {
+        ++runs->back().pages;
+      } else {
+        runs->push_back({address, 1});
+      }
+    };
+    for (size_t k = 0; k < mine.size(); ++k) {
+      const uint64_t address = v.map.start + k * page;
+      if (SamePage(mine[k], other[k])) continue;
+      if (HasPage(mine[k])) {
+        add(&map->own_pages[i], address);
+      } else if (HasPage(other[k])) {
+        add(&map->drops, address);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                        const std::vector<PageRun>& guards, ObjectRef mm) {
+                        const WrittenMemoryMap& map) {
+  const std::vector<PageRun>& guards = map.guards;
+  const ObjectRef mm = map.mm_ref;
   const uint64_t page = ctx->writer()->info().page_size;
   std::string path = absl::StrCat("/proc/", tracee->tid(), "/pagemap");
   int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -400,7 +492,20 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
   std::vector<sys::PageRegion> regions(4096);
   bool scan = true;
   absl::Status st;
-  for (const VmaInfo& v : vmas) {
+  for (size_t i = 0; i < vmas.size(); ++i) {
+    const VmaInfo& v = vmas[i];
+    // An inherited VMA: only the pages that differ from the parent's,
+    // zero pages too (the parent's copy would not be zero).
+    if (!map.inherited.empty() && map.inherited[i]) {
+      pages.set_keep_zero(true);
+      for (const PageRun& run : map.own_pages[i]) {
+        st = copy(run.address, run.address + run.pages * page);
+        if (!st.ok()) break;
+      }
+      pages.set_keep_zero(false);
+      if (!st.ok()) break;
+      continue;
+    }
     // Only VMAs that can hold pages the image needs are looked at; the
     // special mappings ([vsyscall] lies outside the address space that
     // pagemap covers) and shared file mappings never do.
@@ -419,8 +524,10 @@ absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>
 
 }  // namespace
 
-absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                            uint64_t brk, ObjectRef process) {
+absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
+                                               const std::vector<VmaInfo>& vmas, uint64_t brk,
+                                               ObjectRef process, const ParentMemory* parent) {
+  WrittenMemoryMap written;
   const pid_t pid = tracee->tid();
   ImageWriter* w = ctx->writer();
   CRLIB_ASSIGN_OR_RETURN(std::vector<std::string> stat_fields, sys::ReadStatFields(pid));
@@ -457,7 +564,11 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
                          ctx->objects()->InternFile(ctx, mm.exe_path, exe_st.st_dev, exe_st.st_ino, process));
   CRLIB_RETURN_IF_ERROR(w->Write(mm, mm_ref, process));
 
-  for (const VmaInfo& v : vmas) {
+  if (parent != nullptr) {
+    CRLIB_RETURN_IF_ERROR(CompareWithParent(pid, vmas, *parent, w->info().page_size, &written));
+  }
+  for (size_t i = 0; i < vmas.size(); ++i) {
+    const VmaInfo& v = vmas[i];
     VmaRecord rec;
     rec.start = v.map.start;
     rec.end = v.map.end;
@@ -469,6 +580,7 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
     rec.kind = static_cast<uint32_t>(v.kind);
     rec.name = v.map.path;
     rec.vm_flags = v.vm_flags;
+    if (!written.inherited.empty() && written.inherited[i]) rec.vm_flags |= kVmaInherited;
     if (v.kind == VmaKind::kFile) {
       rec.dev = makedev(v.map.dev_major, v.map.dev_minor);
       rec.inode = v.map.inode;
@@ -491,7 +603,17 @@ absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaI
   if (!guards->empty()) {
     CRLIB_RETURN_IF_ERROR(w->Write(GuardRegionsRecord{.runs = *guards}, 0, mm_ref));
   }
-  return WritePages(ctx, tracee, vmas, *guards, mm_ref);
+  if (!written.drops.empty()) {
+    CRLIB_RETURN_IF_ERROR(w->Write(PageDropsRecord{.runs = written.drops}, 0, mm_ref));
+  }
+  written.mm_ref = mm_ref;
+  written.guards = std::move(*guards);
+  return written;
+}
+
+absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+                              const WrittenMemoryMap& map) {
+  return WritePages(ctx, tracee, vmas, map);
 }
 
 }  // namespace crlib

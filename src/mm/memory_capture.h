@@ -40,10 +40,44 @@ std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v)
 // Names the special mappings ([vdso], [vvar] ...) or returns nullopt.
 std::optional<VmaKind> SpecialMappingKind(const std::string& name);
 
-// Writes the memory map record, the VMAs, the mapped files and the pages of
-// stopped `tracee` under `process`. `brk` is the current program break.
-absl::Status WriteMemoryMap(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                            uint64_t brk, ObjectRef process);
+// The parent of a process being dumped, whose private anonymous memory
+// the process may still share copy-on-write.
+struct ParentMemory {
+  pid_t pid = 0;
+  const std::vector<VmaInfo>* vmas = nullptr;
+};
+
+// Whether VMA `v` may be one the process inherited from `parent` at fork:
+// private anonymous, the same range, kind and protection there, and
+// neither side MADV_DONTFORK or MADV_WIPEONFORK.
+bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent);
+
+// What WriteMemoryMap wrote that the pages need.
+struct WrittenMemoryMap {
+  ObjectRef mm_ref = 0;
+  std::vector<PageRun> guards;  // guard regions, never read
+  // Per VMA (empty: none): shared with the parent (kVmaInherited), and
+  // then the pages the process has for itself, to store.
+  std::vector<bool> inherited;
+  std::vector<std::vector<PageRun>> own_pages;
+  std::vector<PageRun> drops;  // the parent's pages it lacks (PageDropsRecord)
+};
+
+// Writes the memory map record, the VMAs and the guard regions of stopped
+// `tracee` under `process`, naming mapped files and carried inodes
+// through ctx->objects(). `brk` is the current program break. With
+// `parent` (stopped too, and dumped before it), private anonymous memory
+// still shared copy-on-write with it is marked kVmaInherited and only
+// the pages that differ go into the image.
+absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
+                                               const std::vector<VmaInfo>& vmas, uint64_t brk,
+                                               ObjectRef process,
+                                               const ParentMemory* parent = nullptr);
+
+// Writes the pages of `map` (page data comes last in an image: every
+// process's records first, then every process's pages, in that order).
+absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
+                              const WrittenMemoryMap& map);
 
 }  // namespace crlib
 

@@ -158,6 +158,12 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
   for (const sys::MapsEntry& m : maps) {
     if (SpecialMappingKind(m.path)) keep.push_back({m.start, m.end});
   }
+  // Memory shared copy-on-write with the parent: the fork that made this
+  // process gave it the parent's restored copy (LoadTreeImage checked
+  // that the parent has the same VMA).
+  for (const VmaRecord& v : image.vmas) {
+    if (v.vm_flags & kVmaInherited) keep.push_back({v.start, v.end});
+  }
   std::sort(keep.begin(), keep.end());
   uint64_t from = kLowestAddress;
   for (const AddressRange& k : keep) {
@@ -210,6 +216,7 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
     // shadow, a JVM heap) is refused by the overcommit heuristic.
     if (v.vm_flags & kVmaNoReserve) flags |= MAP_NORESERVE;
     if (kind == VmaKind::kSysvShm) continue;  // attached already, with shmat
+    if (v.vm_flags & kVmaInherited) continue;  // kept from the parent
     uint64_t fd = static_cast<uint64_t>(-1);
     if (v.object) {
       // Shared memory, a memfd, a deleted file: the one restored inode.
@@ -221,6 +228,15 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
     }
     why.push_back({&v, "mmap"});
     calls.push_back({SYS_mmap, {v.start, v.end - v.start, v.prot, flags, fd, v.pgoff}});
+  }
+  // The parent's pages this process did not have.
+  for (const PageRun& d : image.page_drops) {
+    const VmaRecord* in = nullptr;
+    for (const VmaRecord& v : image.vmas) {
+      if (v.start <= d.address && d.address < v.end) in = &v;
+    }
+    why.push_back({in, "madvise(MADV_DONTNEED) of a page the parent has"});
+    calls.push_back({SYS_madvise, {d.address, d.pages * image.info.page_size, MADV_DONTNEED}});
   }
   for (const auto& [flag, advice, name] : kAdvice) {
     for (const VmaRecord& v : image.vmas) {
@@ -324,7 +340,11 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
     if (rec == nullptr) return absl::OkStatus();
-    if (rec->type() != RecordType::kPages || rec->header.parent != image.mm_ref) {
+    // The next process's pages (LoadTreeImage checked their order).
+    if (rec->type() == RecordType::kPages && rec->header.parent != image.mm_ref) {
+      return reader->Unread();
+    }
+    if (rec->type() != RecordType::kPages) {
       return absl::DataLossError(absl::StrFormat(
           "record %d at offset %d follows the page data but is not pages of the memory map",
           rec->index, rec->offset));

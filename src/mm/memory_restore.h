@@ -52,8 +52,9 @@ inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                                  AddressRange scratch);
 
-// Writes the pages of the image into the tracee: every record `reader`
-// still has, which LoadProcessImage left at the first page record.
+// Writes the pages of the image into the tracee: the page records of its
+// memory map that `reader` has next (LoadTreeImage left it at the first
+// page record; the next process's are left for it).
 // Reports progress (bytes of the image read) through `ctx` after each
 // record, where a restore can be cancelled.
 absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,

@@ -82,6 +82,7 @@ absl::Status PageArray::Commit(size_t pages) {
   if (pages > 0) {
     Batch& b = batches_[current_];
     b.segments.push_back({reserved_address_, pages});
+    b.keep_zero.push_back(keep_zero_);
     b.used += pages;
     ctx_->stats().pages_scanned += pages;
   }
@@ -156,10 +157,11 @@ absl::Status PageArray::WriteBatch(Batch& batch) {
   record_.page_count = 0;
   iov_.clear();
   uint8_t* page = batch.buffer;
-  for (const PageRun& seg : batch.segments) {
+  for (size_t s = 0; s < batch.segments.size(); ++s) {
+    const PageRun& seg = batch.segments[s];
     for (uint64_t i = 0; i < seg.pages; ++i, page += page_size_) {
       uint64_t address = seg.address + i * page_size_;
-      if (IsZeroPage(page, page_size_)) {
+      if (!batch.keep_zero[s] && IsZeroPage(page, page_size_)) {
         ++stats.pages_zero;
         continue;
       }
@@ -179,6 +181,7 @@ absl::Status PageArray::WriteBatch(Batch& batch) {
   }
   batch.used = 0;
   batch.segments.clear();
+  batch.keep_zero.clear();
   if (record_.page_count == 0) return absl::OkStatus();
   if (compress_) {
     compressed_.resize(ZSTD_compressBound(record_.page_count * page_size_));

@@ -50,6 +50,10 @@ class PageArray {
   // Copies `pages` pages from `data` (Reserve + memcpy + Commit).
   absl::Status Add(uint64_t address, const void* data, size_t pages);
 
+  // Whether zero pages committed from now on are kept: a page a restore
+  // would otherwise find non-zero (one a child inherits from its parent).
+  void set_keep_zero(bool keep) { keep_zero_ = keep; }
+
   // Writes whatever is batched and waits until everything is written.
   absl::Status Flush();
 
@@ -58,6 +62,7 @@ class PageArray {
     uint8_t* buffer = nullptr;  // capacity_ pages, page-aligned
     size_t used = 0;            // pages filled
     std::vector<PageRun> segments;  // what was filled, in buffer order
+    std::vector<bool> keep_zero;    // per segment: its zero pages are kept
   };
   absl::Status Submit();  // hands the current batch to the worker
   absl::Status Wait();    // for the batch the worker has
@@ -72,6 +77,7 @@ class PageArray {
   int current_ = 0;
   uint64_t reserved_address_ = 0;
   size_t reserved_pages_ = 0;
+  bool keep_zero_ = false;
   // The worker thread, started by the first Submit(), and the one batch
   // it may hold: `handed_` is set by Submit() and cleared by the worker
   // when the batch is written, with its status in `written_`.

@@ -139,7 +139,8 @@ absl::StatusOr<std::unique_ptr<Tracee>> Tracee::AdoptStoppedChild(pid_t pid) {
                                                WSTOPSIG(status)));
   }
   if (ptrace(PTRACE_SETOPTIONS, pid, 0,
-             PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE) != 0) {
+             PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE |
+                 PTRACE_O_TRACEFORK) != 0) {
     return Errno("ptrace(SETOPTIONS) on pid %d", pid);
   }
   CRLIB_RETURN_IF_ERROR(t->Init());
@@ -384,9 +385,17 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
       ++stop;
       continue;
     }
-    // A thread the call created (clone3 in a restore): the caller adopts
-    // it from the result.
-    if ((status >> 16) == PTRACE_EVENT_CLONE) continue;
+    // A thread or process the call created (clone3 in a restore): the
+    // caller adopts it by the TID this reports (ours, whatever PID
+    // namespace it was created in).
+    if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_FORK) {
+      unsigned long created = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, tid_, 0, &created) != 0) {
+        return Errno("ptrace(GETEVENTMSG) on tid %d", tid_);
+      }
+      last_created_ = static_cast<pid_t>(created);
+      continue;
+    }
     // A stop trap that was pending when we resumed it: the interrupt of
     // a seize that found the process in a group stop (SIGSTOP), which
     // re-trapped at the seize already. It runs nothing; resume again.
@@ -432,7 +441,8 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   for (;;) {
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return Errno("ptrace(CONT) on tid %d", tid_);
     CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
-    if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_STOP) continue;
+    if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_FORK ||
+        (status >> 16) == PTRACE_EVENT_STOP) continue;
     if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
     return absl::InternalError(absl::StrFormat(
         "remote system call batch in pid %d: unexpected stop (signal %d, event %d)", tid_,

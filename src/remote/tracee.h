@@ -35,12 +35,14 @@ class Tracee {
   // detached, untouched.
   static absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> SeizeProcess(pid_t pid);
   // Adopts a child that called PTRACE_TRACEME and stopped itself. It dies
-  // with the tracer (PTRACE_O_EXITKILL), and the threads it creates start
-  // traced and stopped (PTRACE_O_TRACECLONE).
+  // with the tracer (PTRACE_O_EXITKILL), and the threads and processes it
+  // creates start traced and stopped (PTRACE_O_TRACECLONE, TRACEFORK),
+  // with the same options.
   static absl::StatusOr<std::unique_ptr<Tracee>> AdoptStoppedChild(pid_t pid);
-  // Adopts thread `tid` that `creator` just created under
-  // PTRACE_O_TRACECLONE, once it reports its first stop (before it ran any
-  // user code). It shares the creator's system call site.
+  // Adopts thread or process `tid` (in our PID namespace) that `creator`
+  // just created under PTRACE_O_TRACECLONE or TRACEFORK, once it reports
+  // its first stop (before it ran any user code). It shares the creator's
+  // system call site (a process: a copy of the creator's memory).
   static absl::StatusOr<std::unique_ptr<Tracee>> AdoptNewThread(pid_t tid, const Tracee& creator);
   // Kills the process of `threads` (its main thread first) and waits for
   // every thread we trace, so none stays a zombie: a traced thread is
@@ -96,6 +98,9 @@ class Tracee {
   // failure). Registers are left as the call left them. A thread the call
   // creates under PTRACE_O_TRACECLONE is left stopped for AdoptNewThread.
   absl::StatusOr<int64_t> Syscall(long nr, std::array<uint64_t, 6> args = {});
+  // The TID, in our PID namespace, of the thread or process the last
+  // remote clone created (the call's result is the TID in the tracee's).
+  pid_t last_created() const { return last_created_; }
   // Same, but a negative result becomes an error naming the call.
   absl::StatusOr<int64_t> CheckedSyscall(const char* what, long nr,
                                          std::array<uint64_t, 6> args = {});
@@ -152,6 +157,7 @@ class Tracee {
   bool attached_ = true;
   bool our_child_ = false;  // created by us (AdoptStoppedChild): we reap it
   uint64_t syscall_site_ = 0;
+  pid_t last_created_ = 0;
   ArchRegs initial_regs_;
   uint64_t initial_sigmask_ = 0;
 };

@@ -28,6 +28,7 @@ struct Credentials {
   uint64_t cap_bounding = 0;
   uint64_t cap_ambient = 0;
   uint32_t securebits = 0;
+  bool operator==(const Credentials&) const = default;
 };
 
 // Runs system calls in one thread: the calling one, or a traced one.

@@ -127,7 +127,7 @@ absl::Status CreateThreads(Tracee* main, const ProcessImage& image, uint64_t scr
       return ThreadStep("create thread", want,
                         absl::InternalError(absl::StrFormat("clone3 created tid %d", *created)));
     }
-    absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptNewThread(want, *main);
+    absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptNewThread(main->last_created(), *main);
     CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, t.status()));
     threads->push_back(std::move(*t));
     ThreadStart start = inherited;

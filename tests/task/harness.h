@@ -166,6 +166,12 @@ struct Workload {
   std::string dumped;    // what its stdout held when it was checkpointed
 };
 
+// How WorkloadTest::Start runs a workload, beyond its argv.
+struct StartOptions {
+  std::vector<int> extra_fds;  // given to it as fds 3, 4, ... (see Spawn)
+  bool append_out = false;     // its stdout file open with O_APPEND
+};
+
 class WorkloadTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -224,20 +230,29 @@ class WorkloadTest : public ::testing::Test {
   // Starts argv[0] with stdin /dev/null and stdout/stderr to files, no other
   // descriptor, an empty signal mask, in a new session when asked.
   // `stdin_fd` and `stdout_fd`, when given, are used instead of /dev/null
-  // and the `out` file (a pipe between two commands, say); the caller
-  // keeps and closes them.
+  // and the `out` file (a pipe between two commands, say); `extra_fds`
+  // are given to it as fds 3, 4, ... (a pipe to a supervisor). The caller
+  // keeps and closes them all.
   pid_t Spawn(const std::vector<std::string>& argv, const std::string& out,
-              const std::string& err, bool new_session, int stdin_fd = -1, int stdout_fd = -1) {
+              const std::string& err, bool new_session, int stdin_fd = -1, int stdout_fd = -1,
+              const std::vector<int>& extra_fds = {}) {
     int in_fd = stdin_fd >= 0 ? fcntl(stdin_fd, F_DUPFD_CLOEXEC, 3)
                               : open("/dev/null", O_RDONLY | O_CLOEXEC);
     int out_fd = stdout_fd >= 0 ? fcntl(stdout_fd, F_DUPFD_CLOEXEC, 3)
                                 : open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int err_fd = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Copies above 3 + n, so that placing one never overwrites another.
+    const int n_extra = static_cast<int>(extra_fds.size());
+    std::vector<int> extra;
+    for (int fd : extra_fds) extra.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 3 + n_extra));
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     pid_t pid = -1;
-    if (in_fd >= 0 && out_fd >= 0 && err_fd >= 0) pid = fork();
+    if (in_fd >= 0 && out_fd >= 0 && err_fd >= 0 &&
+        std::find(extra.begin(), extra.end(), -1) == extra.end()) {
+      pid = fork();
+    }
     if (pid == 0) {
       if (new_session) setsid();
       sigset_t none;
@@ -245,12 +260,18 @@ class WorkloadTest : public ::testing::Test {
       sigprocmask(SIG_SETMASK, &none, nullptr);
       signal(SIGPIPE, SIG_DFL);
       if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
-      syscall(SYS_close_range, 3, ~0u, 0);
+      for (int i = 0; i < n_extra; ++i) {
+        if (dup2(extra[i], 3 + i) < 0) _exit(126);
+      }
+      syscall(SYS_close_range, 3 + n_extra, ~0u, 0);
       execv(args[0], args.data());
       _exit(127);
     }
     int saved = errno;
     for (int fd : {in_fd, out_fd, err_fd}) {
+      if (fd >= 0) close(fd);
+    }
+    for (int fd : extra) {
       if (fd >= 0) close(fd);
     }
     if (pid < 0) {
@@ -262,8 +283,10 @@ class WorkloadTest : public ::testing::Test {
   }
 
   // `crlib ARGS...` in the background; its output goes to cli-N-VERB.out/.err
-  // (stdin and stdout to the given descriptors instead, as in Spawn).
-  Running StartCli(const std::vector<std::string>& args, int stdin_fd = -1, int stdout_fd = -1) {
+  // (stdin and stdout to the given descriptors instead, and more fds from
+  // 3 on, as in Spawn).
+  Running StartCli(const std::vector<std::string>& args, int stdin_fd = -1, int stdout_fd = -1,
+                   const std::vector<int>& extra_fds = {}) {
     Running r;
     std::vector<std::string> argv = {CrlibBin()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -271,7 +294,8 @@ class WorkloadTest : public ::testing::Test {
     std::string base = Path("cli-" + std::to_string(++cli_runs_) + "-" + args.at(0));
     r.out_path = base + ".out";
     r.err_path = base + ".err";
-    r.pid = Spawn(argv, r.out_path, r.err_path, /*new_session=*/false, stdin_fd, stdout_fd);
+    r.pid = Spawn(argv, r.out_path, r.err_path, /*new_session=*/false, stdin_fd, stdout_fd,
+                  extra_fds);
     return r;
   }
 
@@ -315,12 +339,19 @@ class WorkloadTest : public ::testing::Test {
   }
 
   // Starts a workload and waits for its READY line.
-  void Start(Workload* w, const std::string& name, std::vector<std::string> argv = {}) {
+  void Start(Workload* w, const std::string& name, std::vector<std::string> argv = {},
+             const StartOptions& options = {}) {
     w->name = name;
     if (argv.empty()) argv = {WorkloadsDir() + "/" + name};
     w->out = Path(name + ".out");
     w->err = Path(name + ".err");
-    w->pid = Spawn(argv, w->out, w->err, /*new_session=*/true);
+    int out_fd = -1;
+    if (options.append_out) {
+      out_fd = open(w->out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+      ASSERT_GE(out_fd, 0) << w->out << ": " << strerror(errno);
+    }
+    w->pid = Spawn(argv, w->out, w->err, /*new_session=*/true, -1, out_fd, options.extra_fds);
+    if (out_fd >= 0) close(out_fd);
     ASSERT_GT(w->pid, 0);
     int status = 0;
     bool exited = false;

@@ -15,7 +15,7 @@ constexpr char kUsage[] =
     "  dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] [--mappable]\n"
     "       [--deleted-file-limit BYTES]\n"
     "                           checkpoint a process (killed once the image is complete)\n"
-    "  restore --image PATH|- [--detach] [--trust-image] [--inherit-fd KEY=FD]...\n"
+    "  restore --image PATH|- [--detach] [--trust-image] [--pid-ns] [--inherit-fd KEY=FD]...\n"
     "                           restore a process; wait for it, or print its pid and return\n"
     "  restore --image PATH|- --check [--trust-image] [--inherit-fd KEY=FD]...\n"
     "                           check that the image would restore here; create nothing\n"

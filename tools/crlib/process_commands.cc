@@ -201,13 +201,14 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(
-      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check"}, {"--inherit-fd"}));
+      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check", "--pid-ns"},
+              {"--inherit-fd"}));
   if (p.Get("--image").empty()) {
     return absl::InvalidArgumentError(
-        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] "
+        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] [--pid-ns] "
         "[--inherit-fd KEY=FD]...");
   }
-  RestoreOptions ro{.trust_image = p.Has("--trust-image")};
+  RestoreOptions ro{.trust_image = p.Has("--trust-image"), .pid_namespace = p.Has("--pid-ns")};
   CRLIB_ASSIGN_OR_RETURN(ro.inherit_fds, ParseInheritFds(p.GetAll("--inherit-fd")));
   std::string image = p.Get("--image");
   if (image == "-") {
@@ -218,8 +219,9 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
     absl::StatusOr<RestoreCheckReport> r = CheckRestore(image, ro);
     if (ro.image_fd >= 0) close(ro.image_fd);
     CRLIB_RETURN_IF_ERROR(r.status());
-    printf("%s: restorable here: pid %d, %zu threads, %zu mappings, %zu fds, %llu pages\n",
-           image.c_str(), r->pid, r->threads, r->mappings, r->fds,
+    printf("%s: restorable here: pid %d, %zu processes, %zu threads, %zu mappings, %zu fds, "
+           "%llu pages\n",
+           image.c_str(), r->pid, r->processes, r->threads, r->mappings, r->fds,
            static_cast<unsigned long long>(r->pages));
     return 0;
   }
