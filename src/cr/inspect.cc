@@ -140,7 +140,8 @@ absl::Status Render(const ImageReader& reader, const Record& record, Node* node)
     }
     if constexpr (std::is_same_v<R, FdRecord>) node->fd_file = value->file;
     if constexpr (std::is_same_v<R, FileRecord>) {
-      if (static_cast<FileKind>(value->kind) == FileKind::kExternal) node->external_key = value->path;
+      const bool external = static_cast<FileKind>(value->kind) == FileKind::kExternal;
+      if (external) node->external_key = value->path;
     }
   });
   return status;

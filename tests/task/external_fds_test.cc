@@ -35,10 +35,10 @@ class ExternalFdsTest : public WorkloadTest {
     WorkloadTest::TearDown();
   }
 
-  // `argv` with our descriptor `ours` open in it as `theirs` (Spawn leaves
-  // a program fds 0-2 only): /bin/sh opens /proc/OURPID/fd/OURS again,
-  // for writing, and execs `argv` (same PID). For a pipe end that is the
-  // same pipe, through a new open file description.
+  // `argv` with our descriptor `ours` open in it as `theirs`, any number
+  // (Spawn's extra fds start at 3): /bin/sh opens /proc/OURPID/fd/OURS
+  // again, for writing, and execs `argv` (same PID). For a pipe end that
+  // is the same pipe, through a new open file description.
   static std::vector<std::string> WithFd(const std::vector<std::string>& argv, int ours,
                                          int theirs) {
     std::vector<std::string> out = {
@@ -50,12 +50,16 @@ class ExternalFdsTest : public WorkloadTest {
   }
 
   // The holder workload with our pipe's write end at `fd`; `mode` is
-  // its "prefill" or "stdin".
+  // its "prefill" or "stdin". At fd 3 it shares our open file description.
   void StartHolder(Workload* w, int fd, const std::string& mode = "") {
     std::vector<std::string> argv = {WorkloadsDir() + "/external_pipe_holder",
                                      std::to_string(fd)};
     if (!mode.empty()) argv.push_back(mode);
-    ASSERT_NO_FATAL_FAILURE(Start(w, "external_pipe_holder", WithFd(argv, pipe_[1], fd)));
+    if (fd == 3) {
+      ASSERT_NO_FATAL_FAILURE(Start(w, "external_pipe_holder", argv, {.extra_fds = {pipe_[1]}}));
+    } else {
+      ASSERT_NO_FATAL_FAILURE(Start(w, "external_pipe_holder", WithFd(argv, pipe_[1], fd)));
+    }
   }
 
   // From here on every `crlib` the harness runs has our write end at
