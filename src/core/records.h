@@ -115,6 +115,10 @@ inline constexpr uint32_t kProcessStopped = 1u << 0;  // in a group stop: restor
 // Exited, not yet reaped by its parent: only the process record, no
 // threads or memory; restored as a zombie with `exit_code`.
 inline constexpr uint32_t kProcessZombie = 1u << 1;
+// Shares its parent's fd table (CLONE_FILES) / cwd, root and umask
+// (CLONE_FS): restored by creating it with the same clone flag.
+inline constexpr uint32_t kProcessSharesFiles = 1u << 2;
+inline constexpr uint32_t kProcessSharesFs = 1u << 3;
 
 // Parent: the process, which has one per thread, its main thread first.
 struct ThreadRecord {

@@ -448,7 +448,7 @@ int64_t StatField(const std::vector<std::string>& stat, size_t n) {
 }
 
 // The process record of `m`, from what /proc shows.
-absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m) {
+absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m, const TreeMember* parent) {
   ProcessRecord proc;
   const pid_t pid = m.pid;
   proc.pid = static_cast<uint32_t>(pid);
@@ -469,6 +469,12 @@ absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m) {
   CRLIB_RETURN_IF_ERROR(ParseStatus(m.facts.status, &proc));
   proc.ppid = static_cast<uint32_t>(StatField(m.stat, 4));
   if (m.facts.stopped) proc.flags |= kProcessStopped;
+  // An fd table or cwd/root/umask shared with the parent (CLONE_FILES,
+  // CLONE_FS) is shared again: the child is created with the same flags.
+  if (parent != nullptr && !parent->zombie()) {
+    if (syscall(SYS_kcmp, parent->pid, pid, KCMP_FILES, 0, 0) == 0) proc.flags |= kProcessSharesFiles;
+    if (syscall(SYS_kcmp, parent->pid, pid, KCMP_FS, 0, 0) == 0) proc.flags |= kProcessSharesFs;
+  }
   proc.securebits = m.asked->securebits;
   CRLIB_ASSIGN_OR_RETURN(std::string personality,
                          sys::ReadFile(absl::StrCat("/proc/", pid, "/personality")));
@@ -485,7 +491,7 @@ absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
                           const CheckpointOptions& options, DescriptionHolders* holders) {
   ImageWriter* w = ctx->writer();
   ObjectRegistry& reg = ctx->registry();
-  CRLIB_ASSIGN_OR_RETURN(ProcessRecord proc, DescribeProcess(*m));
+  CRLIB_ASSIGN_OR_RETURN(ProcessRecord proc, DescribeProcess(*m, parent));
   ObjectRef process_ref = reg.NewRef();
   CRLIB_RETURN_IF_ERROR(w->Write(proc, process_ref, 0));
   if (m->zombie()) return absl::OkStatus();
@@ -547,9 +553,9 @@ std::string CredentialText(absl::string_view status) {
 }
 
 // What a tree restore cannot rebuild yet, refused by name before anything
-// is written: objects shared with the parent beyond what fork shares
-// (CLONE_VM, CLONE_FILES, CLONE_FS), credentials that differ from the
-// root's, a session that is neither the process's own nor its parent's.
+// is written: an address space shared with the parent (CLONE_VM, vfork),
+// credentials that differ from the root's, a session that is neither the
+// process's own nor its parent's.
 absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
   const TreeMember& root = tree.front();
   auto member = [&](pid_t pid) -> const TreeMember* {
@@ -581,13 +587,13 @@ absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
           m.pid, root.pid));
     }
     if (parent->zombie()) continue;
-    for (auto [type, what] : {std::pair{KCMP_VM, "its address space (CLONE_VM, vfork)"},
-                              {KCMP_FILES, "its file descriptor table (CLONE_FILES)"},
-                              {KCMP_FS, "its cwd, root and umask (CLONE_FS)"}}) {
-      if (syscall(SYS_kcmp, ppid, m.pid, type, 0, 0) == 0) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "pid %d shares %s with its parent %d; not supported yet", m.pid, what, ppid));
-      }
+    // Signal handlers are shared only with the address space (CLONE_SIGHAND
+    // needs CLONE_VM).
+    if (syscall(SYS_kcmp, ppid, m.pid, KCMP_VM, 0, 0) == 0) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "pid %d shares its address space and signal handlers with its parent %d (CLONE_VM, "
+          "vfork); not supported",
+          m.pid, ppid));
     }
   }
   return absl::OkStatus();

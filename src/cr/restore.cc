@@ -93,6 +93,9 @@ absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessR
     uint64_t tid;
   } clone{};
   clone.args.exit_signal = child.exit_signal;
+  // What the child shared with its parent beyond a fork's copies.
+  if (child.flags & kProcessSharesFiles) clone.args.flags |= CLONE_FILES;
+  if (child.flags & kProcessSharesFs) clone.args.flags |= CLONE_FS;
   clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
   clone.args.set_tid_size = 1;
   clone.tid = child.pid;
@@ -332,8 +335,13 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   const pid_t pid = t->tid();
   const uint64_t scratch = scratch_range.first;
   auto step = [](const char* name, absl::Status st) { return Step(name)(st); };
+  const ProcessRecord& p = image.process;
+  // A table shared with the parent (CLONE_FILES) was set up by the parent,
+  // earlier in image order: the same descriptors, the same locks owner.
+  const bool own_table = !(p.flags & kProcessSharesFiles);
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
+  if (own_table) {
   for (const FdRecord& fd : image.fds) {
     targets.insert(static_cast<int>(fd.fd));
     const FileImage& f = image.files.at(fd.file);
@@ -351,9 +359,9 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   // Everything else goes.
   CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
   CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
+  }
 
   // Process attributes.
-  const ProcessRecord& p = image.process;
   auto remote_string = [&](const std::string& s) -> absl::StatusOr<uint64_t> {
     if (s.size() + 1 > kRestoreScratchBytes) return absl::OutOfRangeError("path too long: " + s);
     CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, s.c_str(), s.size() + 1));

@@ -20,6 +20,7 @@
 #include <map>
 #include <optional>
 
+#include "sys/kernel.h"
 #include "tests/task/harness.h"
 
 namespace crlib {
@@ -375,6 +376,42 @@ TEST_F(TreeTest, SessionLeaderWithTwoGroupsAndOrphanedGroup) {
 TEST_F(TreeTest, ZombieChild) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "zombie_child", 2));
+}
+
+// A child made with clone(CLONE_FILES | CLONE_FS) shares its parent's fd
+// table, cwd and umask again after restore.
+TEST_F(TreeTest, FdTableAndFsSharedWithParent) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "clone_shared", 2));
+}
+
+// A PID checked free before the point of no return and taken after it
+// (here: by us, while the restore loads the parent's 256 MiB) is a clean
+// error that names it, with nothing of the tree left running.
+TEST_F(TreeTest, PidTakenAfterThePointOfNoReturn) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "big_parent"));
+  std::vector<Proc> tree;
+  ASSERT_NO_FATAL_FAILURE(Snapshot(w, 2, &tree));
+  const pid_t child = tree[0].pid == w.pid ? tree[1].pid : tree[0].pid;
+  const std::string image = Path("big_parent.img");
+  ASSERT_NO_FATAL_FAILURE(DumpTree(&w, image, tree));
+  Running restore = StartCli({"restore", "--image", image});
+  ASSERT_GT(restore.pid, 0);
+  // The root exists: the checks are behind; its pages are loading.
+  ASSERT_TRUE(WaitFor([&] { return Probe(w.pid).exists; }, kRestoredTimeout));
+  long taker = sys::CloneWithPid(child);
+  if (taker == 0) {
+    for (;;) syscall(SYS_pause);
+  }
+  ASSERT_GT(taker, 0) << "could not take pid " << child << " in time: " << strerror(errno);
+  CliResult r = Finish(restore, kCliTimeout);
+  kill(static_cast<pid_t>(taker), SIGKILL);
+  waitpid(static_cast<pid_t>(taker), nullptr, 0);
+  EXPECT_NE(r.exit_code, 0) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("pid " + std::to_string(child) + " is in use")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("nothing left running")) << Describe(w, r);
+  EXPECT_NO_FATAL_FAILURE(ReapTree(tree));
 }
 
 // A child stopped by SIGSTOP stays stopped until its parent continues it.
