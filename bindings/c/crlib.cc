@@ -221,9 +221,20 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
+  crlib::RestoreOptions ro{.image_fd = o.image_fd,
+                           .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0};
+  if (st.ok() && o.inherit_fds_count > 0 && o.inherit_fds == nullptr) {
+    st = absl::InvalidArgumentError("inherit_fds is NULL but inherit_fds_count is not 0");
+  }
+  for (size_t i = 0; st.ok() && i < o.inherit_fds_count; ++i) {
+    const crlib_inherit_fd& given = o.inherit_fds[i];
+    if (given.key == nullptr || given.fd < 0) {
+      st = absl::InvalidArgumentError(absl::StrCat("inherit_fds[", i, "] has no key or no fd"));
+    } else if (!ro.inherit_fds.emplace(given.key, given.fd).second) {
+      st = absl::InvalidArgumentError(absl::StrCat("inherit_fds gives key ", given.key, " twice"));
+    }
+  }
   if (!st.ok()) return ToC(st, error);
-  const crlib::RestoreOptions ro{.image_fd = o.image_fd,
-                                 .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0};
   if (o.flags & CRLIB_RESTORE_CHECK_ONLY) {
     absl::StatusOr<crlib::RestoreCheckReport> r = crlib::CheckRestore(name, ro);
     if (!r.ok()) return ToC(crlib::Annotate(r.status(), absl::StrCat("restore check of ", name)), error);

@@ -179,6 +179,14 @@ enum {
   CRLIB_RESTORE_CHECK_ONLY = 1u << 1
 };
 
+/* One of the caller's descriptors given to the restored process for an
+ * external fd of the image: `key` as `crlib inspect` shows it (e.g.
+ * "pipe:[123456]"), `fd` the caller's descriptor. */
+typedef struct crlib_inherit_fd {
+  const char *key;
+  int fd;
+} crlib_inherit_fd;
+
 typedef struct crlib_restore_options {
   size_t size;                 /* sizeof(crlib_restore_options) */
   unsigned flags;              /* CRLIB_RESTORE_*; unknown bits are refused */
@@ -190,8 +198,19 @@ typedef struct crlib_restore_options {
    * A stream is read once: an image cut short is found while its pages
    * load, and the half-built process is killed then. */
   int image_fd;
+  /* The image's external fds (above 2, leading outside the dumped
+   * processes: a pipe whose other end none of them held), each given one
+   * of the caller's descriptors: `inherit_fds_count` entries. The
+   * restored process gets a dup of it (the caller's open file
+   * description, shared). An external fd with no entry, an entry whose
+   * key the image lacks, or a descriptor not open for the recorded access
+   * fails before anything is created. `crlib restore --inherit-fd KEY=FD`.
+   * A caller built before these fields (a smaller `size`) gives none. */
+  const crlib_inherit_fd *inherit_fds;
+  size_t inherit_fds_count;
 } crlib_restore_options;
-#define CRLIB_RESTORE_OPTIONS_INIT {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1}
+#define CRLIB_RESTORE_OPTIONS_INIT \
+  {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1, NULL, 0}
 
 /* Restores the image at `image_path` as a child of the calling process,
  * with its recorded PID, and lets it run; `*pid` receives that PID (the

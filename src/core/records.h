@@ -580,6 +580,11 @@ enum class FileKind : uint32_t {
   // pipe, socket): restore connects the restoring process's own fd.
   kInherited = 6,
   kMemfd = 7,  // FileRecord::object holds the inode
+  // A descriptor above 2 whose file leads outside the dumped processes (a
+  // pipe whose other end no dumped process holds): nothing of it is
+  // carried, its buffered bytes included; `path` is its key ("pipe:[INODE]"),
+  // which the restorer maps to one of its own fds (--inherit-fd KEY=FD).
+  kExternal = 8,
   // An O_PATH descriptor (of any file type; with O_NOFOLLOW, of a symlink
   // itself): reopened by path with the same flags.
   kPath = 10,

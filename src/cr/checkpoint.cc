@@ -704,6 +704,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       for (const std::unique_ptr<Tracee>& thread : m.threads) tids.push_back(thread->tid());
       CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(m.pid, tids));
     }
+    {
+      // A pipe whose ends are both in the tree is internal; one leading
+      // outside is external (or a reconnected standard stream).
+      std::vector<std::vector<FdInfo>*> tree_fds;
+      for (TreeMember& m : tree) tree_fds.push_back(&m.fds);
+      CRLIB_RETURN_IF_ERROR(ClassifyPipeEnds(tree_fds));
+    }
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
     // The remote calls first, and only then the image: every thread has
     // its own registers and signal mask back before a byte is written.

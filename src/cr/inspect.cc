@@ -109,6 +109,8 @@ struct Node {
   std::vector<size_t> children;
   std::vector<PageRun> runs;  // for kPages
   uint64_t vma_start = 0, vma_end = 0;  // for kVma
+  ObjectRef fd_file = 0;     // for kFd: its file
+  std::string external_key;  // for a kFile of kind kExternal: its key
   // Its parent was defined by a skippable record of a type this crlib does
   // not know; the reader passed over that record, so this one is a root.
   bool parent_skipped = false;
@@ -135,6 +137,11 @@ absl::Status Render(const ImageReader& reader, const Record& record, Node* node)
     if constexpr (std::is_same_v<R, VmaRecord>) {
       node->vma_start = value->start;
       node->vma_end = value->end;
+    }
+    if constexpr (std::is_same_v<R, FdRecord>) node->fd_file = value->file;
+    if constexpr (std::is_same_v<R, FileRecord>) {
+      const bool external = static_cast<FileKind>(value->kind) == FileKind::kExternal;
+      if (external) node->external_key = value->path;
     }
   });
   return status;
@@ -164,6 +171,13 @@ absl::StatusOr<Tree> ReadTree(ByteSource* source) {
                       ? record->header.bulk_pad + AlignUp(record->header.bulk_length, 8)
                       : 0);
     CRLIB_RETURN_IF_ERROR(Render(*reader, *record, &node));
+    // An fd leading outside says so with its key, which restore asks for.
+    if (auto file = owner.find(node.fd_file); node.fd_file && file != owner.end()) {
+      const std::string& key = tree.nodes[file->second].external_key;
+      if (!key.empty()) {
+        absl::StrAppend(&node.text, " external ", key, " (restore --inherit-fd '", key, "=FD')");
+      }
+    }
     size_t id = tree.nodes.size();
     if (node.header.self) owner[node.header.self] = id;
     // The reader checked that an earlier record defines the parent, but

@@ -485,7 +485,8 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
   CRLIB_ASSIGN_OR_RETURN(const TreeImage tree, LoadTreeImage(reader));
   CRLIB_RETURN_IF_ERROR(PrepareRestore(tree, in->file(),
                                        {.trust_image = options.trust_image,
-                                        .pid_namespace = options.pid_namespace})
+                                        .pid_namespace = options.pid_namespace,
+                                        .inherit_fds = options.inherit_fds})
                             .status());
   RestoreCheckReport report{.pid = static_cast<pid_t>(tree.root().process.pid),
                             .processes = tree.processes.size()};
@@ -574,7 +575,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
                          PrepareRestore(image, in->file(),
                                         {.trust_image = options.trust_image,
-                                         .pid_namespace = options.pid_namespace}));
+                                         .pid_namespace = options.pid_namespace,
+                                         .inherit_fds = options.inherit_fds}));
   const OpenedFiles& files = prep.files;
   const AddressRange scratch{prep.scratch, prep.scratch + kRestoreScratchBytes};
 

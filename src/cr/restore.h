@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,6 +25,11 @@ struct RestoreOptions {
   // caller's child; the root is its child. Needs CAP_SYS_ADMIN.
   // `crlib restore --pid-ns`.
   bool pid_namespace = false;
+  // The caller's own fds for the image's external fds, by key ("pipe:[INODE]"
+  // -> fd): the restored process gets a dup of each (`crlib restore
+  // --inherit-fd KEY=FD`). An external fd without one, or a key the image
+  // lacks, fails before anything is created.
+  std::map<std::string, int> inherit_fds;
 };
 
 // What `crlib restore --check` reports of an image that would restore.

@@ -156,9 +156,16 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
     all.locks.insert(all.locks.end(), image.locks.begin(), image.locks.end());
     all.vmas.insert(all.vmas.end(), image.vmas.begin(), image.vmas.end());
   }
+  {
+    std::vector<const ProcessImage*> images;
+    for (const ProcessImage& image : tree.processes) images.push_back(&image);
+    CRLIB_RETURN_IF_ERROR(
+        CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
+  }
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
                          OpenedFiles::Open(all, {.any_pty_index = options.original_alive,
-                                                 .original_alive = options.original_alive}));
+                                                 .original_alive = options.original_alive,
+                                                 .inherit_fds = options.inherit_fds}));
   // One scratch range, free in every process and in ours (the root is a
   // copy of us; each child inherits its parent's).
   std::vector<AddressRange> busy;
@@ -180,7 +187,8 @@ absl::Status CheckDumpedImage(absl::Span<const uint8_t> records) {
   owner.st_mode = S_IFREG | 0600;
   owner.st_uid = geteuid();
   owner.st_gid = getegid();
-  return PrepareRestore(tree, owner, {.original_alive = true}).status();
+  return PrepareRestore(tree, owner, {.original_alive = true, .accept_unmapped_externals = true})
+      .status();
 }
 
 }  // namespace crlib

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -27,6 +29,11 @@ struct PreflightOptions {
   bool original_alive = false;
   // The restore creates a new PID namespace: the recorded PIDs are free.
   bool pid_namespace = false;
+  // The caller's fds for the image's external files, by key (--inherit-fd).
+  std::map<std::string, int> inherit_fds;
+  // External files need no fd from the caller: a dump checks its own image
+  // so, and nobody could give one there.
+  bool accept_unmapped_externals = false;
 };
 
 // What the checks leave for the restore to use.

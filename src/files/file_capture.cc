@@ -221,7 +221,6 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     fds.emplace_back(fd, std::move(*link));
   }
   std::vector<FdInfo> out;
-  std::map<uint64_t, std::pair<bool, bool>> pipe_ends;  // inode -> (reader, writer)
   for (auto& [fd, link] : fds) {
     FdInfo info;
     info.fd = fd;
@@ -298,10 +297,6 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
       f.kind = static_cast<uint32_t>(anonymous  ? FileKind::kPipe
                                      : removed ? FileKind::kDeletedFifo
                                                : FileKind::kFifo);
-      uint32_t mode = f.flags & O_ACCMODE;
-      auto& ends = pipe_ends[f.inode];
-      if (mode == O_RDONLY || mode == O_RDWR) ends.first = true;
-      if (mode == O_WRONLY || mode == O_RDWR) ends.second = true;
     } else if (S_ISCHR(st.st_mode) && removed && !IsTerminalDevice(st.st_rdev)) {
       // Made again at restore with mknod, with the image's credentials:
       // only a process that could make it itself gets it back.
@@ -337,20 +332,6 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     out.push_back(std::move(info));
   }
   CRLIB_RETURN_IF_ERROR(ClassifyTerminals(pid, &out));
-  // An anonymous pipe is restorable only when both its ends are ours; a
-  // standard stream that leads elsewhere is reconnected at restore.
-  for (FdInfo& info : out) {
-    if (info.file.kind != static_cast<uint32_t>(FileKind::kPipe)) continue;
-    auto [reader, writer] = pipe_ends[info.file.inode];
-    if (reader && writer) continue;
-    if (info.fd <= 2) {
-      info.file.kind = static_cast<uint32_t>(FileKind::kInherited);
-    } else {
-      return absl::UnimplementedError(absl::StrFormat(
-          "fd %d (%s) is not supported: its other end is outside the process", info.fd,
-          info.link));
-    }
-  }
   // A removed cwd is restored (WriteFileTable); a removed root is not.
   struct stat root;
   const std::string root_path = absl::StrCat("/proc/", pid, "/root");
@@ -362,6 +343,46 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
         absl::StripSuffix(link, " (deleted)")));
   }
   return out;
+}
+
+absl::Status ClassifyPipeEnds(absl::Span<std::vector<FdInfo>* const> tree) {
+  struct Ends {
+    bool reader = false, writer = false;
+    bool above_std = false;  // an fd above 2 has it
+  };
+  std::map<uint64_t, Ends> ends;  // by pipe inode
+  for (const std::vector<FdInfo>* fds : tree) {
+    for (const FdInfo& info : *fds) {
+      if (info.file.kind != static_cast<uint32_t>(FileKind::kPipe)) continue;
+      const uint32_t mode = info.file.flags & O_ACCMODE;
+      Ends& e = ends[info.file.inode];
+      if (mode == O_RDONLY || mode == O_RDWR) e.reader = true;
+      if (mode == O_WRONLY || mode == O_RDWR) e.writer = true;
+      if (info.fd > 2) e.above_std = true;
+    }
+  }
+  for (std::vector<FdInfo>* fds : tree) {
+    for (FdInfo& info : *fds) {
+      if (info.file.kind != static_cast<uint32_t>(FileKind::kPipe)) continue;
+      const Ends& e = ends[info.file.inode];
+      if (e.reader && e.writer) continue;
+      // Neither end is opened again at restore: a lock on it would be lost.
+      if (!info.locks.empty()) {
+        return absl::UnimplementedError(absl::StrFormat(
+            "fd %d (%s) is not supported: it holds a lock, and its other end is outside the "
+            "dumped processes",
+            info.fd, info.link));
+      }
+      // A standard stream that leads elsewhere is reconnected to the
+      // restorer's own; any other fd is the caller's to give at restore,
+      // and so are the standard streams on the same pipe (a `exec 3>&1`
+      // shares one description, which one record of one kind holds).
+      info.file.kind = static_cast<uint32_t>(info.fd <= 2 && !e.above_std ? FileKind::kInherited
+                                                                          : FileKind::kExternal);
+      info.file.path = absl::StrCat("pipe:[", info.file.inode, "]");
+    }
+  }
+  return absl::OkStatus();
 }
 
 namespace {

@@ -38,6 +38,17 @@ struct FdInfo {
 // not supported").
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
 
+// Decides, once every process of the dumped tree is scanned, which of
+// their anonymous pipe ends lead outside it: a pipe is internal when the
+// tree holds both its ends, in any of its processes. An end whose other
+// end is outside becomes FileKind::kInherited at fd 0-2 (reconnected to
+// the restorer's own standard stream) and FileKind::kExternal above
+// (given by the restorer, --inherit-fd), with the key "pipe:[INODE]" as
+// its path; when any fd above 2 has the pipe, its fds 0-2 are external
+// too (a dup of stdout at fd 3 is one description, one key); its buffered bytes belong to the pipe outside and are not
+// carried. FIFOs are reopened by path and stay as they are.
+absl::Status ClassifyPipeEnds(absl::Span<std::vector<FdInfo>* const> tree);
+
 // The inode behind a memfd or deleted file descriptor, whose contents the
 // image carries; nullopt for other kinds.
 std::optional<CarriedInodeSource> CarriedInodeOfFd(pid_t pid, const FdInfo& info);

@@ -7,9 +7,11 @@
 
 #include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/shared_objects.h"
 #include "image/process_image.h"
 #include "remote/tracee.h"
@@ -26,7 +28,25 @@ struct OpenFilesOptions {
   // lease): /proc/locks tells whether anyone else holds a lock that would
   // conflict.
   bool original_alive = false;
+  // The restorer's own fds for the image's external files (FileKind::
+  // kExternal), by key: each such file is a dup of it, sharing the
+  // restorer's open file description. An external file with no entry is
+  // not opened (a dump checking its own image; CheckInheritFds refuses it
+  // otherwise).
+  std::map<std::string, int> inherit_fds;
 };
+
+// Checks the external files of `images` (every process of the restored
+// tree) against the restorer's `inherit_fds` (key -> an fd of ours),
+// before anything is created: each key needs an open fd of ours that
+// allows the recorded access mode, unless `accept_unmapped` (a dump
+// checking its own image, where nobody can give one); a key none of the
+// images has is refused too (a typo would otherwise go unnoticed).
+// The error is one line naming the fd, pid, key and option:
+// "fd 5 of pid 123 is external (pipe:[4567], its other end was outside the
+// dumped processes): give it with --inherit-fd 'pipe:[4567]=FD'".
+absl::Status CheckInheritFds(absl::Span<const ProcessImage* const> images,
+                             const std::map<std::string, int>& inherit_fds, bool accept_unmapped);
 
 class OpenedFiles final : public RestoredObjects {
  public:

@@ -385,6 +385,77 @@ static void TestImageThroughDescriptors(void) {
   }
 }
 
+/* ---- An external pipe, given back with inherit_fds ---- */
+
+static volatile sig_atomic_t write_now;
+static void OnWriteNow(int sig) {
+  (void)sig;
+  write_now = 1;
+}
+
+/* A child holds our pipe's write end at fd 7, its read end stays ours:
+ * the pipe is external. Its restore fails without inherit_fds, naming the
+ * key, and with them the restored child writes into our pipe. */
+static void TestExternalPipe(void) {
+  int p[2];
+  CHECK(pipe2(p, O_CLOEXEC) == 0);
+  struct stat st;
+  CHECK(fstat(p[0], &st) == 0);
+  char key[64];
+  snprintf(key, sizeof(key), "pipe:[%lu]", (unsigned long)st.st_ino);
+  signal(SIGUSR2, OnWriteNow);
+  pid_t child = fork();
+  if (child == 0) {
+    if (dup2(p[1], 7) != 7) _exit(2);
+    for (int fd = 3; fd < 1024; ++fd) {
+      if (fd != 7) close(fd);
+    }
+    /* Naps, not pause(): a restore restarts the call it was dumped in,
+     * which could be after the handler already ran. */
+    while (!write_now) usleep(10000);
+    _exit(write(7, "external\n", 9) == 9 ? 0 : 1);
+  }
+  usleep(20000);
+  char image[512];
+  Path(image, sizeof(image), "external.img");
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  o.flags = CRLIB_CHECKPOINT_KILL;
+  crlib_error *err = NULL;
+  int r = crlib_checkpoint(child, image, &o, &err);
+  CHECK(r == CRLIB_OK);
+  if (r != CRLIB_OK) fprintf(stderr, "checkpoint of an external pipe: %s\n", crlib_error_message(err));
+  crlib_error_free(err);
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+
+  pid_t pid = 0;
+  err = NULL;
+  CHECK(crlib_restore(image, NULL, &pid, &err) == CRLIB_E_INCOMPATIBLE);
+  CHECK(err != NULL && strstr(crlib_error_message(err), key) != NULL &&
+        strstr(crlib_error_message(err), "--inherit-fd") != NULL);
+  crlib_error_free(err);
+  CHECK(kill(child, 0) == -1 && errno == ESRCH);
+
+  crlib_restore_options ro = CRLIB_RESTORE_OPTIONS_INIT;
+  crlib_inherit_fd given = {key, p[1]};
+  ro.inherit_fds = &given;
+  ro.inherit_fds_count = 1;
+  err = NULL;
+  r = crlib_restore(image, &ro, &pid, &err);
+  CHECK(r == CRLIB_OK);
+  if (r != CRLIB_OK) fprintf(stderr, "restore with inherit_fds: %s\n", crlib_error_message(err));
+  crlib_error_free(err);
+  if (r == CRLIB_OK) {
+    CHECK(pid == child);
+    kill(pid, SIGUSR2);
+    CHECK(WaitCode(pid) == 0);
+    char got[16] = {0};
+    CHECK(read(p[0], got, sizeof(got) - 1) == 9 && strcmp(got, "external\n") == 0);
+  }
+  signal(SIGUSR2, SIG_DFL);
+  close(p[0]);
+  close(p[1]);
+}
+
 /* ---- Self-checkpoint of a multi-threaded process ---- */
 
 static volatile uint64_t spins[2];
@@ -548,6 +619,7 @@ int main(void) {
   TestFailedSelfCheckpointLeavesCallerIntact();
   TestProgressAndCancel();
   TestImageThroughDescriptors();
+  TestExternalPipe();
   TestRestoredProcessCheckpointsItselfAgain();
   TestSelfCheckpointRestoresTwice();
   char cmd[300];

@@ -56,9 +56,10 @@ NOCR_PROGRAM = textwrap.dedent("""
             time.sleep(0.05)
 """)
 
-# Counts until SIGUSR1, then prints the count and exits 7.
+# Counts until SIGUSR1, then prints the count (and writes a line into the
+# pipe end at fd argv[1], when given) and exits 7.
 COUNTER_PROGRAM = textwrap.dedent("""
-    import os, signal, time
+    import os, signal, sys, time
     go = False
     def on_usr1(s, f):
         global go
@@ -70,6 +71,8 @@ COUNTER_PROGRAM = textwrap.dedent("""
         count += 1
         time.sleep(0.01)
     os.write(1, ("COUNT %d\\n" % count).encode())
+    if len(sys.argv) > 1:
+        os.write(int(sys.argv[1]), b"external\\n")
     os._exit(7)
 """)
 
@@ -90,13 +93,14 @@ class BindingTest(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def start(self, program, *args, out="out.txt"):
+    def start(self, program, *args, out="out.txt", pass_fds=()):
         script = self.path("program.py")
         with open(script, "w") as f:
             f.write(program)
         out_file = open(self.path(out), "ab")
         p = subprocess.Popen([sys.executable, script] + list(args), stdin=subprocess.DEVNULL,
-                             stdout=out_file, stderr=subprocess.STDOUT, start_new_session=True)
+                             stdout=out_file, stderr=subprocess.STDOUT, start_new_session=True,
+                             pass_fds=pass_fds)
         out_file.close()
         self.children.append(p)
         return p
@@ -172,6 +176,30 @@ class BindingTest(unittest.TestCase):
             self.assertEqual(e.exception.code, crlib.E_NOT_CHECKPOINTABLE)
             self.assertIn("in a test", e.exception.message)
         self.assertFalse(os.path.exists(self.path("me.img")))
+
+    def test_restore_gives_an_external_pipe(self):
+        image = self.path("external.img")
+        r, w = os.pipe()
+        key = "pipe:[%d]" % os.fstat(r).st_ino
+        try:
+            p = self.start(COUNTER_PROGRAM, str(w), pass_fds=(w,))
+            self.wait_for_output("READY", p)
+            crlib.checkpoint(p.pid, image, kill=True)
+            self.assertEqual(p.wait(timeout=10), -signal.SIGKILL)
+            with self.assertRaises(crlib.Error) as e:
+                crlib.restore(image)
+            self.assertEqual(e.exception.code, crlib.E_INCOMPATIBLE)
+            self.assertIn("--inherit-fd '%s=FD'" % key, e.exception.message)
+            pid = crlib.restore(image, inherit_fds={key: w})
+            self.assertEqual(pid, p.pid)
+            time.sleep(0.1)
+            os.kill(pid, signal.SIGUSR1)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())
+            self.assertEqual(os.read(r, 100), b"external\n")
+        finally:
+            os.close(r)
+            os.close(w)
 
     def test_errors_carry_code_and_message(self):
         with self.assertRaises(crlib.Error) as e:

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/context.h"
 #include "core/status.h"
@@ -19,11 +20,13 @@
 namespace crlib::cli {
 namespace {
 
-// Options of the form "--name VALUE" or "--name=VALUE", and flags.
+// Options of the form "--name VALUE" or "--name=VALUE", and flags; an
+// option in `repeatable` may be given any number of times (GetAll).
 class ArgParser {
  public:
   explicit ArgParser(const Args& args) : args_(args) {}
-  absl::Status Parse(const std::vector<std::string>& with_value, const std::vector<std::string>& flags) {
+  absl::Status Parse(const std::vector<std::string>& with_value, const std::vector<std::string>& flags,
+                     const std::vector<std::string>& repeatable = {}) {
     for (size_t i = 0; i < args_.size(); ++i) {
       std::string a = args_[i], value;
       size_t eq = a.find('=');
@@ -33,12 +36,14 @@ class ArgParser {
       }
       if (std::find(flags.begin(), flags.end(), a) != flags.end() && eq == std::string::npos) {
         values_[a] = "1";
-      } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end()) {
+      } else if (std::find(with_value.begin(), with_value.end(), a) != with_value.end() ||
+                 std::find(repeatable.begin(), repeatable.end(), a) != repeatable.end()) {
         if (eq == std::string::npos) {
           if (i + 1 >= args_.size()) return absl::InvalidArgumentError(a + " needs a value");
           value = args_[++i];
         }
         values_[a] = value;
+        all_values_[a].push_back(value);
       } else {
         return absl::InvalidArgumentError("unknown argument " + args_[i]);
       }
@@ -50,11 +55,36 @@ class ArgParser {
     return it == values_.end() ? "" : it->second;
   }
   bool Has(const std::string& name) const { return values_.contains(name); }
+  // Every value given to a repeatable option, in order.
+  std::vector<std::string> GetAll(const std::string& name) const {
+    auto it = all_values_.find(name);
+    return it == all_values_.end() ? std::vector<std::string>() : it->second;
+  }
 
  private:
   const Args& args_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
 };
+
+// The values of `--inherit-fd KEY=FD` options: key -> an fd of ours.
+absl::StatusOr<std::map<std::string, int>> ParseInheritFds(const std::vector<std::string>& values) {
+  std::map<std::string, int> out;
+  for (const std::string& v : values) {
+    const size_t eq = v.rfind('=');
+    int fd = -1;
+    if (eq == std::string::npos || eq == 0 || !absl::SimpleAtoi(v.substr(eq + 1), &fd) || fd < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--inherit-fd takes KEY=FD (a key `crlib inspect` shows, e.g. 'pipe:[123456]=3'), not '",
+          v, "'"));
+    }
+    if (!out.emplace(v.substr(0, eq), fd).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--inherit-fd gives key ", v.substr(0, eq), " twice"));
+    }
+  }
+  return out;
+}
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
@@ -171,12 +201,15 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(
-      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check", "--pid-ns"}));
+      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check", "--pid-ns"},
+              {"--inherit-fd"}));
   if (p.Get("--image").empty()) {
     return absl::InvalidArgumentError(
-        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] [--pid-ns]");
+        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] [--pid-ns] "
+        "[--inherit-fd KEY=FD]...");
   }
   RestoreOptions ro{.trust_image = p.Has("--trust-image"), .pid_namespace = p.Has("--pid-ns")};
+  CRLIB_ASSIGN_OR_RETURN(ro.inherit_fds, ParseInheritFds(p.GetAll("--inherit-fd")));
   std::string image = p.Get("--image");
   if (image == "-") {
     CRLIB_ASSIGN_OR_RETURN(ro.image_fd, StandardStreamImage(STDIN_FILENO));

@@ -89,6 +89,10 @@ class _CheckpointOptions(ctypes.Structure):
     ]
 
 
+class _InheritFd(ctypes.Structure):
+    _fields_ = [("key", ctypes.c_char_p), ("fd", ctypes.c_int)]
+
+
 class _RestoreOptions(ctypes.Structure):
     _fields_ = [
         ("size", ctypes.c_size_t),
@@ -96,6 +100,9 @@ class _RestoreOptions(ctypes.Structure):
         ("progress", _PROGRESS),
         ("progress_user_data", ctypes.c_void_p),
         ("stats", ctypes.POINTER(_Stats)),
+        ("image_fd", ctypes.c_int),
+        ("inherit_fds", ctypes.POINTER(_InheritFd)),
+        ("inherit_fds_count", ctypes.c_size_t),
     ]
 
 
@@ -203,14 +210,22 @@ def checkpoint(pid, path, kill=False, compress=False):
     return Stats(stats)
 
 
-def restore(path, trust_image=False):
+def restore(path, trust_image=False, inherit_fds=None):
     """Restores the image at `path` as a child of this process, with its
     recorded PID, and returns that PID (reap it with os.waitpid). Unless
     `trust_image`, credentials the image file's owner could not grant are
-    refused (E_PERMISSION; docs/SECURITY.md)."""
+    refused (E_PERMISSION; docs/SECURITY.md). `inherit_fds` maps the key of
+    each external fd of the image (e.g. "pipe:[123456]", as `crlib inspect`
+    shows it) to one of this process's descriptors, which the restored
+    process gets a dup of (`crlib restore --inherit-fd KEY=FD`)."""
     stats = _sized(_Stats)
     o = _sized(_RestoreOptions)
     o.stats = ctypes.pointer(stats)
+    o.image_fd = -1
+    given = [_InheritFd(os.fsencode(key), int(fd)) for key, fd in (inherit_fds or {}).items()]
+    if given:
+        o.inherit_fds = (_InheritFd * len(given))(*given)
+        o.inherit_fds_count = len(given)
     if trust_image:
         o.flags |= _RESTORE_TRUST_IMAGE
     pid = ctypes.c_int(0)
