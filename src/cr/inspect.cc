@@ -1,6 +1,7 @@
 #include "cr/inspect.h"
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -239,8 +240,10 @@ std::string Indent(size_t depth) {
 
 // The tree under `root`, one line per record. Iterative: an image may nest
 // records as deep as it has records, too deep for recursion on the stack.
-void AppendText(const Tree& tree, const std::vector<const PageRun*>& runs, size_t root,
+void AppendText(const Tree& tree,
+                const std::map<ObjectRef, std::vector<const PageRun*>>& runs_by_mm, size_t root,
                 std::string* out) {
+  static const std::vector<const PageRun*> kNone;
   std::vector<std::pair<size_t, size_t>> stack = {{root, 0}};  // node, depth
   while (!stack.empty()) {
     const auto [id, depth] = stack.back();
@@ -258,7 +261,10 @@ void AppendText(const Tree& tree, const std::vector<const PageRun*>& runs, size_
                       " children)\n");
     }
     if (n.header.type == static_cast<uint32_t>(RecordType::kVma)) {
-      AppendVmaPages(tree, runs, n.vma_start, n.vma_end, Indent(depth + 1), out);
+      // The pages of this VMA's memory map: a tree's processes share addresses.
+      auto runs = runs_by_mm.find(n.header.parent);
+      AppendVmaPages(tree, runs == runs_by_mm.end() ? kNone : runs->second, n.vma_start,
+                     n.vma_end, Indent(depth + 1), out);
     }
     for (auto c = n.children.rbegin(); c != n.children.rend(); ++c) stack.push_back({*c, depth + 1});
   }
@@ -336,13 +342,15 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
     absl::StrAppendFormat(&result, "  %d records, %s of payload, %s of bulk data\n",
                           tree.end.record_count, HumanSize(tree.end.payload_bytes),
                           HumanSize(tree.end.bulk_bytes));
-    std::vector<const PageRun*> runs;
+    std::map<ObjectRef, std::vector<const PageRun*>> runs_by_mm;
     for (const Node& n : tree.nodes) {
-      for (const PageRun& r : n.runs) runs.push_back(&r);
+      for (const PageRun& r : n.runs) runs_by_mm[n.header.parent].push_back(&r);
     }
-    std::sort(runs.begin(), runs.end(),
-              [](const PageRun* a, const PageRun* b) { return a->address < b->address; });
-    for (size_t r : tree.roots) AppendText(tree, runs, r, &result);
+    for (auto& [mm, runs] : runs_by_mm) {
+      std::sort(runs.begin(), runs.end(),
+                [](const PageRun* a, const PageRun* b) { return a->address < b->address; });
+    }
+    for (size_t r : tree.roots) AppendText(tree, runs_by_mm, r, &result);
   }
   out->append(result);
   return absl::OkStatus();
