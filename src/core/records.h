@@ -585,6 +585,12 @@ enum class FileKind : uint32_t {
   // carried, its buffered bytes included; `path` is its key ("pipe:[INODE]"),
   // which the restorer maps to one of its own fds (--inherit-fd KEY=FD).
   kExternal = 8,
+  // A pidfd (pidfd_open, clone's CLONE_PIDFD). FileRecord::pid is the
+  // recorded PID of the dumped process it refers to, made again in the
+  // holder once that process exists; 0 for a process that had exited and
+  // been reaped: a pidfd of a dead process. `flags` holds O_NONBLOCK
+  // (PIDFD_NONBLOCK) and O_EXCL (PIDFD_THREAD).
+  kPidfd = 9,
   // An O_PATH descriptor (of any file type; with O_NOFOLLOW, of a symlink
   // itself): reopened by path with the same flags.
   kPath = 10,
@@ -623,6 +629,7 @@ struct FileRecord {
   // Appended fields.
   ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
   ObjectRef object = 0;  // the kInode holding the contents (memfd, deleted file), or 0
+  uint32_t pid = 0;  // kPidfd: the recorded PID it refers to, 0 for a dead process
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -632,6 +639,7 @@ struct FileRecord {
     v("path", s.path);
     v("tty", s.tty);
     v("object", s.object);
+    v("pid", s.pid);
   }
 };
 

@@ -692,12 +692,16 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(RefuseUnsupportedRelations(tree));
     CRLIB_RETURN_IF_ERROR(CheckSyscallResults(tree.front().threads, options.syscall_results));
     // Refuse unsupported resources before anything is written; a nocr
-    // mark (seen among the descriptors) comes first.
+    // mark (seen among the descriptors) comes first. A pidfd is carried
+    // when it refers to a process of the tree (zombies too).
+    std::set<pid_t> tree_pids;
+    for (const TreeMember& m : tree) tree_pids.insert(m.pid);
     for (size_t i = 0; i < tree.size(); ++i) {
       TreeMember& m = tree[i];
       if (m.zombie()) continue;
-      CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, i == 0 ? absl::MakeConstSpan(options.skip_fds)
-                                                          : absl::Span<const int>()));
+      CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, tree_pids,
+                                            i == 0 ? absl::MakeConstSpan(options.skip_fds)
+                                                   : absl::Span<const int>()));
       CRLIB_ASSIGN_OR_RETURN(m.vmas, ScanVmas(m.pid));
       CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(m.pid, m.fds, m.vmas, options.deleted_file_limit));
       std::vector<pid_t> tids;

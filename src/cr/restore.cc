@@ -347,6 +347,7 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
     if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
+    if (MadeInProcess(f.record)) continue;  // a pidfd of the tree: RestorePidfds below
     CRLIB_RETURN_IF_ERROR(step(
         "file descriptors",
         t->CheckedSyscall("dup3", SYS_dup3,
@@ -358,6 +359,8 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
   // Everything else goes.
   CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
+  // Every process of the tree exists now, zombies too.
+  CRLIB_RETURN_IF_ERROR(step("pidfds", RestorePidfds(t, image)));
   CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
   }
 

@@ -161,6 +161,7 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
     for (const ProcessImage& image : tree.processes) images.push_back(&image);
     CRLIB_RETURN_IF_ERROR(
         CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
+    CRLIB_RETURN_IF_ERROR(CheckPidfds(images));
   }
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
                          OpenedFiles::Open(all, {.any_pty_index = options.original_alive,

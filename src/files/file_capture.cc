@@ -203,9 +203,46 @@ bool IsTerminalPath(const std::string& path) {
          path == "/dev/console";
 }
 
+// A pidfd (its fdinfo's "Pid:" is the PID in our namespace, -1 once the
+// process has exited and been reaped): carried when it refers to one of
+// `targets` or to nobody any more, refused when to a process that lives
+// outside them, whose pidfd restore could not make.
+absl::Status DescribePidfd(pid_t pid, const std::set<pid_t>& targets, FdInfo* info) {
+  const int fd = info->fd;
+  FileRecord& f = info->file;
+  CRLIB_ASSIGN_OR_RETURN(std::string fdinfo,
+                         sys::ReadFile(absl::StrCat("/proc/", pid, "/fdinfo/", fd)));
+  CRLIB_ASSIGN_OR_RETURN(std::string pid_text, sys::StatusField(fdinfo, "Pid"));
+  int64_t target = 0;
+  if (!absl::SimpleAtoi(pid_text, &target)) {
+    return absl::DataLossError(absl::StrFormat("fdinfo of fd %d of pid %d: Pid %s", fd, pid, pid_text));
+  }
+  const bool thread = f.flags & sys::kPidfdThread;
+  if (target > 0 && !targets.contains(static_cast<pid_t>(target))) {
+    absl::StatusOr<std::string> status = sys::ReadFile(absl::StrCat("/proc/", target, "/status"));
+    absl::StatusOr<std::string> tgid =
+        status.ok() ? sys::StatusField(*status, "Tgid") : absl::StatusOr<std::string>("");
+    int64_t group = 0;
+    if (thread && tgid.ok() && absl::SimpleAtoi(*tgid, &group) &&
+        targets.contains(static_cast<pid_t>(group))) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "fd %d (%s) is not supported: a pidfd of thread %d of pid %d (PIDFD_THREAD), which is "
+          "not its main thread; restore makes pidfds before such threads exist",
+          fd, info->link, target, group));
+    }
+    return absl::UnimplementedError(absl::StrFormat(
+        "fd %d (%s) is not supported: a pidfd of pid %d, which is outside the dumped processes",
+        fd, info->link, target));
+  }
+  f.kind = static_cast<uint32_t>(FileKind::kPidfd);
+  f.pid = target > 0 ? static_cast<uint32_t>(target) : 0;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds) {
+absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pidfd_targets,
+                                            absl::Span<const int> skip_fds) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<int> all_fds, sys::ListFds(pid));
   // Links first: a nocr mark is the answer even when another descriptor
   // is unsupported too.
@@ -251,6 +288,11 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> ski
     f.inode = st.st_ino;
     f.rdev = st.st_rdev;
     f.path = info.link;
+    if (info.link == "anon_inode:[pidfd]") {
+      CRLIB_RETURN_IF_ERROR(DescribePidfd(pid, pidfd_targets, &info));
+      out.push_back(std::move(info));
+      continue;
+    }
     const bool std_stream = fd <= 2;
     const bool removed = st.st_nlink == 0;
     if (removed) f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));

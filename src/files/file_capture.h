@@ -8,6 +8,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <utility>
 #include <string>
 #include <vector>
@@ -35,8 +36,11 @@ struct FdInfo {
 // `skip_fds`, without changing anything. Fails with NotCheckpointableError
 // if the process holds a nocr mark (sys/nocr.h), else with Unimplemented
 // naming the first unsupported descriptor ("fd 5 (socket:[1234], TCP) is
-// not supported").
-absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, absl::Span<const int> skip_fds = {});
+// not supported"). A pidfd is carried when it refers to one of
+// `pidfd_targets` (the PIDs, in our PID namespace, of the dumped
+// processes) or to a process that has exited and been reaped.
+absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pidfd_targets,
+                                            absl::Span<const int> skip_fds = {});
 
 // Decides, once every process of the dumped tree is scanned, which of
 // their anonymous pipe ends lead outside it: a pipe is internal when the

@@ -1,11 +1,13 @@
 #include "files/file_restore.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include "files/carried_inode.h"
 #include "files/tty_restore.h"
 #include "sys/credentials.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -163,7 +166,99 @@ int ImageFdOf(const ProcessImage& image, ObjectRef ref) {
   return -1;
 }
 
+// The flags pidfd_open takes that a pidfd's recorded file flags hold.
+int PidfdOpenFlags(const FileRecord& f) {
+  return static_cast<int>(f.flags) & (O_NONBLOCK | sys::kPidfdThread);
+}
+
+// A pidfd of a process that has exited and been reaped, as a dumped one
+// refers to: a child of ours that exits at once, its pidfd taken at its
+// creation (CLONE_PIDFD: no race with a SIGCHLD we may ignore) and, for
+// the flags that clone cannot give, by pidfd_open while it is a zombie;
+// then reaped.
+absl::StatusOr<int> DeadPidfd(const FileRecord& f) {
+  int pidfd = -1;
+  sys::CloneArgs args{};
+  args.flags = CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  const long child = syscall(SYS_clone3, &args, sizeof(args));
+  if (child == 0) syscall(SYS_exit_group, 0);  // a copy glibc did not fork: raw calls only
+  if (child < 0) return Errno("clone3(CLONE_PIDFD) of a child to make a pidfd of a dead process");
+  absl::Status st;
+  if (PidfdOpenFlags(f) & sys::kPidfdThread) {
+    const int thread = static_cast<int>(syscall(SYS_pidfd_open, child, PidfdOpenFlags(f)));
+    if (thread < 0) {
+      st = Errno("pidfd_open(%d, 0%o) of an exited child", child, PidfdOpenFlags(f));
+    } else {
+      close(pidfd);
+      pidfd = thread;
+    }
+  } else if ((f.flags & O_NONBLOCK) && fcntl(pidfd, F_SETFL, O_NONBLOCK) != 0) {
+    st = Errno("fcntl(F_SETFL, O_NONBLOCK) on the pidfd of an exited child");
+  }
+  while (waitpid(static_cast<pid_t>(child), nullptr, __WALL) < 0 && errno == EINTR) {
+  }
+  if (!st.ok()) {
+    close(pidfd);
+    return st;
+  }
+  return pidfd;
+}
+
 }  // namespace
+
+absl::Status CheckPidfds(absl::Span<const ProcessImage* const> images) {
+  std::set<uint32_t> pids;
+  for (const ProcessImage* image : images) pids.insert(image->process.pid);
+  for (const ProcessImage* image : images) {
+    for (const FdRecord& fd : image->fds) {
+      const FileRecord& f = image->files.at(fd.file).record;
+      if (MadeInProcess(f) && !pids.contains(f.pid)) {
+        return absl::DataLossError(absl::StrFormat(
+            "fd %d of pid %d is a pidfd of pid %d, which the image does not hold", fd.fd,
+            image->process.pid, f.pid));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestorePidfds(Tracee* t, const ProcessImage& image) {
+  std::map<ObjectRef, int> made;  // file -> the first fd made for it
+  for (const FdRecord& fd : image.fds) {
+    const FileRecord& f = image.files.at(fd.file).record;
+    if (!MadeInProcess(f)) continue;
+    const uint64_t cloexec = (fd.fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0;
+    if (auto it = made.find(fd.file); it != made.end()) {
+      CRLIB_RETURN_IF_ERROR(
+          t->CheckedSyscall("dup3 of a pidfd", SYS_dup3,
+                            {static_cast<uint64_t>(it->second), fd.fd, cloexec})
+              .status());
+      continue;
+    }
+    const std::string what = absl::StrFormat("pidfd_open(%d, 0%o) for fd %d", f.pid,
+                                             PidfdOpenFlags(f), fd.fd);
+    CRLIB_ASSIGN_OR_RETURN(int64_t made_fd,
+                           t->CheckedSyscall(what.c_str(), SYS_pidfd_open,
+                                             {f.pid, static_cast<uint64_t>(PidfdOpenFlags(f))}));
+    // pidfd_open gives the lowest free number, which may be this one.
+    if (made_fd == fd.fd) {
+      CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("fcntl(F_SETFD) of a pidfd", SYS_fcntl,
+                                              {fd.fd, F_SETFD, cloexec ? FD_CLOEXEC : 0u})
+                                .status());
+    } else {
+      CRLIB_RETURN_IF_ERROR(
+          t->CheckedSyscall("dup3 of a pidfd", SYS_dup3,
+                            {static_cast<uint64_t>(made_fd), fd.fd, cloexec})
+              .status());
+      CRLIB_RETURN_IF_ERROR(
+          t->CheckedSyscall("close", SYS_close, {static_cast<uint64_t>(made_fd)}).status());
+    }
+    made[fd.file] = static_cast<int>(fd.fd);
+  }
+  return absl::OkStatus();
+}
 
 OpenedFiles::~OpenedFiles() {
   for (int fd : all()) close(fd);
@@ -412,6 +507,11 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (fd < 0) return Errno("fcntl(F_DUPFD) of fd %d, given for %s", given->second, f.path);
       return fd;
     }
+    case FileKind::kPidfd:
+      // Of a process of the tree: made by that process's holder, once it
+      // exists (RestorePidfds).
+      if (MadeInProcess(f)) return -1;
+      return DeadPidfd(f);
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;

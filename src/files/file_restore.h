@@ -48,6 +48,18 @@ struct OpenFilesOptions {
 absl::Status CheckInheritFds(absl::Span<const ProcessImage* const> images,
                              const std::map<std::string, int>& inherit_fds, bool accept_unmapped);
 
+// Checks that every pidfd of `images` (every process of the restored
+// tree) refers to a process of the tree, the dump's promise, before
+// anything is created.
+absl::Status CheckPidfds(absl::Span<const ProcessImage* const> images);
+
+// A pidfd of a process of the tree: not opened by OpenedFiles (the process
+// does not exist yet), but made in its holder by RestorePidfds. A pidfd of
+// a dead process is opened like any other file.
+inline bool MadeInProcess(const FileRecord& f) {
+  return static_cast<FileKind>(f.kind) == FileKind::kPidfd && f.pid != 0;
+}
+
 class OpenedFiles final : public RestoredObjects {
  public:
   // Opens everything `image` needs, with the image's credentials (on a
@@ -100,6 +112,14 @@ class OpenedFiles final : public RestoredObjects {
 // `files`' descriptions: a removed cwd becomes the directory made for it
 // (fchdir on our descriptor, so it must run before those are closed).
 absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files);
+
+// In restored process `t`, whose other descriptors are in place, once
+// every process of the tree exists (zombies too): its pidfds of them
+// (MadeInProcess), each by pidfd_open in `t`, whose PID namespace sees the
+// recorded PIDs, with the recorded flags. Descriptors of one description
+// stay one; a description shared with another process becomes one per
+// process.
+absl::Status RestorePidfds(Tracee* t, const ProcessImage& image);
 
 // In restored process `t`, once only the image's descriptors are left
 // (closing any descriptor of a file drops the process's POSIX locks on

@@ -106,6 +106,10 @@ inline long CloneWithPid(pid_t pid) {
   return syscall(SYS_clone3, &args, sizeof(args));
 }
 
+// pidfd_open(PIDFD_THREAD) (6.9): a pidfd of one thread, not of its
+// thread group; O_EXCL in the pidfd's file flags.
+inline constexpr int kPidfdThread = 0200;
+
 // Kernel-internal syscall return values a stopped task may show in rax
 // (include/linux/errno.h); user space never sees them.
 inline constexpr int64_t kErestartSys = -512;

@@ -136,7 +136,7 @@ INSTANTIATE_TEST_SUITE_P(
         FdKind{"epoll", "fd 10 (anon_inode:[eventpoll]) is not supported"},
         FdKind{"inotify", "fd 10 (anon_inode:inotify) is not supported"},
         FdKind{"fanotify", "fd 10 (anon_inode:[fanotify]) is not supported"},
-        FdKind{"pidfd", "fd 10 (anon_inode:[pidfd]) is not supported"},
+        FdKind{"pidfd", "fd 10 (anon_inode:[pidfd]) is not supported: a pidfd of pid "},
         FdKind{"userfaultfd", "fd 10 (anon_inode:[userfaultfd]) is not supported"},
         FdKind{"io_uring", "fd 10 (anon_inode:[io_uring]) is not supported"},
         FdKind{"perf_event", "fd 10 (anon_inode:[perf_event]) is not supported"},

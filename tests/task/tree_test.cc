@@ -553,5 +553,26 @@ TEST_F(TreeTest, ExternalPipeRefusedWithoutInheritFd) {
   EXPECT_EQ(read(pipe.read_fd, &c, 1), 0) << "the pipe is not at its end: a writer is left";
 }
 
+// ---- pidfds.
+
+// The root's pidfd of its child A, A's of the root, and the root's pidfd of
+// a child that had exited and been reaped: after restore A gets a signal
+// and is waited for through its pidfd, A signals the root through its own,
+// and the dead pidfd answers waitid, poll and signals as before.
+TEST_F(TreeTest, PidfdsWithinTheTree) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "pidfd_tree", 2));
+}
+
+// A pidfd of a process outside the tree (the test itself) is refused by
+// name; the tree runs on untouched.
+TEST_F(TreeTest, PidfdOfAnOutsideProcessRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(
+      Start(&w, "pidfd_tree", {WorkloadsDir() + "/pidfd_tree", "outside"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
+      &w, "a pidfd of pid " + std::to_string(getpid()) + ", which is outside the dumped processes"));
+}
+
 }  // namespace
 }  // namespace crlib

@@ -148,7 +148,8 @@ static int open_kind(const char* kind) {
     return fd;
   }
   if (!strcmp(kind, "fanotify")) return fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
-  if (!strcmp(kind, "pidfd")) return (int)syscall(SYS_pidfd_open, getpid(), 0);
+  /* Of the parent (the test): outside the dumped processes. */
+  if (!strcmp(kind, "pidfd")) return (int)syscall(SYS_pidfd_open, getppid(), 0);
   if (!strcmp(kind, "userfaultfd")) {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
     struct uffdio_api api = {.api = UFFD_API};
