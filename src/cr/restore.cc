@@ -347,7 +347,7 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
     if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
-    if (MadeInProcess(f.record)) continue;  // a pidfd of the tree: RestorePidfds below
+    if (MadeInProcess(f.record)) continue;  // a pidfd: RestorePidfds below
     CRLIB_RETURN_IF_ERROR(step(
         "file descriptors",
         t->CheckedSyscall("dup3", SYS_dup3,

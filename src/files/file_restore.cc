@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -171,39 +172,63 @@ int PidfdOpenFlags(const FileRecord& f) {
   return static_cast<int>(f.flags) & (O_NONBLOCK | sys::kPidfdThread);
 }
 
-// A pidfd of a process that has exited and been reaped, as a dumped one
-// refers to: a child of ours that exits at once, its pidfd taken at its
-// creation (CLONE_PIDFD: no race with a SIGCHLD we may ignore) and, for
-// the flags that clone cannot give, by pidfd_open while it is a zombie;
-// then reaped.
-absl::StatusOr<int> DeadPidfd(const FileRecord& f) {
-  int pidfd = -1;
-  sys::CloneArgs args{};
-  args.flags = CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-  args.exit_signal = SIGCHLD;
-  const long child = syscall(SYS_clone3, &args, sizeof(args));
-  if (child == 0) syscall(SYS_exit_group, 0);  // a copy glibc did not fork: raw calls only
-  if (child < 0) return Errno("clone3(CLONE_PIDFD) of a child to make a pidfd of a dead process");
-  absl::Status st;
-  if (PidfdOpenFlags(f) & sys::kPidfdThread) {
-    const int thread = static_cast<int>(syscall(SYS_pidfd_open, child, PidfdOpenFlags(f)));
-    if (thread < 0) {
-      st = Errno("pidfd_open(%d, 0%o) of an exited child", child, PidfdOpenFlags(f));
-    } else {
-      close(pidfd);
-      pidfd = thread;
+// A process that stands for a dead one: in the PID namespace of `holder`
+// (a pidfd refers to a process of the holder's namespace or one below, or
+// the kernel refuses to signal through it), it waits until killed. Made
+// from a short-lived thread of ours that enters that namespace for its
+// children only (setns); not at all when it is ours. Returns its PID as
+// we see it, and `inner`, as the holder sees it.
+absl::StatusOr<pid_t> StartStandIn(pid_t holder, pid_t* inner) {
+  const std::string theirs = absl::StrCat("/proc/", holder, "/ns/pid");
+  struct stat ours_st, theirs_st;
+  if (stat("/proc/self/ns/pid", &ours_st) != 0) return Errno("stat /proc/self/ns/pid");
+  if (stat(theirs.c_str(), &theirs_st) != 0) return Errno("stat %s", theirs);
+  const bool enter = ours_st.st_ino != theirs_st.st_ino || ours_st.st_dev != theirs_st.st_dev;
+  absl::StatusOr<pid_t> result;
+  std::thread maker([&] {
+    if (enter) {
+      int ns = open(theirs.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0) {
+        result = Errno("open %s", theirs);
+        return;
+      }
+      const int rc = setns(ns, CLONE_NEWPID);
+      close(ns);
+      if (rc != 0) {
+        result = Errno("setns(%s, CLONE_NEWPID)", theirs);
+        return;
+      }
     }
-  } else if ((f.flags & O_NONBLOCK) && fcntl(pidfd, F_SETFL, O_NONBLOCK) != 0) {
-    st = Errno("fcntl(F_SETFL, O_NONBLOCK) on the pidfd of an exited child");
+    sys::CloneArgs args{};  // no exit signal: reaped with __WALL
+    const long child = syscall(SYS_clone3, &args, sizeof(args));
+    if (child == 0) {
+      for (;;) syscall(SYS_pause);  // a copy glibc did not fork: raw calls only
+    }
+    result = child < 0 ? Errno("clone3 of a process to make a pidfd of a dead one")
+                       : absl::StatusOr<pid_t>(static_cast<pid_t>(child));
+  });
+  maker.join();
+  if (!result.ok()) return result;
+  *inner = *result;
+  if (enter) {
+    absl::StatusOr<std::string> status = sys::ReadFile(absl::StrCat("/proc/", *result, "/status"));
+    absl::StatusOr<std::string> nspid =
+        status.ok() ? sys::StatusField(*status, "NSpid") : status.status();
+    const size_t last = nspid.ok() ? nspid->find_last_of(" \t") : std::string::npos;
+    if (!nspid.ok() || !absl::SimpleAtoi(nspid->substr(last == std::string::npos ? 0 : last + 1), inner)) {
+      kill(*result, SIGKILL);
+      while (waitpid(*result, nullptr, __WALL) < 0 && errno == EINTR) {
+      }
+      return absl::InternalError(absl::StrFormat("no NSpid for stand-in pid %d", *result));
+    }
   }
-  while (waitpid(static_cast<pid_t>(child), nullptr, __WALL) < 0 && errno == EINTR) {
+  return result;
+}
+
+void KillStandIn(pid_t pid) {
+  kill(pid, SIGKILL);
+  while (waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
   }
-  if (!st.ok()) {
-    close(pidfd);
-    return st;
-  }
-  return pidfd;
 }
 
 }  // namespace
@@ -214,7 +239,7 @@ absl::Status CheckPidfds(absl::Span<const ProcessImage* const> images) {
   for (const ProcessImage* image : images) {
     for (const FdRecord& fd : image->fds) {
       const FileRecord& f = image->files.at(fd.file).record;
-      if (MadeInProcess(f) && !pids.contains(f.pid)) {
+      if (MadeInProcess(f) && f.pid != 0 && !pids.contains(f.pid)) {
         return absl::DataLossError(absl::StrFormat(
             "fd %d of pid %d is a pidfd of pid %d, which the image does not hold", fd.fd,
             image->process.pid, f.pid));
@@ -237,11 +262,18 @@ absl::Status RestorePidfds(Tracee* t, const ProcessImage& image) {
               .status());
       continue;
     }
-    const std::string what = absl::StrFormat("pidfd_open(%d, 0%o) for fd %d", f.pid,
+    // A dead process's: of a stand-in, reaped once the pidfd is made.
+    pid_t target = static_cast<pid_t>(f.pid), stand_in = 0;
+    if (target == 0) {
+      CRLIB_ASSIGN_OR_RETURN(stand_in, StartStandIn(t->tid(), &target));
+    }
+    const std::string what = absl::StrFormat("pidfd_open(%d, 0%o) for fd %d", target,
                                              PidfdOpenFlags(f), fd.fd);
-    CRLIB_ASSIGN_OR_RETURN(int64_t made_fd,
-                           t->CheckedSyscall(what.c_str(), SYS_pidfd_open,
-                                             {f.pid, static_cast<uint64_t>(PidfdOpenFlags(f))}));
+    absl::StatusOr<int64_t> opened = t->CheckedSyscall(
+        what.c_str(), SYS_pidfd_open,
+        {static_cast<uint64_t>(target), static_cast<uint64_t>(PidfdOpenFlags(f))});
+    if (stand_in) KillStandIn(stand_in);
+    CRLIB_ASSIGN_OR_RETURN(int64_t made_fd, std::move(opened));
     // pidfd_open gives the lowest free number, which may be this one.
     if (made_fd == fd.fd) {
       CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("fcntl(F_SETFD) of a pidfd", SYS_fcntl,
@@ -507,11 +539,7 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (fd < 0) return Errno("fcntl(F_DUPFD) of fd %d, given for %s", given->second, f.path);
       return fd;
     }
-    case FileKind::kPidfd:
-      // Of a process of the tree: made by that process's holder, once it
-      // exists (RestorePidfds).
-      if (MadeInProcess(f)) return -1;
-      return DeadPidfd(f);
+    case FileKind::kPidfd:  // made by its holder: RestorePidfds
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;

@@ -53,11 +53,11 @@ absl::Status CheckInheritFds(absl::Span<const ProcessImage* const> images,
 // anything is created.
 absl::Status CheckPidfds(absl::Span<const ProcessImage* const> images);
 
-// A pidfd of a process of the tree: not opened by OpenedFiles (the process
-// does not exist yet), but made in its holder by RestorePidfds. A pidfd of
-// a dead process is opened like any other file.
+// A pidfd: not opened by OpenedFiles (its process does not exist yet, or,
+// for a dead one, would be of our PID namespace), but made in its holder
+// by RestorePidfds.
 inline bool MadeInProcess(const FileRecord& f) {
-  return static_cast<FileKind>(f.kind) == FileKind::kPidfd && f.pid != 0;
+  return static_cast<FileKind>(f.kind) == FileKind::kPidfd;
 }
 
 class OpenedFiles final : public RestoredObjects {
@@ -114,11 +114,13 @@ class OpenedFiles final : public RestoredObjects {
 absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files);
 
 // In restored process `t`, whose other descriptors are in place, once
-// every process of the tree exists (zombies too): its pidfds of them
-// (MadeInProcess), each by pidfd_open in `t`, whose PID namespace sees the
-// recorded PIDs, with the recorded flags. Descriptors of one description
-// stay one; a description shared with another process becomes one per
-// process.
+// every process of the tree exists (zombies too): its pidfds, each by
+// pidfd_open in `t`, whose PID namespace sees the recorded PIDs, with the
+// recorded flags. A dead process's is made of a stand-in that we start in
+// that namespace and kill and reap once the pidfd is made: it refers to a
+// process that has exited and been reaped, of the holder's namespace.
+// Descriptors of one description stay one; a description shared with
+// another process becomes one per process.
 absl::Status RestorePidfds(Tracee* t, const ProcessImage& image);
 
 // In restored process `t`, once only the image's descriptors are left

@@ -555,13 +555,14 @@ TEST_F(TreeTest, ExternalPipeRefusedWithoutInheritFd) {
 
 // ---- pidfds.
 
-// The root's pidfd of its child A, A's of the root, and the root's pidfd of
-// a child that had exited and been reaped: after restore A gets a signal
-// and is waited for through its pidfd, A signals the root through its own,
+// The root's pidfds of its child A, of its zombie child C and of a child
+// that had exited and been reaped, and A's pidfd of the root: after
+// restore A gets a signal and is waited for through its pidfd, C is
+// reaped through its own, A signals the root through its pidfd of it,
 // and the dead pidfd answers waitid, poll and signals as before.
 TEST_F(TreeTest, PidfdsWithinTheTree) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "pidfd_tree", 2));
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "pidfd_tree", 3));
 }
 
 // A pidfd of a process outside the tree (the test itself) is refused by
@@ -572,6 +573,42 @@ TEST_F(TreeTest, PidfdOfAnOutsideProcessRefused) {
       Start(&w, "pidfd_tree", {WorkloadsDir() + "/pidfd_tree", "outside"}));
   ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
       &w, "a pidfd of pid " + std::to_string(getpid()) + ", which is outside the dumped processes"));
+}
+
+// The same tree restored in a new PID namespace (--pid-ns): the pidfds are
+// made there, of the recorded PIDs.
+TEST_F(TreeTest, PidfdsWithinTheTreeInAPidNamespace) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pidfd_tree"));
+  std::vector<Proc> tree;
+  ASSERT_NO_FATAL_FAILURE(Snapshot(w, 3, &tree));
+  const std::string image = Path("pidfd_tree.img");
+  ASSERT_NO_FATAL_FAILURE(DumpTree(&w, image, tree));
+  ASSERT_EQ(truncate(w.out.c_str(), static_cast<off_t>(w.dumped.size())), 0) << strerror(errno);
+  Running restore = StartCli({"restore", "--pid-ns", "--image", image});
+  ASSERT_GT(restore.pid, 0);
+  // CopyMismatch knows a process inside by its executable, which a zombie
+  // (C) no longer shows: the live ones.
+  std::vector<Proc> live;
+  for (const Proc& p : tree) {
+    if (p.state != 'Z') live.push_back(p);
+  }
+  pid_t root = 0;
+  std::string why;
+  bool up = WaitFor(
+      [&] {
+        why = CopyMismatch(live, Subtree(restore.pid, AllProcs()), &root);
+        return why.empty();
+      },
+      kRestoredTimeout);
+  if (root > 0) restored_.emplace_back(root, w.exe);
+  ASSERT_TRUE(up) << "not restored: " << why << Output(w);
+  ASSERT_EQ(kill(root, SIGUSR1), 0) << strerror(errno);
+  CliResult r = Finish(restore, kExitTimeout);
+  EXPECT_EQ(r.exit_code, 0) << Describe(w, r);
+  std::string out = Slurp(w.out);
+  ASSERT_THAT(out, StartsWith(w.dumped));
+  EXPECT_THAT(out.substr(w.dumped.size()), StartsWith("OK")) << Describe(w, r);
 }
 
 }  // namespace

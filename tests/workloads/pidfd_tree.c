@@ -12,6 +12,9 @@
  * exits 0. The root collects A's exit through waitid(P_PIDFD) and expects
  * the dead pidfd to answer as before the dump, with its flags.
  *
+ * The root also holds a pidfd of C, a child that exited with status 5 and
+ * is not reaped (a zombie): it reaps C through it (waitid(P_PIDFD)).
+ *
  * With the argument "outside" the root also holds a pidfd of its own
  * parent (the test), which is outside the tree: the dump must refuse it. */
 #include <fcntl.h>
@@ -89,6 +92,18 @@ int main(int argc, char** argv) {
   if (waitpid(b, NULL, 0) != b) return wl_fail("waitpid B: %s", strerror(errno));
   const struct Answers before = Ask(dead);
 
+  pid_t c = fork();
+  if (c < 0) return wl_fail("fork: %s", strerror(errno));
+  if (c == 0) _exit(5);
+  int of_zombie = pidfd_open(c, 0);
+  if (of_zombie < 0) return wl_fail("pidfd_open(C %d): %s", (int)c, strerror(errno));
+  siginfo_t si;
+  memset(&si, 0, sizeof(si));
+  /* Returns once C is a zombie, leaving it one. */
+  if (waitid(P_PIDFD, (id_t)of_zombie, &si, WEXITED | WNOWAIT) != 0) {
+    return wl_fail("waitid(C): %s", strerror(errno));
+  }
+
   pid_t a = tr_fork(child_a);
   if (a < 0) return wl_fail("fork: %s", strerror(errno));
   int of_a = pidfd_open(a, 0);
@@ -100,7 +115,12 @@ int main(int argc, char** argv) {
 
   if (pidfd_send_signal(of_a, SIGUSR2) != 0) return wl_fail("SIGUSR2 to A: %s", strerror(errno));
   if (pidfd_send_signal(of_a, SIGUSR1) != 0) return wl_fail("SIGUSR1 to A: %s", strerror(errno));
-  siginfo_t si;
+  memset(&si, 0, sizeof(si));
+  if (waitid(P_PIDFD, (id_t)of_zombie, &si, WEXITED | WNOHANG) != 0 || si.si_pid != c ||
+      si.si_code != CLD_EXITED || si.si_status != 5) {
+    return wl_fail("zombie C (%d): waitid(P_PIDFD) gave pid %d code %d status %d (%s)", (int)c,
+                   (int)si.si_pid, si.si_code, si.si_status, strerror(errno));
+  }
   memset(&si, 0, sizeof(si));
   while (waitid(P_PIDFD, (id_t)of_a, &si, WEXITED) != 0) {
     if (errno != EINTR) return wl_fail("waitid(P_PIDFD) on A: %s", strerror(errno));
@@ -115,7 +135,7 @@ int main(int argc, char** argv) {
                    after.wait_errno, after.revents, after.signal_errno, after.nonblock,
                    before.wait_errno, before.revents, before.signal_errno, before.nonblock);
   }
-  wl_say("OK A signalled and waited through pidfds; dead pidfd: waitid errno %d, poll %#x, "
+  wl_say("OK A signalled and waited, zombie C reaped through pidfds; dead pidfd: waitid errno %d, poll %#x, "
          "signal errno %d",
          before.wait_errno, before.revents, before.signal_errno);
   return 0;
