@@ -575,6 +575,15 @@ TEST_F(TreeTest, PidfdOfAnOutsideProcessRefused) {
       &w, "a pidfd of pid " + std::to_string(getpid()) + ", which is outside the dumped processes"));
 }
 
+// A thread pidfd (PIDFD_THREAD) of a thread other than the main one is
+// refused by name: restore makes pidfds before such threads exist.
+TEST_F(TreeTest, PidfdOfASecondThreadRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "pidfd_tree", {WorkloadsDir() + "/pidfd_tree", "thread"}));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
+      &w, "of pid " + std::to_string(w.pid) + " (PIDFD_THREAD), which is not its main thread"));
+}
+
 // The same tree restored in a new PID namespace (--pid-ns): the pidfds are
 // made there, of the recorded PIDs.
 TEST_F(TreeTest, PidfdsWithinTheTreeInAPidNamespace) {

@@ -12,13 +12,16 @@
  * exits 0. The root collects A's exit through waitid(P_PIDFD) and expects
  * the dead pidfd to answer as before the dump, with its flags.
  *
- * The root also holds a pidfd of C, a child that exited with status 5 and
+ * The root also holds a thread pidfd (PIDFD_THREAD) of A's main thread,
+ * and a pidfd of C, a child that exited with status 5 and
  * is not reaped (a zombie): it reaps C through it (waitid(P_PIDFD)).
  *
  * With the argument "outside" the root also holds a pidfd of its own
- * parent (the test), which is outside the tree: the dump must refuse it. */
+ * parent (the test), which is outside the tree; with "thread", a thread
+ * pidfd of a second thread of its own: the dump must refuse either. */
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 
 #include "tree.h"
@@ -27,6 +30,15 @@ static int pidfd_open(pid_t pid, unsigned flags) { return (int)syscall(SYS_pidfd
 
 static int pidfd_send_signal(int pidfd, int sig) {
   return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+static volatile pid_t sleeper_tid;
+
+static void* sleeper(void* arg) {
+  (void)arg;
+  sleeper_tid = (pid_t)syscall(SYS_gettid);
+  for (;;) pause();
+  return NULL;
 }
 
 static volatile sig_atomic_t got_usr2;
@@ -82,6 +94,14 @@ int main(int argc, char** argv) {
     outside = pidfd_open(getppid(), 0);
     if (outside < 0) return wl_fail("pidfd_open of the parent: %s", strerror(errno));
   }
+  if (argc > 1 && strcmp(argv[1], "thread") == 0) {
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, sleeper, NULL) != 0) return wl_fail("pthread_create");
+    while (sleeper_tid == 0) usleep(1000);
+    const pid_t tid = sleeper_tid;
+    outside = pidfd_open(tid, O_EXCL);  /* PIDFD_THREAD */
+    if (outside < 0) return wl_fail("pidfd_open(%d, PIDFD_THREAD): %s", (int)tid, strerror(errno));
+  }
   (void)outside;  /* held, never used */
   if (tr_open_ready() != 0) return wl_fail("pipe: %s", strerror(errno));
   pid_t b = fork();
@@ -108,11 +128,18 @@ int main(int argc, char** argv) {
   if (a < 0) return wl_fail("fork: %s", strerror(errno));
   int of_a = pidfd_open(a, 0);
   if (of_a < 0) return wl_fail("pidfd_open(A %d): %s", (int)a, strerror(errno));
+  /* A thread pidfd (PIDFD_THREAD, which is O_EXCL) of A's main thread. */
+  int of_a_thread = pidfd_open(a, O_EXCL);
+  if (of_a_thread < 0) return wl_fail("pidfd_open(A %d, PIDFD_THREAD): %s", (int)a, strerror(errno));
   if (tr_await_ready(1) != 0) return 1;
 
   wl_ready();
   wl_wait_nap();
 
+  if (!(fcntl(of_a_thread, F_GETFL) & O_EXCL)) return wl_fail("A's thread pidfd lost PIDFD_THREAD");
+  if (pidfd_send_signal(of_a_thread, 0) != 0) {
+    return wl_fail("signal 0 through A's thread pidfd: %s", strerror(errno));
+  }
   if (pidfd_send_signal(of_a, SIGUSR2) != 0) return wl_fail("SIGUSR2 to A: %s", strerror(errno));
   if (pidfd_send_signal(of_a, SIGUSR1) != 0) return wl_fail("SIGUSR1 to A: %s", strerror(errno));
   memset(&si, 0, sizeof(si));
