@@ -204,7 +204,7 @@ bool IsTerminalPath(const std::string& path) {
 }
 
 // A pidfd (its fdinfo's "Pid:" is the PID in our namespace, -1 once the
-// process has exited and been reaped): carried when it refers to one of
+// process has exited and been reaped, 0 when it has none here): carried when it refers to one of
 // `targets` or to nobody any more, refused when to a process that lives
 // outside them, whose pidfd restore could not make.
 absl::Status DescribePidfd(pid_t pid, const std::set<pid_t>& targets, FdInfo* info) {
@@ -216,6 +216,11 @@ absl::Status DescribePidfd(pid_t pid, const std::set<pid_t>& targets, FdInfo* in
   int64_t target = 0;
   if (!absl::SimpleAtoi(pid_text, &target)) {
     return absl::DataLossError(absl::StrFormat("fdinfo of fd %d of pid %d: Pid %s", fd, pid, pid_text));
+  }
+  if (target == 0) {  // alive, but of a PID namespace above ours: no number here
+    return absl::UnimplementedError(absl::StrFormat(
+        "fd %d (%s) is not supported: a pidfd of a process outside crlib's PID namespace", fd,
+        info->link));
   }
   const bool thread = f.flags & sys::kPidfdThread;
   if (target > 0 && !targets.contains(static_cast<pid_t>(target))) {
