@@ -17,8 +17,6 @@
 
 namespace crlib {
 
-// Size of the area a restore maps in the child for its remote calls.
-inline constexpr uint64_t kRestoreScratchBytes = 64 * 1024;
 
 struct PreflightOptions {
   // Restore whatever credentials the image claims (CheckImageTrust).
