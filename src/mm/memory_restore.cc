@@ -166,21 +166,20 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
     if (v.vm_flags & kVmaInherited) keep.push_back({v.start, v.end});
   }
   std::sort(keep.begin(), keep.end());
+  std::vector<Tracee::RemoteCall> unmaps;  // one batch: one stop for every gap
   uint64_t from = kLowestAddress;
   for (const AddressRange& k : keep) {
     if (k.first >= kHighestAddress) break;  // [vsyscall]
-    if (k.first > from) {
-      CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
-                                              {from, k.first - from})
-                                .status());
-    }
+    if (k.first > from) unmaps.push_back({SYS_munmap, {from, k.first - from}});
     from = std::max(from, k.second);
   }
-  if (from < kHighestAddress) {
-    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
-                                            {from, kHighestAddress - from})
-                              .status());
-  }
+  if (from < kHighestAddress) unmaps.push_back({SYS_munmap, {from, kHighestAddress - from}});
+  CRLIB_RETURN_IF_ERROR(t->RunBatch(scratch.first, scratch.second - scratch.first,
+                                    absl::MakeSpan(unmaps), [&](size_t i) {
+                                      return absl::StrFormat(
+                                          "munmap of the inherited address space 0x%x-0x%x",
+                                          unmaps[i].args[0], unmaps[i].args[0] + unmaps[i].args[1]);
+                                    }));
   // 2. The mm fields and the executable, now that the inherited executable
   //    is no longer mapped (the kernel refuses to switch while it is, and
   //    the image may map the very same file).
