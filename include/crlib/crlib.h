@@ -160,8 +160,9 @@ CRLIB_EXPORT int crlib_checkpoint(pid_t pid, const char *image_path,
  * SIGCHLD is delivered to the caller and reaped by this call. Under
  * Yama's ptrace_scope 1, without CAP_SYS_PTRACE, the helper may trace the
  * other processes only if each has allowed it with
- * prctl(PR_SET_PTRACER, <PID of the caller>). Fails with CRLIB_E_NOT_CHECKPOINTABLE
- * while this process holds a crlib_nocr_enter mark. The progress callback
+ * prctl(PR_SET_PTRACER, <PID of the caller>). Fails with
+ * CRLIB_E_NOT_CHECKPOINTABLE while this process holds a crlib_nocr_enter
+ * mark. The progress callback
  * is called only before and after the process is stopped. */
 CRLIB_EXPORT int crlib_checkpoint_self(const char *image_path,
                                        const crlib_checkpoint_options *options,
@@ -192,10 +193,10 @@ enum {
    * once, each copy in its own namespace, even while the original runs.
    * Needs CAP_SYS_ADMIN (clone3 with CLONE_NEWPID). /proc is still the
    * caller's: /proc/self is right inside, but /proc/<getpid()> (the inner
-   * PID) names another process or none.
-   * `crlib restore --pid-ns`. With CRLIB_RESTORE_CHECK_ONLY, the PIDs are
-   * not checked. A library older than this flag refuses it
-   * (CRLIB_E_INVALID_ARGUMENT). Value fixed: 1u << 2. */
+   * PID) names another process or none. `crlib restore --pid-ns`. With
+   * CRLIB_RESTORE_CHECK_ONLY, the PIDs are not checked. A library older
+   * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
+   * 1u << 2. */
   CRLIB_RESTORE_PID_NAMESPACE = 1u << 2
 };
 
