@@ -86,9 +86,10 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
   size_t live = 0;
   std::set<std::string> checked_limits;
   for (const ProcessImage& image : tree.processes) {
+    // PIDs are free by construction in a new PID namespace. (Its message
+    // names the PID already.)
+    if (!options.original_alive && !options.pid_namespace) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
     const absl::Status st = [&]() -> absl::Status {
-      // PIDs are free by construction in a new PID namespace.
-      if (!options.original_alive && !options.pid_namespace) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
       if (image.process.flags & kProcessZombie) {
         // Made by its parent, which must be restored too.
         if (&image == &root || !pids.contains(image.process.ppid)) {
