@@ -110,13 +110,6 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
       if (checked_limits.insert(limits).second) CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
       CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
       CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
-      // Every file of the tree is opened once, with the root's
-      // credentials (the dump refuses a tree whose credentials differ).
-      if (ImageCredentials(image.process) != ImageCredentials(root.process)) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "its credentials differ from the root's (pid %d); not supported yet",
-            root.process.pid));
-      }
       return absl::OkStatus();
     }();
     CRLIB_RETURN_IF_ERROR(Annotate(st, absl::StrFormat("pid %d", image.process.pid)));
@@ -147,26 +140,16 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
     }
   }
   // One set of open files for the whole tree, which every process
-  // inherits: a description several processes share stays one.
-  ProcessImage all = root;
-  all.fds.clear();
-  all.locks.clear();
-  all.vmas.clear();
-  for (const ProcessImage& image : tree.processes) {
-    all.fds.insert(all.fds.end(), image.fds.begin(), image.fds.end());
-    all.locks.insert(all.locks.end(), image.locks.begin(), image.locks.end());
-    all.vmas.insert(all.vmas.end(), image.vmas.begin(), image.vmas.end());
-  }
-  {
-    std::vector<const ProcessImage*> images;
-    for (const ProcessImage& image : tree.processes) images.push_back(&image);
-    CRLIB_RETURN_IF_ERROR(
-        CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
-  }
+  // inherits: a description several processes share stays one. Each file
+  // is opened with the credentials of the first process holding it.
+  std::vector<const ProcessImage*> images;
+  for (const ProcessImage& image : tree.processes) images.push_back(&image);
+  CRLIB_RETURN_IF_ERROR(
+      CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
-                         OpenedFiles::Open(all, {.any_pty_index = options.original_alive,
-                                                 .original_alive = options.original_alive,
-                                                 .inherit_fds = options.inherit_fds}));
+                         OpenedFiles::OpenTree(images, {.any_pty_index = options.original_alive,
+                                                        .original_alive = options.original_alive,
+                                                        .inherit_fds = options.inherit_fds}));
   // One scratch range, free in every process and in ours (the root is a
   // copy of us; each child inherits its parent's).
   std::vector<AddressRange> busy;
