@@ -5,9 +5,13 @@
  * setresgid, setresuid), opens WORKER_FILE, which only 65534 (and root)
  * may open, and keeps the root's fd it inherited. Kernel state: each
  * process's credentials and, restored, files opened with the rights of
- * the process that holds them first. After SIGUSR1 the worker checks its
- * uid/gid, that it still reads both files through its fds and that it
- * cannot open ROOT_FILE itself; the root checks its uid and its fd.
+ * the process that holds them first, across the two: a pipe from the worker
+ * to the root (made by the root), a pipe the worker made after the drop,
+ * and a page of MAP_SHARED memory the root mapped before the fork. After
+ * SIGUSR1 the worker checks its uid/gid, that it still reads both files
+ * through its fds, that it cannot open ROOT_FILE itself, its own pipe and
+ * the shared page, then writes to the root through the root's pipe and
+ * the page; the root checks its uid, its fd, the pipe and the page.
  * Usage: tree_creds ROOT_FILE WORKER_FILE */
 #include <fcntl.h>
 #include <grp.h>
@@ -31,6 +35,8 @@ static int check_reads(const char* role, int fd, const char* text, const char* w
 static const char* root_file;
 static const char* worker_file;
 static int root_fd = -1;
+static int to_root[2] = {-1, -1}; /* made by the root, written by the worker */
+static volatile int* shared;      /* MAP_SHARED, mapped by the root */
 
 static int worker(pid_t parent) {
   if (setgroups(0, NULL) != 0 || setresgid(kUser, kUser, kUser) != 0 ||
@@ -39,6 +45,10 @@ static int worker(pid_t parent) {
   }
   int own = open(worker_file, O_RDWR | O_CLOEXEC);
   if (own < 0) return wl_fail("worker: open %s: %s", worker_file, strerror(errno));
+  close(to_root[0]);
+  int mine[2];
+  if (pipe(mine) != 0) return wl_fail("worker: pipe: %s", strerror(errno));
+  if (wl_write_all(mine[1], "w", 1) != 0) return wl_fail("worker: write: %s", strerror(errno));
   tr_report_ready();
   tr_wait_go(parent);
   uid_t r, e, s;
@@ -57,6 +67,11 @@ static int worker(pid_t parent) {
     rc |= wl_fail("worker: open of %s gave %d (%s), expected EACCES", root_file, again,
                   again >= 0 ? "opened" : strerror(errno));
   }
+  char c = 0;
+  if (read(mine[0], &c, 1) != 1 || c != 'w') rc |= wl_fail("worker: its own pipe lost its byte");
+  if (shared[0] != 0x5eed) rc |= wl_fail("worker: shared page holds %#x", shared[0]);
+  shared[1] = 0xbee;
+  if (wl_write_all(to_root[1], "k", 1) != 0) rc |= wl_fail("worker: write to the root: %s", strerror(errno));
   return rc;
 }
 
@@ -86,9 +101,13 @@ int main(int argc, char** argv) {
   int w = make_file(worker_file, kWorkerText, kUser, kUser);
   if (w < 0) return 1;
   close(w);
-  if (tr_open_ready() != 0) return wl_fail("pipe: %s", strerror(errno));
+  shared = tr_shared_page();
+  if (!shared) return wl_fail("mmap: %s", strerror(errno));
+  shared[0] = 0x5eed;
+  if (tr_open_ready() != 0 || pipe(to_root) != 0) return wl_fail("pipe: %s", strerror(errno));
   pid_t child = tr_fork(worker);
   if (child < 0) return wl_fail("fork: %s", strerror(errno));
+  close(to_root[1]);
   if (tr_await_ready(1) != 0) return 1;
 
   wl_ready();
@@ -98,7 +117,10 @@ int main(int argc, char** argv) {
   int rc = 0;
   if (getuid() != 0 || geteuid() != 0) rc |= wl_fail("root: uid %d, euid %d", (int)getuid(), (int)geteuid());
   rc |= check_reads("root", root_fd, kRootText, "its file");
+  char c = 0;
+  if (read(to_root[0], &c, 1) != 1 || c != 'k') rc |= wl_fail("root: nothing from the worker's pipe");
   rc |= tr_reap_ok(child, "worker");
+  if (shared[1] != 0xbee) rc |= wl_fail("root: the worker's write to the shared page is not seen");
   if (rc != 0) return 1;
   wl_say("OK root uid 0 and worker uid %d, each with its files", kUser);
   return 0;
