@@ -218,11 +218,13 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   crlib_restore_options o = CRLIB_RESTORE_OPTIONS_INIT;
   std::string name;
   absl::Status st = ReadArguments(image_path, options, &o, &name);
-  if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY})) {
+  if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY |
+                                      CRLIB_RESTORE_PID_NAMESPACE})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
   crlib::RestoreOptions ro{.image_fd = o.image_fd,
-                           .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0};
+                           .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0,
+                           .pid_namespace = (o.flags & CRLIB_RESTORE_PID_NAMESPACE) != 0};
   if (st.ok() && o.inherit_fds_count > 0 && o.inherit_fds == nullptr) {
     st = absl::InvalidArgumentError("inherit_fds is NULL but inherit_fds_count is not 0");
   }

@@ -136,25 +136,33 @@ typedef struct crlib_checkpoint_options {
 } crlib_checkpoint_options;
 #define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1, 0}
 
-/* Checkpoints process `pid` (the caller must be allowed to ptrace it) into
- * `image_path` (or options->image_fd). The image file is created mode
- * 0600, owned by the caller, and appears under that name only once
- * complete (an existing FIFO or device there is written as a stream); on
- * failure no file is left and the process runs on untouched. Returns
+/* Checkpoints process `pid` and all its descendants, the whole tree (the
+ * caller must be allowed to ptrace each), into `image_path` (or
+ * options->image_fd). The image file is created mode 0600, owned by the
+ * caller, and appears under that name only once complete (an existing FIFO
+ * or device there is written as a stream); on failure no file is left and
+ * every process runs on untouched. With CRLIB_CHECKPOINT_KILL all of them
+ * are killed once the image is complete, the children first. Returns
  * CRLIB_OK. */
 CRLIB_EXPORT int crlib_checkpoint(pid_t pid, const char *image_path,
                                   const crlib_checkpoint_options *options, crlib_error **error);
 
-/* Checkpoints the calling process, all its threads, into `image_path`.
- * Returns CRLIB_CHECKPOINTED in the calling process once the image is
- * complete, and CRLIB_RESTORED when the same call returns inside a process
- * restored from that image (`crlib restore --image PATH` or
- * crlib_restore), any number of times. The calling thread is captured
- * inside this call; the other threads wherever they are. A helper process
- * (a fork of the caller) does the work, so the caller is never left
- * stopped or traced, on success or failure; its SIGCHLD is delivered to
- * the caller and reaped by this call. Fails with CRLIB_E_NOT_CHECKPOINTABLE
- * while this process holds a crlib_nocr_enter mark. The progress callback
+/* Checkpoints the calling process, all its threads, and its child
+ * processes and their descendants, into `image_path`. Returns
+ * CRLIB_CHECKPOINTED in the calling process once the image is complete,
+ * and CRLIB_RESTORED when the same call returns inside a process restored
+ * from that image (`crlib restore --image PATH` or crlib_restore), any
+ * number of times; its children come back with it, with their PIDs, as
+ * its children. The calling thread is captured inside this call; the
+ * other threads and processes wherever they are. A helper process (a fork
+ * of the caller) does the work and is not part of the image, so the
+ * caller is never left stopped or traced, on success or failure; its
+ * SIGCHLD is delivered to the caller and reaped by this call. Under
+ * Yama's ptrace_scope 1, without CAP_SYS_PTRACE, the helper may trace the
+ * other processes only if each has allowed it with
+ * prctl(PR_SET_PTRACER, <PID of the caller>). Fails with
+ * CRLIB_E_NOT_CHECKPOINTABLE while this process holds a crlib_nocr_enter
+ * mark. The progress callback
  * is called only before and after the process is stopped. */
 CRLIB_EXPORT int crlib_checkpoint_self(const char *image_path,
                                        const crlib_checkpoint_options *options,
@@ -176,7 +184,20 @@ enum {
    * opened with the image's credentials — then stop. Nothing is created;
    * `*pid` receives the PID the image would have. `crlib restore --check`.
    * Value fixed: 1u << 1. */
-  CRLIB_RESTORE_CHECK_ONLY = 1u << 1
+  CRLIB_RESTORE_CHECK_ONLY = 1u << 1,
+  /* Restore the tree inside a new PID namespace, where its recorded PIDs
+   * are free by construction: the caller's child is a minimal init (PID 1
+   * there), which creates the root and then reaps orphans until the root
+   * exits, and exits with the root's status (its exit code, or 128 +
+   * signal). The same image may so be restored any number of times at
+   * once, each copy in its own namespace, even while the original runs.
+   * Needs CAP_SYS_ADMIN (clone3 with CLONE_NEWPID). /proc is still the
+   * caller's: /proc/self is right inside, but /proc/<getpid()> (the inner
+   * PID) names another process or none. `crlib restore --pid-ns`. With
+   * CRLIB_RESTORE_CHECK_ONLY, the PIDs are not checked. A library older
+   * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
+   * 1u << 2. */
+  CRLIB_RESTORE_PID_NAMESPACE = 1u << 2
 };
 
 /* One of the caller's descriptors given to the restored process for an
@@ -187,6 +208,8 @@ typedef struct crlib_inherit_fd {
   int fd;
 } crlib_inherit_fd;
 
+/* Fields are only ever appended; `size` says which a caller knows. Choices
+ * that are yes or no are bits of `flags` (CRLIB_RESTORE_*), not fields. */
 typedef struct crlib_restore_options {
   size_t size;                 /* sizeof(crlib_restore_options) */
   unsigned flags;              /* CRLIB_RESTORE_*; unknown bits are refused */
@@ -212,14 +235,21 @@ typedef struct crlib_restore_options {
 #define CRLIB_RESTORE_OPTIONS_INIT \
   {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1, NULL, 0}
 
-/* Restores the image at `image_path` as a child of the calling process,
- * with its recorded PID, and lets it run; `*pid` receives that PID (the
- * caller reaps it with waitpid). Everything is checked before anything is
- * created; a failure after that kills the half-built process, so nothing
- * is left running. Needs CAP_SYS_ADMIN (the PID is chosen) and the
- * caller's PID namespace. The process gets the image's credentials, and
- * its files are opened with them (a file its user cannot open fails the
- * restore); credentials the image's owner could not grant fail with
+/* Restores the process tree in the image at `image_path`, every process
+ * with its recorded PID, and lets it run: the root a child of the calling
+ * process, each other process a child of its recorded parent. `*pid`
+ * receives the PID of the caller's child, which the caller reaps with
+ * waitpid: the root; or, with CRLIB_RESTORE_PID_NAMESPACE, the init of
+ * the new namespace (its PID as the caller sees it), which exits with the
+ * root's status once the root exits; the root's PID as the caller sees it
+ * is then the one in /proc/INIT/task/INIT/children. Everything is checked
+ * before anything is created; a failure after that kills every process
+ * made so far, so nothing is left running. Needs CAP_SYS_ADMIN (the PIDs
+ * are chosen), and without CRLIB_RESTORE_PID_NAMESPACE every PID and TID
+ * of the image free in the caller's PID namespace (else CRLIB_E_BUSY).
+ * The processes get the image's credentials, and their files are opened
+ * with them (a file their user cannot open fails the restore);
+ * credentials the image's owner could not grant fail with
  * CRLIB_E_PERMISSION unless CRLIB_RESTORE_TRUST_IMAGE. Returns CRLIB_OK. */
 CRLIB_EXPORT int crlib_restore(const char *image_path, const crlib_restore_options *options,
                                pid_t *pid, crlib_error **error);

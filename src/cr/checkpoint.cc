@@ -542,29 +542,16 @@ absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
   return absl::OkStatus();
 }
 
-// The credential lines of /proc/PID/status that a tree's processes must
-// share (restore opens every file of the tree with one set).
-std::string CredentialText(absl::string_view status) {
-  std::string out;
-  for (const char* key : {"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
-    absl::StrAppend(&out, key, "=", sys::StatusField(status, key).value_or("?"), ";");
-  }
-  return out;
-}
-
 // What a tree restore cannot rebuild yet, refused by name before anything
 // is written: an address space shared with the parent (CLONE_VM, vfork),
-// credentials that differ from the root's, a session that is neither the
-// process's own nor its parent's.
+// a session that is neither the process's own nor its parent's.
 absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
-  const TreeMember& root = tree.front();
   auto member = [&](pid_t pid) -> const TreeMember* {
     for (const TreeMember& m : tree) {
       if (m.pid == pid) return &m;
     }
     return nullptr;
   };
-  const std::string root_creds = CredentialText(root.facts.status);
   for (size_t i = 1; i < tree.size(); ++i) {
     const TreeMember& m = tree[i];
     const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
@@ -579,14 +566,7 @@ absl::Status RefuseUnsupportedRelations(const std::vector<TreeMember>& tree) {
           "trees are not supported yet",
           m.pid, sid, ppid));
     }
-    if (m.zombie()) continue;
-    if (CredentialText(m.facts.status) != root_creds) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "pid %d runs with other credentials than pid %d (the tree's root); trees whose "
-          "processes differ in credentials are not supported yet",
-          m.pid, root.pid));
-    }
-    if (parent->zombie()) continue;
+    if (m.zombie() || parent->zombie()) continue;
     // Signal handlers are shared only with the address space (CLONE_SIGHAND
     // needs CLONE_VM).
     if (syscall(SYS_kcmp, ppid, m.pid, KCMP_VM, 0, 0) == 0) {

@@ -342,19 +342,25 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
   if (own_table) {
+  // One batch of dup3 calls, one stop.
+  std::vector<Tracee::RemoteCall> dups;
+  std::vector<const FdRecord*> dup_of;
   for (const FdRecord& fd : image.fds) {
     targets.insert(static_cast<int>(fd.fd));
     const FileImage& f = image.files.at(fd.file);
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
     if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
     if (MadeInProcess(f.record)) continue;  // a pidfd: RestorePidfds below
-    CRLIB_RETURN_IF_ERROR(step(
-        "file descriptors",
-        t->CheckedSyscall("dup3", SYS_dup3,
-                          {static_cast<uint64_t>(files.fd(fd.file)), fd.fd,
-                           (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0})
-            .status()));
+    dups.push_back({SYS_dup3,
+                    {static_cast<uint64_t>(files.fd(fd.file)), fd.fd,
+                     (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0}});
+    dup_of.push_back(&fd);
   }
+  CRLIB_RETURN_IF_ERROR(step("file descriptors",
+                             t->RunBatch(scratch, kRestoreScratchBytes, absl::MakeSpan(dups),
+                                         [&](size_t i) {
+                                           return absl::StrFormat("dup3 to fd %d", dup_of[i]->fd);
+                                         })));
   // A removed cwd is entered through our descriptor for it, before it goes.
   CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
   // Everything else goes.

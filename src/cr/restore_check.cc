@@ -86,9 +86,10 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
   size_t live = 0;
   std::set<std::string> checked_limits;
   for (const ProcessImage& image : tree.processes) {
+    // PIDs are free by construction in a new PID namespace. (Its message
+    // names the PID already.)
+    if (!options.original_alive && !options.pid_namespace) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
     const absl::Status st = [&]() -> absl::Status {
-      // PIDs are free by construction in a new PID namespace.
-      if (!options.original_alive && !options.pid_namespace) CRLIB_RETURN_IF_ERROR(CheckPidsFree(image));
       if (image.process.flags & kProcessZombie) {
         // Made by its parent, which must be restored too.
         if (&image == &root || !pids.contains(image.process.ppid)) {
@@ -109,13 +110,6 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
       if (checked_limits.insert(limits).second) CRLIB_RETURN_IF_ERROR(CheckRlimits(image));
       CRLIB_RETURN_IF_ERROR(CheckSchedule(image, image_file, options.trust_image));
       CRLIB_RETURN_IF_ERROR(CheckAttributes(image));
-      // Every file of the tree is opened once, with the root's
-      // credentials (the dump refuses a tree whose credentials differ).
-      if (ImageCredentials(image.process) != ImageCredentials(root.process)) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "its credentials differ from the root's (pid %d); not supported yet",
-            root.process.pid));
-      }
       return absl::OkStatus();
     }();
     CRLIB_RETURN_IF_ERROR(Annotate(st, absl::StrFormat("pid %d", image.process.pid)));
@@ -146,27 +140,17 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
     }
   }
   // One set of open files for the whole tree, which every process
-  // inherits: a description several processes share stays one.
-  ProcessImage all = root;
-  all.fds.clear();
-  all.locks.clear();
-  all.vmas.clear();
-  for (const ProcessImage& image : tree.processes) {
-    all.fds.insert(all.fds.end(), image.fds.begin(), image.fds.end());
-    all.locks.insert(all.locks.end(), image.locks.begin(), image.locks.end());
-    all.vmas.insert(all.vmas.end(), image.vmas.begin(), image.vmas.end());
-  }
-  {
-    std::vector<const ProcessImage*> images;
-    for (const ProcessImage& image : tree.processes) images.push_back(&image);
-    CRLIB_RETURN_IF_ERROR(
-        CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
-    CRLIB_RETURN_IF_ERROR(CheckPidfds(images));
-  }
+  // inherits: a description several processes share stays one. Each file
+  // is opened with the credentials of the first process holding it.
+  std::vector<const ProcessImage*> images;
+  for (const ProcessImage& image : tree.processes) images.push_back(&image);
+  CRLIB_RETURN_IF_ERROR(
+      CheckInheritFds(images, options.inherit_fds, options.accept_unmapped_externals));
+  CRLIB_RETURN_IF_ERROR(CheckPidfds(images));
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
-                         OpenedFiles::Open(all, {.any_pty_index = options.original_alive,
-                                                 .original_alive = options.original_alive,
-                                                 .inherit_fds = options.inherit_fds}));
+                         OpenedFiles::OpenTree(images, {.any_pty_index = options.original_alive,
+                                                        .original_alive = options.original_alive,
+                                                        .inherit_fds = options.inherit_fds}));
   // One scratch range, free in every process and in ours (the root is a
   // copy of us; each child inherits its parent's).
   std::vector<AddressRange> busy;

@@ -17,8 +17,6 @@
 
 namespace crlib {
 
-// Size of the area a restore maps in the child for its remote calls.
-inline constexpr uint64_t kRestoreScratchBytes = 64 * 1024;
 
 struct PreflightOptions {
   // Restore whatever credentials the image claims (CheckImageTrust).
@@ -45,8 +43,8 @@ struct RestorePreparation {
 // Runs every check that needs nothing created, in order: CPU family,
 // xsave features and each thread's CPU records, page size, credentials
 // against `image_file`'s owner, PID and TIDs free, vDSO layout, locked
-// memory, guard regions, SysV segments, rlimits; then opens every file with the image's credentials and
-// picks the scratch range. The first failure is returned, one line naming
+// memory, guard regions, SysV segments, rlimits; then opens every file with the credentials of
+// the first process holding it (OpenedFiles::OpenTree) and picks the scratch range. The first failure is returned, one line naming
 // the problem; nothing outside this process is changed.
 absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
                                                   const struct stat& image_file,

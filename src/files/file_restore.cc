@@ -589,6 +589,116 @@ absl::StatusOr<OpenedFiles> OpenedFiles::Open(const ProcessImage& image,
   return std::move(*result);
 }
 
+absl::StatusOr<OpenedFiles> OpenedFiles::OpenTree(absl::Span<const ProcessImage* const> images,
+                                                  const OpenFilesOptions& options) {
+  const ProcessImage& root = *images.front();
+  // The view every Open gets: the fds of the whole tree (its descriptors go
+  // above all their numbers) and its mappings (a file mapped shared and
+  // writable anywhere opens for writing).
+  ProcessImage all = root;
+  all.fds.clear();
+  all.locks.clear();
+  all.vmas.clear();
+  for (const ProcessImage* image : images) {
+    all.fds.insert(all.fds.end(), image->fds.begin(), image->fds.end());
+    all.locks.insert(all.locks.end(), image->locks.begin(), image->locks.end());
+    all.vmas.insert(all.vmas.end(), image->vmas.begin(), image->vmas.end());
+  }
+  // Each distinct set of credentials with the first process that has it.
+  std::vector<std::pair<sys::Credentials, size_t>> groups;
+  std::vector<size_t> group_of(images.size(), 0);
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (i > 0 && (images[i]->process.flags & kProcessZombie)) continue;  // holds nothing
+    const sys::Credentials creds = ImageCredentials(images[i]->process);
+    size_t g = 0;
+    while (g < groups.size() && groups[g].first != creds) ++g;
+    if (g == groups.size()) groups.emplace_back(creds, i);
+    group_of[i] = g;
+  }
+  if (groups.size() == 1) return Open(all, options);
+
+  // The first process (its index) holding each file and inode.
+  std::map<ObjectRef, size_t> first;
+  auto hold = [&](ObjectRef ref, size_t i) {
+    if (ref) first.emplace(ref, i);
+  };
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ProcessImage& image = *images[i];
+    if (i > 0 && (image.process.flags & kProcessZombie)) continue;
+    if (image.dirs) {
+      hold(image.dirs->cwd, i);
+      hold(image.dirs->root, i);
+    }
+    hold(image.mm.exe_file, i);
+    for (const FdRecord& fd : image.fds) hold(fd.file, i);
+    for (const VmaRecord& v : image.vmas) {
+      hold(v.file, i);
+      hold(v.object, i);
+    }
+  }
+  // One object behind several file records (a pipe, a pty pair, a carried
+  // inode) is made once, by whoever holds any of them first. Pipe, tty and
+  // inode refs are distinct refs of one registry, so one map keys them.
+  auto object_of = [](const FileRecord& f) {
+    return f.object ? f.object : f.pipe ? f.pipe : f.tty ? f.tty : ObjectRef{0};
+  };
+  for (const auto& [ref, file] : root.files) {
+    const ObjectRef object = object_of(file.record);
+    auto held = first.find(ref);
+    if (!object || held == first.end()) continue;
+    auto [it, inserted] = first.emplace(object, held->second);
+    it->second = std::min(it->second, held->second);
+  }
+  // Anything nobody holds (not reachable from a valid image) goes with the root.
+  auto group_of_ref = [&](ObjectRef ref) {
+    auto it = first.find(ref);
+    return it == first.end() ? size_t{0} : group_of[it->second];
+  };
+  auto file_group = [&](ObjectRef ref, const FileRecord& f) {
+    const ObjectRef object = object_of(f);
+    return group_of_ref(object ? object : ref);
+  };
+
+  std::optional<OpenedFiles> result;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const ProcessImage& leader = *images[groups[g].second];
+    ProcessImage view = all;
+    view.process = leader.process;
+    view.dirs = leader.dirs;
+    view.mm = leader.mm;
+    view.files.clear();
+    view.inodes.clear();
+    view.locks.clear();
+    for (const auto& [ref, file] : all.files) {
+      if (file_group(ref, file.record) == g) view.files.emplace(ref, file);
+    }
+    for (const auto& [ref, inode] : all.inodes) {
+      if (group_of_ref(ref) == g) view.inodes.emplace(ref, inode);
+    }
+    for (const FileLockRecord& lock : all.locks) {
+      if (view.files.contains(lock.file)) view.locks.push_back(lock);
+    }
+    absl::StatusOr<OpenedFiles> opened = Open(view, options);
+    if (!opened.ok()) {
+      return Annotate(opened.status(),
+                      absl::StrFormat("opening the files pid %d holds first", leader.process.pid));
+    }
+    if (result) {
+      result->Absorb(std::move(*opened));
+    } else {
+      result.emplace(std::move(*opened));
+    }
+  }
+  return std::move(*result);
+}
+
+void OpenedFiles::Absorb(OpenedFiles&& other) {
+  fds_.merge(other.fds_);
+  extra_.insert(extra_.end(), other.extra_.begin(), other.extra_.end());
+  other.fds_.clear();
+  other.extra_.clear();
+}
+
 absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
                                                  const OpenFilesOptions& options) {
   const ProcessRecord& p = image.process;

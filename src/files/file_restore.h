@@ -68,6 +68,17 @@ class OpenedFiles final : public RestoredObjects {
   // and the uid. The cwd is checked the same way.
   static absl::StatusOr<OpenedFiles> Open(const ProcessImage& image,
                                           const OpenFilesOptions& options = {});
+  // Opens everything the processes of a tree need (`images`, in image
+  // order; each names the objects of the whole tree). Each file is opened
+  // with the credentials of the first process that holds it (an fd, a
+  // mapping, its cwd, root or executable): the one that most plausibly
+  // opened it, whose rights the restore must not exceed. The files of a
+  // pipe, pty pair or carried inode go with whoever first holds any of
+  // them (one object, made once); a lock with its file. One Open per
+  // distinct set of credentials, in the order their first holders come;
+  // a tree with one set is exactly one Open. The result holds them all.
+  static absl::StatusOr<OpenedFiles> OpenTree(absl::Span<const ProcessImage* const> images,
+                                              const OpenFilesOptions& options = {});
 
   OpenedFiles(OpenedFiles&& other) noexcept : fds_(std::move(other.fds_)), extra_(std::move(other.extra_)) {
     other.fds_.clear();
@@ -97,6 +108,8 @@ class OpenedFiles final : public RestoredObjects {
   absl::StatusOr<int> PtyMaster(const ProcessImage& image, ObjectRef tty);
   absl::Status TakeLocks(const ProcessImage& image) const;
   static absl::Status CheckLocksHeldByOthers(const ProcessImage& image);
+  // Takes over `other`'s descriptors (of other records than ours).
+  void Absorb(OpenedFiles&& other);
 
   int base_ = 0;
   uint32_t fsuid_ = 0;  // whose rights OpenAll uses, for its errors

@@ -166,21 +166,20 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
     if (v.vm_flags & kVmaInherited) keep.push_back({v.start, v.end});
   }
   std::sort(keep.begin(), keep.end());
+  std::vector<Tracee::RemoteCall> unmaps;  // one batch: one stop for every gap
   uint64_t from = kLowestAddress;
   for (const AddressRange& k : keep) {
     if (k.first >= kHighestAddress) break;  // [vsyscall]
-    if (k.first > from) {
-      CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
-                                              {from, k.first - from})
-                                .status());
-    }
+    if (k.first > from) unmaps.push_back({SYS_munmap, {from, k.first - from}});
     from = std::max(from, k.second);
   }
-  if (from < kHighestAddress) {
-    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("munmap of the inherited address space", SYS_munmap,
-                                            {from, kHighestAddress - from})
-                              .status());
-  }
+  if (from < kHighestAddress) unmaps.push_back({SYS_munmap, {from, kHighestAddress - from}});
+  CRLIB_RETURN_IF_ERROR(t->RunBatch(scratch.first, scratch.second - scratch.first,
+                                    absl::MakeSpan(unmaps), [&](size_t i) {
+                                      return absl::StrFormat(
+                                          "munmap of the inherited address space 0x%x-0x%x",
+                                          unmaps[i].args[0], unmaps[i].args[0] + unmaps[i].args[1]);
+                                    }));
   // 2. The mm fields and the executable, now that the inherited executable
   //    is no longer mapped (the kernel refuses to switch while it is, and
   //    the image may map the very same file).
@@ -200,9 +199,6 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
   //    area (executable, past the part used for arguments). The madvise
   //    and mlock calls that give VMAs their recorded VmFlags follow the
   //    mmaps in the same batches.
-  const uint64_t code = scratch.first + kBatchCodeOffset;
-  const uint64_t table = code + 256;
-  const size_t per_batch = (scratch.second - table) / 64 - 1;
   struct Why {
     const VmaRecord* vma;
     const char* call;
@@ -255,19 +251,11 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
       calls.push_back({SYS_mlock, {v.start, v.end - v.start}});
     }
   }
-  for (size_t at = 0; at < calls.size(); at += per_batch) {
-    absl::Span<Tracee::RemoteCall> batch =
-        absl::MakeSpan(calls).subspan(at, std::min(per_batch, calls.size() - at));
-    CRLIB_ASSIGN_OR_RETURN(size_t ran, t->SyscallBatch(code, table, batch));
-    const bool failed = ran > 0 && batch[ran - 1].result < 0 && batch[ran - 1].result > -4096;
-    if (failed || ran < batch.size()) {
-      const Why& w = why[at + (ran > 0 ? ran - 1 : 0)];
-      const int err = failed ? static_cast<int>(-batch[ran - 1].result) : 0;
-      return ErrnoError(err, absl::StrFormat("%s in pid %d: mapping 0x%x-0x%x %s", w.call, pid,
-                                             w.vma->start, w.vma->end, w.vma->name));
-    }
-  }
-  return absl::OkStatus();
+  return t->RunBatch(scratch.first, scratch.second - scratch.first, absl::MakeSpan(calls),
+                     [&](size_t i) {
+                       return absl::StrFormat("%s: mapping 0x%x-0x%x %s", why[i].call,
+                                              why[i].vma->start, why[i].vma->end, why[i].vma->name);
+                     });
 }
 
 absl::Status CheckLockedMemory(const ProcessImage& image) {

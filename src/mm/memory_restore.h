@@ -41,10 +41,6 @@ absl::Status CheckGuardRegions(const ProcessImage& image);
 // calls; after LoadPages, which must never write into one.
 absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image);
 
-// Where in the scratch range (readable, writable and executable, at least
-// 64 KiB) the batch code and its table go; arguments use the bytes below.
-inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
-
 // Replaces the tracee's address space with the image's, keeping only the
 // vDSO (moved to the image's address) and the scratch range; sets the mm
 // fields and executable. The VMAs are mapped with Tracee::SyscallBatch,

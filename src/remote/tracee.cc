@@ -463,4 +463,25 @@ absl::Status Tracee::Detach(int signal) {
   return absl::OkStatus();
 }
 
+absl::Status Tracee::RunBatch(uint64_t scratch, uint64_t size, absl::Span<RemoteCall> calls,
+                              const std::function<std::string(size_t)>& what) {
+  const uint64_t code = scratch + kBatchCodeOffset;
+  const uint64_t table = code + 256;
+  if (size < kBatchCodeOffset + 256 + 2 * 64) {
+    return absl::InternalError("remote call batch: scratch area too small");
+  }
+  const size_t per_batch = (scratch + size - table) / 64 - 1;
+  for (size_t at = 0; at < calls.size(); at += per_batch) {
+    absl::Span<RemoteCall> batch = calls.subspan(at, std::min(per_batch, calls.size() - at));
+    CRLIB_ASSIGN_OR_RETURN(size_t ran, SyscallBatch(code, table, batch));
+    const bool failed = ran > 0 && batch[ran - 1].result < 0 && batch[ran - 1].result > -4096;
+    if (failed || ran < batch.size()) {
+      const size_t index = at + (ran > 0 ? ran - 1 : 0);
+      return ErrnoError(failed ? static_cast<int>(-batch[ran - 1].result) : 0,
+                        absl::StrFormat("%s in pid %d", what(index), tid_));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace crlib

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,13 @@
 #include "arch/arch_backend.h"
 
 namespace crlib {
+
+// Size of the area a restore maps in each process it builds for its
+// remote calls (readable, writable and executable).
+inline constexpr uint64_t kRestoreScratchBytes = 64 * 1024;
+// Where in that area the batch code and its table go; arguments of
+// remote calls use the bytes below.
+inline constexpr uint64_t kBatchCodeOffset = 16 << 10;
 
 // Not thread-safe; ptrace requests must come from the thread that attached.
 class Tracee {
@@ -121,6 +129,13 @@ class Tracee {
   };
   absl::StatusOr<size_t> SyscallBatch(uint64_t code, uint64_t table,
                                       absl::Span<RemoteCall> calls);
+  // The same in a restore's scratch area [`scratch`, `scratch` + `size`)
+  // (readable, writable and executable, at least 64 KiB): the code and
+  // table go at kBatchCodeOffset and above, the calls' arguments below.
+  // Runs every call, in as many batches as the table needs; a call that
+  // fails is an error naming `what(i)` for its index and the errno.
+  absl::Status RunBatch(uint64_t scratch, uint64_t size, absl::Span<RemoteCall> calls,
+                        const std::function<std::string(size_t)>& what);
 
   // For a seized thread (a dump): seccomp stops filtering the thread's
   // system calls, ours included, until it is detached

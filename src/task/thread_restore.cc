@@ -221,13 +221,29 @@ absl::Status RestoreSignalHandlers(Tracee* t, const ProcessImage& image, uint64_
       handlers.push_back({.signo = static_cast<uint32_t>(sig)});  // SIG_DFL
     }
   }
-  for (const SignalHandler& h : handlers) {
-    uint64_t sa[4] = {h.handler, h.flags, h.restorer, h.mask};
-    CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, sa, sizeof(sa)));
-    CRLIB_RETURN_IF_ERROR(
-        t->CheckedSyscall("rt_sigaction", SYS_rt_sigaction, {h.signo, scratch, 0, 8}).status());
+  // Every struct sigaction at once (64 x 32 bytes, below the batch code),
+  // then one batch of rt_sigaction calls: one stop, not two per signal.
+  // SIGTRAP's last, on its own: the batch ends in a breakpoint whose
+  // forced SIGTRAP (blocked here) would reset that handler to SIG_DFL.
+  std::stable_partition(handlers.begin(), handlers.end(),
+                        [](const SignalHandler& h) { return h.signo != SIGTRAP; });
+  std::vector<uint64_t> sas;
+  std::vector<Tracee::RemoteCall> calls;
+  for (size_t i = 0; i < handlers.size(); ++i) {
+    const SignalHandler& h = handlers[i];
+    sas.insert(sas.end(), {h.handler, h.flags, h.restorer, h.mask});
+    if (h.signo != SIGTRAP) calls.push_back({SYS_rt_sigaction, {h.signo, scratch + 32 * i, 0, 8}});
   }
-  return absl::OkStatus();
+  if (handlers.empty()) return absl::OkStatus();
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, sas.data(), sas.size() * 8));
+  CRLIB_RETURN_IF_ERROR(t->RunBatch(scratch, kRestoreScratchBytes, absl::MakeSpan(calls),
+                                    [&](size_t i) {
+                                      return absl::StrFormat("rt_sigaction(%d)", handlers[i].signo);
+                                    }));
+  if (handlers.back().signo != SIGTRAP) return absl::OkStatus();
+  const uint64_t trap_at = scratch + 32 * (handlers.size() - 1);
+  return t->CheckedSyscall("rt_sigaction(SIGTRAP)", SYS_rt_sigaction, {SIGTRAP, trap_at, 0, 8})
+      .status();
 }
 
 }  // namespace crlib

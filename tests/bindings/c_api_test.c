@@ -16,16 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "c_check.h"
 #include "crlib/crlib.h"
-
-static int failures;
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                               \
-    }                                                                           \
-  } while (0)
 
 static char dir[256];
 
@@ -36,20 +28,6 @@ static void Path(char *out, size_t size, const char *name) {
 static int Exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
-}
-
-/* Waits for `pid`; its exit code, or 128 + signal, or -1 after 60 s. */
-static int WaitCode(pid_t pid) {
-  for (int i = 0; i < 6000; ++i) {
-    int status;
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (r < 0) return -1;
-    usleep(10000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, NULL, 0);
-  return -1;
 }
 
 static int TracerOf(pid_t pid) {

@@ -152,6 +152,28 @@ class BindingTest(unittest.TestCase):
         self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())
         self.assertRegex(self.read(), r"COUNT \d+")
 
+    def test_restore_in_a_pid_namespace_returns_the_init(self):
+        image = self.path("counter.img")
+        p = self.start(COUNTER_PROGRAM)
+        self.wait_for_output("READY", p)
+        crlib.checkpoint(p.pid, image)  # it runs on: its PID stays taken
+        with self.assertRaises(crlib.Error) as e:
+            crlib.restore(image)
+        self.assertEqual(e.exception.code, crlib.E_BUSY)
+        init = crlib.restore(image, pid_namespace=True)
+        self.assertNotEqual(init, p.pid)
+        with open("/proc/%d/task/%d/children" % (init, init)) as f:
+            root = [int(pid) for pid in f.read().split()]
+        self.assertEqual(len(root), 1)
+        with open("/proc/%d/status" % root[0]) as f:
+            nspid = [line.split()[1:] for line in f if line.startswith("NSpid:")][0]
+        self.assertEqual(int(nspid[-1]), p.pid)
+        time.sleep(0.1)
+        os.kill(root[0], signal.SIGUSR1)
+        _, status = os.waitpid(init, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())  # the root's
+        self.assertIsNone(p.poll())
+
     def test_nocr_refuses_every_path(self):
         image = self.path("nocr.img")
         p = self.start(NOCR_PROGRAM)

@@ -58,6 +58,13 @@ TEST_F(CheckpointTest, HeapChecksum) {
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
+// Every handler with its flags and mask, SIGTRAP's included.
+TEST_F(CheckpointTest, SignalHandlers) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "signal_handlers"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
 TEST_F(CheckpointTest, Avx512Registers) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "avx512_regs"));

@@ -293,5 +293,43 @@ TEST_F(SecurityTest, GroupWritableImageIsRefused) {
   ExpectNothingRestored(w, r);
 }
 
+// Issue 10: in a tree, each file is opened with the rights of the first
+// process that holds it. The worker of tests/workloads/tree_creds dropped
+// to 65534 and opened a file of its own (0600, 65534's): the image
+// restores. Made root's between dump and restore, that file is not opened
+// with the rights of the root (uid 0, which could): the restore fails
+// before anything exists, naming the file and the worker's uid.
+TEST_F(SecurityTest, TreeFileFirstHeldByUnprivilegedWorkerIsOpenedWithItsRights) {
+  Workload w;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0) << strerror(errno);  // the worker enters it
+  const std::string mine = Path("root_only"), workers = Path("worker_only");
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "tree_creds", {WorkloadsDir() + "/tree_creds", mine, workers}));
+  std::istringstream children(
+      Slurp("/proc/" + std::to_string(w.pid) + "/task/" + std::to_string(w.pid) + "/children"));
+  pid_t worker = 0;
+  ASSERT_TRUE(children >> worker) << "the workload has no worker" << Output(w);
+  const std::string image = Path("tree_creds.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        return !Probe(worker).exists;
+      },
+      kReapTimeout))
+      << "the worker " << worker << " outlived the dump";
+
+  ASSERT_EQ(chown(workers.c_str(), 0, 0), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("open " + workers + " as uid 65534: Permission denied"))
+      << Describe(w, r);
+  ExpectNothingRestored(w, r);
+  EXPECT_FALSE(Probe(worker).exists) << "the worker " << worker << " was created";
+
+  ASSERT_EQ(chown(workers.c_str(), 65534, 65534), 0) << strerror(errno);
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
 }  // namespace
 }  // namespace crlib

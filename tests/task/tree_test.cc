@@ -553,6 +553,20 @@ TEST_F(TreeTest, ExternalPipeRefusedWithoutInheritFd) {
   EXPECT_EQ(read(pipe.read_fd, &c, 1), 0) << "the pipe is not at its end: a writer is left";
 }
 
+// ---- Processes with other credentials than the root's.
+
+// A root master (uid 0) with a worker that dropped to 65534: each file is
+// reopened with the rights of the process holding it first, so the
+// worker's own file (0600, 65534's) and the root's (0600, root's), which
+// the worker inherited, are both back; each process has its credentials.
+TEST_F(TreeTest, WorkersWithOtherCredentials) {
+  Workload w;
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0) << strerror(errno);  // the worker enters it
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(
+      &w, "tree_creds", 2,
+      {WorkloadsDir() + "/tree_creds", Path("root_only"), Path("worker_only")}));
+}
+
 // ---- pidfds.
 
 // The root's pidfds of its child A, of its zombie child C and of a child

@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "cr/checkpoint.h"
 #include "cr/restore.h"
+#include "sys/proc.h"
 #include "tools/crlib/commands.h"
 
 namespace crlib::cli {
@@ -238,7 +239,15 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
             Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored));
   }
   if (p.Has("--detach")) {
-    printf("%d\n", pid);
+    if (!ro.pid_namespace) {
+      printf("%d\n", pid);
+    } else {
+      // The init's first child is the root (children are listed in the
+      // order they came; orphans it adopts come after); none once the root
+      // has exited already.
+      absl::StatusOr<std::vector<pid_t>> children = sys::ListChildren(pid);
+      printf("%d %d\n", pid, children.ok() && !children->empty() ? children->front() : 0);
+    }
     fflush(stdout);
     return 0;
   }

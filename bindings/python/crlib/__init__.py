@@ -45,6 +45,7 @@ E_INTERNAL = -12
 _CHECKPOINT_KILL = 1 << 0
 _CHECKPOINT_COMPRESS = 1 << 1
 _RESTORE_TRUST_IMAGE = 1 << 0
+_RESTORE_PID_NAMESPACE = 1 << 2
 
 
 class Error(Exception):
@@ -210,9 +211,15 @@ def checkpoint(pid, path, kill=False, compress=False):
     return Stats(stats)
 
 
-def restore(path, trust_image=False, inherit_fds=None):
-    """Restores the image at `path` as a child of this process, with its
-    recorded PID, and returns that PID (reap it with os.waitpid). Unless
+def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False):
+    """Restores the process tree in the image at `path`, each process with
+    its recorded PID, the root a child of this process, and returns the PID
+    of that child (reap it with os.waitpid). With `pid_namespace` the tree
+    is restored in a new PID namespace (its PIDs are free there, so an
+    image restores any number of times at once; needs CAP_SYS_ADMIN) and
+    the PID returned is the namespace's init, which exits with the root's
+    status; the root's PID seen from here is in
+    /proc/INIT/task/INIT/children (`crlib restore --pid-ns`). Unless
     `trust_image`, credentials the image file's owner could not grant are
     refused (E_PERMISSION; docs/SECURITY.md). `inherit_fds` maps the key of
     each external fd of the image (e.g. "pipe:[123456]", as `crlib inspect`
@@ -228,6 +235,8 @@ def restore(path, trust_image=False, inherit_fds=None):
         o.inherit_fds_count = len(given)
     if trust_image:
         o.flags |= _RESTORE_TRUST_IMAGE
+    if pid_namespace:
+        o.flags |= _RESTORE_PID_NAMESPACE
     pid = ctypes.c_int(0)
     err = ctypes.c_void_p()
     _check(_lib().crlib_restore(os.fsencode(path), ctypes.byref(o), ctypes.byref(pid),
