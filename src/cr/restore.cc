@@ -145,41 +145,30 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
     std::set<int> needed = {0, 1, 2};
     for (int fd : files.all()) needed.insert(fd);
     CRLIB_RETURN_IF_ERROR(Step("file descriptors")(CloseAllBut(t, needed)));
-    // The inherited rseq area is about to be unmapped: the kernel must
-    // stop writing to it first (a fork inherits the registration; the
-    // root's is the restorer's).
-    sys::PtraceRseqConfiguration rseq{};
-    if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
-               sizeof(rseq), &rseq) > 0 &&
-        rseq.rseq_abi_size > 0) {
-      CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
-          t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
-                            {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
-                             rseq.signature})
-              .status()));
-    }
-    // Children inherit the scratch area at the same address (and the root
-    // a PID namespace's init's).
-    if (!scratch_inherited) CRLIB_RETURN_IF_ERROR(Step("scratch")(
+  }
+  // The inherited rseq area (the restorer's, or the restored parent's that
+  // a fork inherits) is about to be unmapped: the kernel must stop writing
+  // to it first.
+  sys::PtraceRseqConfiguration rseq{};
+  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
+             sizeof(rseq), &rseq) > 0 &&
+      rseq.rseq_abi_size > 0) {
+    CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
+        t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
+                          {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
+                           rseq.signature})
+            .status()));
+  }
+  // Children inherit the scratch area at the same address (and the root a
+  // PID namespace's init's).
+  if (root && !scratch_inherited) {
+    CRLIB_RETURN_IF_ERROR(Step("scratch")(
         t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
                           {scratch_range.first, kRestoreScratchBytes,
                            PROT_READ | PROT_WRITE | PROT_EXEC,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                            static_cast<uint64_t>(-1), 0})
             .status()));
-  } else {
-    // A fork of a restored process: its rseq registration (the parent's
-    // area) goes with the address space it is about to replace.
-    sys::PtraceRseqConfiguration rseq{};
-    if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
-               sizeof(rseq), &rseq) > 0 &&
-        rseq.rseq_abi_size > 0) {
-      CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
-          t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
-                            {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
-                             rseq.signature})
-              .status()));
-    }
   }
   CRLIB_RETURN_IF_ERROR(EnterSessionAndGroup(t, image.process));
   if (root) {
