@@ -415,6 +415,10 @@ bool SamePage(uint64_t a, uint64_t b) {
          (a & kPagemapFrameBits) == (b & kPagemapFrameBits);
 }
 
+// Pagemap entries compared at a time (512 KiB of entries per process).
+constexpr uint64_t kCompareChunkPages = 65536;
+using AddressRange = std::pair<uint64_t, uint64_t>;
+
 // For each VMA of the child that it shares with its parent (kVmaInherited),
 // the pages it must store (its own copies) and drop (the parent's that it
 // lacks), by comparing the two processes' pagemaps.
@@ -428,18 +432,26 @@ absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, cons
   if (theirs.fd < 0) return Errno("open %s", parent_path);
   map->inherited.assign(vmas.size(), false);
   map->own_pages.assign(vmas.size(), {});
+  std::vector<sys::PageRegion> regions(4096);
   for (size_t i = 0; i < vmas.size(); ++i) {
     const VmaInfo& v = vmas[i];
     if (!InheritableFromParent(v, parent)) continue;
-    CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> mine,
-                           ReadPagemap(own.fd, path, v.map.start, v.map.end, page));
-    CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> other,
-                           ReadPagemap(theirs.fd, parent_path, v.map.start, v.map.end, page));
-    // Without frame numbers (no CAP_SYS_ADMIN) nothing can be told shared.
-    if (std::none_of(mine.begin(), mine.end(), [](uint64_t e) { return e & kPagemapFrameBits; })) {
-      continue;
+    // Only where either process has pages: a VMA may be a sparse
+    // reservation of terabytes (a sanitizer's shadow, a JVM heap), whose
+    // pagemap is far too large to read whole. PAGEMAP_SCAN finds them.
+    std::vector<AddressRange> ranges;
+    for (auto [fd, where] : {std::pair{own.fd, &path}, {theirs.fd, &parent_path}}) {
+      auto collect = [&](uint64_t start, uint64_t end) -> absl::Status {
+        ranges.push_back({start, end});
+        return absl::OkStatus();
+      };
+      absl::Status st = ScanNeededRanges(fd, *where, v, &regions, collect);
+      if (absl::IsUnimplemented(st)) st = ReadNeededRanges(fd, *where, v, page, collect);
+      CRLIB_RETURN_IF_ERROR(st);
     }
-    map->inherited[i] = true;
+    std::sort(ranges.begin(), ranges.end());
+    const size_t drops_before = map->drops.size();
+    bool frames = true;  // without CAP_SYS_ADMIN pagemap shows no frames
     auto add = [&](std::vector<PageRun>* runs, uint64_t address) {
       if (!runs->empty() && runs->back().address + runs->back().pages * page == address) {
         ++runs->back().pages;
@@ -451,15 +463,35 @@ absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, cons
     // of a private file mapping, those copied on write (the others are the
     // file's, which a drop gives back).
     auto held = [&](uint64_t entry) { return PageNeeded(v.kind, entry); };
-    for (size_t k = 0; k < mine.size(); ++k) {
-      const uint64_t address = v.map.start + k * page;
-      if (held(mine[k])) {
-        if (!SamePage(mine[k], other[k])) add(&map->own_pages[i], address);
-      } else if (held(other[k])) {
-        add(&map->drops, address);
+    uint64_t done = v.map.start;  // ranges overlap: each page once
+    for (const AddressRange& r : ranges) {
+      for (uint64_t at = std::max(r.first, done); at < r.second && frames;) {
+        const uint64_t end = std::min(r.second, at + kCompareChunkPages * page);
+        CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> mine, ReadPagemap(own.fd, path, at, end, page));
+        CRLIB_ASSIGN_OR_RETURN(std::vector<uint64_t> other,
+                               ReadPagemap(theirs.fd, parent_path, at, end, page));
+        for (size_t k = 0; k < mine.size(); ++k) {
+          const uint64_t address = at + k * page;
+          if (held(mine[k])) {
+            if ((mine[k] & sys::kPagemapPresent) && !(mine[k] & kPagemapFrameBits)) frames = false;
+            if (!SamePage(mine[k], other[k])) add(&map->own_pages[i], address);
+          } else if (held(other[k])) {
+            add(&map->drops, address);
+          }
+        }
+        at = end;
       }
+      done = std::max(done, r.second);
     }
+    if (!frames) {  // nothing can be told shared: stored whole, as ever
+      map->own_pages[i].clear();
+      map->drops.resize(drops_before);
+      continue;
+    }
+    map->inherited[i] = true;
   }
+  std::sort(map->drops.begin(), map->drops.end(),
+            [](const PageRun& x, const PageRun& y) { return x.address < y.address; });
   return absl::OkStatus();
 }
 

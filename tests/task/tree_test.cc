@@ -414,6 +414,13 @@ TEST_F(TreeTest, PidTakenAfterThePointOfNoReturn) {
   EXPECT_NO_FATAL_FAILURE(ReapTree(tree));
 }
 
+// A 1 TiB sparse reservation a child shares with its parent: compared
+// where the two have pages, not page table entry by entry.
+TEST_F(TreeTest, SparseReservationSharedWithAChild) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "tree_reservation", 2));
+}
+
 // A child stopped by SIGSTOP stays stopped until its parent continues it.
 TEST_F(TreeTest, StoppedChild) {
   Workload w;
