@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "files/external_fds.h"
+#include "files/pidfd_restore.h"
 #include "absl/types/span.h"
 #include "core/shared_objects.h"
 #include "image/process_image.h"
@@ -36,29 +38,8 @@ struct OpenFilesOptions {
   std::map<std::string, int> inherit_fds;
 };
 
-// Checks the external files of `images` (every process of the restored
-// tree) against the restorer's `inherit_fds` (key -> an fd of ours),
-// before anything is created: each key needs an open fd of ours that
-// allows the recorded access mode, unless `accept_unmapped` (a dump
-// checking its own image, where nobody can give one); a key none of the
-// images has is refused too (a typo would otherwise go unnoticed).
-// The error is one line naming the fd, pid, key and option:
-// "fd 5 of pid 123 is external (pipe:[4567], its other end was outside the
-// dumped processes): give it with --inherit-fd 'pipe:[4567]=FD'".
-absl::Status CheckInheritFds(absl::Span<const ProcessImage* const> images,
-                             const std::map<std::string, int>& inherit_fds, bool accept_unmapped);
 
-// Checks that every pidfd of `images` (every process of the restored
-// tree) refers to a process of the tree, the dump's promise, before
-// anything is created.
-absl::Status CheckPidfds(absl::Span<const ProcessImage* const> images);
 
-// A pidfd: not opened by OpenedFiles (its process does not exist yet, or,
-// for a dead one, would be of our PID namespace), but made in its holder
-// by RestorePidfds.
-inline bool MadeInProcess(const FileRecord& f) {
-  return static_cast<FileKind>(f.kind) == FileKind::kPidfd;
-}
 
 class OpenedFiles final : public RestoredObjects {
  public:
@@ -126,15 +107,6 @@ class OpenedFiles final : public RestoredObjects {
 // (fchdir on our descriptor, so it must run before those are closed).
 absl::Status EnterRemovedCwd(Tracee* t, const ProcessImage& image, const OpenedFiles& files);
 
-// In restored process `t`, whose other descriptors are in place, once
-// every process of the tree exists (zombies too): its pidfds, each by
-// pidfd_open in `t`, whose PID namespace sees the recorded PIDs, with the
-// recorded flags. A dead process's is made of a stand-in that we start in
-// that namespace and kill and reap once the pidfd is made: it refers to a
-// process that has exited and been reaped, of the holder's namespace.
-// Descriptors of one description stay one; a description shared with
-// another process becomes one per process.
-absl::Status RestorePidfds(Tracee* t, const ProcessImage& image);
 
 // In restored process `t`, once only the image's descriptors are left
 // (closing any descriptor of a file drops the process's POSIX locks on
