@@ -193,6 +193,30 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
   return Step("guard regions")(RestoreGuardRegions(t, image));
 }
 
+// Makes traced process `t` exit with `code` once released: its registers
+// are set to call exit_group there, then it is detached (untraced, it is
+// reaped by its parent, not by us).
+absl::Status ExitOnRelease(Tracee* t, uint64_t code) {
+  ArchRegs regs = t->initial_regs();
+  t->arch().SetSyscall(&regs, t->syscall_site(), SYS_exit_group, {code});
+  CRLIB_RETURN_IF_ERROR(t->SetRegs(regs));
+  return t->Detach();
+}
+
+// Waits until process `pid` (`what`, for the error) has exited and waits
+// to be reaped: its parent's SIGCHLD is then pending.
+absl::Status AwaitZombie(pid_t pid, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
+    if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") return absl::OkStatus();
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat("%s %d did not exit", what, pid));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
 // A zombie of the image: exits with its recorded wait status, untraced,
 // and is left for its restored parent to reap.
 absl::Status MakeZombie(Restoring* r) {
@@ -200,10 +224,7 @@ absl::Status MakeZombie(Restoring* r) {
   const uint32_t status = r->image->process.exit_code;
   const int signal = static_cast<int>(status & 0x7f);
   if (signal == 0) {
-    ArchRegs regs = t->initial_regs();
-    t->arch().SetSyscall(&regs, t->syscall_site(), SYS_exit_group, {(status >> 8) & 0xff});
-    CRLIB_RETURN_IF_ERROR(t->SetRegs(regs));
-    CRLIB_RETURN_IF_ERROR(t->Detach());
+    CRLIB_RETURN_IF_ERROR(ExitOnRelease(t, (status >> 8) & 0xff));
   } else {
     // Killed by `signal`: its default action, no core file.
     rlimit64 no_core{0, 0};
@@ -218,16 +239,7 @@ absl::Status MakeZombie(Restoring* r) {
   }
   // Its parent's SIGCHLD must be there before the parent's pending signals
   // are set, to be taken away again.
-  const pid_t pid = t->tid();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  for (;;) {
-    absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
-    if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") return absl::OkStatus();
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrFormat("zombie pid %d did not exit", pid));
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
+  return AwaitZombie(t->tid(), "zombie pid");
 }
 
 // Takes away the SIGCHLDs the zombies made for `t`'s process while it was
@@ -283,24 +295,10 @@ absl::Status JoinProcessGroups(std::vector<Restoring>& tree, uint64_t scratch) {
   // its member reaps it.
   for (auto& [member, leader] : stand_ins) {
     const pid_t pid = leader->tid();
-    ArchRegs regs = leader->initial_regs();
-    leader->arch().SetSyscall(&regs, leader->syscall_site(), SYS_exit_group, {0});
-    absl::Status gone = leader->SetRegs(regs);
-    if (gone.ok()) gone = leader->Detach();
-    if (!gone.ok()) {
-      kill(pid, SIGKILL);
-    }
+    if (!ExitOnRelease(leader.get(), 0).ok()) kill(pid, SIGKILL);
     leader.reset();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    for (;;) {
-      absl::StatusOr<std::vector<std::string>> stat = sys::ReadStatFields(pid);
-      if (stat.ok() && !stat->empty() && (*stat)[0] == "Z") break;
-      if (std::chrono::steady_clock::now() > deadline) {
-        if (st.ok()) st = absl::DeadlineExceededError(absl::StrFormat("stand-in leader %d did not exit", pid));
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
+    absl::Status exited = AwaitZombie(pid, "stand-in leader");
+    if (st.ok()) st = exited;
     const uint32_t inner = static_cast<uint32_t>(
         member->image->process.pgid);  // its PID where the member lives
     absl::StatusOr<int64_t> reaped =
