@@ -88,33 +88,12 @@ auto Step(const char* name) {
 // stopped before it runs any code; a copy of the parent as it is now.
 absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessRecord& child,
                                                   uint64_t scratch) {
-  struct {
-    sys::CloneArgs args;
-    uint64_t tid;
-  } clone{};
-  clone.args.exit_signal = child.exit_signal;
+  sys::CloneArgs args{};
+  args.exit_signal = child.exit_signal;
   // What the child shared with its parent beyond a fork's copies.
-  if (child.flags & kProcessSharesFiles) clone.args.flags |= CLONE_FILES;
-  if (child.flags & kProcessSharesFs) clone.args.flags |= CLONE_FS;
-  clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
-  clone.args.set_tid_size = 1;
-  clone.tid = child.pid;
-  CRLIB_RETURN_IF_ERROR(parent->WriteMemory(scratch, &clone, sizeof(clone)));
-  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
-  absl::StatusOr<int64_t> created;
-  do {
-    created = parent->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
-  } while (created.ok() && *created == -EEXIST &&
-           sys::AwaitTidRelease(static_cast<pid_t>(child.pid), deadline));
-  CRLIB_RETURN_IF_ERROR(created.status());
-  if (*created == -EEXIST) {
-    return absl::AlreadyExistsError(absl::StrFormat("pid %d is in use by another process", child.pid));
-  }
-  if (*created < 0) {
-    return ErrnoError(static_cast<int>(-*created),
-                      absl::StrFormat("clone3 with set_tid %d in pid %d", child.pid, parent->tid()));
-  }
-  return Tracee::AdoptNewThread(parent->last_created(), *parent);
+  if (child.flags & kProcessSharesFiles) args.flags |= CLONE_FILES;
+  if (child.flags & kProcessSharesFs) args.flags |= CLONE_FS;
+  return parent->CloneWithTid(args, static_cast<pid_t>(child.pid), scratch, "pid");
 }
 
 // Puts `t` in its recorded session (its own) or process group (its own);

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <chrono>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -482,6 +484,43 @@ absl::Status Tracee::RunBatch(uint64_t scratch, uint64_t size, absl::Span<Remote
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Tracee>> Tracee::CloneWithTid(sys::CloneArgs args, pid_t tid,
+                                                              uint64_t scratch,
+                                                              const char* kind) {
+  // clone3's arguments and its one-entry set_tid array.
+  struct {
+    sys::CloneArgs args;
+    uint64_t tid;
+  } clone{};
+  clone.args = args;
+  clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
+  clone.args.set_tid_size = 1;
+  clone.tid = static_cast<uint64_t>(tid);
+  CRLIB_RETURN_IF_ERROR(WriteMemory(scratch, &clone, sizeof(clone)));
+  // The original's task with this TID may be dead and reaped and its
+  // number still not free (see AwaitTidRelease): wait for it, not fail.
+  const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
+  absl::StatusOr<int64_t> created;
+  do {
+    created = Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
+  } while (created.ok() && *created == -EEXIST && sys::AwaitTidRelease(tid, deadline));
+  CRLIB_RETURN_IF_ERROR(created.status());
+  if (*created == -EEXIST) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("%s %d is in use by another process", kind, tid));
+  }
+  if (*created < 0) {
+    return ErrnoError(static_cast<int>(-*created),
+                      absl::StrFormat("clone3 with set_tid %d in pid %d", tid, tid_));
+  }
+  if (*created != tid) {
+    // Cannot happen with set_tid; if it does, the image's TID is wrong,
+    // and the new task must still be killed with the rest.
+    return absl::InternalError(absl::StrFormat("clone3 created %s %d, not %d", kind, *created, tid));
+  }
+  return AdoptNewThread(last_created_, *this);
 }
 
 }  // namespace crlib

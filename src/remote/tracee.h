@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "arch/arch_backend.h"
+#include "sys/kernel.h"
 
 namespace crlib {
 
@@ -106,6 +107,14 @@ class Tracee {
   // failure). Registers are left as the call left them. A thread the call
   // creates under PTRACE_O_TRACECLONE is left stopped for AdoptNewThread.
   absl::StatusOr<int64_t> Syscall(long nr, std::array<uint64_t, 6> args = {});
+  // Creates a thread or process with a remote clone3 that asks for TID
+  // `tid` (set_tid, in this tracee's PID namespace), with `args`' flags,
+  // exit signal and child_tid, and adopts it (AdoptNewThread). The
+  // arguments go at `scratch`. A TID still being freed by the kernel is
+  // waited for (sys::AwaitTidRelease); one in use is AlreadyExists,
+  // "`kind` N is in use by another process".
+  absl::StatusOr<std::unique_ptr<Tracee>> CloneWithTid(sys::CloneArgs args, pid_t tid,
+                                                      uint64_t scratch, const char* kind);
   // The TID, in our PID namespace, of the thread or process the last
   // remote clone created (the call's result is the TID in the tracee's).
   pid_t last_created() const { return last_created_; }

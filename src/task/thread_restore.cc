@@ -85,49 +85,17 @@ absl::Status CreateThreads(Tracee* main, const ProcessImage& image, uint64_t scr
     const ThreadImage& thread = image.threads[i];
     const ThreadRecord& r = thread.record;
     const pid_t want = static_cast<pid_t>(r.tid);
-    // clone3's arguments and its one-entry set_tid array, in the scratch
-    // area. No stack: the thread runs no code before its registers are set.
-    // Its TLS comes back with fs_base, its clear_child_tid with
+    // No stack: the thread runs no code before its registers are set. Its
+    // TLS comes back with fs_base, its clear_child_tid with
     // CLONE_CHILD_CLEARTID (one remote call fewer than set_tid_address).
-    struct {
-      sys::CloneArgs args;
-      uint64_t tid;
-    } clone{};
-    clone.args.flags =
-        CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    sys::CloneArgs args{};
+    args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
     if (r.clear_child_tid) {
-      clone.args.flags |= CLONE_CHILD_CLEARTID;
-      clone.args.child_tid = r.clear_child_tid;
+      args.flags |= CLONE_CHILD_CLEARTID;
+      args.child_tid = r.clear_child_tid;
     }
-    clone.args.set_tid = scratch + offsetof(decltype(clone), tid);
-    clone.args.set_tid_size = 1;
-    clone.tid = static_cast<uint64_t>(want);
-    CRLIB_RETURN_IF_ERROR(main->WriteMemory(scratch, &clone, sizeof(clone)));
-    // The original's thread with this TID may be dead and reaped and its
-    // number still not free (see AwaitTidRelease): wait for it, not fail.
-    const auto deadline = std::chrono::steady_clock::now() + sys::kTidReleaseWait;
-    absl::StatusOr<int64_t> created;
-    do {
-      created = main->Syscall(SYS_clone3, {scratch, sizeof(clone.args)});
-    } while (created.ok() && *created == -EEXIST && sys::AwaitTidRelease(want, deadline));
-    CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, created.status()));
-    if (*created == -EEXIST) {
-      return ThreadStep(
-          "create thread", want,
-          absl::AlreadyExistsError(absl::StrFormat("tid %d is in use by another process", want)));
-    }
-    if (*created < 0) {
-      return ThreadStep("create thread", want,
-                        ErrnoError(static_cast<int>(-*created),
-                                   absl::StrFormat("clone3 with set_tid %d in pid %d", want, pid)));
-    }
-    if (*created != want) {
-      // Cannot happen with set_tid; if it does, the image's TID is wrong
-      // for this thread, and the thread must still be killed with the rest.
-      return ThreadStep("create thread", want,
-                        absl::InternalError(absl::StrFormat("clone3 created tid %d", *created)));
-    }
-    absl::StatusOr<std::unique_ptr<Tracee>> t = Tracee::AdoptNewThread(main->last_created(), *main);
+    absl::StatusOr<std::unique_ptr<Tracee>> t = main->CloneWithTid(args, want, scratch, "tid");
+
     CRLIB_RETURN_IF_ERROR(ThreadStep("create thread", want, t.status()));
     threads->push_back(std::move(*t));
     ThreadStart start = inherited;
