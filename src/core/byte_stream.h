@@ -3,6 +3,7 @@
 #ifndef CRLIB_CORE_BYTE_STREAM_H_
 #define CRLIB_CORE_BYTE_STREAM_H_
 
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -56,11 +57,12 @@ class ImageSink : public ByteSink {
 // (O_TMPFILE) in the target's directory, linked in place after fsync. A
 // dump that is killed, by any signal, leaves nothing behind. On a
 // filesystem without O_TMPFILE it falls back to a temporary name that the
-// destructor removes. Created mode 0600: an image holds the process's
-// whole memory.
+// destructor removes. Created mode 0600 (`mode`): an image holds the
+// process's whole memory.
 class AtomicFileSink final : public ImageSink {
  public:
-  static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path,
+                                                                mode_t mode = 0600);
   ~AtomicFileSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
   absl::Status Commit() override;
@@ -99,8 +101,10 @@ class StreamImageSink final : public ImageSink {
 
 // The sink for an image: `fd` when it is not -1 (borrowed; `path` only
 // names it in messages), else an existing FIFO, character device or other
-// non-regular file at `path` opened for writing, else an AtomicFileSink.
-absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd = -1);
+// non-regular file at `path` opened for writing, else an AtomicFileSink
+// created with `mode`.
+absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd = -1,
+                                                         mode_t mode = 0600);
 
 class ByteSource {
  public:
@@ -148,6 +152,7 @@ class FdSource final : public ByteSource {
   uint64_t position_ = 0;  // fd offset of the next byte the caller gets
   std::unique_ptr<char[]> buffer_;
   size_t buffer_pos_ = 0, buffer_end_ = 0;
+  bool skipped_ = false;  // the last call skipped with lseek
 };
 
 // Reads from memory. As a stream (`as_stream`), it answers like a pipe:
