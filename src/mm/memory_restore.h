@@ -19,6 +19,7 @@
 namespace crlib {
 
 using AddressRange = std::pair<uint64_t, uint64_t>;
+class PageMapper;
 
 // The lowest page-aligned range of `size` bytes that overlaps none of
 // `occupied`, or an error.
@@ -48,13 +49,23 @@ absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image);
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                                  AddressRange scratch);
 
+// One of the madvise or mlock calls that give a VMA its recorded VmFlags.
+struct VmFlagCall {
+  const VmaRecord* vma;
+  const char* name;  // "madvise(MADV_DONTFORK)" ...
+  Tracee::RemoteCall call;
+};
+// Those of `v`, in the order they must run.
+std::vector<VmFlagCall> VmFlagCalls(const VmaRecord& v);
+
 // Writes the pages of the image into the tracee: the page records of its
 // memory map that `reader` has next (LoadTreeImage left it at the first
-// page record; the next process's are left for it).
+// page record; the next process's are left for it). With `mapper`, what
+// it takes of each record is mapped instead (mm/mapped_restore.h).
 // Reports progress (bytes of the image read) through `ctx` after each
 // record, where a restore can be cancelled.
 absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
-                       uint64_t* pages_loaded);
+                       PageMapper* mapper, uint64_t* pages_loaded);
 
 // PR_SET_MM_MAP: code, data, brk, stack, args, env, auxv and the
 // executable file. Part of RebuildAddressSpace.
