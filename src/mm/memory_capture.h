@@ -24,6 +24,10 @@ struct VmaInfo {
   VmaKind kind = VmaKind::kAnonymous;
   uint32_t vm_flags = 0;  // VmaFlag bits
   InodeKind inode_kind = InodeKind::kDeletedFile;  // kinds 8-10: the inode it maps
+  // Anonymous memory a mapped restore gave the process, still a private
+  // mapping of that image file: recorded as anonymous, and every page of
+  // it stored, present or not (mm/mapped_restore.h).
+  bool from_image = false;
 };
 
 // The VmaFlag bits of smaps' "VmFlags:" codes; codes crlib does not
