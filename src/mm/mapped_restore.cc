@@ -217,7 +217,7 @@ absl::Status PageMapper::Finish(Tracee* t) {
                      });
 }
 
-absl::StatusOr<bool> MapsCrlibImage(pid_t pid, const sys::MapsEntry& m, ImageFileCache* cache) {
+bool MapsCrlibImage(pid_t pid, const sys::MapsEntry& m, ImageFileCache* cache) {
   if (m.shared || m.inode == 0 || m.path.empty() || m.path[0] == '[') return false;
   const auto key = std::make_pair(static_cast<uint64_t>(makedev(m.dev_major, m.dev_minor)), m.inode);
   if (auto it = cache->find(key); it != cache->end()) return it->second;
@@ -225,7 +225,22 @@ absl::StatusOr<bool> MapsCrlibImage(pid_t pid, const sys::MapsEntry& m, ImageFil
   // removed, or another file may have its name).
   const std::string path = absl::StrFormat("/proc/%d/map_files/%x-%x", pid, m.start, m.end);
   sys::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) return Errno("open %s (mapping of %s)", path, m.path);
+  if (fd.fd < 0 && (errno == EPERM || errno == EACCES)) {
+    // map_files needs CAP_CHECKPOINT_RESTORE: an unprivileged dump (a
+    // self-checkpoint) opens the path, if it still names that file.
+    fd.fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd.fd >= 0 && (fstat(fd.fd, &st) != 0 || st.st_ino != m.inode ||
+                       st.st_dev != makedev(m.dev_major, m.dev_minor))) {
+      close(fd.release());
+    }
+  }
+  if (fd.fd < 0) {
+    // Unreadable here: not an image we can tell, recorded as the file
+    // mapping it shows.
+    (*cache)[key] = false;
+    return false;
+  }
   FileHeader h{};
   bool image = pread(fd.fd, &h, sizeof(h), 0) == static_cast<ssize_t>(sizeof(h)) &&
                memcmp(h.magic, kImageMagic, sizeof(h.magic)) == 0 &&

@@ -91,10 +91,12 @@ class PageMapper {
 
 // Whether mapping `m` of stopped process `pid` is memory a mapped restore
 // gave it: a private mapping of a file that begins with a valid crlib
-// image header (read through /proc/PID/map_files). `cache` remembers the
+// image header (read through /proc/PID/map_files, or by its path, checked
+// to be the same inode, without the right to map_files). A file that
+// cannot be read either way is taken as no image. `cache` remembers the
 // answer per file (device, inode) for one dump.
 using ImageFileCache = std::map<std::pair<uint64_t, uint64_t>, bool>;
-absl::StatusOr<bool> MapsCrlibImage(pid_t pid, const sys::MapsEntry& m, ImageFileCache* cache);
+bool MapsCrlibImage(pid_t pid, const sys::MapsEntry& m, ImageFileCache* cache);
 
 }  // namespace crlib
 

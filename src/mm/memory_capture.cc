@@ -142,7 +142,7 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
       v.kind = VmaKind::kFile;
     }
     if ((v.kind == VmaKind::kFile || v.kind == VmaKind::kCarriedFile) && !m.shared) {
-      CRLIB_ASSIGN_OR_RETURN(v.from_image, MapsCrlibImage(pid, m, &images));
+      v.from_image = MapsCrlibImage(pid, m, &images);
       if (v.from_image) {
         // As the anonymous memory it was: no file, which the next image
         // would otherwise depend on.
