@@ -11,9 +11,11 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "tests/task/harness.h"
+#include "tests/task/image_edit.h"
 
 namespace crlib {
 namespace {
@@ -161,6 +163,76 @@ TEST_F(MappedRestoreTest, CopyPagesOption) {
   EXPECT_THAT(err, Not(HasSubstr("copied"))) << err;
   EXPECT_EQ(PagesMapped(err), 0u) << err;
   EXPECT_EQ(MappingsOf(w.pid, image), 0);
+  ASSERT_NO_FATAL_FAILURE(SignalRestoredAndExpectOk(&w));
+}
+
+// A page stored in more than one pages record is the last record's (a
+// live dump writes a page again when the process wrote it after its first
+// copy). The image is edited so that only that order gives the process
+// its memory back: before the first large pages record R of the heap goes
+// a copy of R full of garbage, R's own first page is made garbage too, and
+// after R a one-page record brings that page's true bytes. The two large
+// records are mapped, the small one copied: the copy must land after the
+// maps, and the second map over the first.
+TEST_F(MappedRestoreTest, LaterPagesRecordsWin) {
+  Workload w;
+  const std::string image = Path("heap.img");
+  ASSERT_NO_FATAL_FAILURE(StartAndDump(&w, image, 32));
+  std::string bytes = Slurp(image);
+  FileHeader fh;
+  ASSERT_GE(bytes.size(), sizeof(fh));
+  memcpy(&fh, bytes.data(), sizeof(fh));
+  const uint64_t page = fh.page_size;
+  std::string edited;
+  for (uint64_t pos = fh.header_length; pos + sizeof(RecordHeader) <= bytes.size();) {
+    RecordHeader h;
+    memcpy(&h, bytes.data() + pos, sizeof(h));
+    uint64_t size = sizeof(h) + AlignUp(h.length, 8);
+    if (h.bulk_length) size += h.bulk_pad + AlignUp(h.bulk_length, 8);
+    ASSERT_LE(pos + size, bytes.size());
+    PagesRecord pages;
+    if (edited.empty() && h.type == static_cast<uint32_t>(RecordType::kPages) &&
+        DecodeFields(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()) + pos +
+                                             sizeof(h),
+                                         h.length),
+                     &pages)
+            .ok() &&
+        pages.page_count >= 64 && pages.runs.front().pages >= 64) {
+      ASSERT_EQ(pos % page, 0u) << "records of a mappable image start page-aligned";
+      const uint64_t bulk = pos + sizeof(h) + AlignUp(h.length, 8) + h.bulk_pad;
+      const std::string first_page = bytes.substr(bulk, page);
+      std::string garbage_copy = bytes.substr(pos, size);
+      memset(garbage_copy.data() + (bulk - pos), 0x5a, h.bulk_length);
+      memset(bytes.data() + bulk, 0xa5, page);
+      // The one-page record: header, payload, zeros up to the page, page.
+      const Bytes payload = EncodeFields(PagesRecord{.page_count = 1,
+                                                     .runs = {{pages.runs.front().address, 1}}});
+      RecordHeader one{};
+      one.type = h.type;
+      one.parent = h.parent;
+      one.length = static_cast<uint32_t>(payload.size());
+      one.bulk_length = page;
+      one.bulk_pad = static_cast<uint32_t>(page - sizeof(one) - AlignUp(payload.size(), 8));
+      std::string small(reinterpret_cast<const char*>(&one), sizeof(one));
+      small.append(payload.begin(), payload.end());
+      small.resize(page, '\0');
+      small += first_page;
+      edited = bytes.substr(0, pos) + garbage_copy + bytes.substr(pos, size) + small;
+      edited += bytes.substr(pos + size);
+      break;
+    }
+    pos += size;
+  }
+  ASSERT_FALSE(edited.empty()) << "no pages record of 64 pages or more";
+  testing::RepairImageChecksums(reinterpret_cast<uint8_t*>(edited.data()), edited.size());
+  ASSERT_EQ(unlink(image.c_str()), 0);
+  {
+    std::ofstream out(image, std::ios::binary);
+    out << edited;
+  }
+  ASSERT_EQ(chmod(image.c_str(), 0400), 0);
+  const std::string err = RestoreDetached(&w, image);
+  EXPECT_GT(PagesMapped(err), 0u) << err;
   ASSERT_NO_FATAL_FAILURE(SignalRestoredAndExpectOk(&w));
 }
 
