@@ -206,10 +206,11 @@ FdSource::FdSource(int fd) : fd_(fd) {
   }
 }
 
-absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t min, size_t max) {
+absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t min, size_t max, uint64_t at) {
   size_t total = 0;
   while (total < min) {
-    ssize_t n = read(fd_, to + total, max - total);
+    ssize_t n = regular_ ? pread(fd_, to + total, max - total, static_cast<off_t>(at + total))
+                         : read(fd_, to + total, max - total);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read from fd %d", fd_);
@@ -227,7 +228,7 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
   buffer_pos_ += total;
   const size_t want = size - total;
   if (want >= kBufferSize) {
-    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, want, want));
+    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, want, want, position_ + total));
     total += n;
   } else if (want > 0) {
     // Refill with whatever the fd gives, at least what is asked (a pipe
@@ -243,7 +244,7 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
       fill = std::max<size_t>(want, std::min<size_t>(kBufferSize, 4096 - at % 4096));
       skipped_ = false;
     }
-    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, fill));
+    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, fill, position_ + total));
     buffer_pos_ = std::min(want, buffer_end_);
     memcpy(p + total, buffer_.get(), buffer_pos_);
     total += buffer_pos_;
@@ -259,14 +260,10 @@ absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
   size -= buffered;
   if (size == 0) return true;
   if (!regular_) return ByteSource::Skip(size);
-  // The buffer is empty, so the fd's offset is the stream's position.
+  // Read with pread: the position is all there is to move.
   if (size > size_ - std::min(position_, size_)) {
     position_ = size_;
-    lseek(fd_, 0, SEEK_END);
     return false;
-  }
-  if (lseek(fd_, static_cast<off_t>(size), SEEK_CUR) < 0) {
-    return Errno("lseek on fd %d", fd_);
   }
   position_ += size;
   skipped_ = true;
@@ -275,9 +272,6 @@ absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
 
 absl::Status FdSource::Seek(uint64_t offset) {
   if (!regular_) return ByteSource::Seek(offset);
-  if (lseek(fd_, static_cast<off_t>(base_ + offset), SEEK_SET) < 0) {
-    return Errno("lseek on fd %d to %d", fd_, base_ + offset);
-  }
   position_ = base_ + offset;
   buffer_pos_ = buffer_end_ = 0;
   return absl::OkStatus();

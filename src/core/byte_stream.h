@@ -126,8 +126,10 @@ class ByteSource {
 // Reads from a borrowed fd. A regular file read from offset 0 is mappable.
 // Small reads (record headers and payloads) come from a 64 KiB buffer, so
 // reading an image costs a few system calls per 64 KiB of records; large
-// reads (page data) go straight to the caller's memory. The fd's offset is
-// therefore ahead of what was consumed.
+// reads (page data) go straight to the caller's memory. A pipe or socket
+// is read with read(2), so the fd's offset is ahead of what was consumed;
+// a regular file with pread(2) at the stream's position (skips and seeks
+// cost no system call), leaving the fd's offset where it was.
 class FdSource final : public ByteSource {
  public:
   explicit FdSource(int fd);
@@ -139,9 +141,10 @@ class FdSource final : public ByteSource {
   bool CanSeek() const override { return regular_; }
 
  private:
-  // read(2) into `to` (room for `max`) until at least `min` bytes or the
-  // end of the stream; returns the count.
-  absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max);
+  // read(2), or for a regular file pread(2) at file offset `at`, into `to`
+  // (room for `max`) until at least `min` bytes or the end of the stream;
+  // returns the count.
+  absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max, uint64_t at);
 
   static constexpr size_t kBufferSize = 64 << 10;
   int fd_;
@@ -152,7 +155,7 @@ class FdSource final : public ByteSource {
   uint64_t position_ = 0;  // fd offset of the next byte the caller gets
   std::unique_ptr<char[]> buffer_;
   size_t buffer_pos_ = 0, buffer_end_ = 0;
-  bool skipped_ = false;  // the last call skipped with lseek
+  bool skipped_ = false;  // the last call skipped past the buffer
 };
 
 // Reads from memory. As a stream (`as_stream`), it answers like a pipe:
