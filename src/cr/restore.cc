@@ -115,8 +115,8 @@ absl::Status EnterSessionAndGroup(Tracee* t, const ProcessRecord& p) {
 // copied (the process has it at the same number, from the restorer
 // through its parents; BuildLate closes it with the other strays).
 absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, ImageReader* reader,
-                        int image_fd, AddressRange scratch_range, bool root,
-                        bool scratch_inherited) {
+                        int image_fd, const std::vector<AddressRange>& forked,
+                        AddressRange scratch_range, bool root, bool scratch_inherited) {
   Tracee* t = r->threads.front().get();
   const ProcessImage& image = *r->image;
   // No handler may run in place of a remote call; threads created later
@@ -175,7 +175,9 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
       Step("address space")(RebuildAddressSpace(t, image, files, scratch_range)));
   uint64_t pages = 0;
   std::optional<PageMapper> mapper;
-  if (image_fd >= 0) mapper.emplace(image, image_fd, reader->info().page_size, scratch_range);
+  if (image_fd >= 0) {
+    mapper.emplace(image, image_fd, reader->info().page_size, scratch_range, forked);
+  }
   CRLIB_RETURN_IF_ERROR(
       Step("pages")(LoadPages(ctx, t, image, reader, mapper ? &*mapper : nullptr, &pages)));
   ctx->stats().pages_stored += pages;
@@ -569,6 +571,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   // Pages of a mappable image file are mapped, unless it is not safe to
   // (mm/mapped_restore.h): then copied, and the caller told why.
   int image_fd = -1;
+  const std::vector<AddressRange> forked = ForkedRanges(image);
   if (!options.copy_pages) {
     absl::Status mappable = CheckMappedRestore(*reader, in->fd(), in->file());
     if (mappable.ok()) {
@@ -637,8 +640,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
         r.threads.push_back(std::move(child));
         if (r.zombie()) parent->made_zombie_children = true;
       }
-      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, scratch,
-                                                i == 0, options.pid_namespace),
+      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, forked,
+                                                scratch, i == 0, options.pid_namespace),
                                      absl::StrFormat("pid %d", r.image->process.pid)));
     }
     CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));

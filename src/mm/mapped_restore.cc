@@ -73,18 +73,35 @@ absl::Status CheckMappedRestore(const ImageReader& reader, int fd, const struct 
   return absl::OkStatus();
 }
 
-PageMapper::PageMapper(const ProcessImage& image, int fd, uint64_t page_size, AddressRange scratch)
+std::vector<AddressRange> ForkedRanges(const TreeImage& tree) {
+  std::vector<AddressRange> out;
+  for (const ProcessImage& p : tree.processes) {
+    for (const VmaRecord& v : p.vmas) {
+      if (v.vm_flags & kVmaInherited) out.push_back({v.start, v.end});
+    }
+  }
+  return out;
+}
+
+PageMapper::PageMapper(const ProcessImage& image, int fd, uint64_t page_size, AddressRange scratch,
+                       const std::vector<AddressRange>& forked)
     : image_(image),
+      forked_(forked),
       fd_(fd),
       page_size_(page_size),
       scratch_(scratch),
       pieces_left_(PieceBudget(image.vmas.size())) {}
 
-bool PageMapper::Mappable(const VmaRecord& v) {
+bool PageMapper::Mappable(const VmaRecord& v) const {
   const auto kind = static_cast<VmaKind>(v.kind);
   const bool anonymous = kind == VmaKind::kAnonymous || kind == VmaKind::kHeap;
-  return anonymous && (v.flags & MAP_PRIVATE) && !v.file && !v.object &&
-         !(v.vm_flags & kCopiedVmFlags);
+  if (!anonymous || !(v.flags & MAP_PRIVATE) || v.file || v.object ||
+      (v.vm_flags & kCopiedVmFlags)) {
+    return false;
+  }
+  return std::none_of(forked_.begin(), forked_.end(), [&](const AddressRange& r) {
+    return r.first < v.end && v.start < r.second;
+  });
 }
 
 absl::StatusOr<bool> PageMapper::Load(Tracee* t, const Record& record, const PagesRecord& pages) {

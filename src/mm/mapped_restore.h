@@ -45,10 +45,13 @@ absl::Status CheckMappedRestore(const ImageReader& reader, int fd, const struct 
 // lies in private anonymous memory is mapped when it is large enough and
 // the process's VMA budget allows; any other run (in a private file
 // mapping, the stack, locked, KSM or wipe-on-fork memory, memory shared
-// with the parent, or a small one) is copied. Not thread-safe.
+// with the parent or with a child, or a small one) is copied. Not
+// thread-safe.
 class PageMapper {
  public:
-  PageMapper(const ProcessImage& image, int fd, uint64_t page_size, AddressRange scratch);
+  // `forked` (ForkedRanges of the tree) is borrowed.
+  PageMapper(const ProcessImage& image, int fd, uint64_t page_size, AddressRange scratch,
+             const std::vector<AddressRange>& forked);
 
   // Maps or copies the pages of `record` (decoded as `pages`, runs
   // validated) and returns true; or returns false, with nothing of it
@@ -70,13 +73,14 @@ class PageMapper {
     const VmaRecord* vma;             // nullptr: copy it
   };
   // Whether pages of `v` may be mapped from the image: private anonymous
-  // memory without flags a file mapping cannot carry.
-  static bool Mappable(const VmaRecord& v);
+  // memory without flags a file mapping cannot carry, that no child keeps.
+  bool Mappable(const VmaRecord& v) const;
   absl::Status Flush(Tracee* t);
   absl::Status FlushIfOverlapping(Tracee* t, uint64_t start, uint64_t end);
   absl::Status Copy(Tracee* t, const Piece& piece);
 
   const ProcessImage& image_;
+  const std::vector<AddressRange>& forked_;
   int fd_;
   uint64_t page_size_;
   AddressRange scratch_;
@@ -88,6 +92,12 @@ class PageMapper {
   std::vector<uint8_t> buffer_;
   uint64_t pages_mapped_ = 0;
 };
+
+// The address ranges of the tree's VMAs that a child keeps from its parent
+// at fork (kVmaInherited), in any process. They are never mapped from the
+// image: the child's MADV_DONTNEED of a page it lacks must leave it zero,
+// where a mapping of the image would show the parent's page again.
+std::vector<AddressRange> ForkedRanges(const TreeImage& tree);
 
 // Whether mapping `m` of stopped process `pid` is memory a mapped restore
 // gave it: a private mapping of a file that begins with a valid crlib

@@ -236,6 +236,30 @@ TEST_F(MappedRestoreTest, LaterPagesRecordsWin) {
   ASSERT_NO_FATAL_FAILURE(SignalRestoredAndExpectOk(&w));
 }
 
+// Memory a child keeps from its parent since a fork is copied, not mapped,
+// in both: the child's page it dropped (MADV_DONTNEED) stays zero, where a
+// mapping of the image would show it the parent's bytes again.
+TEST_F(MappedRestoreTest, MemoryForkedToAChildIsNotMapped) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "forked_heap"));
+  const std::vector<pid_t> children = sys::ListChildren(w.pid).value_or(std::vector<pid_t>{});
+  ASSERT_EQ(children.size(), 1u) << Output(w);
+  const std::string image = Path("forked.img");
+  ASSERT_NO_FATAL_FAILURE(DumpMappable(&w, image));
+  // The child, killed with it, comes to us: reaped, its PID is free.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        return !Probe(children[0]).exists;
+      },
+      kReapTimeout));
+  CliResult inspect = Crlib({"inspect", image});
+  ASSERT_THAT(inspect.out, HasSubstr("page_drops")) << "the child dropped no page of its parent's";
+  RestoreDetached(&w, image);
+  ASSERT_NO_FATAL_FAILURE(SignalRestoredAndExpectOk(&w));
+}
+
 // A process restored by mapping is dumped again: the memory mapped from
 // the first image is stored as anonymous memory, every page of it (most
 // never touched since the restore), so the first image may go and the
