@@ -2,7 +2,9 @@
 // memory, next to floors measured in the same run: writing the image's size
 // to a new /dev/shm file (dump, paired with each dump in the same iteration), and filling fresh anonymous memory with the
 // data (restore: memcpy into plain mmap memory, into MAP_POPULATE memory,
-// and read() from /dev/shm). A summary with the ratios is printed at the end.
+// and read() from /dev/shm). Restore also from a --mappable image, whose
+// pages are mapped (BM_RestoreMapped), with its time split into phases. A
+// summary with the ratios is printed at the end.
 //
 // Run as root. Every benchmark uses manual timing: only the library call
 // (or the floor's copy) is timed, not the child's set-up or teardown.
@@ -46,6 +48,12 @@ constexpr uintptr_t kDataAddress = 0x600000000000;
 struct Figures {
   double dump_ms = 0, frozen_ms = 0, lib_dump_ms = 0;
   double restore_ms = 0, lib_restore_ms = 0;
+  // Mapped restore of a --mappable image, and where its time went: up to
+  // the point of no return (reading and checking the image, opening
+  // files), then to the first page record (process creation, address
+  // space), the pages, and the rest (files, threads, credentials ...).
+  double mapped_ms = 0, mapped_cpu = 0, mapped_check_ms = 0, mapped_build_ms = 0;
+  double mapped_pages_ms = 0, mapped_rest_ms = 0, pages_mapped = 0;
   double image_bytes = 0, pages_stored = 0, pages_zero = 0;
   double floor_write_ms = 0;
   double floor_copy_ms = 0, floor_read_ms = 0, floor_populate_ms = 0;
@@ -342,11 +350,13 @@ absl::Status CheckRestored(pid_t pid, size_t bytes) {
   return result;
 }
 
-void BM_Restore(benchmark::State& state) {
+// Restores of one image of a child holding range(0) MiB: copied, or with
+// `mapped` from a --mappable image mapped (restore's default for one).
+void Restore(benchmark::State& state, bool mapped) {
   const size_t bytes = state.range(0) * kMiB;
   const std::string image = ImagePath();
   {
-    crlib::Context ctx;
+    crlib::Context ctx(crlib::Options{.mappable = mapped});
     double ms, cpu_ms;
     absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
     if (!st.ok()) {
@@ -357,12 +367,28 @@ void BM_Restore(benchmark::State& state) {
     }
   }
   double sum_ms = 0, sum_cpu = 0, sum_lib = 0;
+  double sum_check = 0, sum_build = 0, sum_pages = 0;
   bool checked = false;
   for (auto _ : state) {
     crlib::Context ctx;
+    // When each phase was first reported (ms).
+    double state_at = 0, memory_at = 0, done_at = 0;
+    ctx.set_progress([&](crlib::Phase phase, uint64_t, uint64_t) {
+      double& at = phase == crlib::Phase::kState    ? state_at
+                   : phase == crlib::Phase::kMemory ? memory_at
+                                                    : done_at;
+      if (at == 0) at = NowMs();
+      if (phase == crlib::Phase::kMemory) done_at = NowMs();  // the last record's
+      return true;
+    });
     double t0 = NowMs(), c0 = CpuMs();
     absl::StatusOr<pid_t> pid = crlib::RestoreProcess(&ctx, image);
     double t1 = NowMs(), c1 = CpuMs();
+    if (pid.ok() && state_at > 0 && memory_at > 0) {
+      sum_check += state_at - t0;
+      sum_build += memory_at - state_at;
+      sum_pages += done_at - memory_at;
+    }
     if (!pid.ok()) {
       Fail(state, "RestoreProcess", pid.status());
       break;
@@ -372,9 +398,12 @@ void BM_Restore(benchmark::State& state) {
     sum_cpu += c1 - c0;
     sum_lib += ctx.stats().total_ns / 1e6;
     if (!checked) {
-      // Resident right after the call: restore writes every page (pwrite to
-      // /proc/PID/mem), nothing is left to fault in lazily.
+      // Resident right after the call: a copying restore writes every page
+      // (pwrite to /proc/PID/mem); a mapped one leaves them in the page
+      // cache until the process touches them.
       state.counters["rss_MiB"] = RssKiB(*pid) / 1024.0;
+      state.counters["pages_mapped"] = ctx.stats().pages_mapped;
+      g_figures[state.range(0)].pages_mapped = ctx.stats().pages_mapped;
       absl::Status st = CheckRestored(*pid, bytes);
       checked = true;
       if (!st.ok()) {
@@ -392,10 +421,25 @@ void BM_Restore(benchmark::State& state) {
   state.counters["cpu_ms"] = sum_cpu / n;
   state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
   Figures& f = g_figures[state.range(0)];
-  f.restore_ms = sum_ms / n;
-  f.restore_cpu = sum_cpu / n;
-  f.lib_restore_ms = sum_lib / n;
+  if (!mapped) {
+    f.restore_ms = sum_ms / n;
+    f.restore_cpu = sum_cpu / n;
+    f.lib_restore_ms = sum_lib / n;
+    return;
+  }
+  f.mapped_ms = sum_ms / n;
+  f.mapped_cpu = sum_cpu / n;
+  f.mapped_check_ms = sum_check / n;
+  f.mapped_build_ms = sum_build / n;
+  f.mapped_pages_ms = sum_pages / n;
+  f.mapped_rest_ms = (sum_ms - sum_check - sum_build - sum_pages) / n;
 }
+
+void BM_Restore(benchmark::State& state) { Restore(state, /*mapped=*/false); }
+
+// Restore to running from a --mappable image in /dev/shm: the pages are
+// mapped from the image file (goal for 1 GiB: 5 ms).
+void BM_RestoreMapped(benchmark::State& state) { Restore(state, /*mapped=*/true); }
 
 // Restore floor: mmap fresh anonymous memory and memcpy the data into it.
 // The munmap afterwards is not timed (nor is the restored process's exit).
@@ -494,11 +538,54 @@ void BM_FloorShmReadFresh(benchmark::State& state) {
 
 // Few iterations: each dump needs a fresh child (about 3 s to fault in and
 // fill 1 GiB on a small machine).
+// How long a dump with --leave-running keeps the process stopped, when it
+// is stopped for the whole dump (range(1) 0, `crlib dump --stopped`) and
+// when its memory is copied while it runs (1, a live dump): issue 11's
+// "stopped during a dump" goal. Both in one run, alternating.
+void BM_Stopped(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const bool live = state.range(1) != 0;
+  const std::string image = ImagePath();
+  double sum_frozen = 0, sum_total = 0, rounds = 0;
+  for (auto _ : state) {
+    absl::StatusOr<pid_t> child = SpawnChild(bytes, 0);
+    if (!child.ok()) {
+      Fail(state, "spawn", child.status());
+      break;
+    }
+    crlib::Context ctx;
+    crlib::CheckpointOptions o;
+    o.leave_running = true;
+    o.live = live;
+    absl::Status st = crlib::CheckpointProcess(&ctx, *child, image, o);
+    KillAndReap(*child);
+    unlink(image.c_str());
+    if (!st.ok()) {
+      Fail(state, "CheckpointProcess", st);
+      break;
+    }
+    state.SetIterationTime(ctx.stats().frozen_ns / 1e9);
+    sum_frozen += ctx.stats().frozen_ns / 1e6;
+    sum_total += ctx.stats().total_ns / 1e6;
+    rounds += ctx.stats().live_rounds;
+  }
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["frozen_ms"] = sum_frozen / n;
+  state.counters["dump_ms"] = sum_total / n;
+  state.counters["live_rounds"] = rounds / n;
+}
+
+BENCHMARK(BM_Stopped)->Args({64, 0})->Args({64, 1})->Args({256, 0})->Args({256, 1})
+    ->Args({1024, 0})->Args({1024, 1})->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Dump)->Arg(64)->Arg(256)->Arg(1024)->Iterations(4)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DumpReservation)->Arg(0)->Arg(1024)->Iterations(4)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Restore)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_RestoreMapped)->Arg(64)->Arg(256)->Arg(1024)->Iterations(10)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FloorFreshCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
@@ -533,6 +620,17 @@ void PrintSummary() {
            f.floor_copy_cpu, ratio(f.restore_cpu, f.floor_copy_cpu), f.floor_populate_cpu,
            ratio(f.restore_cpu, f.floor_populate_cpu), f.floor_read_cpu,
            ratio(f.restore_cpu, f.floor_read_cpu));
+  }
+  printf("\nMapped restore (--mappable image): wall ms, ratio to the copying restore, and "
+         "where the time went\n");
+  printf("%5s | %8s %8s %9s %9s | %8s %8s %8s %8s | %12s\n", "MiB", "mapped", "copied",
+         "ratio", "cpu", "check", "create", "pages", "rest", "pages_mapped");
+  for (const auto& [mib, f] : g_figures) {
+    if (f.mapped_ms == 0) continue;
+    printf("%5" PRId64 " | %8.1f %8.1f %9.3f %9.1f | %8.1f %8.1f %8.1f %8.1f | %12.0f\n", mib,
+           f.mapped_ms, f.restore_ms, ratio(f.mapped_ms, f.restore_ms), f.mapped_cpu,
+           f.mapped_check_ms, f.mapped_build_ms, f.mapped_pages_ms, f.mapped_rest_ms,
+           f.pages_mapped);
   }
   printf("\n");
   for (const auto& [mib, f] : g_figures) {

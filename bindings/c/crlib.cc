@@ -112,6 +112,7 @@ void FillStats(const Context& ctx, crlib_stats* out) {
   s.records = in.records;
   s.frozen_ns = in.frozen_ns;
   s.total_ns = in.total_ns;
+  s.pages_mapped = in.pages_mapped;
   const size_t n = std::min(out->size, sizeof(crlib_stats));
   memcpy(out, &s, n);
   out->size = n;
@@ -123,7 +124,8 @@ absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
                                                    const crlib_checkpoint_options* options,
                                                    crlib_checkpoint_options* o, std::string* name) {
   CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o, name));
-  if (o->flags & ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS}) {
+  if (o->flags &
+      ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS | CRLIB_CHECKPOINT_MAPPABLE}) {
     return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o->flags)));
   }
   crlib::Options image;
@@ -134,6 +136,8 @@ absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
     }
     image.compression_level = o->compression_level == 0 ? 1 : o->compression_level;
   }
+  image.mappable = (o->flags & CRLIB_CHECKPOINT_MAPPABLE) != 0;
+  CRLIB_RETURN_IF_ERROR(crlib::CheckOptions(image));
   return image;
 }
 
@@ -219,12 +223,13 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   std::string name;
   absl::Status st = ReadArguments(image_path, options, &o, &name);
   if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY |
-                                      CRLIB_RESTORE_PID_NAMESPACE})) {
+                                      CRLIB_RESTORE_PID_NAMESPACE | CRLIB_RESTORE_COPY_PAGES})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
   crlib::RestoreOptions ro{.image_fd = o.image_fd,
                            .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0,
-                           .pid_namespace = (o.flags & CRLIB_RESTORE_PID_NAMESPACE) != 0};
+                           .pid_namespace = (o.flags & CRLIB_RESTORE_PID_NAMESPACE) != 0,
+                           .copy_pages = (o.flags & CRLIB_RESTORE_COPY_PAGES) != 0};
   if (st.ok() && o.inherit_fds_count > 0 && o.inherit_fds == nullptr) {
     st = absl::InvalidArgumentError("inherit_fds is NULL but inherit_fds_count is not 0");
   }

@@ -90,8 +90,12 @@ typedef struct crlib_stats {
   uint64_t records;       /* image records */
   int64_t frozen_ns;      /* time the process was stopped (checkpoint) */
   int64_t total_ns;       /* time of the whole call */
+  /* Restore: of pages_stored, those mapped from the image file rather than
+   * copied (CRLIB_CHECKPOINT_MAPPABLE). Absent for a caller built before
+   * this field (a smaller `size`). */
+  uint64_t pages_mapped;
 } crlib_stats;
-#define CRLIB_STATS_INIT {sizeof(crlib_stats), 0, 0, 0, 0, 0, 0, 0}
+#define CRLIB_STATS_INIT {sizeof(crlib_stats), 0, 0, 0, 0, 0, 0, 0, 0}
 
 enum {
   /* The process is being stopped. A live dump reports it too while it
@@ -116,7 +120,15 @@ enum {
    * allowed for crlib_checkpoint_self. */
   CRLIB_CHECKPOINT_KILL = 1u << 0,
   /* Store pages zstd-compressed (smaller, slower; not mappable). */
-  CRLIB_CHECKPOINT_COMPRESS = 1u << 1
+  CRLIB_CHECKPOINT_COMPRESS = 1u << 1,
+  /* Store pages raw and page-aligned, so that a restore from the image file
+   * maps them instead of copying them (time in mappings, not in bytes; the
+   * copies of one image share its pages in the page cache). The image file
+   * is created read-only (mode 0400): a restore maps only an image file
+   * nobody may write. Not with CRLIB_CHECKPOINT_COMPRESS. `crlib dump
+   * --mappable`. A library older than this flag refuses it
+   * (CRLIB_E_INVALID_ARGUMENT). Value fixed: 1u << 2. */
+  CRLIB_CHECKPOINT_MAPPABLE = 1u << 2
 };
 
 typedef struct crlib_checkpoint_options {
@@ -200,7 +212,15 @@ enum {
    * CRLIB_RESTORE_CHECK_ONLY, the PIDs are not checked. A library older
    * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
    * 1u << 2. */
-  CRLIB_RESTORE_PID_NAMESPACE = 1u << 2
+  CRLIB_RESTORE_PID_NAMESPACE = 1u << 2,
+  /* Copy the pages of a mappable image (CRLIB_CHECKPOINT_MAPPABLE) instead
+   * of mapping them from the image file, so that the restored memory never
+   * depends on the file. Without it a mappable image file that nobody may
+   * write and no process has open for writing is mapped; one that does
+   * not qualify is copied. `crlib restore --copy-pages`. A library older
+   * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
+   * 1u << 3. */
+  CRLIB_RESTORE_COPY_PAGES = 1u << 3
 };
 
 /* One of the caller's descriptors given to the restored process for an

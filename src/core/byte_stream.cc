@@ -77,9 +77,9 @@ std::string TempNameFor(const std::string& path, std::random_device& rd) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
-    const std::string& path) {
+    const std::string& path, mode_t mode) {
   const std::string dir = DirectoryOf(path);
-  int fd = open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  int fd = open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
   if (fd >= 0) return std::unique_ptr<AtomicFileSink>(new AtomicFileSink(path, "", fd));
   // Filesystems without O_TMPFILE say so in one of these ways.
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
   std::random_device rd;
   for (int attempt = 0; attempt < 16; ++attempt) {
     std::string temp = TempNameFor(path, rd);
-    fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd >= 0) {
       return std::unique_ptr<AtomicFileSink>(new AtomicFileSink(path, temp, fd));
     }
@@ -202,7 +202,8 @@ absl::Status StreamImageSink::Write(absl::Span<const iovec> iov) {
   return Annotate(sink_.Write(iov), absl::StrCat("writing the image to ", name_));
 }
 
-absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd) {
+absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd,
+                                                         mode_t mode) {
   if (fd >= 0) return std::make_unique<StreamImageSink>(fd, /*owned=*/false, path);
   struct stat st;
   if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -214,7 +215,7 @@ absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path
     if (out < 0) return Errno("open %s for writing the image", path);
     return std::make_unique<StreamImageSink>(out, /*owned=*/true, path);
   }
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> file, AtomicFileSink::Create(path));
+  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileSink> file, AtomicFileSink::Create(path, mode));
   return file;
 }
 
@@ -246,10 +247,11 @@ FdSource::FdSource(int fd) : fd_(fd) {
   }
 }
 
-absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t min, size_t max) {
+absl::StatusOr<size_t> FdSource::ReadFd(char* to, size_t min, size_t max, uint64_t at) {
   size_t total = 0;
   while (total < min) {
-    ssize_t n = read(fd_, to + total, max - total);
+    ssize_t n = regular_ ? pread(fd_, to + total, max - total, static_cast<off_t>(at + total))
+                         : read(fd_, to + total, max - total);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno("read from fd %d", fd_);
@@ -267,13 +269,23 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
   buffer_pos_ += total;
   const size_t want = size - total;
   if (want >= kBufferSize) {
-    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, want, want));
+    CRLIB_ASSIGN_OR_RETURN(size_t n, ReadFd(p + total, want, want, position_ + total));
     total += n;
   } else if (want > 0) {
     // Refill with whatever the fd gives, at least what is asked (a pipe
     // returns what it has).
     if (!buffer_) buffer_ = std::make_unique<char[]>(kBufferSize);
-    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, kBufferSize));
+    // Right after a skip of bulk data (a restore that maps pages skips
+    // every record's), the next bytes are most likely one record before
+    // the next skip: read to the end of the 4 KiB block only, not 64 KiB
+    // of page data that would be thrown away.
+    size_t fill = kBufferSize;
+    if (skipped_) {
+      const uint64_t at = position_ + total;
+      fill = std::max<size_t>(want, std::min<size_t>(kBufferSize, 4096 - at % 4096));
+      skipped_ = false;
+    }
+    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, fill, position_ + total));
     buffer_pos_ = std::min(want, buffer_end_);
     memcpy(p + total, buffer_.get(), buffer_pos_);
     total += buffer_pos_;
@@ -289,24 +301,18 @@ absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
   size -= buffered;
   if (size == 0) return true;
   if (!regular_) return ByteSource::Skip(size);
-  // The buffer is empty, so the fd's offset is the stream's position.
+  // Read with pread: the position is all there is to move.
   if (size > size_ - std::min(position_, size_)) {
     position_ = size_;
-    lseek(fd_, 0, SEEK_END);
     return false;
   }
-  if (lseek(fd_, static_cast<off_t>(size), SEEK_CUR) < 0) {
-    return Errno("lseek on fd %d", fd_);
-  }
   position_ += size;
+  skipped_ = true;
   return true;
 }
 
 absl::Status FdSource::Seek(uint64_t offset) {
   if (!regular_) return ByteSource::Seek(offset);
-  if (lseek(fd_, static_cast<off_t>(base_ + offset), SEEK_SET) < 0) {
-    return Errno("lseek on fd %d to %d", fd_, base_ + offset);
-  }
   position_ = base_ + offset;
   buffer_pos_ = buffer_end_ = 0;
   return absl::OkStatus();

@@ -3,6 +3,7 @@
 #ifndef CRLIB_CORE_BYTE_STREAM_H_
 #define CRLIB_CORE_BYTE_STREAM_H_
 
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -61,11 +62,12 @@ class ImageSink : public ByteSink {
 // (O_TMPFILE) in the target's directory, linked in place after fsync. A
 // dump that is killed, by any signal, leaves nothing behind. On a
 // filesystem without O_TMPFILE it falls back to a temporary name that the
-// destructor removes. Created mode 0600: an image holds the process's
-// whole memory.
+// destructor removes. Created mode 0600 (`mode`): an image holds the
+// process's whole memory.
 class AtomicFileSink final : public ImageSink {
  public:
-  static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path,
+                                                                mode_t mode = 0600);
   ~AtomicFileSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
   absl::Status SkipAhead(uint64_t bytes) override;
@@ -108,8 +110,10 @@ class StreamImageSink final : public ImageSink {
 
 // The sink for an image: `fd` when it is not -1 (borrowed; `path` only
 // names it in messages), else an existing FIFO, character device or other
-// non-regular file at `path` opened for writing, else an AtomicFileSink.
-absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd = -1);
+// non-regular file at `path` opened for writing, else an AtomicFileSink
+// created with `mode`.
+absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd = -1,
+                                                         mode_t mode = 0600);
 
 class ByteSource {
  public:
@@ -131,8 +135,10 @@ class ByteSource {
 // Reads from a borrowed fd. A regular file read from offset 0 is mappable.
 // Small reads (record headers and payloads) come from a 64 KiB buffer, so
 // reading an image costs a few system calls per 64 KiB of records; large
-// reads (page data) go straight to the caller's memory. The fd's offset is
-// therefore ahead of what was consumed.
+// reads (page data) go straight to the caller's memory. A pipe or socket
+// is read with read(2), so the fd's offset is ahead of what was consumed;
+// a regular file with pread(2) at the stream's position (skips and seeks
+// cost no system call), leaving the fd's offset where it was.
 class FdSource final : public ByteSource {
  public:
   explicit FdSource(int fd);
@@ -144,9 +150,10 @@ class FdSource final : public ByteSource {
   bool CanSeek() const override { return regular_; }
 
  private:
-  // read(2) into `to` (room for `max`) until at least `min` bytes or the
-  // end of the stream; returns the count.
-  absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max);
+  // read(2), or for a regular file pread(2) at file offset `at`, into `to`
+  // (room for `max`) until at least `min` bytes or the end of the stream;
+  // returns the count.
+  absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max, uint64_t at);
 
   static constexpr size_t kBufferSize = 64 << 10;
   int fd_;
@@ -157,6 +164,7 @@ class FdSource final : public ByteSource {
   uint64_t position_ = 0;  // fd offset of the next byte the caller gets
   std::unique_ptr<char[]> buffer_;
   size_t buffer_pos_ = 0, buffer_end_ = 0;
+  bool skipped_ = false;  // the last call skipped past the buffer
 };
 
 // Reads from memory. As a stream (`as_stream`), it answers like a pipe:

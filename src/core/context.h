@@ -11,6 +11,7 @@
 #include <algorithm>
 #include "absl/strings/string_view.h"
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "core/object_registry.h"
@@ -47,6 +48,8 @@ struct Stats {
   uint64_t pages_zero = 0;     // of those, all zero and not stored
   uint64_t pages_stored = 0;
   uint64_t page_bytes_stored = 0;  // after compression
+  // At a restore, of pages_stored, those mapped from the image file.
+  uint64_t pages_mapped = 0;
   int64_t total_ns = 0;
   int64_t frozen_ns = 0;  // time the target was stopped
   // Of that, the time its threads ran remote calls with borrowed
@@ -94,6 +97,11 @@ class Context {
   SharedObjectWriter* objects() const { return objects_; }
   void set_objects(SharedObjectWriter* objects) { objects_ = objects; }
 
+  // At a restore of a mappable image whose pages were copied, why they
+  // were not mapped (for the caller to say); empty otherwise.
+  const std::string& pages_copied_reason() const { return pages_copied_reason_; }
+  void set_pages_copied_reason(std::string why) { pages_copied_reason_ = std::move(why); }
+
   void set_progress(ProgressFn progress) { progress_ = std::move(progress); }
   // Reports a step; Cancelled if the callback asked to stop, which the
   // operation then undoes like any other failure.
@@ -110,6 +118,7 @@ class Context {
   ImageReader* reader_ = nullptr;
   SharedObjectWriter* objects_ = nullptr;
   ProgressFn progress_;
+  std::string pages_copied_reason_;
 };
 
 }  // namespace crlib

@@ -592,9 +592,12 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   CRLIB_ASSIGN_OR_RETURN(tree.front().facts, LookBeforeSeizing(pid));
   tree.front().pid = pid;
   // Where the image goes, before the process is touched: a FIFO's open
-  // waits for its reader, which must not keep the process frozen.
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
-                         OpenImageSink(image_path, options.image_fd));
+  // waits for its reader, which must not keep the process frozen. A
+  // mappable image file is read-only: restores map it only while nobody
+  // may write it (docs/CHECKPOINT.md, "Mapped restore").
+  CRLIB_ASSIGN_OR_RETURN(
+      std::unique_ptr<ImageSink> sink,
+      OpenImageSink(image_path, options.image_fd, ctx->options().mappable ? 0400 : 0600));
   // A live dump copies the memory while the process runs; it needs an
   // image file (the records go before the pages, written at the stop). A
   // process it cannot serve is dumped stopped, on an emptied file.

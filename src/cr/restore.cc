@@ -19,6 +19,7 @@
 #include <chrono>
 #include <thread>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,7 @@
 #include "core/status.h"
 #include "files/file_restore.h"
 #include "files/tty_restore.h"
+#include "mm/mapped_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -109,7 +111,11 @@ absl::Status EnterSessionAndGroup(Tracee* t, const ProcessRecord& p) {
 // First stage of process `r`, which exists and is a copy of its creator:
 // everything its children must inherit (session, group, the tree's open
 // files, the address space with its pages), so that it can fork them.
+// `image_fd`, when not -1, is the image file, mapped from rather than
+// copied (the process has it at the same number, from the restorer
+// through its parents; BuildLate closes it with the other strays).
 absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, ImageReader* reader,
+                        int image_fd, const std::vector<AddressRange>& forked,
                         AddressRange scratch_range, bool root, bool scratch_inherited) {
   Tracee* t = r->threads.front().get();
   const ProcessImage& image = *r->image;
@@ -123,6 +129,7 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
     // kept it, the restore reading that pipe would never see its end.
     std::set<int> needed = {0, 1, 2};
     for (int fd : files.all()) needed.insert(fd);
+    if (image_fd >= 0) needed.insert(image_fd);
     CRLIB_RETURN_IF_ERROR(Step("file descriptors")(CloseAllBut(t, needed)));
   }
   // The inherited rseq area (the restorer's, or the restored parent's that
@@ -167,8 +174,14 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
   CRLIB_RETURN_IF_ERROR(
       Step("address space")(RebuildAddressSpace(t, image, files, scratch_range)));
   uint64_t pages = 0;
-  CRLIB_RETURN_IF_ERROR(Step("pages")(LoadPages(ctx, t, image, reader, &pages)));
+  std::optional<PageMapper> mapper;
+  if (image_fd >= 0) {
+    mapper.emplace(image, image_fd, reader->info().page_size, scratch_range, forked);
+  }
+  CRLIB_RETURN_IF_ERROR(
+      Step("pages")(LoadPages(ctx, t, image, reader, mapper ? &*mapper : nullptr, &pages)));
   ctx->stats().pages_stored += pages;
+  if (mapper) ctx->stats().pages_mapped += mapper->pages_mapped();
   return Step("guard regions")(RestoreGuardRegions(t, image));
 }
 
@@ -438,6 +451,7 @@ class ImageInput {
     if (owned_fd_ >= 0) close(owned_fd_);
   }
   ImageReader* reader() { return reader_.get(); }
+  int fd() const { return fd_; }
   const struct stat& file() const { return file_; }
 
  private:
@@ -554,6 +568,18 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
                                          .inherit_fds = options.inherit_fds}));
   const OpenedFiles& files = prep.files;
   const AddressRange scratch{prep.scratch, prep.scratch + kRestoreScratchBytes};
+  // Pages of a mappable image file are mapped, unless it is not safe to
+  // (mm/mapped_restore.h): then copied, and the caller told why.
+  int image_fd = -1;
+  const std::vector<AddressRange> forked = ForkedRanges(image);
+  if (!options.copy_pages) {
+    absl::Status mappable = CheckMappedRestore(*reader, in->fd(), in->file());
+    if (mappable.ok()) {
+      image_fd = in->fd();
+    } else if (reader->info().flags & kImageMappable) {
+      ctx->set_pages_copied_reason(std::string(mappable.message()));
+    }
+  }
 
   // Last chance to cancel with nothing created.
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
@@ -614,8 +640,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
         r.threads.push_back(std::move(child));
         if (r.zombie()) parent->made_zombie_children = true;
       }
-      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, scratch, i == 0,
-                                                options.pid_namespace),
+      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, forked,
+                                                scratch, i == 0, options.pid_namespace),
                                      absl::StrFormat("pid %d", r.image->process.pid)));
     }
     CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));

@@ -30,6 +30,11 @@ struct RestoreOptions {
   // --inherit-fd KEY=FD`). An external fd without one, or a key the image
   // lacks, fails before anything is created.
   std::map<std::string, int> inherit_fds;
+  // Copy the pages of a mappable image instead of mapping them from the
+  // image file (`crlib restore --copy-pages`): the restored memory then
+  // never depends on the file. Without it a mappable image file that
+  // nobody may write is mapped (docs/CHECKPOINT.md, "Mapped restore").
+  bool copy_pages = false;
 };
 
 // What `crlib restore --check` reports of an image that would restore.

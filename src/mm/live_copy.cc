@@ -94,10 +94,13 @@ absl::Status LiveCopy::Start(const std::vector<VmaInfo>& vmas, PageArray& pages)
   for (const VmaInfo& v : vmas) {
     if (!tracker_->Tracks(v.map.start, v.map.end)) continue;
     std::vector<std::pair<uint64_t, uint64_t>> needed;
-    absl::Status st = copier_.ForEachNeeded(v, [&](uint64_t s, uint64_t e) {
-      needed.emplace_back(s, e);
-      return absl::OkStatus();
-    });
+    // Memory a mapped restore gave it: whole (pages never touched since
+    // are in the image file only).
+    absl::Status st = v.from_image ? (needed.emplace_back(v.map.start, v.map.end), absl::OkStatus())
+                                   : copier_.ForEachNeeded(v, [&](uint64_t s, uint64_t e) {
+                                       needed.emplace_back(s, e);
+                                       return absl::OkStatus();
+                                     });
     // A VMA gone since it was read: nothing of it to copy now.
     if (!st.ok()) continue;
     for (auto [s, e] : needed) CRLIB_RETURN_IF_ERROR(CopyWhileRunning(pages, s, e));
@@ -182,7 +185,7 @@ absl::Status LiveCopy::Finish(const std::vector<VmaInfo>& vmas, absl::Span<const
     }
     if (!st.ok()) break;
     pages.set_keep_zero(false);
-    st = copier_.ForEachNeeded(v, copy);
+    st = v.from_image ? copy(v.map.start, v.map.end) : copier_.ForEachNeeded(v, copy);
     pages.set_keep_zero(true);
   }
   pages.set_keep_zero(false);

@@ -21,6 +21,7 @@
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "mm/mapped_restore.h"
 #include "mm/page_array.h"
 #include "sys/kernel.h"
 #include "sys/unique_fd.h"
@@ -92,6 +93,7 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
   // virtual size; measured in docs/CHECKPOINT.md.
   CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadSmaps(pid));
   std::vector<VmaInfo> out;
+  ImageFileCache images;
   for (sys::MapsEntry& m : maps) {
     VmaInfo v;
     auto unsupported = [&](absl::string_view why) {
@@ -139,6 +141,17 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
     } else {
       v.kind = VmaKind::kFile;
     }
+    if ((v.kind == VmaKind::kFile || v.kind == VmaKind::kCarriedFile) && !m.shared) {
+      v.from_image = MapsCrlibImage(pid, m, &images);
+      if (v.from_image) {
+        // As the anonymous memory it was: no file, which the next image
+        // would otherwise depend on.
+        v.kind = VmaKind::kAnonymous;
+        m.path.clear();
+        m.offset = m.inode = 0;
+        m.dev_major = m.dev_minor = 0;
+      }
+    }
     v.vm_flags = VmaFlagsFromSmaps(m.vm_flags);
     for (absl::string_view code : absl::StrSplit(m.vm_flags, ' ', absl::SkipEmpty())) {
       v.userfaultfd |= code == "um" || code == "uw" || code == "ui";
@@ -154,10 +167,11 @@ bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent) {
       !v.map.shared && (v.kind == VmaKind::kAnonymous || v.kind == VmaKind::kHeap ||
                         v.kind == VmaKind::kStack || v.kind == VmaKind::kFile);
   constexpr uint32_t kNotForked = kVmaDontFork | kVmaWipeOnFork;
-  if (!private_memory || (v.vm_flags & kNotForked)) return false;
+  // Memory mapped from an image is stored whole (WritePages).
+  if (!private_memory || (v.vm_flags & kNotForked) || v.from_image) return false;
   for (const VmaInfo& p : *parent.vmas) {
     if (p.map.start == v.map.start && p.map.end == v.map.end && p.kind == v.kind &&
-        !p.map.shared && p.map.read == v.map.read && p.map.write == v.map.write &&
+        !p.map.shared && !p.from_image && p.map.read == v.map.read && p.map.write == v.map.write &&
         p.map.exec == v.map.exec && !(p.vm_flags & kNotForked) &&
         // A file mapping: the same file at the same offset.
         p.map.offset == v.map.offset && p.map.inode == v.map.inode &&
@@ -570,6 +584,12 @@ absl::Status WritePages(Context* ctx, pid_t pid, const std::vector<VmaInfo>& vma
       }
       pages.set_keep_zero(false);
       CRLIB_RETURN_IF_ERROR(st);
+      continue;
+    }
+    // Memory a mapped restore gave the process: its pages not touched
+    // since are in the image file only, and not present here.
+    if (v.from_image) {
+      CRLIB_RETURN_IF_ERROR(copy(v.map.start, v.map.end));
       continue;
     }
     // Only VMAs that can hold pages the image needs are looked at; the

@@ -32,6 +32,10 @@ struct VmaInfo {
   // own tracking (DirtyTracker), or the process's or another's, which
   // crlib does not carry.
   bool userfaultfd = false;
+  // Anonymous memory a mapped restore gave the process, still a private
+  // mapping of that image file: recorded as anonymous, and every page of
+  // it stored, present or not (mm/mapped_restore.h).
+  bool from_image = false;
 };
 
 // Whether a VMA can hold pages restore cannot rebuild without the image:

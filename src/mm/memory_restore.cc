@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "core/image_reader.h"
 #include "core/status.h"
+#include "mm/mapped_restore.h"
 #include "mm/memory_capture.h"
 #include "mm/page_array.h"
 #include "mm/sysv_shm.h"
@@ -235,20 +236,10 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
     why.push_back({in, "madvise(MADV_DONTNEED) of a page the parent has"});
     calls.push_back({SYS_madvise, {d.address, d.pages * image.info.page_size, MADV_DONTNEED}});
   }
-  for (const auto& [flag, advice, name] : kAdvice) {
-    for (const VmaRecord& v : image.vmas) {
-      if (!(v.vm_flags & flag)) continue;
-      why.push_back({&v, name});
-      calls.push_back({SYS_madvise, {v.start, v.end - v.start, static_cast<uint64_t>(advice)}});
-    }
-  }
   for (const VmaRecord& v : image.vmas) {
-    if (v.vm_flags & kVmaLockOnFault) {
-      why.push_back({&v, "mlock2(MLOCK_ONFAULT)"});
-      calls.push_back({SYS_mlock2, {v.start, v.end - v.start, MLOCK_ONFAULT}});
-    } else if (v.vm_flags & kVmaLocked) {
-      why.push_back({&v, "mlock"});
-      calls.push_back({SYS_mlock, {v.start, v.end - v.start}});
+    for (const VmFlagCall& c : VmFlagCalls(v)) {
+      why.push_back({&v, c.name});
+      calls.push_back(c.call);
     }
   }
   return t->RunBatch(scratch.first, scratch.second - scratch.first, absl::MakeSpan(calls),
@@ -256,6 +247,21 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
                        return absl::StrFormat("%s: mapping 0x%x-0x%x %s", why[i].call,
                                               why[i].vma->start, why[i].vma->end, why[i].vma->name);
                      });
+}
+
+std::vector<VmFlagCall> VmFlagCalls(const VmaRecord& v) {
+  std::vector<VmFlagCall> out;
+  for (const auto& [flag, advice, name] : kAdvice) {
+    if (v.vm_flags & flag) {
+      out.push_back({&v, name, {SYS_madvise, {v.start, v.end - v.start, static_cast<uint64_t>(advice)}}});
+    }
+  }
+  if (v.vm_flags & kVmaLockOnFault) {
+    out.push_back({&v, "mlock2(MLOCK_ONFAULT)", {SYS_mlock2, {v.start, v.end - v.start, MLOCK_ONFAULT}}});
+  } else if (v.vm_flags & kVmaLocked) {
+    out.push_back({&v, "mlock", {SYS_mlock, {v.start, v.end - v.start}}});
+  }
+  return out;
 }
 
 absl::Status CheckLockedMemory(const ProcessImage& image) {
@@ -336,17 +342,27 @@ std::vector<PageRun> WithoutStale(const PageRun& run, absl::Span<const PageRun> 
   return out;
 }
 
+bool OverlapsStale(const PagesRecord& pages, absl::Span<const PageRun> stale, uint64_t page) {
+  for (const PageRun& run : pages.runs) {
+    const std::vector<PageRun> kept = WithoutStale(run, stale, page);
+    if (kept.size() != 1 || kept[0].pages != run.pages) return true;
+  }
+  return false;
+}
+
 absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
-                       uint64_t* pages_loaded) {
+                       PageMapper* mapper, uint64_t* pages_loaded) {
   const uint64_t page = reader->info().page_size;
   const uint64_t total = reader->source()->Remaining().value_or(0) + reader->offset();
   std::vector<uint8_t> staging;
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(const Record* rec, reader->Next());
-    if (rec == nullptr) return absl::OkStatus();
     // The next process's pages (LoadTreeImage checked their order).
-    if (rec->type() == RecordType::kPages && rec->header.parent != image.mm_ref) {
-      return reader->Unread();
+    const bool ours = rec != nullptr && (rec->type() != RecordType::kPages ||
+                                         rec->header.parent == image.mm_ref);
+    if (!ours) {
+      if (mapper != nullptr) CRLIB_RETURN_IF_ERROR(mapper->Finish(t));
+      return rec == nullptr ? absl::OkStatus() : reader->Unread();
     }
     if (rec->type() != RecordType::kPages) {
       return absl::DataLossError(absl::StrFormat(
@@ -354,22 +370,30 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
           rec->index, rec->offset));
     }
     CRLIB_ASSIGN_OR_RETURN(PagesRecord pages, reader->Decode<PagesRecord>(*rec));
-    staging.resize(pages.page_count * page);
-    uint64_t used = 0;
-    CRLIB_RETURN_IF_ERROR(ReadPages(reader, *rec, pages,
-                                    [&](uint64_t, uint64_t n) -> absl::StatusOr<uint8_t*> {
-                                      uint8_t* p = staging.data() + used;
-                                      used += n * page;
-                                      return p;
-                                    }));
-    used = 0;
-    for (const PageRun& run : pages.runs) {
-      for (const PageRun& part : WithoutStale(run, image.stale_pages, page)) {
-        CRLIB_RETURN_IF_ERROR(t->WriteMemory(part.address,
-                                             staging.data() + used + (part.address - run.address),
-                                             part.pages * page));
+    CRLIB_RETURN_IF_ERROR(CheckPageRuns(*rec, pages, page));
+    bool mapped = false;
+    // Runs a live dump copied from memory unmapped before its stop are
+    // skipped, which only copying does.
+    if (mapper != nullptr && !OverlapsStale(pages, image.stale_pages, page)) {
+      CRLIB_ASSIGN_OR_RETURN(mapped, mapper->Load(t, *rec, pages));
+    }
+    if (!mapped) {
+      staging.resize(pages.page_count * page);
+      uint64_t used = 0;
+      CRLIB_RETURN_IF_ERROR(ReadPages(reader, *rec, pages,
+                                      [&](uint64_t, uint64_t n) -> absl::StatusOr<uint8_t*> {
+                                        uint8_t* p = staging.data() + used;
+                                        used += n * page;
+                                        return p;
+                                      }));
+      used = 0;
+      for (const PageRun& run : pages.runs) {
+        for (const PageRun& part : WithoutStale(run, image.stale_pages, page)) {
+          CRLIB_RETURN_IF_ERROR(t->WriteMemory(
+              part.address, staging.data() + used + (part.address - run.address), part.pages * page));
+        }
+        used += run.pages * page;
       }
-      used += run.pages * page;
     }
     *pages_loaded += pages.page_count;
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kMemory, reader->offset(), total));

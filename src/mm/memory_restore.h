@@ -20,6 +20,7 @@
 namespace crlib {
 
 using AddressRange = std::pair<uint64_t, uint64_t>;
+class PageMapper;
 
 // The lowest page-aligned range of `size` bytes that overlaps none of
 // `occupied`, or an error.
@@ -53,14 +54,26 @@ absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const Res
 // memory the process unmapped before the stop are skipped.
 std::vector<PageRun> WithoutStale(const PageRun& run, absl::Span<const PageRun> stale,
                                   uint64_t page);
+// Whether any run of `pages` has a part in `stale`.
+bool OverlapsStale(const PagesRecord& pages, absl::Span<const PageRun> stale, uint64_t page);
+
+// One of the madvise or mlock calls that give a VMA its recorded VmFlags.
+struct VmFlagCall {
+  const VmaRecord* vma;
+  const char* name;  // "madvise(MADV_DONTFORK)" ...
+  Tracee::RemoteCall call;
+};
+// Those of `v`, in the order they must run.
+std::vector<VmFlagCall> VmFlagCalls(const VmaRecord& v);
 
 // Writes the pages of the image into the tracee: the page records of its
 // memory map that `reader` has next (LoadTreeImage left it at the first
-// page record; the next process's are left for it).
+// page record; the next process's are left for it). With `mapper`, what
+// it takes of each record is mapped instead (mm/mapped_restore.h).
 // Reports progress (bytes of the image read) through `ctx` after each
 // record, where a restore can be cancelled.
 absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
-                       uint64_t* pages_loaded);
+                       PageMapper* mapper, uint64_t* pages_loaded);
 
 // PR_SET_MM_MAP: code, data, brk, stack, args, env, auxv and the
 // executable file. Part of RebuildAddressSpace.

@@ -264,9 +264,7 @@ absl::Status ReadZstdPages(ImageReader* reader, const std::string& where,
 
 }  // namespace
 
-absl::Status ReadPages(ImageReader* reader, const Record& record, const PagesRecord& pages,
-                       const PageDestination& destination) {
-  const uint64_t page_size = reader->info().page_size;
+absl::Status CheckPageRuns(const Record& record, const PagesRecord& pages, uint64_t page_size) {
   const std::string where =
       absl::StrFormat("pages record %d at offset %d", record.index, record.offset);
   if (pages.page_count > kMaxBulkLength / page_size) {
@@ -286,15 +284,24 @@ absl::Status ReadPages(ImageReader* reader, const Record& record, const PagesRec
     return absl::DataLossError(absl::StrFormat("%s: runs hold %d pages, record says %d", where,
                                                total, pages.page_count));
   }
-  const uint64_t raw_bytes = total * page_size;
   const auto encoding = static_cast<PageEncoding>(pages.encoding);
   if (encoding != PageEncoding::kRaw && encoding != PageEncoding::kZstd) {
     return absl::DataLossError(absl::StrFormat("%s: unknown page encoding %d", where, pages.encoding));
   }
-  if (encoding == PageEncoding::kRaw && record.header.bulk_length != raw_bytes) {
+  if (encoding == PageEncoding::kRaw && record.header.bulk_length != total * page_size) {
     return absl::DataLossError(absl::StrFormat("%s: %d bulk bytes for %d raw pages", where,
                                                record.header.bulk_length, total));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ReadPages(ImageReader* reader, const Record& record, const PagesRecord& pages,
+                       const PageDestination& destination) {
+  const uint64_t page_size = reader->info().page_size;
+  const std::string where =
+      absl::StrFormat("pages record %d at offset %d", record.index, record.offset);
+  CRLIB_RETURN_IF_ERROR(CheckPageRuns(record, pages, page_size));
+  const auto encoding = static_cast<PageEncoding>(pages.encoding);
   std::vector<iovec> iov;
   iov.reserve(pages.runs.size());
   for (const PageRun& run : pages.runs) {

@@ -109,6 +109,12 @@ class PageArray {
 // True when the `size` bytes at `p` (a multiple of 64) are all zero.
 bool IsZeroPage(const uint8_t* p, size_t size);
 
+// Checks that the runs of kPages `record` (decoded as `pages`) are
+// well-formed: page-aligned, non-empty, not wrapping around, adding up to
+// its page count, and, raw, to its bulk length; DataLoss naming the record
+// otherwise.
+absl::Status CheckPageRuns(const Record& record, const PagesRecord& pages, uint64_t page_size);
+
 // Reads the bulk data of the kPages `record` (already decoded as `pages`)
 // into memory that `destination(address, pages)` returns for each run.
 // Validates the runs against the record before writing anywhere.

@@ -1,5 +1,6 @@
 /* The C ABI through the public header alone, compiled as C: versions,
- * status names, errors, options, nocr marks, checkpoint of another process,
+ * status names, errors, options, nocr marks, checkpoint of another process
+ * (mappable images too),
  * self-checkpoint of a multi-threaded process restored twice. Real
  * processes; run as root (restore chooses PIDs). */
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -585,6 +587,55 @@ static void TestRestoredProcessCheckpointsItselfAgain(void) {
   CHECK(WaitCode(pid) == 12);
 }
 
+/* ---- Mappable images: pages mapped at restore, or copied on request ---- */
+
+static void TestMappableImage(void) {
+  enum { kBytes = 8 << 20 };
+  /* The child's memory, a copy of ours: compared through /proc/PID/mem. */
+  unsigned char *data = mmap(NULL, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                             -1, 0);
+  CHECK(data != MAP_FAILED);
+  for (size_t i = 0; i < kBytes; ++i) data[i] = (unsigned char)(i * 7 + i / 4096);
+  pid_t child = fork();
+  if (child == 0) {
+    CloseInheritedFds();
+    for (;;) pause();
+  }
+  usleep(20000);
+  char image[512];
+  Path(image, sizeof(image), "mappable.img");
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  o.flags = CRLIB_CHECKPOINT_MAPPABLE | CRLIB_CHECKPOINT_COMPRESS;
+  CHECK(crlib_checkpoint(child, image, &o, NULL) == CRLIB_E_INVALID_ARGUMENT);
+  o.flags = CRLIB_CHECKPOINT_MAPPABLE | CRLIB_CHECKPOINT_KILL;
+  CHECK(crlib_checkpoint(child, image, &o, NULL) == CRLIB_OK);
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+  struct stat st;
+  CHECK(stat(image, &st) == 0 && (st.st_mode & 07777) == 0400);
+  for (int copy = 0; copy < 2; ++copy) {
+    crlib_restore_options ro = CRLIB_RESTORE_OPTIONS_INIT;
+    crlib_stats stats = CRLIB_STATS_INIT;
+    ro.stats = &stats;
+    ro.flags = copy ? CRLIB_RESTORE_COPY_PAGES : 0;
+    pid_t pid = 0;
+    CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_OK);
+    CHECK(copy ? stats.pages_mapped == 0 : stats.pages_mapped >= kBytes / 4096);
+    CHECK(stats.pages_mapped <= stats.pages_stored);
+    char mem[64];
+    snprintf(mem, sizeof(mem), "/proc/%d/mem", (int)pid);
+    int fd = open(mem, O_RDONLY | O_CLOEXEC);
+    unsigned char *back = malloc(kBytes);
+    CHECK(fd >= 0 && back != NULL);
+    CHECK(pread(fd, back, kBytes, (off_t)(uintptr_t)data) == kBytes);
+    CHECK(memcmp(back, data, kBytes) == 0);
+    free(back);
+    close(fd);
+    kill(pid, SIGKILL);
+    CHECK(WaitCode(pid) == 128 + SIGKILL);
+  }
+  munmap(data, kBytes);
+}
+
 int main(void) {
   snprintf(dir, sizeof(dir), "/tmp/crlib-c-api-XXXXXX");
   if (!mkdtemp(dir)) {
@@ -597,6 +648,7 @@ int main(void) {
   TestFailedSelfCheckpointLeavesCallerIntact();
   TestProgressAndCancel();
   TestImageThroughDescriptors();
+  TestMappableImage();
   TestExternalPipe();
   TestRestoredProcessCheckpointsItselfAgain();
   TestSelfCheckpointRestoresTwice();

@@ -36,7 +36,7 @@ SELF_PROGRAM = textwrap.dedent("""
     gen = (i * 3 for i in range(1000))
     [next(gen) for _ in range(10)]
     step(); step()
-    r = crlib.checkpoint_self(sys.argv[1])
+    r = crlib.checkpoint_self(sys.argv[1], mappable=sys.argv[2:] == ["mappable"])
     if r == crlib.CHECKPOINTED:
         say("CHECKPOINTED pid %d" % os.getpid())
         sys.exit(0)
@@ -135,6 +135,18 @@ class BindingTest(unittest.TestCase):
                                                                       self.read()))
             self.assertEqual(self.read().count("RESTORED pid %d state-ok" % p.pid), round + 1,
                              self.read())
+
+    def test_mappable_self_image_is_restored_by_mapping(self):
+        image = self.path("self.img")
+        p = self.start(SELF_PROGRAM, image, "mappable")
+        self.assertEqual(p.wait(timeout=60), 0, self.read())
+        self.assertEqual(os.stat(image).st_mode & 0o7777, 0o400)
+        r = subprocess.run([CRLIB_BIN, "restore", "--stats", "--image", image],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 42, "%s%s\n%s" % (r.stdout, r.stderr, self.read()))
+        mapped = [int(w.strip("(")) for w in r.stderr.split() if w.startswith("(")]
+        self.assertTrue(mapped and mapped[-1] > 0, r.stderr)
+        self.assertNotIn("copied", r.stderr)
 
     def test_restore_api_returns_the_pid(self):
         image = self.path("counter.img")

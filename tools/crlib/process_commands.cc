@@ -208,14 +208,17 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
 absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(
-      p.Parse({"--image"}, {"--detach", "--stats", "--trust-image", "--check", "--pid-ns"},
+      p.Parse({"--image"},
+              {"--detach", "--stats", "--trust-image", "--check", "--pid-ns", "--copy-pages"},
               {"--inherit-fd"}));
   if (p.Get("--image").empty()) {
     return absl::InvalidArgumentError(
         "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] [--pid-ns] "
-        "[--inherit-fd KEY=FD]...");
+        "[--copy-pages] [--inherit-fd KEY=FD]...");
   }
-  RestoreOptions ro{.trust_image = p.Has("--trust-image"), .pid_namespace = p.Has("--pid-ns")};
+  RestoreOptions ro{.trust_image = p.Has("--trust-image"),
+                    .pid_namespace = p.Has("--pid-ns"),
+                    .copy_pages = p.Has("--copy-pages")};
   CRLIB_ASSIGN_OR_RETURN(ro.inherit_fds, ParseInheritFds(p.GetAll("--inherit-fd")));
   std::string image = p.Get("--image");
   if (image == "-") {
@@ -240,9 +243,14 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
   CRLIB_RETURN_IF_ERROR(
       CancelOnSignals::Explain(restored.status(), "nothing restored is left running"));
   const pid_t pid = *restored;
+  if (!ctx.pages_copied_reason().empty()) {
+    fprintf(stderr, "crlib: restore: pages copied, not mapped: %s\n",
+            ctx.pages_copied_reason().c_str());
+  }
   if (p.Has("--stats")) {
-    fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages loaded\n", pid,
-            Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored));
+    fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages loaded (%d mapped)\n",
+            pid, Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored),
+            static_cast<int>(ctx.stats().pages_mapped));
   }
   if (p.Has("--detach")) {
     if (!ro.pid_namespace) {

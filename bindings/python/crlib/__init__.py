@@ -44,8 +44,10 @@ E_INTERNAL = -12
 
 _CHECKPOINT_KILL = 1 << 0
 _CHECKPOINT_COMPRESS = 1 << 1
+_CHECKPOINT_MAPPABLE = 1 << 2
 _RESTORE_TRUST_IMAGE = 1 << 0
 _RESTORE_PID_NAMESPACE = 1 << 2
+_RESTORE_COPY_PAGES = 1 << 3
 
 
 class Error(Exception):
@@ -72,6 +74,7 @@ class _Stats(ctypes.Structure):
         ("records", ctypes.c_uint64),
         ("frozen_ns", ctypes.c_int64),
         ("total_ns", ctypes.c_int64),
+        ("pages_mapped", ctypes.c_uint64),
     ]
 
 
@@ -109,7 +112,7 @@ class _RestoreOptions(ctypes.Structure):
 
 class Stats:
     """What an operation did: image_bytes, pages_scanned, pages_stored,
-    pages_zero, records, frozen_ns, total_ns."""
+    pages_zero, records, frozen_ns, total_ns, pages_mapped (restore)."""
 
     def __init__(self, raw):
         for name, _ in _Stats._fields_[1:]:
@@ -171,8 +174,10 @@ def _sized(cls):
     return value
 
 
-def _checkpoint_options(stats, compress):
+def _checkpoint_options(stats, compress, mappable):
     o = _sized(_CheckpointOptions)
+    if mappable:
+        o.flags |= _CHECKPOINT_MAPPABLE
     if compress:
         o.flags |= _CHECKPOINT_COMPRESS
         o.compression_level = 0 if compress is True else int(compress)
@@ -185,25 +190,27 @@ def version():
     return _lib().crlib_version_string().decode()
 
 
-def checkpoint_self(path, compress=False):
+def checkpoint_self(path, compress=False, mappable=False):
     """Writes an image of this process (all threads) to `path`.
 
     Returns CHECKPOINTED here, and RESTORED when the process is restored
     from the image (`crlib restore --image PATH`); the same image restores
     any number of times. `compress`: True or a zstd level 1..19.
+    `mappable`: pages raw and page-aligned, so that a restore maps them from
+    the (read-only) image file instead of copying them.
     """
     stats = _sized(_Stats)
-    o = _checkpoint_options(stats, compress)
+    o = _checkpoint_options(stats, compress, mappable)
     err = ctypes.c_void_p()
     return _check(_lib().crlib_checkpoint_self(os.fsencode(path), ctypes.byref(o),
                                                ctypes.byref(err)), err)
 
 
-def checkpoint(pid, path, kill=False, compress=False):
+def checkpoint(pid, path, kill=False, compress=False, mappable=False):
     """Writes an image of process `pid` to `path`; it runs on unless `kill`.
-    Returns a Stats."""
+    `compress` and `mappable` as for checkpoint_self. Returns a Stats."""
     stats = _sized(_Stats)
-    o = _checkpoint_options(stats, compress)
+    o = _checkpoint_options(stats, compress, mappable)
     if kill:
         o.flags |= _CHECKPOINT_KILL
     err = ctypes.c_void_p()
@@ -211,7 +218,7 @@ def checkpoint(pid, path, kill=False, compress=False):
     return Stats(stats)
 
 
-def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False):
+def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False, copy_pages=False):
     """Restores the process tree in the image at `path`, each process with
     its recorded PID, the root a child of this process, and returns the PID
     of that child (reap it with os.waitpid). With `pid_namespace` the tree
@@ -224,7 +231,9 @@ def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False):
     refused (E_PERMISSION; docs/SECURITY.md). `inherit_fds` maps the key of
     each external fd of the image (e.g. "pipe:[123456]", as `crlib inspect`
     shows it) to one of this process's descriptors, which the restored
-    process gets a dup of (`crlib restore --inherit-fd KEY=FD`)."""
+    process gets a dup of (`crlib restore --inherit-fd KEY=FD`). The pages
+    of a mappable image are mapped from its file unless `copy_pages`
+    (`crlib restore --copy-pages`)."""
     stats = _sized(_Stats)
     o = _sized(_RestoreOptions)
     o.stats = ctypes.pointer(stats)
@@ -237,6 +246,8 @@ def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False):
         o.flags |= _RESTORE_TRUST_IMAGE
     if pid_namespace:
         o.flags |= _RESTORE_PID_NAMESPACE
+    if copy_pages:
+        o.flags |= _RESTORE_COPY_PAGES
     pid = ctypes.c_int(0)
     err = ctypes.c_void_p()
     _check(_lib().crlib_restore(os.fsencode(path), ctypes.byref(o), ctypes.byref(pid),
