@@ -1,6 +1,7 @@
 #include "core/image_writer.h"
 
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "core/crc32c.h"
@@ -143,7 +144,10 @@ absl::Status ImageWriter::CopyRecord(const RecordHeader& h, absl::Span<const uin
                        {const_cast<uint8_t*>(payload.data()), payload.size()},
                        {const_cast<uint8_t*>(kZeros), pad}};
   absl::Status st = copy_->Write(iov);
-  if (h.type == copy_until_) copy_ = nullptr;
+  if (h.type == copy_until_ || h.type == static_cast<uint32_t>(RecordType::kEnd)) {
+    copy_ = nullptr;
+    if (st.ok() && copy_done_) std::exchange(copy_done_, nullptr)();
+  }
   return st;
 }
 

@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,10 +50,15 @@ class ImageWriter {
   // that has some is flagged kRecordBulkElided instead (ReaderOptions::
   // accept_elided_bulk reads it). A dump keeps so the records a restore
   // reads before the page data, to check them as a restore would, without
-  // reading the image back or holding memory contents twice.
-  void CopyPrefix(ByteSink* copy, RecordType until) {
+  // reading the image back or holding memory contents twice. `done`, if
+  // given, is called once, on the writing thread, as soon as the copy is
+  // complete (the `until` record copied, or the end record when none came),
+  // so the check can run while the pages are written; `copy` is not
+  // touched after it.
+  void CopyPrefix(ByteSink* copy, RecordType until, std::function<void()> done = {}) {
     copy_ = copy;
     copy_until_ = static_cast<uint32_t>(until);
+    copy_done_ = std::move(done);
   }
 
   // Writes the end record and flushes. The writer is finished afterwards.
@@ -78,6 +84,7 @@ class ImageWriter {
   uint64_t bulk_bytes_ = 0;
   ByteSink* copy_ = nullptr;  // CopyPrefix
   uint32_t copy_until_ = 0;
+  std::function<void()> copy_done_;
   bool begun_ = false;
   bool finished_ = false;
 };

@@ -18,8 +18,10 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -723,9 +725,25 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     FileObjectWriter objects;
     ctx->set_objects(&objects);
     // The records a restore reads before the pages, kept to check them.
+    // A dump that succeeds must restore: what a restore here would refuse
+    // (a file the image's user cannot open, a vDSO it cannot place ...)
+    // fails the dump before the image is committed, while the processes
+    // can still run on untouched. The check needs only those records, so
+    // it runs on a thread of its own while the pages are copied.
     std::vector<uint8_t> records;
     MemorySink records_sink(&records);
-    writer.CopyPrefix(&records_sink, RecordType::kPages);
+    absl::Status checked = absl::InternalError("the image's records were never complete");
+    std::thread check;
+    absl::Cleanup join_check = [&] {
+      if (check.joinable()) check.join();
+    };
+    writer.CopyPrefix(&records_sink, RecordType::kPages, [&] {
+      check = std::thread([&] {
+        const int64_t check_at = NowNs();
+        checked = Annotate(CheckDumpedImage(records), "the image would not restore on this machine");
+        ctx->stats().check_ns = NowNs() - check_at;
+      });
+    });
     CRLIB_RETURN_IF_ERROR(writer.Begin());
     // Every process's records (parents first), then every process's pages.
     DescriptionHolders holders;
@@ -748,13 +766,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(writer.Finish());
     ctx->stats().records = writer.record_count();
     ctx->stats().bytes = writer.bytes_written();
-    // A dump that succeeds must restore: what a restore here would refuse
-    // (a file the image's user cannot open, a vDSO it cannot place ...)
-    // fails the dump now, while the processes can still run on untouched.
-    const int64_t check_at = NowNs();
-    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records),
-                                   "the image would not restore on this machine"));
-    ctx->stats().check_ns = NowNs() - check_at;
+    std::move(join_check).Invoke();
+    CRLIB_RETURN_IF_ERROR(checked);
     return sink->Commit();
   }();
   ctx->set_writer(nullptr);
