@@ -55,7 +55,8 @@ struct Stats {
   // Of that, the time its threads ran remote calls with borrowed
   // registers and every signal blocked (the dump's only unsafe window).
   int64_t borrowed_ns = 0;
-  // Of that, the time a dump spent checking that its image restores here.
+  // The time a dump spent checking that its image restores here, on a
+  // thread of its own while the pages were copied (so mostly not frozen).
   int64_t check_ns = 0;
   // A live dump: the rounds that copied what the process wrote while it
   // ran (0: none, or dumped stopped), and why it was dumped stopped.

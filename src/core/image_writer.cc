@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_format.h"
 #include "core/crc32c.h"
@@ -70,9 +71,11 @@ absl::Status ImageWriter::Begin() {
   return absl::OkStatus();
 }
 
-absl::Status ImageWriter::CopyPrefix(ByteSink* copy, RecordType until) {
+absl::Status ImageWriter::CopyPrefix(ByteSink* copy, RecordType until,
+                                     std::function<void()> done) {
   copy_ = copy;
   copy_until_ = static_cast<uint32_t>(until);
+  copy_done_ = std::move(done);
   if (!begun_) return absl::OkStatus();
   const iovec header{header_.data(), header_.size()};
   return copy_->Write(absl::MakeConstSpan(&header, 1));
@@ -157,6 +160,7 @@ absl::Status ImageWriter::FillReserved(const Reservation& r, absl::FunctionRef<a
                            {const_cast<uint8_t*>(kZeros), AlignUp(payload.size(), 8) - payload.size()}};
       st = copy->Write(iov);
       copy_ = nullptr;
+      if (st.ok() && copy_done_) std::exchange(copy_done_, nullptr)();
     }
   }
   sink_ = sink;
@@ -240,7 +244,10 @@ absl::Status ImageWriter::CopyRecord(const RecordHeader& h, absl::Span<const uin
                        {const_cast<uint8_t*>(payload.data()), payload.size()},
                        {const_cast<uint8_t*>(kZeros), pad}};
   absl::Status st = copy_->Write(iov);
-  if (h.type == copy_until_) copy_ = nullptr;
+  if (h.type == copy_until_ || h.type == static_cast<uint32_t>(RecordType::kEnd)) {
+    copy_ = nullptr;
+    if (st.ok() && copy_done_) std::exchange(copy_done_, nullptr)();
+  }
   return st;
 }
 

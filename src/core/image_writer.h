@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -52,7 +53,11 @@ class ImageWriter {
   // accept_elided_bulk reads it). A dump keeps so the records a restore
   // reads before the page data, to check them as a restore would, without
   // reading the image back or holding memory contents twice.
-  absl::Status CopyPrefix(ByteSink* copy, RecordType until);
+  // `done`, if given, is called once, on the writing thread, as soon as
+  // the copy is complete (the `until` record copied, or the end record
+  // when none came), so the check can run while the pages are written;
+  // `copy` is not touched after it.
+  absl::Status CopyPrefix(ByteSink* copy, RecordType until, std::function<void()> done = {});
 
   // Room left in the image for records written later (FillReserved).
   struct Reservation {
@@ -99,6 +104,7 @@ class ImageWriter {
   std::vector<uint8_t> header_;  // the file header, for a CopyPrefix after Begin()
   ByteSink* copy_ = nullptr;  // CopyPrefix
   uint32_t copy_until_ = 0;
+  std::function<void()> copy_done_;
   bool begun_ = false;
   bool finished_ = false;
 };

@@ -18,8 +18,10 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -730,10 +732,32 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     ctx->stats().borrowed_ns = NowNs() - asked_at;
 
     // The records a restore reads before the pages, kept to check them.
+    // A dump that succeeds must restore: what a restore here would refuse
+    // (a file the image's user cannot open, a vDSO it cannot place ...)
+    // fails the dump before the image is committed, while the processes
+    // can still run on untouched. The check needs only those records, so
+    // it runs on a thread of its own while the pages are copied.
     std::vector<uint8_t> records;
     MemorySink records_sink(&records);
     FileObjectWriter objects;
     ctx->set_objects(&objects);
+    // A dump that succeeds must restore: what a restore here would refuse
+    // (a file the image's user cannot open, a vDSO it cannot place ...)
+    // fails the dump, while the processes can still run on untouched. The
+    // check runs on its own thread as soon as the records are complete,
+    // while the pages are written.
+    absl::Status checked = absl::InternalError("the image's records were never complete");
+    std::thread check;
+    absl::Cleanup join_check = [&] {
+      if (check.joinable()) check.join();
+    };
+    auto start_check = [&] {
+      check = std::thread([&] {
+        const int64_t check_at = NowNs();
+        checked = Annotate(CheckDumpedImage(records), "the image would not restore on this machine");
+        ctx->stats().check_ns = NowNs() - check_at;
+      });
+    };
     // Every process's records (parents first), then every process's pages.
     DescriptionHolders holders;
     auto write_records = [&]() -> absl::Status {
@@ -772,7 +796,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       ctx->set_writer(writer);
       live->pages->set_phase(Phase::kMemory);
       CRLIB_RETURN_IF_ERROR(live->pages->Flush());
-      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kFiller));
+      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kPages, start_check));
       absl::Status filled =
           writer->FillReserved(live->reservation, write_records, live->copy->mm_ref());
       if (absl::IsResourceExhausted(filled)) {
@@ -799,7 +823,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
                              DescribeImage(tree.front().threads.front()->arch(), ctx->options()));
       writer = &*stopped_writer;
       ctx->set_writer(writer);
-      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kPages));
+      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kPages, start_check));
       CRLIB_RETURN_IF_ERROR(writer->Begin());
       CRLIB_RETURN_IF_ERROR(write_records());
       PageArray pages(ctx, 0);  // one worker and one pair of buffers for all
@@ -808,13 +832,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     CRLIB_RETURN_IF_ERROR(writer->Finish());
     ctx->stats().records = writer->record_count();
     ctx->stats().bytes = writer->bytes_written();
-    // A dump that succeeds must restore: what a restore here would refuse
-    // (a file the image's user cannot open, a vDSO it cannot place ...)
-    // fails the dump now, while the processes can still run on untouched.
-    const int64_t check_at = NowNs();
-    CRLIB_RETURN_IF_ERROR(Annotate(CheckDumpedImage(records),
-                                   "the image would not restore on this machine"));
-    ctx->stats().check_ns = NowNs() - check_at;
+    std::move(join_check).Invoke();
+    CRLIB_RETURN_IF_ERROR(checked);
     return sink->Commit();
   }();
   if (live) live->pages.reset();  // its worker writes through ctx's writer

@@ -46,11 +46,21 @@ namespace {
 
 constexpr uint64_t kKeyctlJoinSessionKeyring = 1;  // KEYCTL_JOIN_SESSION_KEYRING
 
-// Closes every descriptor of stopped process `t` but `keep`, a
-// close_range per gap rather than a remote close per descriptor.
-absl::Status CloseAllBut(Tracee* t, const std::set<int>& keep) {
+// Whether this kernel has keyrings (CONFIG_KEYS), asked of our own session
+// keyring: anything but ENOSYS says it has.
+bool KernelHasKeyrings() {
+  constexpr long kKeyctlGetKeyringId = 0;       // KEYCTL_GET_KEYRING_ID
+  constexpr long kKeySpecSessionKeyring = -3;  // KEY_SPEC_SESSION_KEYRING
+  return syscall(SYS_keyctl, kKeyctlGetKeyringId, kKeySpecSessionKeyring, 0) >= 0 ||
+         errno != ENOSYS;
+}
+
+// The close_range calls that close every descriptor of stopped process
+// `t` but `keep`: one per gap rather than a remote close per descriptor.
+absl::StatusOr<std::vector<Tracee::RemoteCall>> CloseAllBut(Tracee* t, const std::set<int>& keep) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<int> open_fds, sys::ListFds(t->tid()));
   std::sort(open_fds.begin(), open_fds.end());
+  std::vector<Tracee::RemoteCall> calls;
   for (size_t i = 0; i < open_fds.size();) {
     if (keep.contains(open_fds[i])) {
       ++i;
@@ -60,12 +70,9 @@ absl::Status CloseAllBut(Tracee* t, const std::set<int>& keep) {
     auto next_kept = keep.upper_bound(first);
     while (i < open_fds.size() && (next_kept == keep.end() || open_fds[i] < *next_kept)) ++i;
     const int last = open_fds[i - 1];
-    CRLIB_RETURN_IF_ERROR(t->CheckedSyscall("close_range", SYS_close_range,
-                                            {static_cast<uint64_t>(first),
-                                             static_cast<uint64_t>(last), 0})
-                              .status());
+    calls.push_back({SYS_close_range, {static_cast<uint64_t>(first), static_cast<uint64_t>(last), 0}});
   }
-  return absl::OkStatus();
+  return calls;
 }
 
 // One process of the tree being restored.
@@ -98,16 +105,6 @@ absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessR
   return parent->CloneWithTid(args, static_cast<pid_t>(child.pid), scratch, "pid");
 }
 
-// Puts `t` in its recorded session (its own) or process group (its own);
-// a group led by another process is joined later (JoinProcessGroups).
-absl::Status EnterSessionAndGroup(Tracee* t, const ProcessRecord& p) {
-  if (p.sid == p.pid) return Step("session")(t->CheckedSyscall("setsid", SYS_setsid).status());
-  if (p.pgid == p.pid) {
-    return Step("process group")(t->CheckedSyscall("setpgid", SYS_setpgid, {0, 0}).status());
-  }
-  return absl::OkStatus();
-}
-
 // First stage of process `r`, which exists and is a copy of its creator:
 // everything its children must inherit (session, group, the tree's open
 // files, the address space with its pages), so that it can fork them.
@@ -122,31 +119,8 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
   // No handler may run in place of a remote call; threads created later
   // inherit this mask.
   CRLIB_RETURN_IF_ERROR(t->SetSigmask(~uint64_t{0}));
-  if (root) {
-    // The root is a copy of the restorer: first drop every descriptor it
-    // inherited but the tree's files and the standard streams. Above all
-    // the write end of an image pipe the caller may hold: while the child
-    // kept it, the restore reading that pipe would never see its end.
-    std::set<int> needed = {0, 1, 2};
-    for (int fd : files.all()) needed.insert(fd);
-    if (image_fd >= 0) needed.insert(image_fd);
-    CRLIB_RETURN_IF_ERROR(Step("file descriptors")(CloseAllBut(t, needed)));
-  }
-  // The inherited rseq area (the restorer's, or the restored parent's that
-  // a fork inherits) is about to be unmapped: the kernel must stop writing
-  // to it first.
-  sys::PtraceRseqConfiguration rseq{};
-  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
-             sizeof(rseq), &rseq) > 0 &&
-      rseq.rseq_abi_size > 0) {
-    CRLIB_RETURN_IF_ERROR(Step("rseq unregister")(
-        t->CheckedSyscall("rseq(UNREGISTER)", SYS_rseq,
-                          {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister,
-                           rseq.signature})
-            .status()));
-  }
   // Children inherit the scratch area at the same address (and the root a
-  // PID namespace's init's).
+  // PID namespace's init's); the calls below run there in one batch.
   if (root && !scratch_inherited) {
     CRLIB_RETURN_IF_ERROR(Step("scratch")(
         t->CheckedSyscall("mmap of the scratch area", SYS_mmap,
@@ -156,20 +130,54 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
                            static_cast<uint64_t>(-1), 0})
             .status()));
   }
-  CRLIB_RETURN_IF_ERROR(EnterSessionAndGroup(t, image.process));
+  std::vector<Tracee::RemoteCall> calls;
+  std::vector<std::string> steps;
+  auto add = [&](const char* step, const char* what, Tracee::RemoteCall call) {
+    calls.push_back(call);
+    steps.push_back(absl::StrCat("restore step '", step, "': ", what));
+  };
   if (root) {
-    // The root inherited the restorer's session keyring, whose keys are
-    // not the image's to have: a new, empty one, before any thread or
-    // child is made (they share it). Keyrings themselves are not carried
-    // (CHECKPOINT.md).
-    absl::StatusOr<int64_t> joined = t->Syscall(SYS_keyctl, {kKeyctlJoinSessionKeyring, 0});
-    CRLIB_RETURN_IF_ERROR(joined.status());
-    if (*joined < 0 && *joined != -ENOSYS) {
-      return Step("session keyring")(
-          ErrnoError(static_cast<int>(-*joined),
-                     absl::StrFormat("keyctl(JOIN_SESSION_KEYRING, NULL) in pid %d", t->tid())));
-    }
+    // The root is a copy of the restorer: first drop every descriptor it
+    // inherited but the tree's files and the standard streams. Above all
+    // the write end of an image pipe the caller may hold: while the child
+    // kept it, the restore reading that pipe would never see its end.
+    std::set<int> needed = {0, 1, 2};
+    for (int fd : files.all()) needed.insert(fd);
+    if (image_fd >= 0) needed.insert(image_fd);
+    absl::StatusOr<std::vector<Tracee::RemoteCall>> closes = CloseAllBut(t, needed);
+    CRLIB_RETURN_IF_ERROR(Step("file descriptors")(closes.status()));
+    for (const Tracee::RemoteCall& c : *closes) add("file descriptors", "close_range", c);
   }
+  // The inherited rseq area (the restorer's, or the restored parent's that
+  // a fork inherits) is about to be unmapped: the kernel must stop writing
+  // to it first.
+  sys::PtraceRseqConfiguration rseq{};
+  if (ptrace(static_cast<__ptrace_request>(sys::kPtraceGetRseqConfiguration), t->tid(),
+             sizeof(rseq), &rseq) > 0 &&
+      rseq.rseq_abi_size > 0) {
+    add("rseq unregister", "rseq(UNREGISTER)",
+        {SYS_rseq,
+         {rseq.rseq_abi_pointer, rseq.rseq_abi_size, sys::kRseqFlagUnregister, rseq.signature}});
+  }
+  // Its recorded session (its own) or process group (its own); a group
+  // led by another process is joined later (JoinProcessGroups).
+  const ProcessRecord& p = image.process;
+  if (p.sid == p.pid) {
+    add("session", "setsid", {SYS_setsid});
+  } else if (p.pgid == p.pid) {
+    add("process group", "setpgid", {SYS_setpgid, {0, 0}});
+  }
+  // The root inherited the restorer's session keyring, whose keys are not
+  // the image's to have: a new, empty one, before any thread or child is
+  // made (they share it). Keyrings themselves are not carried
+  // (CHECKPOINT.md). A kernel without keyrings (ENOSYS here too) has none
+  // to leave behind.
+  if (root && KernelHasKeyrings()) {
+    add("session keyring", "keyctl(JOIN_SESSION_KEYRING, NULL)",
+        {SYS_keyctl, {kKeyctlJoinSessionKeyring, 0}});
+  }
+  CRLIB_RETURN_IF_ERROR(t->RunBatch(scratch_range.first, kRestoreScratchBytes, absl::MakeSpan(calls),
+                                    [&](size_t i) { return steps[i]; }));
   if (r->zombie()) return absl::OkStatus();
   CRLIB_RETURN_IF_ERROR(
       Step("address space")(RebuildAddressSpace(t, image, files, scratch_range)));
@@ -321,8 +329,9 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   // Descriptors: move each into place, then close everything else.
   std::set<int> targets;
   if (own_table) {
-  // One batch of dup3 calls, one stop.
-  std::vector<Tracee::RemoteCall> dups;
+  // One batch of dup3 calls, then the close_range calls that close
+  // everything else: one stop.
+  std::vector<Tracee::RemoteCall> calls;
   std::vector<const FdRecord*> dup_of;
   for (const FdRecord& fd : image.fds) {
     targets.insert(static_cast<int>(fd.fd));
@@ -330,20 +339,31 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
     if (static_cast<FileKind>(f.record.kind) == FileKind::kInherited) continue;
     if (static_cast<FileKind>(f.record.kind) == FileKind::kDevTty) continue;  // with the session
     if (MadeInProcess(f.record)) continue;  // a pidfd: RestorePidfds below
-    dups.push_back({SYS_dup3,
-                    {static_cast<uint64_t>(files.fd(fd.file)), fd.fd,
-                     (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0}});
+    calls.push_back({SYS_dup3,
+                     {static_cast<uint64_t>(files.fd(fd.file)), fd.fd,
+                      (fd.fd_flags & FD_CLOEXEC) ? static_cast<uint64_t>(O_CLOEXEC) : 0}});
     dup_of.push_back(&fd);
   }
+  // The descriptors open now, but the targets (kept): the dups only add
+  // targets, so the gaps stay the same after them.
+  absl::StatusOr<std::vector<Tracee::RemoteCall>> closes = CloseAllBut(t, targets);
+  CRLIB_RETURN_IF_ERROR(step("file descriptors", closes.status()));
+  // A removed cwd is entered through our descriptor for it, before it
+  // goes: then the closes wait for that call.
+  const bool removed_cwd = image.RemovedCwd();
+  if (!removed_cwd) calls.insert(calls.end(), closes->begin(), closes->end());
+  auto what = [&](size_t i) {
+    return i < dup_of.size() ? absl::StrFormat("dup3 to fd %d", dup_of[i]->fd)
+                             : std::string("close_range");
+  };
   CRLIB_RETURN_IF_ERROR(step("file descriptors",
-                             t->RunBatch(scratch, kRestoreScratchBytes, absl::MakeSpan(dups),
-                                         [&](size_t i) {
-                                           return absl::StrFormat("dup3 to fd %d", dup_of[i]->fd);
-                                         })));
-  // A removed cwd is entered through our descriptor for it, before it goes.
-  CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
-  // Everything else goes.
-  CRLIB_RETURN_IF_ERROR(step("file descriptors", CloseAllBut(t, targets)));
+                             t->RunBatch(scratch, kRestoreScratchBytes, absl::MakeSpan(calls), what)));
+  if (removed_cwd) {
+    CRLIB_RETURN_IF_ERROR(step("cwd", EnterRemovedCwd(t, image, files)));
+    CRLIB_RETURN_IF_ERROR(step("file descriptors",
+                               t->RunBatch(scratch, kRestoreScratchBytes, absl::MakeSpan(*closes),
+                                           [](size_t) { return std::string("close_range"); })));
+  }
   // Every process of the tree exists now, zombies too.
   CRLIB_RETURN_IF_ERROR(step("pidfds", RestorePidfds(t, image)));
   CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
