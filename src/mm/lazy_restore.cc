@@ -584,8 +584,7 @@ absl::StatusOr<std::unique_ptr<LazyPages>> LazyPages::Start(Context* ctx, Tracee
 }
 
 LazyPages::~LazyPages() {
-  if (server_ == nullptr) return;
-  (void)Wait();
+  if (thread_.joinable()) (void)Wait();  // else it never served
 }
 
 absl::Status LazyPages::Wait() {
