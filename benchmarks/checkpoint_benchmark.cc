@@ -2,7 +2,9 @@
 // memory, next to floors measured in the same run: writing the image's size
 // to a new /dev/shm file (dump, paired with each dump in the same iteration), and filling fresh anonymous memory with the
 // data (restore: memcpy into plain mmap memory, into MAP_POPULATE memory,
-// and read() from /dev/shm). A summary with the ratios is printed at the end.
+// and read() from /dev/shm). Lazy restore next to the copying one: the time
+// until the process runs and until every page is in it. A summary with the
+// ratios is printed at the end.
 //
 // Run as root. Every benchmark uses manual timing: only the library call
 // (or the floor's copy) is timed, not the child's set-up or teardown.
@@ -46,6 +48,7 @@ constexpr uintptr_t kDataAddress = 0x600000000000;
 struct Figures {
   double dump_ms = 0, frozen_ms = 0, lib_dump_ms = 0;
   double restore_ms = 0, lib_restore_ms = 0;
+  double lazy_running_ms = 0, lazy_all_in_ms = 0;  // restore --lazy
   double image_bytes = 0, pages_stored = 0, pages_zero = 0;
   double floor_write_ms = 0;
   double floor_copy_ms = 0, floor_read_ms = 0, floor_populate_ms = 0;
@@ -342,20 +345,23 @@ absl::Status CheckRestored(pid_t pid, size_t bytes) {
   return result;
 }
 
+// The image a restore benchmark restores: a fresh child's, dumped (and
+// killed). False, the benchmark failed, when it cannot be made.
+bool DumpToRestore(benchmark::State& state, size_t bytes, const std::string& image) {
+  crlib::Context ctx;
+  double ms, cpu_ms;
+  absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
+  if (st.ok()) return true;
+  Fail(state, "CheckpointProcess (restore set-up)", st);
+  for (auto _ : state) {
+  }
+  return false;
+}
+
 void BM_Restore(benchmark::State& state) {
   const size_t bytes = state.range(0) * kMiB;
   const std::string image = ImagePath();
-  {
-    crlib::Context ctx;
-    double ms, cpu_ms;
-    absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
-    if (!st.ok()) {
-      Fail(state, "CheckpointProcess (restore set-up)", st);
-      for (auto _ : state) {
-      }
-      return;
-    }
-  }
+  if (!DumpToRestore(state, bytes, image)) return;
   double sum_ms = 0, sum_cpu = 0, sum_lib = 0;
   bool checked = false;
   for (auto _ : state) {
@@ -395,6 +401,45 @@ void BM_Restore(benchmark::State& state) {
   f.restore_ms = sum_ms / n;
   f.restore_cpu = sum_cpu / n;
   f.lib_restore_ms = sum_lib / n;
+}
+
+// Lazy restore: timed until the call returns (the process runs), and
+// until LazyPages::Wait() says every page is in; the data checked after.
+void BM_RestoreLazy(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const std::string image = ImagePath();
+  if (!DumpToRestore(state, bytes, image)) return;
+  double sum_running = 0, sum_all_in = 0;
+  for (auto _ : state) {
+    crlib::Context ctx;
+    std::unique_ptr<crlib::LazyPages> lazy;
+    double t0 = NowMs();
+    absl::StatusOr<pid_t> pid = crlib::RestoreProcess(&ctx, image, {}, &lazy);
+    double t1 = NowMs();
+    if (!pid.ok()) {
+      Fail(state, "RestoreProcess(lazy)", pid.status());
+      break;
+    }
+    absl::Status st = lazy->Wait();
+    double t2 = NowMs();
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_running += t1 - t0;
+    sum_all_in += t2 - t0;
+    if (st.ok()) st = CheckRestored(*pid, bytes);
+    KillAndReap(*pid);
+    if (!st.ok()) {
+      Fail(state, "lazily restored process", st);
+      break;
+    }
+  }
+  unlink(image.c_str());
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["running_ms"] = sum_running / n;
+  state.counters["all_in_ms"] = sum_all_in / n;
+  Figures& f = g_figures[state.range(0)];
+  f.lazy_running_ms = sum_running / n;
+  f.lazy_all_in_ms = sum_all_in / n;
 }
 
 // Restore floor: mmap fresh anonymous memory and memcpy the data into it.
@@ -500,6 +545,8 @@ BENCHMARK(BM_DumpReservation)->Arg(0)->Arg(1024)->Iterations(4)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Restore)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_RestoreLazy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FloorFreshCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FloorPopulateCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
@@ -533,6 +580,15 @@ void PrintSummary() {
            f.floor_copy_cpu, ratio(f.restore_cpu, f.floor_copy_cpu), f.floor_populate_cpu,
            ratio(f.restore_cpu, f.floor_populate_cpu), f.floor_read_cpu,
            ratio(f.restore_cpu, f.floor_read_cpu));
+  }
+  printf("\nLazy restore next to the copying one (wall ms; ratio = lazy / copying restore)\n");
+  printf("%5s | %9s | %10s %6s | %11s %6s\n", "MiB", "restore", "lazy:runs", "ratio",
+         "lazy:all_in", "ratio");
+  for (const auto& [mib, f] : g_figures) {
+    if (f.lazy_running_ms == 0) continue;
+    printf("%5" PRId64 " | %9.1f | %10.1f %6.3f | %11.1f %6.2f\n", mib, f.restore_ms,
+           f.lazy_running_ms, ratio(f.lazy_running_ms, f.restore_ms), f.lazy_all_in_ms,
+           ratio(f.lazy_all_in_ms, f.restore_ms));
   }
   printf("\n");
   for (const auto& [mib, f] : g_figures) {

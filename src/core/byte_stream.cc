@@ -232,7 +232,8 @@ absl::StatusOr<size_t> FdSource::Read(void* buffer, size_t size) {
     // Refill with whatever the fd gives, at least what is asked (a pipe
     // returns what it has).
     if (!buffer_) buffer_ = std::make_unique<char[]>(kBufferSize);
-    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, kBufferSize));
+    CRLIB_ASSIGN_OR_RETURN(buffer_end_, ReadFd(buffer_.get(), want, std::max(want, refill_)));
+    refill_ = kBufferSize;
     buffer_pos_ = std::min(want, buffer_end_);
     memcpy(p + total, buffer_.get(), buffer_pos_);
     total += buffer_pos_;
@@ -258,6 +259,7 @@ absl::StatusOr<bool> FdSource::Skip(uint64_t size) {
     return Errno("lseek on fd %d", fd_);
   }
   position_ += size;
+  refill_ = kRefillAfterSkip;
   return true;
 }
 

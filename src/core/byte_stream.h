@@ -140,6 +140,11 @@ class FdSource final : public ByteSource {
   absl::StatusOr<size_t> ReadFd(char* to, size_t min, size_t max);
 
   static constexpr size_t kBufferSize = 64 << 10;
+  // After skipping bulk data a record header and payload come, and then
+  // most likely another skip: a page's worth, not 64 KiB, is read ahead
+  // (walking the page records of a 1 GiB image read 16 MiB otherwise).
+  static constexpr size_t kRefillAfterSkip = 4096;
+  size_t refill_ = kBufferSize;
   int fd_;
   bool regular_ = false;
   bool mappable_ = false;

@@ -676,6 +676,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
       }
     }
     if (init) CRLIB_RETURN_IF_ERROR(init->Detach());
+    if (lazy != nullptr && *lazy != nullptr) (*lazy)->Released();
     return absl::OkStatus();
   }();
   if (lazy == nullptr) ctx->stats().bytes = reader->offset();  // else the server's now

@@ -82,6 +82,7 @@ class LazyServer {
   void Run();
   absl::Status Wait();
   void Stop();
+  void Release();
   int done_fd() const { return done_fd_.fd; }
   LazyPages::Progress progress() const {
     LazyPages::Progress p;
@@ -151,7 +152,9 @@ class LazyServer {
   uint64_t total_ = 0, eager_ = 0;
 
   // Shared.
-  sys::UniqueFd stop_fd_, done_fd_;
+  // Written by Stop() and Release(), which set these first.
+  sys::UniqueFd control_fd_, done_fd_;
+  std::atomic<bool> stopping_{false}, released_{false};
   std::atomic<uint64_t> faulted_{0}, pushed_{0};
   std::atomic<int64_t> done_ns_{0};
   std::mutex mu_;
@@ -271,9 +274,9 @@ absl::Status LazyServer::Prepare(Tracee* t, const ProcessImage& image, ImageRead
   keep_alive_ = std::move(keep_alive);
   root_ = t->tid();
   vmas_ = image.vmas;
-  stop_fd_.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  control_fd_.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   done_fd_.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stop_fd_.fd < 0 || done_fd_.fd < 0) return Errno("eventfd");
+  if (control_fd_.fd < 0 || done_fd_.fd < 0) return Errno("eventfd");
   CRLIB_RETURN_IF_ERROR(ReadIndex(image));
   // What is owed (pages of servable VMAs, at their own addresses) and
   // what must be written now, record by record.
@@ -494,14 +497,21 @@ absl::Status LazyServer::Serve() {
       }
     }
     if (targets_.empty()) return absl::OkStatus();
-    std::vector<pollfd> fds = {{stop_fd_.fd, POLLIN, 0}};
+    // The background copy waits until the process runs: until then it
+    // would only take CPU time from the restore.
+    const bool push = released_;
+    std::vector<pollfd> fds = {{control_fd_.fd, POLLIN, 0}};
     bool work = false;
     for (const auto& t : targets_) {
       fds.push_back({t->uffd.fd, POLLIN, 0});
-      work |= !t->owed.empty() || !t->faults.empty();
+      work |= (push && !t->owed.empty()) || !t->faults.empty();
     }
     if (poll(fds.data(), fds.size(), work ? 0 : -1) < 0 && errno != EINTR) return Errno("poll");
-    if (fds[0].revents) return absl::AbortedError("lazy restore abandoned");
+    if (fds[0].revents) {
+      uint64_t count;
+      (void)!read(control_fd_.fd, &count, sizeof(count));
+    }
+    if (stopping_) return absl::AbortedError("lazy restore abandoned");
     const size_t count = targets_.size();  // a fork adds one
     for (size_t i = 0; i < count; ++i) {
       if (fds[i + 1].revents & POLLIN) CRLIB_RETURN_IF_ERROR(ReadEvents(i));
@@ -512,7 +522,7 @@ absl::Status LazyServer::Serve() {
       CRLIB_ASSIGN_OR_RETURN(Outcome o, ServeFaults(targets_[i].get()));
       retry |= o == Outcome::kRetry;
     }
-    if (retry) continue;  // events first
+    if (retry || !push) continue;  // events first
     Target* t = targets_[next_push_++ % targets_.size()].get();
     if (const Extent* e = t->owed.First(); e != nullptr && !t->gone) {
       CRLIB_RETURN_IF_ERROR(
@@ -565,8 +575,15 @@ absl::Status LazyServer::Wait() {
 }
 
 void LazyServer::Stop() {
+  stopping_ = true;
   const uint64_t one = 1;
-  (void)!write(stop_fd_.fd, &one, sizeof(one));
+  (void)!write(control_fd_.fd, &one, sizeof(one));
+}
+
+void LazyServer::Release() {
+  released_ = true;
+  const uint64_t one = 1;
+  (void)!write(control_fd_.fd, &one, sizeof(one));
 }
 
 absl::StatusOr<std::unique_ptr<LazyPages>> LazyPages::Start(Context* ctx, Tracee* t,
@@ -594,6 +611,8 @@ absl::Status LazyPages::Wait() {
 }
 
 int LazyPages::done_fd() const { return server_->done_fd(); }
+
+void LazyPages::Released() { server_->Release(); }
 
 void LazyPages::Abandon() {
   server_->Stop();

@@ -59,6 +59,9 @@ class LazyPages {
   // A descriptor that becomes readable when Wait() would no longer block
   // (an eventfd, owned by this object).
   int done_fd() const;
+  // The process runs: copy the rest in the background from now on (until
+  // then only faults are served, and the restore has the CPU).
+  void Released();
   // Stops serving now, for a restore that failed and killed the process.
   void Abandon();
 
