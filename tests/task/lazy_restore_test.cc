@@ -104,7 +104,7 @@ TEST_F(LazyRestoreTest, ThroughAPipe) {
   // --detach with --lazy returns once every page is in: "INIT ROOT".
   CliResult r = Finish(restore, kCliTimeout);
   ASSERT_EQ(r.exit_code, 0) << Describe(w, r);
-  EXPECT_THAT(r.err, HasSubstr("every page in")) << Describe(w, r);
+  EXPECT_THAT(r.err, HasSubstr("pages served until")) << Describe(w, r);
   pid_t init = 0, root = 0;
   ASSERT_EQ(sscanf(r.out.c_str(), "%d %d", &init, &root), 2) << Describe(w, r);
   ASSERT_EQ(kill(root, SIGUSR1), 0) << strerror(errno);

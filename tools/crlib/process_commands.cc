@@ -252,8 +252,8 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
     if (st.ok() && p.Has("--stats")) {
       const LazyPages::Progress pr = lazy->progress();
       fprintf(stderr,
-              "crlib: restore: every page in after %.2f ms: %d on a fault, %d in the "
-              "background, %d before it ran\n",
+              "crlib: restore: pages served until %.2f ms (every one in, or the processes "
+              "gone): %d on a fault, %d in the background, %d before it ran\n",
               Ms(pr.done_ns - started),
               static_cast<int>(pr.pages_faulted), static_cast<int>(pr.pages_pushed),
               static_cast<int>(pr.pages_eager));
