@@ -12,12 +12,12 @@
 
 #include <algorithm>
 #include <deque>
-#include <set>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 #include "mm/extent_map.h"
+#include "mm/memory_capture.h"
 #include "mm/page_array.h"
 #include "sys/proc.h"
 #include "sys/unique_fd.h"
@@ -418,18 +418,15 @@ absl::StatusOr<LazyServer::Outcome> LazyServer::ServeFaults(Target* t) {
 // child is judged by the image's flags.
 ExtentMap LazyServer::InheritedByChild(const Target& parent) {
   ExtentMap owed = parent.owed;
-  absl::StatusOr<std::vector<sys::MapsEntry>> maps =
-      parent.pid ? sys::ReadSmaps(parent.pid) : absl::StatusOr<std::vector<sys::MapsEntry>>();
-  if (parent.pid && maps.ok()) {
-    for (const sys::MapsEntry& m : *maps) {
-      if (m.vm_flags.find("wf") != std::string::npos || m.vm_flags.find("dc") != std::string::npos) {
-        owed.Cut(m.start, m.end);
-      }
-    }
+  auto drop = [&](uint64_t start, uint64_t end, uint32_t vm_flags) {
+    if (vm_flags & (kVmaWipeOnFork | kVmaDontFork)) owed.Cut(start, end);
+  };
+  absl::StatusOr<std::vector<sys::MapsEntry>> maps = absl::NotFoundError("pid unknown");
+  if (parent.pid != 0) maps = sys::ReadSmaps(parent.pid);
+  if (maps.ok()) {
+    for (const sys::MapsEntry& m : *maps) drop(m.start, m.end, VmaFlagsFromSmaps(m.vm_flags));
   } else {
-    for (const VmaRecord& v : vmas_) {
-      if (v.vm_flags & (kVmaWipeOnFork | kVmaDontFork)) owed.Cut(v.start, v.end);
-    }
+    for (const VmaRecord& v : vmas_) drop(v.start, v.end, v.vm_flags);
   }
   return owed;
 }
