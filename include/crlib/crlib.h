@@ -94,7 +94,10 @@ typedef struct crlib_stats {
 #define CRLIB_STATS_INIT {sizeof(crlib_stats), 0, 0, 0, 0, 0, 0, 0}
 
 enum {
-  CRLIB_PHASE_FREEZE = 1,  /* the process is being stopped */
+  /* The process is being stopped. A live dump reports it too while it
+   * copies the memory of the still running process, `done` counting
+   * bytes copied (`total` 0): cancelling then leaves it untouched. */
+  CRLIB_PHASE_FREEZE = 1,
   CRLIB_PHASE_STATE = 2,   /* registers, signals, files, memory map */
   CRLIB_PHASE_MEMORY = 3,  /* pages; `done` and `total` count bytes */
   CRLIB_PHASE_DONE = 4     /* the image is complete / the process runs */

@@ -66,10 +66,13 @@ class ArchBackend {
   // reads; it uses 16 bytes of writable stack below `stack_top`. A thread
   // released at this site by a dead tracer finishes the call it was given
   // and returns to its own state; a live tracer never lets it past the
-  // call.
-  static constexpr size_t kRecoveringSiteBytes = 320;
+  // call. With `close_result`, a close() of the call's result follows it
+  // (a second system call): a descriptor made in the process for crlib to
+  // take (pidfd_getfd) never outlives crlib there.
+  static constexpr size_t kRecoveringSiteBytes = 336;
   virtual std::vector<uint8_t> RecoveringSyscallSite(const ArchRegs& regs, uint64_t sigmask,
-                                                     uint64_t stack_top) const = 0;
+                                                     uint64_t stack_top,
+                                                     bool close_result = false) const = 0;
   // Whether `bytes` begin like a RecoveringSyscallSite's: one an earlier,
   // interrupted dump left behind.
   virtual bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const = 0;

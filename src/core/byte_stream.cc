@@ -16,7 +16,12 @@
 
 namespace crlib {
 
-absl::Status FdSink::Write(absl::Span<const iovec> iov_in) {
+namespace {
+
+// Writes all of `iov` to `fd`, at its file position (`offset` -1) or at
+// `offset` (pwritev, the position unmoved); a short write resumes
+// mid-vector.
+absl::Status WriteAllTo(int fd, absl::Span<const iovec> iov_in, int64_t offset) {
   std::vector<iovec> iov(iov_in.begin(), iov_in.end());
   size_t first = 0;
   while (first < iov.size()) {
@@ -25,12 +30,12 @@ absl::Status FdSink::Write(absl::Span<const iovec> iov_in) {
       continue;
     }
     int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
-    ssize_t n = writev(fd_, &iov[first], count);
+    ssize_t n = offset < 0 ? writev(fd, &iov[first], count) : pwritev(fd, &iov[first], count, offset);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Errno("writev to fd %d", fd_);
+      return offset < 0 ? Errno("writev to fd %d", fd) : Errno("pwritev to fd %d at %d", fd, offset);
     }
-    // Advance past what was written; a short write resumes mid-vector.
+    if (offset >= 0) offset += n;
     size_t done = static_cast<size_t>(n);
     while (done > 0) {
       size_t step = std::min(done, iov[first].iov_len);
@@ -42,6 +47,10 @@ absl::Status FdSink::Write(absl::Span<const iovec> iov_in) {
   }
   return absl::OkStatus();
 }
+
+}  // namespace
+
+absl::Status FdSink::Write(absl::Span<const iovec> iov) { return WriteAllTo(fd_, iov, -1); }
 
 absl::Status MemorySink::Write(absl::Span<const iovec> iov) {
   for (const iovec& v : iov) {
@@ -88,6 +97,38 @@ absl::StatusOr<std::unique_ptr<AtomicFileSink>> AtomicFileSink::Create(
   }
   return absl::AlreadyExistsError(
       absl::StrFormat("could not find a free temporary name next to %s", path));
+}
+
+absl::Status ByteSink::SkipAhead(uint64_t) {
+  return absl::UnimplementedError("this image sink cannot seek");
+}
+
+absl::Status ByteSink::WriteAt(uint64_t, absl::Span<const iovec>) {
+  return absl::UnimplementedError("this image sink cannot seek");
+}
+
+absl::Status AtomicFileSink::SkipAhead(uint64_t bytes) {
+  const off_t at = lseek(fd_, 0, SEEK_CUR);
+  if (at < 0) return Errno("lseek in the image %s", path_);
+  // The file grows over the hole now: a reservation at its very end
+  // reads back as zeros even if nothing is ever written after it.
+  if (ftruncate(fd_, at + static_cast<off_t>(bytes)) != 0 ||
+      lseek(fd_, static_cast<off_t>(bytes), SEEK_CUR) < 0) {
+    return Errno("reserving %d bytes in the image %s", bytes, path_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AtomicFileSink::WriteAt(uint64_t offset, absl::Span<const iovec> iov) {
+  return Annotate(WriteAllTo(fd_, iov, static_cast<int64_t>(offset)),
+                  absl::StrCat("writing the image ", path_));
+}
+
+absl::Status AtomicFileSink::Restart() {
+  if (ftruncate(fd_, 0) != 0 || lseek(fd_, 0, SEEK_SET) != 0) {
+    return Errno("emptying the image %s to write it again", path_);
+  }
+  return absl::OkStatus();
 }
 
 AtomicFileSink::~AtomicFileSink() {

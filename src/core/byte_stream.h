@@ -22,6 +22,11 @@ class ByteSink {
   virtual ~ByteSink() = default;
   // Writes all bytes of `iov`, in order, or fails.
   virtual absl::Status Write(absl::Span<const iovec> iov) = 0;
+  // Sinks that can seek (image files): leave `bytes` of zeros (a hole)
+  // and go on after them; write `iov` at `offset`, before the current
+  // end, without moving it. Others: Unimplemented.
+  virtual absl::Status SkipAhead(uint64_t bytes);
+  virtual absl::Status WriteAt(uint64_t offset, absl::Span<const iovec> iov);
 };
 
 // Writes to a borrowed fd (not closed), with writev; handles short writes.
@@ -63,7 +68,11 @@ class AtomicFileSink final : public ImageSink {
   static absl::StatusOr<std::unique_ptr<AtomicFileSink>> Create(const std::string& path);
   ~AtomicFileSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
+  absl::Status SkipAhead(uint64_t bytes) override;
+  absl::Status WriteAt(uint64_t offset, absl::Span<const iovec> iov) override;
   absl::Status Commit() override;
+  // Empties the file to write the image again from its start.
+  absl::Status Restart();
   // The temporary name, or "" when the file has none (O_TMPFILE).
   const std::string& temp_path() const { return temp_path_; }
 

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <algorithm>
+#include "absl/strings/string_view.h"
 #include <memory>
 
 #include "absl/status/status.h"
@@ -52,6 +54,16 @@ struct Stats {
   int64_t borrowed_ns = 0;
   // Of that, the time a dump spent checking that its image restores here.
   int64_t check_ns = 0;
+  // A live dump: the rounds that copied what the process wrote while it
+  // ran (0: none, or dumped stopped), and why it was dumped stopped.
+  // (A fixed array: Stats crosses the self-checkpoint's pipe as bytes.)
+  int live_rounds = 0;
+  char live_refused[240] = {};
+  void set_live_refused(absl::string_view why) {
+    const size_t n = std::min(why.size(), sizeof(live_refused) - 1);
+    std::copy_n(why.data(), n, live_refused);
+    live_refused[n] = '\0';
+  }
 };
 
 // Steps an operation reports (the values of the C ABI's CRLIB_PHASE_*).

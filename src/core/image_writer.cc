@@ -1,5 +1,6 @@
 #include "core/image_writer.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -61,11 +62,107 @@ absl::Status ImageWriter::Begin() {
   AppendZeros(h.header_length - sizeof(FileHeader) - h.kernel_release_length);
   uint32_t crc = Crc32c(0, buffer_.data() + start, h.header_length);
   memcpy(buffer_.data() + start + offsetof(FileHeader, header_crc), &crc, sizeof(crc));
+  header_.assign(buffer_.begin() + static_cast<ptrdiff_t>(start), buffer_.end());
   if (copy_ != nullptr) {
-    const iovec header{buffer_.data() + start, h.header_length};
+    const iovec header{header_.data(), header_.size()};
     return copy_->Write(absl::MakeConstSpan(&header, 1));
   }
   return absl::OkStatus();
+}
+
+absl::Status ImageWriter::CopyPrefix(ByteSink* copy, RecordType until) {
+  copy_ = copy;
+  copy_until_ = static_cast<uint32_t>(until);
+  if (!begun_) return absl::OkStatus();
+  const iovec header{header_.data(), header_.size()};
+  return copy_->Write(absl::MakeConstSpan(&header, 1));
+}
+
+// Writes into a reservation of the sink: the bytes go to their offset.
+class ImageWriter::ReservedSink final : public ByteSink {
+ public:
+  ReservedSink(ByteSink* sink, uint64_t offset) : sink_(sink), offset_(offset) {}
+  absl::Status Write(absl::Span<const iovec> iov) override {
+    uint64_t n = 0;
+    for (const iovec& v : iov) n += v.iov_len;
+    CRLIB_RETURN_IF_ERROR(sink_->WriteAt(offset_, iov));
+    offset_ += n;
+    return absl::OkStatus();
+  }
+
+ private:
+  ByteSink* sink_;
+  uint64_t offset_;
+};
+
+absl::StatusOr<ImageWriter::Reservation> ImageWriter::Reserve(uint64_t bytes) {
+  if (!begun_ || finished_ || bytes % 8 != 0 || bytes < sizeof(RecordHeader)) {
+    return absl::FailedPreconditionError("image writer: Reserve() outside Begin()/Finish()");
+  }
+  CRLIB_RETURN_IF_ERROR(Flush());
+  CRLIB_RETURN_IF_ERROR(sink_->SkipAhead(bytes));
+  Reservation r{.offset = offset_, .bytes = bytes};
+  offset_ += bytes;
+  return r;
+}
+
+absl::Status ImageWriter::FillReserved(const Reservation& r, absl::FunctionRef<absl::Status()> write,
+                                       ObjectRef first_pages_parent) {
+  CRLIB_RETURN_IF_ERROR(Flush());
+  ReservedSink reserved(sink_, r.offset);
+  ByteSink* const sink = sink_;
+  const uint64_t resume_at = offset_;
+  sink_ = &reserved;
+  offset_ = r.offset;
+  absl::Status st = write();
+  // Whatever the records left: a filler whose bulk is the reservation's
+  // own zeros, never written (the sink skipped over them).
+  const uint64_t end = r.offset + r.bytes;
+  if (st.ok() && offset_ + sizeof(RecordHeader) > end) {
+    st = absl::ResourceExhaustedError(absl::StrFormat(
+        "the records need more than the %d bytes reserved for them", r.bytes));
+  }
+  if (st.ok()) {
+    RecordHeader h{};
+    h.type = static_cast<uint32_t>(RecordType::kFiller);
+    h.flags = kRecordSkippable;
+    h.bulk_length = end - offset_ - sizeof(RecordHeader);
+    uint32_t crc = 0;
+    for (uint64_t left = h.bulk_length; left > 0;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(left, sizeof(kZeros)));
+      crc = Crc32c(crc, kZeros, n);
+      left -= n;
+    }
+    h.bulk_crc = crc;
+    h.header_crc = Crc32c(0, &h, offsetof(RecordHeader, header_crc));
+    Append(&h, sizeof(h));
+    ++record_count_;
+    bulk_bytes_ += h.bulk_length;
+    ByteSink* const copy = copy_;
+    if (copy != nullptr) st = CopyRecord(h, {});
+    if (st.ok()) st = Flush();
+    offset_ += h.bulk_length;
+    if (st.ok() && copy != nullptr) {
+      // The page data follows in the image; the copy ends as a copy made
+      // with CopyPrefix(.., kPages) would, at its first pages record.
+      const Bytes payload = EncodeFields(PagesRecord{});
+      RecordHeader p{};
+      p.type = static_cast<uint32_t>(RecordType::kPages);
+      p.length = static_cast<uint32_t>(payload.size());
+      p.payload_crc = Crc32c(0, payload.data(), payload.size());
+      p.parent = first_pages_parent;
+      p.header_crc = Crc32c(0, &p, offsetof(RecordHeader, header_crc));
+      const iovec iov[] = {{&p, sizeof(p)},
+                           {const_cast<uint8_t*>(payload.data()), payload.size()},
+                           {const_cast<uint8_t*>(kZeros), AlignUp(payload.size(), 8) - payload.size()}};
+      st = copy->Write(iov);
+      copy_ = nullptr;
+    }
+  }
+  sink_ = sink;
+  offset_ = resume_at;
+  buffer_.clear();
+  return st;
 }
 
 absl::Status ImageWriter::WriteRecord(uint32_t type, uint32_t flags,

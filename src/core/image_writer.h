@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/byte_stream.h"
 #include "core/codec.h"
@@ -44,16 +46,33 @@ class ImageWriter {
                            ObjectRef parent, absl::Span<const uint8_t> payload,
                            absl::Span<const iovec> bulk, bool align_bulk);
 
-  // Before Begin(): also writes to `copy` the image as far as the first
+  // Before Begin() (or after, before FillReserved): also writes to `copy` the image as far as the first
   // record of type `until`, included, without any bulk data: each record
   // that has some is flagged kRecordBulkElided instead (ReaderOptions::
   // accept_elided_bulk reads it). A dump keeps so the records a restore
   // reads before the page data, to check them as a restore would, without
   // reading the image back or holding memory contents twice.
-  void CopyPrefix(ByteSink* copy, RecordType until) {
-    copy_ = copy;
-    copy_until_ = static_cast<uint32_t>(until);
-  }
+  absl::Status CopyPrefix(ByteSink* copy, RecordType until);
+
+  // Room left in the image for records written later (FillReserved).
+  struct Reservation {
+    uint64_t offset = 0;  // in the image
+    uint64_t bytes = 0;
+  };
+  // Leaves `bytes` (a multiple of 8) for records written later: a live
+  // dump learns its records only at the stop, after the pages it copied
+  // while the process ran, and restore needs the records first. Needs a
+  // sink that can seek (ByteSink::SkipAhead).
+  absl::StatusOr<Reservation> Reserve(uint64_t bytes);
+
+  // Writes what `write` writes through this writer into `r`, then a
+  // filler record over the rest (its bulk is the zeros the reservation
+  // already holds). ResourceExhausted when they do not fit: the image is
+  // then unusable. With a CopyPrefix copy set, it gets the records and
+  // then, as its first pages record, an empty one owned by
+  // `first_pages_parent`: the page data that follows the reservation.
+  absl::Status FillReserved(const Reservation& r, absl::FunctionRef<absl::Status()> write,
+                            ObjectRef first_pages_parent);
 
   // Writes the end record and flushes. The writer is finished afterwards.
   absl::Status Finish();
@@ -68,6 +87,7 @@ class ImageWriter {
   void Append(const void* p, size_t n);
   void AppendZeros(size_t n);
 
+  class ReservedSink;
   ByteSink* sink_;
   ImageInfo info_;
   std::vector<uint8_t> buffer_;   // pending bytes not yet handed to the sink
@@ -76,6 +96,7 @@ class ImageWriter {
   uint64_t record_count_ = 0;
   uint64_t payload_bytes_ = 0;
   uint64_t bulk_bytes_ = 0;
+  std::vector<uint8_t> header_;  // the file header, for a CopyPrefix after Begin()
   ByteSink* copy_ = nullptr;  // CopyPrefix
   uint32_t copy_until_ = 0;
   bool begun_ = false;

@@ -21,6 +21,7 @@ using ObjectRef = uint64_t;
 // Numbers are grouped in ranges by area and never reused.
 enum class RecordType : uint32_t {
   kEnd = 0x0001,
+  kFiller = 0x0002,
   kProcess = 0x0100,
   kThread = 0x0101,
   kSignalHandlers = 0x0102,
@@ -41,6 +42,7 @@ enum class RecordType : uint32_t {
   kInode = 0x0303,
   kGuardRegions = 0x0310,
   kPageDrops = 0x0311,
+  kStalePages = 0x0312,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
@@ -63,6 +65,15 @@ struct EndRecord {
     v("payload_bytes", s.payload_bytes);
     v("bulk_bytes", s.bulk_bytes);
   }
+};
+
+// No payload; its bulk is zeros that a live dump reserved for records
+// (ImageWriter::Reserve) and did not need. Readers pass over it.
+struct FillerRecord {
+  static constexpr RecordType kType = RecordType::kFiller;
+  static constexpr const char* kName = "filler";
+  template <typename S, typename V>
+  static void Fields(S&, V&) {}
 };
 
 struct ProcessRecord {
@@ -558,6 +569,18 @@ struct PageDropsRecord {
   static void Fields(S& s, V& v) { v("runs", s.runs); }
 };
 
+// Parent: the memory map; at most one, before the pages. Runs of this
+// process's page records that restore skips: a live dump copied them
+// while the process ran, and the process unmapped them (or mapped
+// something else there) before the stop.
+struct StalePagesRecord {
+  static constexpr RecordType kType = RecordType::kStalePages;
+  static constexpr const char* kName = "stale_pages";
+  std::vector<PageRun> runs;  // in address order
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
 // Parent: the process. Its descriptors follow as kFd records.
 struct FileTableRecord {
   static constexpr RecordType kType = RecordType::kFileTable;
@@ -742,12 +765,12 @@ struct TtyRecord {
 
 // Every record type, for code that handles all of them (inspect, tests).
 using AllRecordTypes =
-    std::tuple<EndRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
+    std::tuple<EndRecord, FillerRecord, ProcessRecord, ThreadRecord, SignalHandlersRecord,
                PendingSignalsRecord, RlimitsRecord, ItimersRecord,
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, FileTableRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
                InodeRecord>;
 

@@ -34,14 +34,17 @@
 #include "core/status.h"
 #include "files/carried_inode.h"
 #include "files/file_capture.h"
+#include "mm/live_copy.h"
 #include "mm/memory_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/attributes.h"
 #include "task/thread_capture.h"
+#include "cr/live_dump.h"
 #include "cr/restore_check.h"
 #include "task/schedule.h"
 #include "remote/tracee.h"
+#include "remote/vdso_site.h"
 #include "task/uncarried_state.h"
 
 namespace crlib {
@@ -384,41 +387,22 @@ absl::StatusOr<AskedState> AskThroughScratch(absl::Span<const std::unique_ptr<Tr
 absl::StatusOr<AskedState> AskProcess(absl::Span<const std::unique_ptr<Tracee>> threads,
                                       absl::string_view status) {
   Tracee* t = threads.front().get();
-  const ArchBackend& arch = t->arch();
-  CRLIB_RETURN_IF_ERROR(t->FindSyscallSite());
-  const uint64_t vdso_site = t->syscall_site();
-  CRLIB_ASSIGN_OR_RETURN(uint64_t slack, t->FindVdsoSlack(ArchBackend::kRecoveringSiteBytes));
-  uint64_t outer_site = vdso_site;
-  if (slack != 0) {
-    // 128 bytes of red zone, then room for the site's 16 bytes of stack.
-    const uint64_t below_red_zone = (arch.StackPointer(t->initial_regs()) - 256) & ~uint64_t{15};
-    std::vector<uint8_t> site =
-        arch.RecoveringSyscallSite(t->initial_regs(), t->initial_sigmask(), below_red_zone);
-    CRLIB_RETURN_IF_ERROR(t->WriteMemory(slack, site.data(), site.size()));
-    outer_site = slack;
-  }
-  // The vDSO's tail back to zeros, whatever happens next.
-  auto clear_slack = [&]() -> absl::Status {
-    if (slack == 0) return absl::OkStatus();
-    const std::vector<uint8_t> zeros(ArchBackend::kRecoveringSiteBytes, 0);
-    return t->WriteMemory(slack, zeros.data(), zeros.size());
-  };
-  absl::Status borrowed = t->BorrowAt(outer_site);
+  CRLIB_ASSIGN_OR_RETURN(VdsoCallSite outer, VdsoCallSite::Install(t));
+  absl::Status borrowed = t->BorrowAt(outer.address());
   // MDWE first: it would forbid the scratch's executable call sites.
   if (borrowed.ok()) borrowed = RefuseMdwe(t);
   absl::StatusOr<RemoteScratch> scratch =
       borrowed.ok() ? RemoteScratch::Map(threads) : absl::StatusOr<RemoteScratch>(borrowed);
   absl::Status restored = t->RestoreInitialState();
   if (!scratch.ok() || !restored.ok()) {
-    (void)clear_slack();
+    (void)outer.Remove();
     return scratch.ok() ? restored : scratch.status();
   }
   absl::StatusOr<AskedState> asked = AskThroughScratch(threads, status, *scratch);
-  absl::Status unmapped = t->BorrowAt(outer_site);
-  if (unmapped.ok()) unmapped = scratch->Unmap(outer_site);
+  absl::Status unmapped = t->BorrowAt(outer.address());
+  if (unmapped.ok()) unmapped = scratch->Unmap(outer.address());
   restored = t->RestoreInitialState();
-  absl::Status cleared = clear_slack();
-  t->SetSyscallSite(vdso_site);
+  absl::Status cleared = outer.Remove();
   if (!asked.ok()) return asked.status();
   CRLIB_RETURN_IF_ERROR(unmapped);
   CRLIB_RETURN_IF_ERROR(restored);
@@ -488,7 +472,8 @@ absl::StatusOr<ProcessRecord> DescribeProcess(const TreeMember& m, const TreeMem
 // restore consumes them. No remote call runs here: only /proc, ptrace
 // requests that read, and /proc/PID/mem.
 absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
-                          const CheckpointOptions& options, DescriptionHolders* holders) {
+                          const CheckpointOptions& options, DescriptionHolders* holders,
+                          const LiveMemory* live) {
   ImageWriter* w = ctx->writer();
   ObjectRegistry& reg = ctx->registry();
   CRLIB_ASSIGN_OR_RETURN(ProcessRecord proc, DescribeProcess(*m, parent));
@@ -538,7 +523,7 @@ absl::Status WriteProcess(Context* ctx, TreeMember* m, const TreeMember* parent,
   if (parent != nullptr && !parent->zombie()) parent_memory = {.pid = parent->pid, .vmas = &parent->vmas};
   CRLIB_ASSIGN_OR_RETURN(m->map, WriteMemoryMap(ctx, m->threads.front().get(), m->vmas,
                                                 asked.brk, process_ref,
-                                                parent_memory.pid ? &parent_memory : nullptr));
+                                                parent_memory.pid ? &parent_memory : nullptr, live));
   return absl::OkStatus();
 }
 
@@ -610,6 +595,24 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   // waits for its reader, which must not keep the process frozen.
   CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageSink> sink,
                          OpenImageSink(image_path, options.image_fd));
+  // A live dump copies the memory while the process runs; it needs an
+  // image file (the records go before the pages, written at the stop). A
+  // process it cannot serve is dumped stopped, on an emptied file.
+  std::unique_ptr<LiveDump> live;
+  auto* file = dynamic_cast<AtomicFileSink*>(sink.get());
+  if (options.live && file != nullptr && !tree.front().facts.stopped) {
+    absl::StatusOr<std::unique_ptr<LiveDump>> started =
+        StartLiveDump(ctx, pid, file, options.skip_children);
+    if (started.ok()) {
+      live = std::move(*started);
+    } else if (absl::IsCancelled(started.status()) || !sys::ProcessExists(pid)) {
+      return started.status();
+    } else {
+      ctx->stats().set_live_refused(started.status().message());
+      CRLIB_RETURN_IF_ERROR(file->Restart());
+      ctx->registry() = ObjectRegistry();
+    }
+  }
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
   int64_t frozen_at = 0;
   // From here on every failure resumes every thread of every process as it
@@ -639,6 +642,16 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       }
     }
     return first;
+  };
+  // Resumes the processes as soon as everything of theirs is read (with
+  // --leave-running): the image is finished while they run.
+  bool resumed = false;
+  absl::Status resumed_status;
+  auto resume_now = [&]() -> absl::Status {
+    resumed = true;
+    if (frozen_at) ctx->stats().frozen_ns = NowNs() - frozen_at;
+    resumed_status = resume();
+    return absl::OkStatus();
   };
   absl::Status st = [&]() -> absl::Status {
     // Every task is seized before any state is captured. A process is
@@ -682,7 +695,14 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, tree_pids,
                                             i == 0 ? absl::MakeConstSpan(options.skip_fds)
                                                    : absl::Span<const int>()));
-      CRLIB_ASSIGN_OR_RETURN(m.vmas, ScanVmas(m.pid));
+      if (i == 0 && live) {
+        // smaps would cost the stop time in populated pages.
+        CRLIB_ASSIGN_OR_RETURN(m.vmas, live->copy->ScanAtStop(m.facts.status));
+      } else {
+        CRLIB_ASSIGN_OR_RETURN(m.vmas, ScanVmas(m.pid));
+      }
+      CRLIB_RETURN_IF_ERROR(
+          RefuseUserfaultfdMemory(m.vmas, i == 0 && live ? live->copy.get() : nullptr));
       CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(m.pid, m.fds, m.vmas, options.deleted_file_limit));
       std::vector<pid_t> tids;
       for (const std::unique_ptr<Tracee>& thread : m.threads) tids.push_back(thread->tid());
@@ -706,48 +726,85 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     }
     ctx->stats().borrowed_ns = NowNs() - asked_at;
 
-    const ArchBackend& arch = tree.front().threads.front()->arch();
-    utsname uts;
-    // The kernel release goes into the image header: never uninitialized.
-    if (uname(&uts) != 0) return Errno("uname");
-    ImageInfo info;
-    info.cpu_family = arch.family();
-    info.page_size = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
-    info.xsave_features = arch.HostXsaveFeatures();
-    info.xsave_size = arch.HostXsaveSize();
-    info.kernel_release = uts.release;
-    if (ctx->options().compression_level > 0) info.flags |= kImageCompressed;
-    else if (ctx->options().mappable) info.flags |= kImageMappable;
-    ImageWriter writer(sink.get(), info);
-    ctx->set_writer(&writer);
-    FileObjectWriter objects;
-    ctx->set_objects(&objects);
     // The records a restore reads before the pages, kept to check them.
     std::vector<uint8_t> records;
     MemorySink records_sink(&records);
-    writer.CopyPrefix(&records_sink, RecordType::kPages);
-    CRLIB_RETURN_IF_ERROR(writer.Begin());
+    FileObjectWriter objects;
+    ctx->set_objects(&objects);
     // Every process's records (parents first), then every process's pages.
     DescriptionHolders holders;
-    for (TreeMember& m : tree) {
-      const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
-      const TreeMember* parent = nullptr;
-      for (const TreeMember& p : tree) {
-        if (&p != &m && p.pid == ppid) parent = &p;
-      }
-      CRLIB_RETURN_IF_ERROR(WriteProcess(ctx, &m, parent, options, &holders));
-    }
-    {
-      PageArray pages(ctx, 0);  // one worker and one pair of buffers for all
+    auto write_records = [&]() -> absl::Status {
       for (TreeMember& m : tree) {
-        if (m.zombie()) continue;
+        const pid_t ppid = static_cast<pid_t>(StatField(m.stat, 4));
+        const TreeMember* parent = nullptr;
+        for (const TreeMember& p : tree) {
+          if (&p != &m && p.pid == ppid) parent = &p;
+        }
+        std::optional<LiveMemory> memory;
+        if (live && &m == &tree.front()) {
+          memory = LiveMemory{.mm_ref = live->copy->mm_ref(),
+                              .stale = live->copy->StaleRuns(m.vmas)};
+        }
+        CRLIB_RETURN_IF_ERROR(
+            WriteProcess(ctx, &m, parent, options, &holders, memory ? &*memory : nullptr));
+      }
+      return absl::OkStatus();
+    };
+    // Reads the pages; with --leave-running the processes then run on
+    // while the image is finished: nothing of theirs is read after this.
+    auto write_pages = [&](PageArray& pages, bool skip_root) -> absl::Status {
+      for (TreeMember& m : tree) {
+        if (m.zombie() || (skip_root && &m == &tree.front())) continue;
         CRLIB_RETURN_IF_ERROR(WriteMemoryPages(ctx, m.threads.front().get(), m.vmas, m.map, &pages));
       }
-      CRLIB_RETURN_IF_ERROR(pages.Flush());
+      if (options.leave_running) CRLIB_RETURN_IF_ERROR(resume_now());
+      return pages.Flush();
+    };
+    std::optional<ImageWriter> stopped_writer;
+    ImageWriter* writer = nullptr;
+    if (live) {
+      // The pages copied while it ran are in the image; the records go
+      // into the room reserved before them, then the rest of the pages.
+      writer = live->writer.get();
+      ctx->set_writer(writer);
+      live->pages->set_phase(Phase::kMemory);
+      CRLIB_RETURN_IF_ERROR(live->pages->Flush());
+      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kFiller));
+      absl::Status filled =
+          writer->FillReserved(live->reservation, write_records, live->copy->mm_ref());
+      if (absl::IsResourceExhausted(filled)) {
+        // It grew (threads, mappings, files) beyond the room: the image
+        // is written again from its start, stopped, as without --live.
+        ctx->stats().set_live_refused(filled.message());
+        live.reset();
+        ctx->set_writer(nullptr);
+        CRLIB_RETURN_IF_ERROR(file->Restart());
+        ctx->registry() = ObjectRegistry();
+        objects = FileObjectWriter();
+        holders = DescriptionHolders();
+        records.clear();
+      } else {
+        CRLIB_RETURN_IF_ERROR(filled);
+        TreeMember& root = tree.front();
+        CRLIB_RETURN_IF_ERROR(live->copy->Finish(root.vmas, root.map.guards, *live->pages));
+        CRLIB_RETURN_IF_ERROR(write_pages(*live->pages, /*skip_root=*/true));
+        ctx->stats().live_rounds = live->rounds;
+      }
     }
-    CRLIB_RETURN_IF_ERROR(writer.Finish());
-    ctx->stats().records = writer.record_count();
-    ctx->stats().bytes = writer.bytes_written();
+    if (!live) {
+      stopped_writer.emplace(sink.get(),
+                             DescribeImage(tree.front().threads.front()->arch(), ctx->options()));
+      writer = &*stopped_writer;
+      ctx->set_writer(writer);
+      CRLIB_RETURN_IF_ERROR(writer->CopyPrefix(&records_sink, RecordType::kPages));
+      CRLIB_RETURN_IF_ERROR(writer->Begin());
+      CRLIB_RETURN_IF_ERROR(write_records());
+      PageArray pages(ctx, 0);  // one worker and one pair of buffers for all
+      CRLIB_RETURN_IF_ERROR(write_pages(pages, /*skip_root=*/false));
+    }
+    CRLIB_RETURN_IF_ERROR(writer->Finish());
+    ctx->stats().records = writer->record_count();
+    ctx->stats().bytes = writer->bytes_written();
     // A dump that succeeds must restore: what a restore here would refuse
     // (a file the image's user cannot open, a vDSO it cannot place ...)
     // fails the dump now, while the processes can still run on untouched.
@@ -757,9 +814,15 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     ctx->stats().check_ns = NowNs() - check_at;
     return sink->Commit();
   }();
+  if (live) live->pages.reset();  // its worker writes through ctx's writer
   ctx->set_writer(nullptr);
   ctx->set_objects(nullptr);
-  if (!st.ok() || options.leave_running) {
+  if (resumed) {
+    if (st.ok() && !resumed_status.ok()) {
+      st = Annotate(resumed_status, absl::StrFormat("image %s written, but resuming pid %d failed",
+                                                    image_path, pid));
+    }
+  } else if (!st.ok() || options.leave_running) {
     absl::Status resumed = resume();
     // The image is committed and complete: it stays, the error says so.
     if (st.ok() && !resumed.ok()) {
@@ -773,7 +836,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       if (!m->zombie()) Tracee::KillProcess(m->threads);
     }
   }
-  if (frozen_at) ctx->stats().frozen_ns = NowNs() - frozen_at;
+  if (frozen_at && !resumed) ctx->stats().frozen_ns = NowNs() - frozen_at;
   ctx->stats().total_ns = NowNs() - start;
   if (st.ok()) (void)ctx->Progress(Phase::kDone);  // too late to cancel
   return st;

@@ -18,6 +18,10 @@ namespace crlib {
 struct CheckpointOptions {
   // Resume the process after the image is complete; otherwise kill it.
   bool leave_running = false;
+  // Copy the root process's memory while it runs, stopping it only for
+  // what is left (docs/CHECKPOINT.md, "Live dumps"); needs an image file.
+  // False: stopped for the whole dump (`crlib dump --stopped`).
+  bool live = true;
   // Descriptors left out of the image (and not checked for support): the
   // self-checkpoint's rendezvous pipe. Restore leaves those numbers closed.
   std::vector<int> skip_fds;

@@ -145,6 +145,8 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
       CRLIB_RETURN_IF_ERROR(CheckPageRecords(reader, rec, &tree));
       break;
     }
+    // Room a live dump reserved for records and did not need.
+    if (rec->type() == RecordType::kFiller) continue;
     if (rec->type() == RecordType::kProcess) {
       ProcessImage next;
       next.info = reader->info();
@@ -280,6 +282,12 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
         if (h.parent != mm_ref || !image.page_drops.empty()) return misplaced("page drops outside the memory map");
         CRLIB_ASSIGN_OR_RETURN(PageDropsRecord d, reader->Decode<PageDropsRecord>(*rec));
         image.page_drops = std::move(d.runs);
+        break;
+      }
+      case RecordType::kStalePages: {
+        if (h.parent != mm_ref || !image.stale_pages.empty()) return misplaced("stale pages outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(StalePagesRecord d, reader->Decode<StalePagesRecord>(*rec));
+        image.stale_pages = std::move(d.runs);
         break;
       }
       case RecordType::kGuardRegions: {

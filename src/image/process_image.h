@@ -58,6 +58,9 @@ struct ProcessImage {
   std::vector<PageRun> guards;  // guard regions, in address order, inside `vmas`
   // Pages of kVmaInherited VMAs the parent has and this process lacks.
   std::vector<PageRun> page_drops;
+  // Pages of the page records to skip: copied by a live dump from memory
+  // the process unmapped before the stop (stale_pages record).
+  std::vector<PageRun> stale_pages;
   // The objects of the whole tree (any process may name them): the same
   // in every process of a TreeImage.
   std::map<ObjectRef, FileImage> files;

@@ -278,6 +278,9 @@ absl::Status LazyServer::Prepare(Tracee* t, const ProcessImage& image, ImageRead
   done_fd_.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (control_fd_.fd < 0 || done_fd_.fd < 0) return Errno("eventfd");
   CRLIB_RETURN_IF_ERROR(ReadIndex(image));
+  // Pages a live dump copied from memory the process unmapped before its
+  // stop: never served (what is mapped there now is another mapping).
+  for (const PageRun& s : image.stale_pages) index_.Cut(s.address, s.address + s.pages * page_);
   // What is owed (pages of servable VMAs, at their own addresses) and
   // what must be written now, record by record.
   auto owed = std::make_unique<ExtentMap>();

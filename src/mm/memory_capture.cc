@@ -140,6 +140,9 @@ absl::StatusOr<std::vector<VmaInfo>> ScanVmas(pid_t pid) {
       v.kind = VmaKind::kFile;
     }
     v.vm_flags = VmaFlagsFromSmaps(m.vm_flags);
+    for (absl::string_view code : absl::StrSplit(m.vm_flags, ' ', absl::SkipEmpty())) {
+      v.userfaultfd |= code == "um" || code == "uw" || code == "ui";
+    }
     v.map = std::move(m);
     out.push_back(std::move(v));
   }
@@ -191,11 +194,6 @@ std::optional<CarriedInodeSource> CarriedInodeOfVma(pid_t pid, const VmaInfo& v)
   return s;
 }
 
-namespace {
-
-// Whether a VMA can hold pages restore cannot rebuild without the image:
-// not the special mappings, and not shared file mappings, whose data
-// lives in the file.
 bool MayHoldPages(VmaKind kind, bool shared) {
   switch (kind) {
     case VmaKind::kAnonymous:
@@ -210,6 +208,8 @@ bool MayHoldPages(VmaKind kind, bool shared) {
   }
 }
 
+namespace {
+
 // Which pages of such a VMA the image needs, by their pagemap entry: the
 // fallback for kernels without PAGEMAP_SCAN, with the same selection as
 // ScanNeededRanges.
@@ -221,7 +221,7 @@ bool PageNeeded(VmaKind kind, uint64_t pagemap) {
          ((pagemap & sys::kPagemapPresent) && !(pagemap & sys::kPagemapFileOrShared));
 }
 
-using RangeFn = absl::FunctionRef<absl::Status(uint64_t start, uint64_t end)>;
+using RangeFn = PageRangeFn;
 
 // Calls `run` for each range of pages of `v` the image needs, in address
 // order, from one pagemap entry per page: time grows with the VMA's
@@ -495,75 +495,98 @@ absl::Status CompareWithParent(pid_t pid, const std::vector<VmaInfo>& vmas, cons
   return absl::OkStatus();
 }
 
-absl::Status WritePages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
-                        const WrittenMemoryMap& map, PageArray& pages) {
-  const std::vector<PageRun>& guards = map.guards;
-  CRLIB_RETURN_IF_ERROR(pages.SetParent(map.mm_ref));
-  const uint64_t page = ctx->writer()->info().page_size;
-  std::string path = absl::StrCat("/proc/", tracee->tid(), "/pagemap");
-  int pagemap = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (pagemap < 0) return Errno("open %s", path);
-  // Pages [start, end) are needed: read them straight into the batch.
+}  // namespace
+
+absl::StatusOr<PageCopier> PageCopier::Open(pid_t pid, uint64_t page_size) {
+  PageCopier c;
+  c.pid_ = pid;
+  c.page_ = page_size;
+  c.pagemap_path_ = absl::StrCat("/proc/", pid, "/pagemap");
+  c.pagemap_ = sys::UniqueFd(open(c.pagemap_path_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (c.pagemap_.fd < 0) return Errno("open %s", c.pagemap_path_);
+  const std::string mem = absl::StrCat("/proc/", pid, "/mem");
+  c.mem_ = sys::UniqueFd(open(mem.c_str(), O_RDONLY | O_CLOEXEC));
+  if (c.mem_.fd < 0) return Errno("open %s", mem);
+  c.regions_.resize(4096);
+  return c;
+}
+
+absl::Status PageCopier::ForEachNeeded(const VmaInfo& v, RangeFn run) {
+  if (scan_) {
+    absl::Status st = ScanNeededRanges(pagemap_.fd, pagemap_path_, v, &regions_, run);
+    if (!absl::IsUnimplemented(st)) return st;
+    scan_ = false;
+  }
+  return ReadNeededRanges(pagemap_.fd, pagemap_path_, v, page_, run);
+}
+
+absl::Status PageCopier::Read(uint64_t address, void* buffer, size_t size) {
+  return sys::ReadProcessMemory(mem_.fd, pid_, address, buffer, size);
+}
+
+absl::Status PageCopier::ReadRun(PageArray& pages, uint64_t start, uint64_t end) {
+  for (uint64_t at = start; at < end;) {
+    CRLIB_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, pages.Reserve(at, (end - at) / page_));
+    CRLIB_RETURN_IF_ERROR(Read(at, buf.data(), buf.size()));
+    CRLIB_RETURN_IF_ERROR(pages.Commit(buf.size() / page_));
+    at += buf.size();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PageCopier::Copy(PageArray& pages, uint64_t start, uint64_t end,
+                              absl::Span<const PageRun> guards) {
   // Guard regions show as swapped, but reading one fails (EIO): they are
   // cut out, their record says where they go.
-  auto read_run = [&](uint64_t start, uint64_t end) -> absl::Status {
-    for (uint64_t at = start; at < end;) {
-      CRLIB_ASSIGN_OR_RETURN(absl::Span<uint8_t> buf, pages.Reserve(at, (end - at) / page));
-      CRLIB_RETURN_IF_ERROR(tracee->ReadMemory(at, buf.data(), buf.size()));
-      CRLIB_RETURN_IF_ERROR(pages.Commit(buf.size() / page));
-      at += buf.size();
-    }
-    return absl::OkStatus();
-  };
-  auto copy = [&](uint64_t start, uint64_t end) -> absl::Status {
-    auto g = std::upper_bound(guards.begin(), guards.end(), start,
-                              [](uint64_t a, const PageRun& r) { return a < r.address; });
-    if (g != guards.begin()) --g;
-    for (; g != guards.end() && g->address < end && start < end; ++g) {
-      const uint64_t g_end = g->address + g->pages * page;
-      if (g_end <= start) continue;
-      if (g->address > start) CRLIB_RETURN_IF_ERROR(read_run(start, g->address));
-      start = std::min(end, g_end);
-    }
-    return start < end ? read_run(start, end) : absl::OkStatus();
-  };
-  std::vector<sys::PageRegion> regions(4096);
-  bool scan = true;
-  absl::Status st;
+  auto g = std::upper_bound(guards.begin(), guards.end(), start,
+                            [](uint64_t a, const PageRun& r) { return a < r.address; });
+  if (g != guards.begin()) --g;
+  for (; g != guards.end() && g->address < end && start < end; ++g) {
+    const uint64_t g_end = g->address + g->pages * page_;
+    if (g_end <= start) continue;
+    if (g->address > start) CRLIB_RETURN_IF_ERROR(ReadRun(pages, start, g->address));
+    start = std::min(end, g_end);
+  }
+  return start < end ? ReadRun(pages, start, end) : absl::OkStatus();
+}
+
+namespace {
+
+absl::Status WritePages(Context* ctx, pid_t pid, const std::vector<VmaInfo>& vmas,
+                        const WrittenMemoryMap& map, PageArray& pages) {
+  CRLIB_RETURN_IF_ERROR(pages.SetParent(map.mm_ref));
+  CRLIB_ASSIGN_OR_RETURN(PageCopier copier, PageCopier::Open(pid, ctx->writer()->info().page_size));
+  auto copy = [&](uint64_t start, uint64_t end) { return copier.Copy(pages, start, end, map.guards); };
   for (size_t i = 0; i < vmas.size(); ++i) {
     const VmaInfo& v = vmas[i];
     // An inherited VMA: only the pages that differ from the parent's,
     // zero pages too (the parent's copy would not be zero).
     if (!map.inherited.empty() && map.inherited[i]) {
       pages.set_keep_zero(true);
+      absl::Status st;
       for (const PageRun& run : map.own_pages[i]) {
-        st = copy(run.address, run.address + run.pages * page);
+        st = copy(run.address, run.address + run.pages * copier.page_size());
         if (!st.ok()) break;
       }
       pages.set_keep_zero(false);
-      if (!st.ok()) break;
+      CRLIB_RETURN_IF_ERROR(st);
       continue;
     }
     // Only VMAs that can hold pages the image needs are looked at; the
     // special mappings ([vsyscall] lies outside the address space that
     // pagemap covers) and shared file mappings never do.
     if (!MayHoldPages(v.kind, v.map.shared)) continue;
-    if (scan) {
-      st = ScanNeededRanges(pagemap, path, v, &regions, copy);
-      if (absl::IsUnimplemented(st)) scan = false;
-    }
-    if (!scan) st = ReadNeededRanges(pagemap, path, v, page, copy);
-    if (!st.ok()) break;
+    CRLIB_RETURN_IF_ERROR(copier.ForEachNeeded(v, copy));
   }
-  close(pagemap);
-  return st;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
                                                const std::vector<VmaInfo>& vmas, uint64_t brk,
-                                               ObjectRef process, const ParentMemory* parent) {
+                                               ObjectRef process, const ParentMemory* parent,
+                                               const LiveMemory* live) {
   WrittenMemoryMap written;
   const pid_t pid = tracee->tid();
   ImageWriter* w = ctx->writer();
@@ -590,7 +613,7 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
   mm.auxv.resize(auxv.size() / 8);
   memcpy(mm.auxv.data(), auxv.data(), mm.auxv.size() * 8);
   CRLIB_ASSIGN_OR_RETURN(mm.exe_path, sys::ReadLink(absl::StrCat("/proc/", pid, "/exe")));
-  ObjectRef mm_ref = ctx->registry().NewRef();
+  const ObjectRef mm_ref = live ? live->mm_ref : ctx->registry().NewRef();
   // The executable's record comes first so the memory map can name it; it
   // is parented to the process, like the map itself.
   struct stat exe_st{};
@@ -643,6 +666,9 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
   if (!written.drops.empty()) {
     CRLIB_RETURN_IF_ERROR(w->Write(PageDropsRecord{.runs = written.drops}, 0, mm_ref));
   }
+  if (live && !live->stale.empty()) {
+    CRLIB_RETURN_IF_ERROR(w->Write(StalePagesRecord{.runs = live->stale}, 0, mm_ref));
+  }
   written.mm_ref = mm_ref;
   written.guards = std::move(*guards);
   return written;
@@ -650,7 +676,7 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
 
 absl::Status WriteMemoryPages(Context* ctx, Tracee* tracee, const std::vector<VmaInfo>& vmas,
                               const WrittenMemoryMap& map, PageArray* pages) {
-  return WritePages(ctx, tracee, vmas, map, *pages);
+  return WritePages(ctx, tracee->tid(), vmas, map, *pages);
 }
 
 }  // namespace crlib

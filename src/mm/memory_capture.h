@@ -8,13 +8,17 @@
 
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "absl/strings/string_view.h"
 #include "core/context.h"
 #include "core/records.h"
 #include "core/shared_objects.h"
 #include "mm/page_array.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
+#include "sys/unique_fd.h"
 #include "remote/tracee.h"
 
 namespace crlib {
@@ -24,6 +28,48 @@ struct VmaInfo {
   VmaKind kind = VmaKind::kAnonymous;
   uint32_t vm_flags = 0;  // VmaFlag bits
   InodeKind inode_kind = InodeKind::kDeletedFile;  // kinds 8-10: the inode it maps
+  // Registered with a userfaultfd (smaps "um", "uw", "ui"): a live dump's
+  // own tracking (DirtyTracker), or the process's or another's, which
+  // crlib does not carry.
+  bool userfaultfd = false;
+};
+
+// Whether a VMA can hold pages restore cannot rebuild without the image:
+// not the special mappings, and not shared file mappings, whose data
+// lives in the file.
+bool MayHoldPages(VmaKind kind, bool shared);
+
+using PageRangeFn = absl::FunctionRef<absl::Status(uint64_t start, uint64_t end)>;
+
+// Copies ranges of a process's memory into a PageArray through
+// /proc/PID/mem, which needs no ptrace stop: a live dump reads the
+// process while it runs.
+class PageCopier {
+ public:
+  static absl::StatusOr<PageCopier> Open(pid_t pid, uint64_t page_size);
+
+  // Calls `run` for each range of the pages of `v` an image needs, in
+  // address order: present or swapped, and of a private file mapping only
+  // those copied on write. PAGEMAP_SCAN skips unpopulated page tables.
+  absl::Status ForEachNeeded(const VmaInfo& v, PageRangeFn run);
+
+  // Adds pages [start, end) to `pages`, leaving out `guards` (guard
+  // regions, sorted; reading one fails).
+  absl::Status Copy(PageArray& pages, uint64_t start, uint64_t end,
+                    absl::Span<const PageRun> guards);
+
+  uint64_t page_size() const { return page_; }
+
+ private:
+  PageCopier() = default;
+  absl::Status Read(uint64_t address, void* buffer, size_t size);
+  absl::Status ReadRun(PageArray& pages, uint64_t start, uint64_t end);
+  pid_t pid_ = 0;
+  uint64_t page_ = 4096;
+  std::string pagemap_path_;
+  sys::UniqueFd pagemap_, mem_;
+  std::vector<sys::PageRegion> regions_;
+  bool scan_ = true;  // PAGEMAP_SCAN works (Linux 6.7)
 };
 
 // The VmaFlag bits of smaps' "VmFlags:" codes; codes crlib does not
@@ -53,6 +99,12 @@ struct ParentMemory {
 // neither side MADV_DONTFORK or MADV_WIPEONFORK.
 bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent);
 
+// What a live dump (mm/live_copy.h) already wrote of a process's memory.
+struct LiveMemory {
+  ObjectRef mm_ref = 0;        // the memory map its pages name
+  std::vector<PageRun> stale;  // copied, then unmapped before the stop
+};
+
 // What WriteMemoryMap wrote that the pages need.
 struct WrittenMemoryMap {
   ObjectRef mm_ref = 0;
@@ -69,11 +121,13 @@ struct WrittenMemoryMap {
 // through ctx->objects(). `brk` is the current program break. With
 // `parent` (stopped too, and dumped before it), private anonymous memory
 // still shared copy-on-write with it is marked kVmaInherited and only
-// the pages that differ go into the image.
+// the pages that differ go into the image. With `live`, the map is the
+// one whose pages a live dump wrote already.
 absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
                                                const std::vector<VmaInfo>& vmas, uint64_t brk,
                                                ObjectRef process,
-                                               const ParentMemory* parent = nullptr);
+                                               const ParentMemory* parent = nullptr,
+                                               const LiveMemory* live = nullptr);
 
 // Adds the pages of `map` to `pages` (page data comes last in an image:
 // every process's records first, then every process's pages, in that

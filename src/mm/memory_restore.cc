@@ -321,6 +321,21 @@ absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image) {
   return absl::OkStatus();
 }
 
+std::vector<PageRun> WithoutStale(const PageRun& run, absl::Span<const PageRun> stale,
+                                  uint64_t page) {
+  std::vector<PageRun> out;
+  uint64_t at = run.address;
+  const uint64_t end = run.address + run.pages * page;
+  for (const PageRun& s : stale) {
+    const uint64_t s_end = s.address + s.pages * page;
+    if (s_end <= at || s.address >= end) continue;
+    if (s.address > at) out.push_back({at, (s.address - at) / page});
+    at = std::max(at, s_end);
+  }
+  if (at < end) out.push_back({at, (end - at) / page});
+  return out;
+}
+
 absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, ImageReader* reader,
                        uint64_t* pages_loaded) {
   const uint64_t page = reader->info().page_size;
@@ -349,7 +364,11 @@ absl::Status LoadPages(Context* ctx, Tracee* t, const ProcessImage& image, Image
                                     }));
     used = 0;
     for (const PageRun& run : pages.runs) {
-      CRLIB_RETURN_IF_ERROR(t->WriteMemory(run.address, staging.data() + used, run.pages * page));
+      for (const PageRun& part : WithoutStale(run, image.stale_pages, page)) {
+        CRLIB_RETURN_IF_ERROR(t->WriteMemory(part.address,
+                                             staging.data() + used + (part.address - run.address),
+                                             part.pages * page));
+      }
       used += run.pages * page;
     }
     *pages_loaded += pages.page_count;

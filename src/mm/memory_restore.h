@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/context.h"
 #include "core/image_reader.h"
 #include "core/shared_objects.h"
@@ -47,6 +48,11 @@ absl::Status RestoreGuardRegions(Tracee* t, const ProcessImage& image);
 // with MAP_NORESERVE, madvise and mlock as their vm_flags say.
 absl::Status RebuildAddressSpace(Tracee* t, const ProcessImage& image, const RestoredObjects& files,
                                  AddressRange scratch);
+
+// The parts of `run` outside `stale` (sorted): a live dump's pages of
+// memory the process unmapped before the stop are skipped.
+std::vector<PageRun> WithoutStale(const PageRun& run, absl::Span<const PageRun> stale,
+                                  uint64_t page);
 
 // Writes the pages of the image into the tracee: the page records of its
 // memory map that `reader` has next (LoadTreeImage left it at the first

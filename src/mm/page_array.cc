@@ -135,7 +135,7 @@ absl::Status PageArray::Submit() {
   Batch* b = &batches_[current_];
   if (b->used > 0) {
     CRLIB_RETURN_IF_ERROR(
-        ctx_->Progress(Phase::kMemory, ctx_->stats().pages_scanned * page_size_));
+        ctx_->Progress(phase_, ctx_->stats().pages_scanned * page_size_));
     if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
     {
       std::lock_guard<std::mutex> lock(mu_);

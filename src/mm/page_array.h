@@ -58,6 +58,10 @@ class PageArray {
   // would otherwise find non-zero (one a child inherits from its parent).
   void set_keep_zero(bool keep) { keep_zero_ = keep; }
 
+  // The phase its progress reports name: kMemory, or kFreeze while a live
+  // dump copies a process that still runs.
+  void set_phase(Phase phase) { phase_ = phase; }
+
   // Writes whatever is batched and waits until everything is written.
   absl::Status Flush();
 
@@ -83,6 +87,7 @@ class PageArray {
   uint64_t reserved_address_ = 0;
   size_t reserved_pages_ = 0;
   bool keep_zero_ = false;
+  Phase phase_ = Phase::kMemory;
   // The worker thread, started by the first Submit(), and the one batch
   // it may hold: `handed_` is set by Submit() and cleared by the worker
   // when the batch is written, with its status in `written_`.

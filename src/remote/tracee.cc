@@ -306,20 +306,7 @@ absl::Status Tracee::OpenMemory() {
 
 absl::Status Tracee::ReadMemory(uint64_t address, void* buffer, size_t size) {
   CRLIB_RETURN_IF_ERROR(OpenMemory());
-  auto* p = static_cast<char*>(buffer);
-  while (size > 0) {
-    ssize_t n = pread(mem_fd_, p, size, static_cast<off_t>(address));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      return n < 0 ? Errno("read of %d bytes at 0x%x in pid %d", size, address, tid_)
-                   : absl::OutOfRangeError(absl::StrFormat(
-                         "read of %d bytes at 0x%x in pid %d: unmapped", size, address, tid_));
-    }
-    p += n;
-    address += n;
-    size -= n;
-  }
-  return absl::OkStatus();
+  return sys::ReadProcessMemory(mem_fd_, tid_, address, buffer, size);
 }
 
 absl::Status Tracee::WriteMemory(uint64_t address, const void* buffer, size_t size) {
@@ -379,6 +366,10 @@ absl::StatusOr<int64_t> Tracee::Syscall(long nr, std::array<uint64_t, 6> args) {
   ArchRegs regs = initial_regs_;
   arch_.SetSyscall(&regs, syscall_site_, nr, args);
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
+  return RunToSyscallExit(nr);
+}
+
+absl::StatusOr<int64_t> Tracee::RunToSyscallExit(long nr) {
   // Entry stop, then exit stop.
   for (int stop = 0; stop < 2;) {
     if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return Errno("ptrace(SYSCALL) on tid %d", tid_);

@@ -119,6 +119,10 @@ class Tracee {
   // remote clone created (the call's result is the TID in the tracee's).
   pid_t last_created() const { return last_created_; }
   // Same, but a negative result becomes an error naming the call.
+  // Lets the thread, stopped after a remote call, run on to the end of
+  // the next system call its code makes (`nr`, for messages), as a site
+  // that closes its result does (ArchBackend::RecoveringSyscallSite).
+  absl::StatusOr<int64_t> RunToSyscallExit(long nr);
   absl::StatusOr<int64_t> CheckedSyscall(const char* what, long nr,
                                          std::array<uint64_t, 6> args = {});
 

@@ -55,6 +55,11 @@ struct PmScanArg {
   uint64_t return_mask;
 };
 inline constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+// PmScanArg::flags: write-protect the pages that match (atomically with
+// reporting them), and fail (EPERM) on a VMA not registered for async
+// write-protect.
+inline constexpr uint64_t kPmScanWpMatching = 1 << 0;
+inline constexpr uint64_t kPmScanCheckWpAsync = 1 << 1;
 
 // userfaultfd asynchronous write-protect (6.7).
 inline constexpr uint64_t kUffdFeatureWpUnpopulated = 1 << 13;

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/status.h"
@@ -260,6 +261,23 @@ absl::StatusOr<uint64_t> NonDefaultSignals(absl::string_view status) {
     mask |= bits;
   }
   return mask;
+}
+
+absl::Status ReadProcessMemory(int mem_fd, pid_t pid, uint64_t address, void* buffer, size_t size) {
+  auto* p = static_cast<char*>(buffer);
+  while (size > 0) {
+    ssize_t n = pread(mem_fd, p, size, static_cast<off_t>(address));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return n < 0 ? Errno("read of %d bytes at 0x%x in pid %d", size, address, pid)
+                   : absl::OutOfRangeError(absl::StrFormat(
+                         "read of %d bytes at 0x%x in pid %d: unmapped", size, address, pid));
+    }
+    p += n;
+    address += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace crlib::sys

@@ -16,6 +16,10 @@ namespace crlib::sys {
 
 // Reads a whole (small, /proc-style) file.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Reads `size` bytes at `address` of process `pid` through `mem_fd`, its
+// open /proc/PID/mem; OutOfRange where nothing is mapped.
+absl::Status ReadProcessMemory(int mem_fd, pid_t pid, uint64_t address, void* buffer, size_t size);
 absl::StatusOr<std::string> ReadLink(const std::string& path);
 
 // One line of /proc/PID/maps.

@@ -6,13 +6,21 @@
 
 namespace crlib::sys {
 
-// Owns `fd` (-1: none). Not copyable; release() gives the descriptor up.
+// Owns `fd` (-1: none). Movable, not copyable; release() gives the descriptor up.
 struct UniqueFd {
   int fd = -1;
   UniqueFd() = default;
   explicit UniqueFd(int f) : fd(f) {}
   UniqueFd(const UniqueFd&) = delete;
   UniqueFd& operator=(const UniqueFd&) = delete;
+  UniqueFd(UniqueFd&& other) noexcept : fd(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      if (fd >= 0) close(fd);
+      fd = other.release();
+    }
+    return *this;
+  }
   ~UniqueFd() {
     if (fd >= 0) close(fd);
   }

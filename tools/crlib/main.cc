@@ -12,7 +12,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: crlib COMMAND [ARGS]\n"
     "\n"
-    "  dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] [--mappable]\n"
+    "  dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] [--mappable] [--stopped]\n"
     "       [--deleted-file-limit BYTES]\n"
     "                           checkpoint a process (killed once the image is complete)\n"
     "  restore --image PATH|- [--detach] [--lazy] [--trust-image] [--pid-ns] [--inherit-fd KEY=FD]...\n"

@@ -152,12 +152,12 @@ absl::StatusOr<int> StandardStreamImage(int stream) {
 absl::StatusOr<int> DumpCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress", "--deleted-file-limit"},
-                                {"--leave-running", "--mappable", "--stats"}));
+                                {"--leave-running", "--mappable", "--stats", "--stopped"}));
   int pid = 0;
   if (!absl::SimpleAtoi(p.Get("--pid"), &pid) || pid <= 0) {
     return absl::InvalidArgumentError(
         "usage: crlib dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] "
-        "[--mappable] [--deleted-file-limit BYTES]");
+        "[--mappable] [--stopped] [--deleted-file-limit BYTES]");
   }
   if (p.Get("--image").empty()) return absl::InvalidArgumentError("dump: --image PATH is required");
   Options options;
@@ -168,7 +168,7 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
   }
   options.mappable = p.Has("--mappable");
   CRLIB_RETURN_IF_ERROR(CheckOptions(options));
-  CheckpointOptions co{.leave_running = p.Has("--leave-running")};
+  CheckpointOptions co{.leave_running = p.Has("--leave-running"), .live = !p.Has("--stopped")};
   if (p.Has("--deleted-file-limit") &&
       !absl::SimpleAtoi(p.Get("--deleted-file-limit"), &co.deleted_file_limit)) {
     return absl::InvalidArgumentError("--deleted-file-limit takes a number of bytes, not '" +
@@ -195,6 +195,12 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
             "borrowed %.2f ms, restore check %.2f ms), total %.2f ms\n",
             static_cast<int>(s.bytes), static_cast<int>(s.pages_stored), static_cast<int>(s.pages_zero),
             Ms(s.frozen_ns), Ms(s.borrowed_ns), Ms(s.check_ns), Ms(s.total_ns));
+    if (s.live_rounds > 0) {
+      fprintf(stderr, "crlib: dump: live: memory copied while it ran, then %d rounds of what it wrote\n",
+              s.live_rounds);
+    } else if (s.live_refused[0] != '\0') {
+      fprintf(stderr, "crlib: dump: stopped for the whole dump: %s\n", s.live_refused);
+    }
   }
   return 0;
 }

@@ -154,7 +154,8 @@ class X86_64 final : public ArchBackend {
   }
 
   std::vector<uint8_t> RecoveringSyscallSite(const ArchRegs& regs, uint64_t sigmask,
-                                             uint64_t stack_top) const override {
+                                             uint64_t stack_top,
+                                             bool close_result) const override {
     user_regs_struct r = Regs(regs);
     // Where the thread goes back to: a call the stop interrupted restarts,
     // as the kernel does when no signal handler runs (arch/x86/kernel/
@@ -167,7 +168,7 @@ class X86_64 final : public ArchBackend {
     }
     // Code, then data at kData: mask, rflags, the 16 registers in
     // encoding order (rax rcx rdx rbx rsp rbp rsi rdi r8..r15), rip.
-    constexpr size_t kData = 168;  // the code below is 164 bytes
+    constexpr size_t kData = 176;  // the code below is 164 bytes, 174 closing the result
     constexpr size_t kMask = kData, kFlags = kData + 8, kRegs = kData + 16, kRip = kData + 144;
     std::vector<uint8_t> code;
     auto emit = [&](std::initializer_list<uint8_t> bytes) { code.insert(code.end(), bytes); };
@@ -179,6 +180,11 @@ class X86_64 final : public ArchBackend {
       for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(d >> (8 * i)));
     };
     emit({0x0f, 0x05});                          // syscall: the remote call
+    if (close_result) {
+      emit({0x48, 0x89, 0xc7});                  // mov rdi, rax
+      emit({0xb8, 0x03, 0x00, 0x00, 0x00});      // mov eax, SYS_close
+      emit({0x0f, 0x05});                        // syscall
+    }
     emit({0xb8, 0x0e, 0x00, 0x00, 0x00});        // mov eax, SYS_rt_sigprocmask
     emit({0xbf, 0x02, 0x00, 0x00, 0x00});        // mov edi, SIG_SETMASK
     emit({0x48, 0x8d, 0x35}), rel(kMask, 0);     // lea rsi, [rip+mask]
@@ -211,14 +217,23 @@ class X86_64 final : public ArchBackend {
   }
 
   bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const override {
-    // The code up to the stack address is the same in every site.
-    constexpr size_t kFixedPrefix = 31;
+    // The code up to the stack address is the same in every site of
+    // either form.
+    constexpr size_t kFixedPrefix = 31, kClosingPrefix = 41;
     static const std::vector<uint8_t> prefix = [this] {
-      std::vector<uint8_t> site = RecoveringSyscallSite(ArchRegs{}, 0, 0);
+      std::vector<uint8_t> site = RecoveringSyscallSite(ArchRegs{}, 0, 0, false);
       site.resize(kFixedPrefix);
       return site;
     }();
-    return bytes.size() >= kFixedPrefix && std::equal(prefix.begin(), prefix.end(), bytes.begin());
+    static const std::vector<uint8_t> closing = [this] {
+      std::vector<uint8_t> site = RecoveringSyscallSite(ArchRegs{}, 0, 0, true);
+      site.resize(kClosingPrefix);
+      return site;
+    }();
+    auto starts = [&](const std::vector<uint8_t>& p) {
+      return bytes.size() >= p.size() && std::equal(p.begin(), p.end(), bytes.begin());
+    };
+    return starts(prefix) || starts(closing);
   }
 
   uint64_t StackPointer(const ArchRegs& regs) const override { return Regs(regs).rsp; }
