@@ -3,8 +3,9 @@
 // to a new /dev/shm file (dump, paired with each dump in the same iteration), and filling fresh anonymous memory with the
 // data (restore: memcpy into plain mmap memory, into MAP_POPULATE memory,
 // and read() from /dev/shm). Restore also from a --mappable image, whose
-// pages are mapped (BM_RestoreMapped), with its time split into phases. A
-// summary with the ratios is printed at the end.
+// pages are mapped (BM_RestoreMapped), with its time split into phases, and
+// lazily (BM_RestoreLazy): the time until the process runs and until every
+// page is in it. A summary with the ratios is printed at the end.
 //
 // Run as root. Every benchmark uses manual timing: only the library call
 // (or the floor's copy) is timed, not the child's set-up or teardown.
@@ -54,6 +55,7 @@ struct Figures {
   // space), the pages, and the rest (files, threads, credentials ...).
   double mapped_ms = 0, mapped_cpu = 0, mapped_check_ms = 0, mapped_build_ms = 0;
   double mapped_pages_ms = 0, mapped_rest_ms = 0, pages_mapped = 0;
+  double lazy_running_ms = 0, lazy_all_in_ms = 0;  // restore --lazy
   double image_bytes = 0, pages_stored = 0, pages_zero = 0;
   double floor_write_ms = 0;
   double floor_copy_ms = 0, floor_read_ms = 0, floor_populate_ms = 0;
@@ -350,6 +352,19 @@ absl::Status CheckRestored(pid_t pid, size_t bytes) {
   return result;
 }
 
+// The image a restore benchmark restores: a fresh child's, dumped (and
+// killed). False, the benchmark failed, when it cannot be made.
+bool DumpToRestore(benchmark::State& state, size_t bytes, const std::string& image) {
+  crlib::Context ctx;
+  double ms, cpu_ms;
+  absl::Status st = DumpChild(bytes, image, &ctx, &ms, &cpu_ms);
+  if (st.ok()) return true;
+  Fail(state, "CheckpointProcess (restore set-up)", st);
+  for (auto _ : state) {
+  }
+  return false;
+}
+
 // Restores of one image of a child holding range(0) MiB: copied, or with
 // `mapped` from a --mappable image mapped (restore's default for one).
 void Restore(benchmark::State& state, bool mapped) {
@@ -440,6 +455,45 @@ void BM_Restore(benchmark::State& state) { Restore(state, /*mapped=*/false); }
 // Restore to running from a --mappable image in /dev/shm: the pages are
 // mapped from the image file (goal for 1 GiB: 5 ms).
 void BM_RestoreMapped(benchmark::State& state) { Restore(state, /*mapped=*/true); }
+
+// Lazy restore: timed until the call returns (the process runs), and
+// until LazyPages::Wait() says every page is in; the data checked after.
+void BM_RestoreLazy(benchmark::State& state) {
+  const size_t bytes = state.range(0) * kMiB;
+  const std::string image = ImagePath();
+  if (!DumpToRestore(state, bytes, image)) return;
+  double sum_running = 0, sum_all_in = 0;
+  for (auto _ : state) {
+    crlib::Context ctx;
+    std::unique_ptr<crlib::LazyPages> lazy;
+    double t0 = NowMs();
+    absl::StatusOr<pid_t> pid = crlib::RestoreProcess(&ctx, image, {}, &lazy);
+    double t1 = NowMs();
+    if (!pid.ok()) {
+      Fail(state, "RestoreProcess(lazy)", pid.status());
+      break;
+    }
+    absl::Status st = lazy->Wait();
+    double t2 = NowMs();
+    state.SetIterationTime((t1 - t0) / 1e3);
+    sum_running += t1 - t0;
+    sum_all_in += t2 - t0;
+    if (st.ok()) st = CheckRestored(*pid, bytes);
+    KillAndReap(*pid);
+    if (!st.ok()) {
+      Fail(state, "lazily restored process", st);
+      break;
+    }
+  }
+  unlink(image.c_str());
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["running_ms"] = sum_running / n;
+  state.counters["all_in_ms"] = sum_all_in / n;
+  Figures& f = g_figures[state.range(0)];
+  f.lazy_running_ms = sum_running / n;
+  f.lazy_all_in_ms = sum_all_in / n;
+}
 
 // Restore floor: mmap fresh anonymous memory and memcpy the data into it.
 // The munmap afterwards is not timed (nor is the restored process's exit).
@@ -587,6 +641,8 @@ BENCHMARK(BM_Restore)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTim
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RestoreMapped)->Arg(64)->Arg(256)->Arg(1024)->Iterations(10)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_RestoreLazy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FloorFreshCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FloorPopulateCopy)->Arg(64)->Arg(256)->Arg(1024)->Iterations(3)->UseManualTime()
@@ -631,6 +687,15 @@ void PrintSummary() {
            f.mapped_ms, f.restore_ms, ratio(f.mapped_ms, f.restore_ms), f.mapped_cpu,
            f.mapped_check_ms, f.mapped_build_ms, f.mapped_pages_ms, f.mapped_rest_ms,
            f.pages_mapped);
+  }
+  printf("\nLazy restore next to the copying one (wall ms; ratio = lazy / copying restore)\n");
+  printf("%5s | %9s | %10s %6s | %11s %6s\n", "MiB", "restore", "lazy:runs", "ratio",
+         "lazy:all_in", "ratio");
+  for (const auto& [mib, f] : g_figures) {
+    if (f.lazy_running_ms == 0) continue;
+    printf("%5" PRId64 " | %9.1f | %10.1f %6.3f | %11.1f %6.2f\n", mib, f.restore_ms,
+           f.lazy_running_ms, ratio(f.lazy_running_ms, f.restore_ms), f.lazy_all_in_ms,
+           ratio(f.lazy_all_in_ms, f.restore_ms));
   }
   printf("\n");
   for (const auto& [mib, f] : g_figures) {

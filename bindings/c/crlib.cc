@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 
@@ -20,6 +21,10 @@ struct crlib_error {
   int code;
   int sys_errno;
   std::string message;
+};
+
+struct crlib_lazy {
+  std::unique_ptr<crlib::LazyPages> pages;
 };
 
 namespace {
@@ -223,9 +228,15 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   std::string name;
   absl::Status st = ReadArguments(image_path, options, &o, &name);
   if (st.ok() && (o.flags & ~unsigned{CRLIB_RESTORE_TRUST_IMAGE | CRLIB_RESTORE_CHECK_ONLY |
-                                      CRLIB_RESTORE_PID_NAMESPACE | CRLIB_RESTORE_COPY_PAGES})) {
+                                      CRLIB_RESTORE_PID_NAMESPACE | CRLIB_RESTORE_COPY_PAGES |
+                                      CRLIB_RESTORE_LAZY})) {
     st = absl::InvalidArgumentError(absl::StrCat("unknown restore flags 0x", absl::Hex(o.flags)));
   }
+  const bool lazy = (o.flags & CRLIB_RESTORE_LAZY) && !(o.flags & CRLIB_RESTORE_CHECK_ONLY);
+  if (st.ok() && lazy && o.lazy == nullptr) {
+    st = absl::InvalidArgumentError("CRLIB_RESTORE_LAZY without options->lazy for its handle");
+  }
+  if (lazy && o.lazy != nullptr) *o.lazy = nullptr;
   crlib::RestoreOptions ro{.image_fd = o.image_fd,
                            .trust_image = (o.flags & CRLIB_RESTORE_TRUST_IMAGE) != 0,
                            .pid_namespace = (o.flags & CRLIB_RESTORE_PID_NAMESPACE) != 0,
@@ -250,14 +261,25 @@ int crlib_restore(const char* image_path, const crlib_restore_options* options, 
   }
   Context ctx;
   ConnectProgress(&ctx, o.progress, o.progress_user_data);
-  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, name, ro);
+  std::unique_ptr<crlib::LazyPages> pages;
+  absl::StatusOr<pid_t> restored = crlib::RestoreProcess(&ctx, name, ro, lazy ? &pages : nullptr);
   if (!restored.ok()) {
     return ToC(crlib::Annotate(restored.status(), absl::StrCat("restore of ", name)), error);
   }
   if (pid) *pid = *restored;
+  if (lazy) *o.lazy = new crlib_lazy{std::move(pages)};
   FillStats(ctx, o.stats);
   return ToC(absl::OkStatus(), error);
 }
+
+int crlib_lazy_wait(crlib_lazy* lazy, crlib_error** error) {
+  if (lazy == nullptr) return ToC(absl::InvalidArgumentError("crlib_lazy_wait: lazy is NULL"), error);
+  return ToC(lazy->pages->Wait(), error);
+}
+
+int crlib_lazy_fd(const crlib_lazy* lazy) { return lazy ? lazy->pages->done_fd() : -1; }
+
+void crlib_lazy_free(crlib_lazy* lazy) { delete lazy; }
 
 int crlib_nocr_enter(const char* reason) {
   absl::Status st = crlib::NoCrEnter(reason ? reason : "");

@@ -220,8 +220,39 @@ enum {
    * not qualify is copied. `crlib restore --copy-pages`. A library older
    * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
    * 1u << 3. */
-  CRLIB_RESTORE_COPY_PAGES = 1u << 3
+  CRLIB_RESTORE_COPY_PAGES = 1u << 3,
+  /* Lazy restore: the process runs as soon as everything but its memory
+   * is restored; its private anonymous pages come in on first touch and,
+   * meanwhile, in the background, served by a thread of this library
+   * (userfaultfd) until every one is in. `options->lazy` receives the
+   * handle to wait for that (crlib_lazy_wait); the image (its path, or a
+   * dup of `image_fd`) stays open until then. Pages of file mappings and
+   * locked mappings are written before the process runs. From a stream
+   * (a pipe, a socket) every page is read before the process runs: a later
+   * pages record may replace any page, so none is final before the end.
+   * Images of one process only (a tree: CRLIB_E_UNSUPPORTED, nothing
+   * created). `crlib restore --lazy`. Value fixed: 1u << 4. */
+  CRLIB_RESTORE_LAZY = 1u << 4
 };
+
+/* The pages of a lazy restore on their way in (CRLIB_RESTORE_LAZY).
+ * Opaque; thread-safe. */
+typedef struct crlib_lazy crlib_lazy;
+
+/* Blocks until every page of the lazily restored process is in it (and in
+ * any child it forked meanwhile), or the processes have exited: then
+ * CRLIB_OK. Serving failed (an image cut short, changed or corrupt: never
+ * a wrong page) the processes were killed: the error. May be called again
+ * and from several threads; returns the same each time. */
+CRLIB_EXPORT int crlib_lazy_wait(crlib_lazy *lazy, crlib_error **error);
+
+/* A descriptor that becomes readable once crlib_lazy_wait would no longer
+ * block, for a poll loop; owned by `lazy`. -1 for NULL. */
+CRLIB_EXPORT int crlib_lazy_fd(const crlib_lazy *lazy);
+
+/* Waits as crlib_lazy_wait (a process must never be left without its
+ * pages), then frees `lazy`. NULL is fine. */
+CRLIB_EXPORT void crlib_lazy_free(crlib_lazy *lazy);
 
 /* One of the caller's descriptors given to the restored process for an
  * external fd of the image: `key` as `crlib inspect` shows it (e.g.
@@ -254,9 +285,13 @@ typedef struct crlib_restore_options {
    * A caller built before these fields (a smaller `size`) gives none. */
   const crlib_inherit_fd *inherit_fds;
   size_t inherit_fds_count;
+  /* With CRLIB_RESTORE_LAZY: receives the handle of the pages on their
+   * way in, which the caller frees with crlib_lazy_free; required then.
+   * NULL on failure. */
+  crlib_lazy **lazy;
 } crlib_restore_options;
 #define CRLIB_RESTORE_OPTIONS_INIT \
-  {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1, NULL, 0}
+  {sizeof(crlib_restore_options), 0, NULL, NULL, NULL, -1, NULL, 0, NULL}
 
 /* Restores the process tree in the image at `image_path`, every process
  * with its recorded PID, and lets it run: the root a child of the calling

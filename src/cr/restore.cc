@@ -31,6 +31,7 @@
 #include "files/file_restore.h"
 #include "files/tty_restore.h"
 #include "mm/mapped_restore.h"
+#include "mm/lazy_restore.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -110,10 +111,13 @@ absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessR
 // files, the address space with its pages), so that it can fork them.
 // `image_fd`, when not -1, is the image file, mapped from rather than
 // copied (the process has it at the same number, from the restorer
-// through its parents; BuildLate closes it with the other strays).
+// through its parents; BuildLate closes it with the other strays). With
+// `lazy`, the pages are left to a LazyPages server started here, which
+// keeps `input` (the image) alive.
 absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, ImageReader* reader,
                         int image_fd, const std::vector<AddressRange>& forked,
-                        AddressRange scratch_range, bool root, bool scratch_inherited) {
+                        AddressRange scratch_range, bool root, bool scratch_inherited,
+                        std::unique_ptr<LazyPages>* lazy, const std::shared_ptr<void>& input) {
   Tracee* t = r->threads.front().get();
   const ProcessImage& image = *r->image;
   // No handler may run in place of a remote call; threads created later
@@ -181,6 +185,13 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
   if (r->zombie()) return absl::OkStatus();
   CRLIB_RETURN_IF_ERROR(
       Step("address space")(RebuildAddressSpace(t, image, files, scratch_range)));
+  if (lazy != nullptr) {
+    absl::StatusOr<std::unique_ptr<LazyPages>> started =
+        LazyPages::Start(ctx, t, image, reader, input);
+    CRLIB_RETURN_IF_ERROR(Step("lazy pages")(started.status()));
+    *lazy = std::move(*started);
+    return Step("guard regions")(RestoreGuardRegions(t, image));
+  }
   uint64_t pages = 0;
   std::optional<PageMapper> mapper;
   if (image_fd >= 0) {
@@ -451,11 +462,17 @@ namespace {
 // read once.
 class ImageInput {
  public:
+  // `own_fd`: a descriptor the caller lends is duplicated, for a reader
+  // that outlives the call (a lazy restore).
   static absl::StatusOr<std::unique_ptr<ImageInput>> Open(const std::string& image_path,
                                                           const RestoreOptions& options,
-                                                          bool verify_bulk) {
+                                                          bool verify_bulk, bool own_fd = false) {
     auto in = std::unique_ptr<ImageInput>(new ImageInput);
     in->fd_ = options.image_fd;
+    if (in->fd_ >= 0 && own_fd) {
+      in->fd_ = in->owned_fd_ = fcntl(options.image_fd, F_DUPFD_CLOEXEC, 0);
+      if (in->fd_ < 0) return Errno("fcntl(F_DUPFD) of image fd %d", options.image_fd);
+    }
     if (in->fd_ < 0) {
       in->fd_ = in->owned_fd_ = open(image_path.c_str(), O_RDONLY | O_CLOEXEC);
       if (in->fd_ < 0) return Errno("open %s", image_path);
@@ -572,14 +589,18 @@ absl::StatusOr<pid_t> CreateFirstProcess(pid_t root_pid, bool pid_namespace) {
 }  // namespace
 
 absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
-                                     const RestoreOptions& options) {
+                                     const RestoreOptions& options,
+                                     std::unique_ptr<LazyPages>* lazy) {
   const int64_t start = NowNs();
   // Page checksums are verified when the pages are loaded, before the
-  // process runs; the first pass reads everything else.
-  CRLIB_ASSIGN_OR_RETURN(std::unique_ptr<ImageInput> in,
-                         ImageInput::Open(image_path, options, /*verify_bulk=*/false));
+  // process runs (or, lazily, before they are served); the first pass
+  // reads everything else.
+  CRLIB_ASSIGN_OR_RETURN(std::shared_ptr<ImageInput> in,
+                         ImageInput::Open(image_path, options, /*verify_bulk=*/false,
+                                          /*own_fd=*/lazy != nullptr));
   ImageReader* reader = in->reader();
   CRLIB_ASSIGN_OR_RETURN(const TreeImage image, LoadTreeImage(reader));
+  if (lazy != nullptr) CRLIB_RETURN_IF_ERROR(CheckLazyRestore(image));
   const pid_t pid = static_cast<pid_t>(image.root().process.pid);
   CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
                          PrepareRestore(image, in->file(),
@@ -660,8 +681,8 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
         r.threads.push_back(std::move(child));
         if (r.zombie()) parent->made_zombie_children = true;
       }
-      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, forked,
-                                                scratch, i == 0, options.pid_namespace),
+      CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, forked, scratch,
+                                                i == 0, options.pid_namespace, lazy, in),
                                      absl::StrFormat("pid %d", r.image->process.pid)));
     }
     CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));
@@ -701,11 +722,16 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
       }
     }
     if (init) CRLIB_RETURN_IF_ERROR(init->Detach());
+    if (lazy != nullptr && *lazy != nullptr) (*lazy)->Released();
     return absl::OkStatus();
   }();
-  ctx->stats().bytes = reader->offset();
+  if (lazy == nullptr) ctx->stats().bytes = reader->offset();  // else the server's now
   if (!st.ok()) {
     kill_all();
+    if (lazy != nullptr && *lazy != nullptr) {
+      (*lazy)->Abandon();
+      lazy->reset();
+    }
     return Annotate(st, absl::StrFormat("restore of pid %d failed, nothing left running", pid));
   }
   ctx->stats().total_ns = NowNs() - start;

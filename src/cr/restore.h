@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/context.h"
+#include "mm/lazy_restore.h"
 
 namespace crlib {
 
@@ -68,8 +69,17 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
 // pages load, after the point of no return, and the half-built process is
 // killed then. Returns the PID of the caller's child: the root, or the
 // init of the new PID namespace (which exits with the root's status).
+//
+// With `lazy`, the process runs before its memory is in: its private
+// anonymous pages are served on first touch and copied in the background
+// by the LazyPages `*lazy` receives, which keeps the image open and serves
+// until LazyPages::Wait() says every page is in (destroying it waits for
+// that). An image of one process only (CheckLazyRestore). From a stream
+// every page is read before the process runs, since a later record may
+// replace any page.
 absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path,
-                                     const RestoreOptions& options = {});
+                                     const RestoreOptions& options = {},
+                                     std::unique_ptr<LazyPages>* lazy = nullptr);
 
 }  // namespace crlib
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -294,6 +295,25 @@ static void TestProgressAndCancel(void) {
   CHECK(waitpid(pid, NULL, WNOHANG) == 0);
   kill(pid, SIGKILL);
   CHECK(WaitCode(pid) == 128 + SIGKILL);
+
+  /* Lazily: the call returns once it runs; the handle says when every
+   * page is in. Without a place for the handle: refused. */
+  crlib_lazy *lazy = NULL;
+  ro.flags = CRLIB_RESTORE_LAZY;
+  ro.progress = NULL;
+  CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_E_INVALID_ARGUMENT);
+  ro.lazy = &lazy;
+  CHECK(crlib_restore(image, &ro, &pid, NULL) == CRLIB_OK);
+  CHECK(pid == child && lazy != NULL && crlib_lazy_fd(lazy) >= 0);
+  CHECK(crlib_lazy_wait(lazy, NULL) == CRLIB_OK);
+  struct pollfd done = {crlib_lazy_fd(lazy), POLLIN, 0};
+  CHECK(poll(&done, 1, 0) == 1);
+  crlib_lazy_free(lazy);
+  CHECK(waitpid(pid, NULL, WNOHANG) == 0);
+  kill(pid, SIGKILL);
+  CHECK(WaitCode(pid) == 128 + SIGKILL);
+  crlib_lazy_free(NULL);
+  CHECK(crlib_lazy_fd(NULL) == -1);
 }
 
 /* ---- Images through descriptors: out through a socket, in through a pipe ---- */

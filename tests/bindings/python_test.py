@@ -164,6 +164,24 @@ class BindingTest(unittest.TestCase):
         self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())
         self.assertRegex(self.read(), r"COUNT \d+")
 
+    def test_lazy_restore_returns_while_pages_come_in(self):
+        image = self.path("counter.img")
+        p = self.start(COUNTER_PROGRAM)
+        self.wait_for_output("READY", p)
+        crlib.checkpoint(p.pid, image, kill=True)
+        self.assertEqual(p.wait(timeout=10), -signal.SIGKILL)
+        pid, pages = crlib.restore(image, lazy=True)
+        self.assertEqual(pid, p.pid)
+        with pages:
+            self.assertGreaterEqual(pages.fileno(), 0)
+            pages.wait()  # every page in
+            pages.wait()  # and again: the same answer
+        time.sleep(0.1)
+        os.kill(pid, signal.SIGUSR1)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 7, self.read())
+        self.assertRegex(self.read(), r"COUNT \d+")
+
     def test_restore_in_a_pid_namespace_returns_the_init(self):
         image = self.path("counter.img")
         p = self.start(COUNTER_PROGRAM)

@@ -209,12 +209,13 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(
       p.Parse({"--image"},
-              {"--detach", "--stats", "--trust-image", "--check", "--pid-ns", "--copy-pages"},
+              {"--detach", "--stats", "--trust-image", "--check", "--pid-ns", "--copy-pages",
+               "--lazy"},
               {"--inherit-fd"}));
   if (p.Get("--image").empty()) {
     return absl::InvalidArgumentError(
-        "usage: crlib restore --image PATH|- [--check] [--detach] [--trust-image] [--pid-ns] "
-        "[--copy-pages] [--inherit-fd KEY=FD]...");
+        "usage: crlib restore --image PATH|- [--check] [--detach] [--lazy] [--trust-image] "
+        "[--pid-ns] [--copy-pages] [--inherit-fd KEY=FD]...");
   }
   RestoreOptions ro{.trust_image = p.Has("--trust-image"),
                     .pid_namespace = p.Has("--pid-ns"),
@@ -238,7 +239,12 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
   Context ctx;
   CancelOnSignals cancel;
   ctx.set_progress(CancelOnSignals::GoOn);
-  absl::StatusOr<pid_t> restored = RestoreProcess(&ctx, image, ro);
+  // Lazily, this process serves the pages from a thread of its own until
+  // every one is in: it returns no sooner, --detach or not.
+  std::unique_ptr<LazyPages> lazy;
+  const int64_t started = NowNs();
+  absl::StatusOr<pid_t> restored =
+      RestoreProcess(&ctx, image, ro, p.Has("--lazy") ? &lazy : nullptr);
   if (ro.image_fd >= 0) close(ro.image_fd);
   CRLIB_RETURN_IF_ERROR(
       CancelOnSignals::Explain(restored.status(), "nothing restored is left running"));
@@ -248,10 +254,25 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
             ctx.pages_copied_reason().c_str());
   }
   if (p.Has("--stats")) {
-    fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages loaded (%d mapped)\n",
+    fprintf(stderr, "crlib: restore: pid %d running after %.2f ms, %d pages %s (%d mapped)\n",
             pid, Ms(ctx.stats().total_ns), static_cast<int>(ctx.stats().pages_stored),
-            static_cast<int>(ctx.stats().pages_mapped));
+            lazy ? "to serve lazily" : "loaded", static_cast<int>(ctx.stats().pages_mapped));
   }
+  // Waits for the last page, and says how they came when asked.
+  auto await_pages = [&]() -> absl::Status {
+    if (!lazy) return absl::OkStatus();
+    absl::Status st = lazy->Wait();
+    if (st.ok() && p.Has("--stats")) {
+      const LazyPages::Progress pr = lazy->progress();
+      fprintf(stderr,
+              "crlib: restore: pages served until %.2f ms (every one in, or the processes "
+              "gone): %d on a fault, %d in the background, %d before it ran\n",
+              Ms(pr.done_ns - started),
+              static_cast<int>(pr.pages_faulted), static_cast<int>(pr.pages_pushed),
+              static_cast<int>(pr.pages_eager));
+    }
+    return st;
+  };
   if (p.Has("--detach")) {
     if (!ro.pid_namespace) {
       printf("%d\n", pid);
@@ -263,6 +284,7 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
       printf("%d %d\n", pid, children.ok() && !children->empty() ? children->front() : 0);
     }
     fflush(stdout);
+    CRLIB_RETURN_IF_ERROR(await_pages());
     return 0;
   }
   // Waiting for the restored process, crlib stands in for it: a signal
@@ -276,6 +298,7 @@ absl::StatusOr<int> RestoreCommand(const Args& args) {
     g_signal = 0;
     if (sig != 0 && (g_signal_sent_to_us || getpgid(pid) != getpgrp())) kill(pid, sig);
   }
+  CRLIB_RETURN_IF_ERROR(await_pages());
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
 }

@@ -21,7 +21,7 @@ import os
 
 __all__ = [
     "CHECKPOINTED", "RESTORED", "Error", "Stats", "checkpoint", "checkpoint_self",
-    "restore", "nocr", "version",
+    "restore", "nocr", "version", "LazyPages",
 ]
 
 OK = 0
@@ -48,6 +48,7 @@ _CHECKPOINT_MAPPABLE = 1 << 2
 _RESTORE_TRUST_IMAGE = 1 << 0
 _RESTORE_PID_NAMESPACE = 1 << 2
 _RESTORE_COPY_PAGES = 1 << 3
+_RESTORE_LAZY = 1 << 4
 
 
 class Error(Exception):
@@ -107,6 +108,7 @@ class _RestoreOptions(ctypes.Structure):
         ("image_fd", ctypes.c_int),
         ("inherit_fds", ctypes.POINTER(_InheritFd)),
         ("inherit_fds_count", ctypes.c_size_t),
+        ("lazy", ctypes.POINTER(ctypes.c_void_p)),
     ]
 
 
@@ -147,6 +149,10 @@ def _lib():
                                           err_p]
     lib.crlib_restore.argtypes = [ctypes.c_char_p, ctypes.POINTER(_RestoreOptions),
                                   ctypes.POINTER(ctypes.c_int), err_p]
+    lib.crlib_lazy_wait.argtypes = [ctypes.c_void_p, err_p]
+    lib.crlib_lazy_fd.argtypes = [ctypes.c_void_p]
+    lib.crlib_lazy_free.argtypes = [ctypes.c_void_p]
+    lib.crlib_lazy_free.restype = None
     lib.crlib_nocr_enter.argtypes = [ctypes.c_char_p]
     lib.crlib_nocr_leave.argtypes = []
     _handle = lib
@@ -218,7 +224,39 @@ def checkpoint(pid, path, kill=False, compress=False, mappable=False):
     return Stats(stats)
 
 
-def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False, copy_pages=False):
+class LazyPages:
+    """The pages of a lazy restore on their way in (restore(..., lazy=True)).
+    wait() blocks until every page is in, raising Error if serving failed
+    (the processes were then killed); fileno() becomes readable then, for
+    select/poll. close() (or leaving a `with` block) waits, then frees."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def wait(self):
+        err = ctypes.c_void_p()
+        _check(_lib().crlib_lazy_wait(self._handle, ctypes.byref(err)), err)
+
+    def fileno(self):
+        return _lib().crlib_lazy_fd(self._handle)
+
+    def close(self):
+        if self._handle:
+            _lib().crlib_lazy_free(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False, copy_pages=False,
+            lazy=False):
     """Restores the process tree in the image at `path`, each process with
     its recorded PID, the root a child of this process, and returns the PID
     of that child (reap it with os.waitpid). With `pid_namespace` the tree
@@ -233,7 +271,10 @@ def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False, copy
     shows it) to one of this process's descriptors, which the restored
     process gets a dup of (`crlib restore --inherit-fd KEY=FD`). The pages
     of a mappable image are mapped from its file unless `copy_pages`
-    (`crlib restore --copy-pages`)."""
+    (`crlib restore --copy-pages`). With `lazy` (an image of one process)
+    it returns as soon as the process runs, while its memory still comes
+    in, as (pid, LazyPages) (`crlib restore --lazy`; docs/CHECKPOINT.md,
+    "Lazy restore")."""
     stats = _sized(_Stats)
     o = _sized(_RestoreOptions)
     o.stats = ctypes.pointer(stats)
@@ -248,10 +289,16 @@ def restore(path, trust_image=False, inherit_fds=None, pid_namespace=False, copy
         o.flags |= _RESTORE_PID_NAMESPACE
     if copy_pages:
         o.flags |= _RESTORE_COPY_PAGES
+    handle = ctypes.c_void_p()
+    if lazy:
+        o.flags |= _RESTORE_LAZY
+        o.lazy = ctypes.pointer(handle)
     pid = ctypes.c_int(0)
     err = ctypes.c_void_p()
     _check(_lib().crlib_restore(os.fsencode(path), ctypes.byref(o), ctypes.byref(pid),
                                 ctypes.byref(err)), err)
+    if lazy:
+        return pid.value, LazyPages(handle.value)
     return pid.value
 
 
