@@ -305,8 +305,24 @@ absl::Status Tracee::OpenMemory() {
 }
 
 absl::Status Tracee::ReadMemory(uint64_t address, void* buffer, size_t size) {
-  CRLIB_RETURN_IF_ERROR(OpenMemory());
   auto* p = static_cast<char*>(buffer);
+  // process_vm_readv copies once, from the pinned pages of the tracee;
+  // /proc/PID/mem copies twice, through a kernel bounce page, and costs
+  // about 1.4 times the CPU for a dump's bulk reads. But only
+  // /proc/PID/mem reads pages the tracee itself may not (PROT_NONE, with
+  // FOLL_FORCE): whatever process_vm_readv leaves is read from there.
+  while (size > 0) {
+    const iovec local{p, size};
+    const iovec remote{reinterpret_cast<void*>(address), size};
+    ssize_t n = process_vm_readv(tid_, &local, 1, &remote, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    p += n;
+    address += n;
+    size -= n;
+  }
+  if (size == 0) return absl::OkStatus();
+  CRLIB_RETURN_IF_ERROR(OpenMemory());
   while (size > 0) {
     ssize_t n = pread(mem_fd_, p, size, static_cast<off_t>(address));
     if (n < 0 && errno == EINTR) continue;
