@@ -17,6 +17,7 @@
 // times more when its guest pages are not backed by the host yet, and the
 // rotation gives each the same share of pages freed by the one before.
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,7 +36,10 @@
 #include "benchmarks/bench_child.h"
 #include "core/context.h"
 #include "cr/checkpoint.h"
+#include "core/byte_stream.h"
+#include "core/image_writer.h"
 #include "cr/restore.h"
+#include "mm/page_array.h"
 
 namespace {
 
@@ -354,6 +358,72 @@ void BM_RestoreCompressed(benchmark::State& state) {
   RestoreFrom(state, options, false, "restore_zstd");
 }
 
+// The page array alone, no process: range(0) MiB of child-like pages
+// through PageArray::Add to /dev/null, raw or compressed (zstd level 1),
+// with the thread (and so its workers) pinned to one CPU or on all of
+// them: what compressing batches in parallel gains.
+void PageArrayOnly(benchmark::State& state, int level, bool one_cpu, const std::string& name) {
+  const size_t bytes = state.range(0) * kMiB;
+  uint8_t* data = MapFilled(bytes);
+  int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  cpu_set_t saved;
+  sched_getaffinity(0, sizeof(saved), &saved);
+  if (one_cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &saved)) {
+        CPU_SET(c, &one);
+        break;
+      }
+    }
+    sched_setaffinity(0, sizeof(one), &one);
+  }
+  crlib::ImageInfo info;
+  info.page_size = crlib_bench::kPage;
+  info.flags = level > 0 ? crlib::kImageCompressed : 0;
+  double sum_ms = 0, sum_cpu = 0;
+  for (auto _ : state) {
+    crlib::FdSink sink(null);
+    crlib::ImageWriter writer(&sink, info);
+    crlib::Context ctx(crlib::Options{.compression_level = level});
+    ctx.set_writer(&writer);
+    const double t0 = NowMs();
+    timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    absl::Status st = writer.Begin();
+    {
+      crlib::PageArray pages(&ctx, 0);
+      if (st.ok()) st = pages.Add(crlib_bench::kDataAddress, data, bytes / crlib_bench::kPage);
+      if (st.ok()) st = pages.Flush();
+    }
+    if (st.ok()) st = writer.Finish();
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    const double ms = NowMs() - t0;
+    if (!st.ok()) {
+      Fail(state, "PageArray", st);
+      break;
+    }
+    state.SetIterationTime(ms / 1e3);
+    sum_ms += ms;
+    sum_cpu += (c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6;
+  }
+  sched_setaffinity(0, sizeof(saved), &saved);
+  close(null);
+  munmap(data, bytes);
+  const double n = static_cast<double>(state.iterations());
+  if (n == 0) return;
+  state.counters["process_cpu_ms"] = sum_cpu / n;
+  g_ms[state.range(0)][name] = sum_ms / n;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+}
+
+void BM_PageArrayRaw(benchmark::State& state) { PageArrayOnly(state, 0, false, "array_raw"); }
+void BM_PageArrayZstdOneCpu(benchmark::State& state) {
+  PageArrayOnly(state, 1, true, "array_zstd_1cpu");
+}
+void BM_PageArrayZstd(benchmark::State& state) { PageArrayOnly(state, 1, false, "array_zstd"); }
+
 #define SIZES Arg(64)->Arg(256)->Arg(1024)
 BENCHMARK(BM_DumpFile)->SIZES->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DumpPipe)->SIZES->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -361,6 +431,11 @@ BENCHMARK(BM_DumpCompressed)->SIZES->Iterations(3)->UseManualTime()->Unit(benchm
 BENCHMARK(BM_RestoreFile)->SIZES->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RestorePipe)->SIZES->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_RestoreCompressed)->SIZES->Iterations(3)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PageArrayRaw)->Arg(256)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PageArrayZstdOneCpu)->Arg(256)->Iterations(5)->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PageArrayZstd)->Arg(256)->Iterations(5)->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
 void PrintSummary() {
@@ -390,6 +465,13 @@ void PrintSummary() {
            ratio(zstd, get(f, "dump_zstd.floor_4M")), rfile, get(f, "restore_pipe"),
            ratio(get(f, "restore_pipe"), rfile), get(f, "restore_zstd"),
            ratio(get(f, "restore_zstd"), rfile));
+  }
+  for (const auto& [mib, f] : g_ms) {
+    if (get(f, "array_zstd") == 0) continue;
+    printf("%5" PRId64 " MiB through PageArray to /dev/null: raw %.1f ms, zstd on one CPU %.1f ms, "
+           "zstd on all CPUs %.1f ms (%.2fx)\n",
+           mib, get(f, "array_raw"), get(f, "array_zstd_1cpu"), get(f, "array_zstd"),
+           ratio(get(f, "array_zstd_1cpu"), get(f, "array_zstd")));
   }
 }
 
