@@ -83,9 +83,9 @@ class AtomicFileSink final : public ImageSink {
 // is complete from its end record.
 class StreamImageSink final : public ImageSink {
  public:
-  // Writes to `fd`; closes it at destruction when `owned`.
-  StreamImageSink(int fd, bool owned, std::string name)
-      : fd_(fd), owned_(owned), name_(std::move(name)), sink_(fd) {}
+  // Writes to `fd`; closes it at destruction when `owned`. A pipe is
+  // widened to 1 MiB where the system allows.
+  StreamImageSink(int fd, bool owned, std::string name);
   ~StreamImageSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
   absl::Status Commit() override { return absl::OkStatus(); }
@@ -119,7 +119,8 @@ class ByteSource {
   virtual bool CanSeek() const { return false; }
 };
 
-// Reads from a borrowed fd. A regular file read from offset 0 is mappable.
+// Reads from a borrowed fd. A regular file read from offset 0 is mappable;
+// a pipe is widened to 1 MiB where the system allows.
 // Small reads (record headers and payloads) come from a 64 KiB buffer, so
 // reading an image costs a few system calls per 64 KiB of records; large
 // reads (page data) go straight to the caller's memory. The fd's offset is
