@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,7 +175,23 @@ StreamImageSink::~StreamImageSink() {
 }
 
 absl::Status StreamImageSink::Write(absl::Span<const iovec> iov) {
-  return Annotate(sink_.Write(iov), absl::StrCat("writing the image to ", name_));
+  // A reader that goes away must fail the dump with EPIPE, not kill the
+  // caller with SIGPIPE (which a library may not ignore for it): the
+  // signal, sent to the writing thread, is blocked here and taken back if
+  // the write raised it.
+  sigset_t pipe_signal, old_mask, pending;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, &old_mask);
+  const bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  absl::Status st = sink_.Write(iov);
+  if (!st.ok() && !was_pending) {
+    const timespec now{0, 0};
+    while (sigtimedwait(&pipe_signal, nullptr, &now) == SIGPIPE) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  return Annotate(st, absl::StrCat("writing the image to ", name_));
 }
 
 absl::StatusOr<std::unique_ptr<ImageSink>> OpenImageSink(const std::string& path, int fd) {
