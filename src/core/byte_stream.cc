@@ -55,11 +55,11 @@ absl::Status MemorySink::Write(absl::Span<const iovec> iov) {
 
 namespace {
 
-// A pipe's default 64 KiB make a writer and a reader of an image take
-// turns every 16 pages, two context switches each time; 1 MiB, the most
-// an unprivileged process may ask for (/proc/sys/fs/pipe-max-size), lets
-// each side move a whole batch of pages at once. Best effort: a pipe over
-// its user's quota keeps its size. Anything but a pipe is left alone.
+// A pipe's default 64 KiB make a dump and its reader take turns every 16
+// pages, two context switches each time; 1 MiB, the most an unprivileged
+// process may ask for (/proc/sys/fs/pipe-max-size), lets the dump write a
+// whole batch of pages at once. Best effort: a pipe over its user's quota
+// keeps its size. Anything but a pipe is left alone.
 void WidenPipe(int fd) {
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
@@ -226,7 +226,6 @@ absl::Status ByteSource::Seek(uint64_t) {
 }
 
 FdSource::FdSource(int fd) : fd_(fd) {
-  WidenPipe(fd);
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
     off_t pos = lseek(fd, 0, SEEK_CUR);

@@ -119,8 +119,9 @@ class ByteSource {
   virtual bool CanSeek() const { return false; }
 };
 
-// Reads from a borrowed fd. A regular file read from offset 0 is mappable;
-// a pipe is widened to 1 MiB where the system allows.
+// Reads from a borrowed fd. A regular file read from offset 0 is mappable.
+// (A pipe keeps its size: widening it on this side made restores from a
+// pipe slower, the data no longer hot in the cache.)
 // Small reads (record headers and payloads) come from a 64 KiB buffer, so
 // reading an image costs a few system calls per 64 KiB of records; large
 // reads (page data) go straight to the caller's memory. The fd's offset is
