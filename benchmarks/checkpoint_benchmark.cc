@@ -33,17 +33,24 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/bench_child.h"
 #include "core/context.h"
 #include "cr/checkpoint.h"
 #include "cr/restore.h"
 
 namespace {
 
-constexpr size_t kMiB = size_t{1} << 20;
-constexpr size_t kPage = 4096;
+using crlib_bench::BlockReadySignal;
+using crlib_bench::CheckRestored;
+using crlib_bench::CpuMs;
+using crlib_bench::KillAndReap;
+using crlib_bench::kMiB;
+using crlib_bench::MapFilled;
+using crlib_bench::NowMs;
+using crlib_bench::SpawnChild;
+using crlib_bench::WriteFile;
+
 constexpr size_t kChunk = 4 * kMiB;
-// The child's data lives here, so the parent can check a restored process.
-constexpr uintptr_t kDataAddress = 0x600000000000;
 
 // Mean figures per size in MiB, for the summary.
 struct Figures {
@@ -64,106 +71,6 @@ struct Figures {
   double floor_populate_cpu = 0, floor_read_cpu = 0;
 };
 std::map<int64_t, Figures> g_figures;
-
-// CPU time of this thread: nearly all the work of a dump or restore (ptrace,
-// /proc/PID/mem, the image I/O) and of the floors runs here, and unlike wall
-// time it does not grow when other jobs compete for the two CPUs.
-double CpuMs() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-double NowMs() { return crlib::NowNs() / 1e6; }
-
-// A different, non-zero pattern on every page: a page header (its index)
-// followed by words mixed from page and word index, plus a text-like run.
-void FillPage(uint8_t* page, uint64_t index) {
-  auto* w = reinterpret_cast<uint64_t*>(page);
-  w[0] = index + 1;
-  uint64_t x = (index + 1) * 0x9E3779B97F4A7C15ull;
-  for (size_t j = 1; j < kPage / 8; ++j) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    w[j] = (j % 64 < 16) ? 0x2020656761702061ull + j  // "a page  " + j: text-like
-                         : x;
-  }
-}
-
-void Fill(uint8_t* p, size_t bytes) {
-  for (size_t off = 0; off < bytes; off += kPage) FillPage(p + off, off / kPage);
-}
-
-bool CheckPage(const uint8_t* page, uint64_t index) {
-  alignas(8) uint8_t want[kPage];
-  FillPage(want, index);
-  return memcmp(page, want, kPage) == 0;
-}
-
-char ProcState(pid_t pid) {
-  std::ifstream f(absl::StrFormat("/proc/%d/stat", pid));
-  std::string line;
-  std::getline(f, line);
-  size_t paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() ? '?' : line[paren + 2];
-}
-
-// Forks a child that maps `bytes` at kDataAddress, fills it, keeps only
-// fd 0-2 (all /dev/null) and sleeps in pause(). Returns once it sleeps.
-// With `reserve_bytes`, the child also holds a MAP_NORESERVE reservation
-// that big with one page written per 64 GiB (as ASan's shadow or a JVM heap).
-absl::StatusOr<pid_t> SpawnChild(size_t bytes, size_t reserve_bytes = 0) {
-  const pid_t parent = getpid();
-  fflush(nullptr);
-  pid_t pid = fork();
-  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    void* p = mmap(reinterpret_cast<void*>(kDataAddress), bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (p == MAP_FAILED) _exit(101);
-    Fill(static_cast<uint8_t*>(p), bytes);
-    if (reserve_bytes > 0) {
-      auto* r = static_cast<uint8_t*>(mmap(nullptr, reserve_bytes, PROT_READ | PROT_WRITE,
-                                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-      if (r == MAP_FAILED) _exit(103);
-      for (size_t off = 0; off < reserve_bytes; off += size_t{64} << 30) FillPage(r + off, off);
-    }
-    int null = open("/dev/null", O_RDWR);
-    if (null < 0) _exit(102);
-    for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
-    syscall(SYS_close_range, 3, ~0u, 0);
-    kill(parent, SIGUSR2);  // ready
-    for (;;) pause();
-  }
-  // SIGUSR2 is blocked in main(), so it waits here as pending.
-  sigset_t usr2;
-  sigemptyset(&usr2);
-  sigaddset(&usr2, SIGUSR2);
-  for (;;) {
-    timespec timeout{120, 0};
-    siginfo_t si;
-    int sig = sigtimedwait(&usr2, &si, &timeout);
-    if (sig == SIGUSR2 && si.si_pid == pid) break;
-    if (sig < 0 && errno == EINTR) continue;
-    if (sig == SIGUSR2) continue;  // a stale one
-    int status = 0;
-    pid_t w = waitpid(pid, &status, WNOHANG);
-    kill(pid, SIGKILL);
-    if (w == 0) waitpid(pid, &status, 0);
-    return absl::DeadlineExceededError(
-        absl::StrFormat("child %d not ready (status 0x%x)", pid, status));
-  }
-  // Until it sleeps in pause().
-  while (ProcState(pid) != 'S') usleep(200);
-  return pid;
-}
-
-void KillAndReap(pid_t pid) {
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-}
 
 std::string ImagePath() { return absl::StrFormat("/dev/shm/crlib-bench-%d.img", getpid()); }
 
@@ -198,29 +105,6 @@ void Fail(benchmark::State& state, const std::string& what, const absl::Status& 
   state.SkipWithError(msg.c_str());
 }
 
-uint8_t* MapFilled(size_t bytes) {
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  Fill(static_cast<uint8_t*>(p), bytes);
-  return static_cast<uint8_t*>(p);
-}
-
-// Writes `bytes` of `chunk` (kChunk long) to a new file; false on error.
-bool WriteFile(const std::string& path, const uint8_t* chunk, size_t bytes) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  for (size_t done = 0; done < bytes;) {
-    size_t n = std::min(kChunk, bytes - done);
-    ssize_t w = write(fd, chunk, n);
-    if (w <= 0) {
-      close(fd);
-      return false;
-    }
-    done += w;
-  }
-  return close(fd) == 0;
-}
-
 // Each iteration dumps a fresh child and, as the floor, writes the image's
 // size to a new /dev/shm file from one 4 MiB buffer, in alternating order,
 // both after the child has filled its memory. Both are timed in the same
@@ -242,12 +126,12 @@ void BM_Dump(benchmark::State& state) {
       // Round 0 runs the floor after its dump, so the image size is known.
       const size_t size = last.bytes;
       double t0 = NowMs(), c0 = CpuMs();
-      bool ok = WriteFile(floor_path, chunk, size);
+      absl::Status written = WriteFile(floor_path, chunk, kChunk, size);
       sum_floor += NowMs() - t0;
       sum_floor_cpu += CpuMs() - c0;
       unlink(floor_path.c_str());
-      if (!ok) Fail(state, "write " + floor_path, absl::ErrnoToStatus(errno, "write"));
-      return ok;
+      if (!written.ok()) Fail(state, "floor", written);
+      return written.ok();
     };
     const bool floor_first = round++ % 2 == 1;
     crlib::Context ctx;
@@ -328,28 +212,6 @@ long RssKiB(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return strtol(line.c_str() + 6, nullptr, 10);
   }
   return -1;
-}
-
-// Reads a few pages of the restored process's data and compares them.
-absl::Status CheckRestored(pid_t pid, size_t bytes) {
-  if (ProcState(pid) == 'Z' || kill(pid, 0) != 0)
-    return absl::InternalError(absl::StrFormat("restored pid %d is not running", pid));
-  int fd = open(absl::StrFormat("/proc/%d/mem", pid).c_str(), O_RDONLY);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "open /proc/PID/mem");
-  const size_t pages = bytes / kPage;
-  alignas(8) uint8_t buf[kPage];
-  absl::Status result;
-  for (size_t i = 0; i <= pages; i += 997) {
-    size_t index = i < pages ? i : pages - 1;  // the last page too
-    if (pread(fd, buf, kPage, kDataAddress + index * kPage) != static_cast<ssize_t>(kPage) ||
-        !CheckPage(buf, index)) {
-      result = absl::DataLossError(absl::StrFormat("restored page %zu differs", index));
-      break;
-    }
-    if (i < pages && i + 997 > pages) i = pages - 997;  // next: i == pages
-  }
-  close(fd);
-  return result;
 }
 
 // The image a restore benchmark restores: a fresh child's, dumped (and
@@ -548,10 +410,10 @@ void BM_FloorShmReadFresh(benchmark::State& state) {
   const size_t bytes = state.range(0) * kMiB;
   const std::string path = ImagePath() + ".floor";
   uint8_t* chunk = MapFilled(kChunk);
-  bool ok = WriteFile(path, chunk, bytes);
+  absl::Status written = WriteFile(path, chunk, kChunk, bytes);
   munmap(chunk, kChunk);
-  if (!ok) {
-    Fail(state, "write " + path, absl::ErrnoToStatus(errno, "write"));
+  if (!written.ok()) {
+    Fail(state, "floor", written);
     for (auto _ : state) {
     }
     return;
@@ -709,10 +571,7 @@ void PrintSummary() {
 
 int main(int argc, char** argv) {
   // Children announce readiness with SIGUSR2, collected by sigtimedwait.
-  sigset_t usr2;
-  sigemptyset(&usr2);
-  sigaddset(&usr2, SIGUSR2);
-  sigprocmask(SIG_BLOCK, &usr2, nullptr);
+  BlockReadySignal();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -94,9 +94,9 @@ class AtomicFileSink final : public ImageSink {
 // is complete from its end record.
 class StreamImageSink final : public ImageSink {
  public:
-  // Writes to `fd`; closes it at destruction when `owned`.
-  StreamImageSink(int fd, bool owned, std::string name)
-      : fd_(fd), owned_(owned), name_(std::move(name)), sink_(fd) {}
+  // Writes to `fd`; closes it at destruction when `owned`. A pipe is
+  // widened to 1 MiB where the system allows.
+  StreamImageSink(int fd, bool owned, std::string name);
   ~StreamImageSink() override;
   absl::Status Write(absl::Span<const iovec> iov) override;
   absl::Status Commit() override { return absl::OkStatus(); }
@@ -133,6 +133,8 @@ class ByteSource {
 };
 
 // Reads from a borrowed fd. A regular file read from offset 0 is mappable.
+// (A pipe keeps its size: widening it on this side made restores from a
+// pipe slower, the data no longer hot in the cache.)
 // Small reads (record headers and payloads) come from a 64 KiB buffer, so
 // reading an image costs a few system calls per 64 KiB of records; large
 // reads (page data) go straight to the caller's memory. A pipe or socket

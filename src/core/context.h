@@ -27,8 +27,9 @@ struct Options {
   int compression_level = 0;
   // Raw pages at page-aligned offsets, so restore can map them.
   bool mappable = false;
-  // Pages gathered before they are written as one record. Two batches are
-  // in use at a time (one filled, one written); their memory is fresh for
+  // Pages gathered before they are written as one record. Two batches per
+  // writing thread are in use at a time (one filled, one written; a
+  // compressed image has a thread per CPU); their memory is fresh for
   // a small dump, and on our VMs each fresh page costs a fault (~3 us), so
   // batches stay small.
   size_t page_batch_bytes = 1u << 20;

@@ -1,5 +1,6 @@
 #include "mm/page_array.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <zstd.h>
 
@@ -11,8 +12,11 @@
 namespace crlib {
 
 struct PageArray::ZstdCtx {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  explicit ZstdCtx(int level) {
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, std::max(1, level));
+  }
   ~ZstdCtx() { ZSTD_freeCCtx(cctx); }
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
 };
 
 bool IsZeroPage(const uint8_t* p, size_t size) {
@@ -30,30 +34,34 @@ bool IsZeroPage(const uint8_t* p, size_t size) {
   return true;
 }
 
+namespace {
+
+// CPUs this thread may run on: compression workers beyond those only queue.
+size_t UsableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+}  // namespace
+
 PageArray::PageArray(Context* ctx, ObjectRef parent)
     : ctx_(ctx),
       parent_(parent),
       page_size_(ctx->writer()->info().page_size),
       capacity_(std::max<size_t>(1, ctx->options().page_batch_bytes / page_size_)),
-      compress_(ctx->writer()->info().flags & kImageCompressed) {
-  record_.encoding = static_cast<uint32_t>(compress_ ? PageEncoding::kZstd : PageEncoding::kRaw);
-  if (compress_) {
-    zstd_ = std::make_unique<ZstdCtx>();
-    ZSTD_CCtx_setParameter(zstd_->cctx, ZSTD_c_compressionLevel,
-                           std::max(1, ctx->options().compression_level));
-  }
-}
+      compress_(ctx->writer()->info().flags & kImageCompressed),
+      worker_count_(compress_ ? std::min(kMaxWorkers, UsableCpus()) : 1),
+      batches_(2 * worker_count_) {}
 
 PageArray::~PageArray() {
   (void)Wait();
-  if (worker_.joinable()) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    worker_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
   }
+  cv_.notify_all();
+  for (std::thread& w : workers_) w.join();
   for (Batch& b : batches_) {
     if (b.buffer) munmap(b.buffer, capacity_ * page_size_);
   }
@@ -61,8 +69,8 @@ PageArray::~PageArray() {
 
 absl::StatusOr<absl::Span<uint8_t>> PageArray::Reserve(uint64_t address, size_t pages) {
   if (pages == 0) return absl::InvalidArgumentError("PageArray::Reserve of 0 pages");
-  if (batches_[current_].used == capacity_) CRLIB_RETURN_IF_ERROR(Submit());
-  Batch& b = batches_[current_];
+  if (current().used == capacity_) CRLIB_RETURN_IF_ERROR(Submit());
+  Batch& b = current();
   if (b.buffer == nullptr) {
     // Populated in one pass rather than one fault per page.
     void* p = mmap(nullptr, capacity_ * page_size_, PROT_READ | PROT_WRITE,
@@ -80,7 +88,7 @@ absl::Status PageArray::Commit(size_t pages) {
     return absl::InvalidArgumentError("PageArray::Commit of more pages than reserved");
   }
   if (pages > 0) {
-    Batch& b = batches_[current_];
+    Batch& b = current();
     if (b.used == 0) b.parent = parent_;
     b.segments.push_back({reserved_address_, pages});
     b.keep_zero.push_back(keep_zero_);
@@ -107,49 +115,58 @@ absl::Status PageArray::Add(uint64_t address, const void* data, size_t pages) {
 
 absl::Status PageArray::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return handed_ == nullptr; });
-  absl::Status st = written_;
-  written_ = absl::OkStatus();
-  return st;
+  cv_.wait(lock, [this] { return written_ == submitted_; });
+  return error_;
 }
 
 void PageArray::WorkerLoop() {
+  std::unique_ptr<ZstdCtx> zstd;
+  if (compress_) zstd = std::make_unique<ZstdCtx>(ctx_->options().compression_level);
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return handed_ != nullptr || stopping_; });
-    if (handed_ == nullptr) return;  // stopping, nothing left
-    Batch* batch = handed_;
+    cv_.wait(lock, [this] { return claimed_ < submitted_ || stopping_; });
+    if (claimed_ == submitted_) return;  // stopping, nothing left
+    const uint64_t number = claimed_++;
+    Batch& batch = batches_[number % batches_.size()];
+    const bool failed = !error_.ok();
     lock.unlock();
-    absl::Status st = WriteBatch(*batch);
+    // After an error the image is broken: later batches are only dropped.
+    absl::Status st = failed ? absl::OkStatus() : Prepare(batch, zstd.get());
     lock.lock();
-    if (written_.ok()) written_ = st;
-    handed_ = nullptr;
+    cv_.wait(lock, [&] { return written_ == number; });
+    if (error_.ok() && !st.ok()) error_ = st;
+    if (error_.ok()) {
+      lock.unlock();  // the batches before are written, the others wait
+      st = Emit(batch);
+      lock.lock();
+      if (error_.ok()) error_ = st;
+    }
+    batch.used = 0;
+    batch.segments.clear();
+    batch.keep_zero.clear();
+    ++written_;
     cv_.notify_all();
   }
 }
 
 absl::Status PageArray::Submit() {
-  // Writes go out in order: the previous batch must be done, which also
-  // frees its buffer for the next fill.
-  CRLIB_RETURN_IF_ERROR(Wait());
-  Batch* b = &batches_[current_];
-  if (b->used > 0) {
-    CRLIB_RETURN_IF_ERROR(
-        ctx_->Progress(phase_, ctx_->stats().pages_scanned * page_size_));
-    if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      handed_ = b;
-    }
-    cv_.notify_all();
-    current_ ^= 1;
+  if (current().used == 0) return absl::OkStatus();
+  CRLIB_RETURN_IF_ERROR(ctx_->Progress(phase_, ctx_->stats().pages_scanned * page_size_));
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!error_.ok()) return error_;
+  if (workers_.empty()) {
+    for (size_t w = 0; w < worker_count_; ++w) workers_.emplace_back([this] { WorkerLoop(); });
   }
-  return absl::OkStatus();
+  ++submitted_;
+  cv_.notify_all();
+  // The next batch's buffer is free once its last contents are written.
+  cv_.wait(lock, [this] { return submitted_ - written_ < batches_.size() || !error_.ok(); });
+  return error_;
 }
 
 absl::Status PageArray::SetParent(ObjectRef parent) {
   // A batch holds one memory map's pages: the last one's go out first.
-  if (batches_[current_].used > 0 && batches_[current_].parent != parent) {
+  if (current().used > 0 && current().parent != parent) {
     CRLIB_RETURN_IF_ERROR(Submit());
   }
   parent_ = parent;
@@ -161,61 +178,65 @@ absl::Status PageArray::Flush() {
   return Wait();
 }
 
-absl::Status PageArray::WriteBatch(Batch& batch) {
-  Stats& stats = ctx_->stats();
-  record_.runs.clear();
-  record_.page_count = 0;
-  iov_.clear();
+absl::Status PageArray::Prepare(Batch& batch, ZstdCtx* zstd) {
+  PagesRecord& record = batch.record;
+  record.encoding = static_cast<uint32_t>(compress_ ? PageEncoding::kZstd : PageEncoding::kRaw);
+  record.runs.clear();
+  record.page_count = 0;
+  batch.bulk.clear();
+  batch.zero_pages = 0;
   uint8_t* page = batch.buffer;
   for (size_t s = 0; s < batch.segments.size(); ++s) {
     const PageRun& seg = batch.segments[s];
     for (uint64_t i = 0; i < seg.pages; ++i, page += page_size_) {
       uint64_t address = seg.address + i * page_size_;
       if (!batch.keep_zero[s] && IsZeroPage(page, page_size_)) {
-        ++stats.pages_zero;
+        ++batch.zero_pages;
         continue;
       }
-      if (!record_.runs.empty() &&
-          record_.runs.back().address + record_.runs.back().pages * page_size_ == address) {
-        ++record_.runs.back().pages;
+      if (!record.runs.empty() &&
+          record.runs.back().address + record.runs.back().pages * page_size_ == address) {
+        ++record.runs.back().pages;
       } else {
-        record_.runs.push_back({address, 1});
+        record.runs.push_back({address, 1});
       }
-      if (!iov_.empty() && static_cast<uint8_t*>(iov_.back().iov_base) + iov_.back().iov_len == page) {
-        iov_.back().iov_len += page_size_;
+      std::vector<iovec>& iov = batch.bulk;
+      if (!iov.empty() && static_cast<uint8_t*>(iov.back().iov_base) + iov.back().iov_len == page) {
+        iov.back().iov_len += page_size_;
       } else {
-        iov_.push_back({page, page_size_});
+        iov.push_back({page, page_size_});
       }
-      ++record_.page_count;
+      ++record.page_count;
     }
   }
-  batch.used = 0;
-  batch.segments.clear();
-  batch.keep_zero.clear();
-  if (record_.page_count == 0) return absl::OkStatus();
-  if (compress_) {
-    compressed_.resize(ZSTD_compressBound(record_.page_count * page_size_));
-    ZSTD_outBuffer out{compressed_.data(), compressed_.size(), 0};
-    for (size_t i = 0; i < iov_.size(); ++i) {
-      ZSTD_inBuffer in{iov_[i].iov_base, iov_[i].iov_len, 0};
-      ZSTD_EndDirective mode = i + 1 == iov_.size() ? ZSTD_e_end : ZSTD_e_continue;
-      size_t left;
-      do {
-        left = ZSTD_compressStream2(zstd_->cctx, &out, &in, mode);
-        if (ZSTD_isError(left)) {
-          return absl::InternalError(
-              absl::StrFormat("zstd compression: %s", ZSTD_getErrorName(left)));
-        }
-      } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
-    }
-    iovec bulk{compressed_.data(), out.pos};
-    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, batch.parent, absl::MakeConstSpan(&bulk, 1)));
-    stats.page_bytes_stored += out.pos;
-  } else {
-    CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(record_, 0, batch.parent, iov_, /*align_bulk=*/true));
-    stats.page_bytes_stored += record_.page_count * page_size_;
+  if (!compress_ || record.page_count == 0) return absl::OkStatus();
+  batch.compressed.resize(ZSTD_compressBound(record.page_count * page_size_));
+  ZSTD_outBuffer out{batch.compressed.data(), batch.compressed.size(), 0};
+  for (size_t i = 0; i < batch.bulk.size(); ++i) {
+    ZSTD_inBuffer in{batch.bulk[i].iov_base, batch.bulk[i].iov_len, 0};
+    ZSTD_EndDirective mode = i + 1 == batch.bulk.size() ? ZSTD_e_end : ZSTD_e_continue;
+    size_t left;
+    do {
+      left = ZSTD_compressStream2(zstd->cctx, &out, &in, mode);
+      if (ZSTD_isError(left)) {
+        return absl::InternalError(
+            absl::StrFormat("zstd compression: %s", ZSTD_getErrorName(left)));
+      }
+    } while (mode == ZSTD_e_end ? left != 0 : in.pos < in.size);
   }
-  stats.pages_stored += record_.page_count;
+  batch.bulk.assign(1, iovec{batch.compressed.data(), out.pos});
+  return absl::OkStatus();
+}
+
+absl::Status PageArray::Emit(Batch& batch) {
+  Stats& stats = ctx_->stats();
+  stats.pages_zero += batch.zero_pages;
+  if (batch.record.page_count == 0) return absl::OkStatus();
+  CRLIB_RETURN_IF_ERROR(ctx_->writer()->Write(batch.record, 0, batch.parent, batch.bulk,
+                                              /*align_bulk=*/!compress_));
+  stats.pages_stored += batch.record.page_count;
+  stats.page_bytes_stored += compress_ ? batch.bulk[0].iov_len
+                                       : batch.record.page_count * page_size_;
   return absl::OkStatus();
 }
 

@@ -27,11 +27,15 @@
 namespace crlib {
 
 // Not thread-safe for its callers. Writes through ctx->writer() and counts
-// into ctx->stats(). Batches are double-buffered: while the caller fills
-// one, a worker thread scans the other for zero pages, checksums or
-// compresses it and writes it, so reading a process's memory and writing
-// the image overlap. The writer must not be used by anyone else until
-// Flush() returns.
+// into ctx->stats(). Full batches go to worker threads that scan them for
+// zero pages, checksum or compress them and write them, in order, while the
+// caller fills the next, so reading a process's memory and writing the
+// image overlap. Raw images use one worker and two buffers; compressed
+// ones one worker per CPU (at most kMaxWorkers) and two buffers per worker:
+// each batch is one zstd frame, compressed in parallel with the others and
+// written in its turn. The writer must not be used by anyone else until
+// Flush() returns. After a failed write nothing more is written; the error
+// comes back from the next Reserve, Commit, SetParent or Flush.
 class PageArray {
  public:
   // Records name `parent` (the memory map) as their owner.
@@ -66,44 +70,54 @@ class PageArray {
   absl::Status Flush();
 
  private:
+  struct ZstdCtx;
   struct Batch {
     uint8_t* buffer = nullptr;  // capacity_ pages, page-aligned
     size_t used = 0;            // pages filled
     std::vector<PageRun> segments;  // what was filled, in buffer order
     std::vector<bool> keep_zero;    // per segment: its zero pages are kept
     ObjectRef parent = 0;           // the memory map its pages belong to
+    // Made by the worker that prepares the batch, for the write.
+    PagesRecord record;
+    std::vector<iovec> bulk;  // into `buffer`, or `compressed`
+    std::vector<uint8_t> compressed;
+    uint64_t zero_pages = 0;
   };
-  absl::Status Submit();  // hands the current batch to the worker
-  absl::Status Wait();    // for the batch the worker has
-  absl::Status WriteBatch(Batch& batch);  // on the worker
+  static constexpr size_t kMaxWorkers = 4;
+
+  absl::Status Submit();  // hands the current batch to the workers
+  absl::Status Wait();    // until every batch handed is written
+  void WorkerLoop();
+  // On a worker: drops zero pages and, for a compressed image, compresses
+  // the batch with `zstd`, so that Emit() only writes.
+  absl::Status Prepare(Batch& batch, ZstdCtx* zstd);
+  absl::Status Emit(Batch& batch);  // on the worker whose turn it is
+  Batch& current() { return batches_[submitted_ % batches_.size()]; }
 
   Context* ctx_;
   ObjectRef parent_;
   size_t page_size_;
   size_t capacity_;  // pages per batch
   bool compress_;
-  Batch batches_[2];
-  int current_ = 0;
+  size_t worker_count_;
+  std::vector<Batch> batches_;  // a ring: batch number n is batches_[n % size]
   uint64_t reserved_address_ = 0;
   size_t reserved_pages_ = 0;
   bool keep_zero_ = false;
   Phase phase_ = Phase::kMemory;
-  // The worker thread, started by the first Submit(), and the one batch
-  // it may hold: `handed_` is set by Submit() and cleared by the worker
-  // when the batch is written, with its status in `written_`.
-  std::thread worker_;
+  // The workers, started by the first Submit(). The caller fills batch
+  // number `submitted_`; batches `written_` .. `submitted_` - 1 are handed
+  // out, those below `claimed_` taken by a worker; a worker writes its
+  // batch when `written_` reaches its number. The first error is kept in
+  // `error_` and stops all writing.
+  std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
-  Batch* handed_ = nullptr;
+  uint64_t submitted_ = 0;  // changed by the caller, under mu_
+  uint64_t claimed_ = 0;    // under mu_
+  uint64_t written_ = 0;    // under mu_
   bool stopping_ = false;
-  absl::Status written_;
-  void WorkerLoop();
-  // Worker-only state.
-  PagesRecord record_;
-  std::vector<iovec> iov_;
-  std::vector<uint8_t> compressed_;
-  struct ZstdCtx;
-  std::unique_ptr<ZstdCtx> zstd_;
+  absl::Status error_;
 };
 
 // True when the `size` bytes at `p` (a multiple of 64) are all zero.

@@ -78,8 +78,9 @@ class Tracee {
   // that order (see BorrowAt).
   absl::Status RestoreInitialState();
 
-  // The tracee's memory through /proc/PID/mem (large reads are fast),
-  // opened at the first access.
+  // The tracee's memory. Reads use process_vm_readv (one copy) and fall
+  // back to /proc/PID/mem (opened at the first use) for what it cannot
+  // read; writes use /proc/PID/mem. Large reads and writes are fast.
   absl::Status ReadMemory(uint64_t address, void* buffer, size_t size);
   absl::Status WriteMemory(uint64_t address, const void* buffer, size_t size);
 

@@ -181,6 +181,18 @@ TEST(ImageRoundTripTest, StreamsThroughAPipe) {
   EXPECT_EQ(status, 0);
 }
 
+// A dump widens a pipe to 1 MiB (from 64 KiB), so that it and its reader
+// take turns once per batch of pages, not per 16 pages.
+TEST(ImageRoundTripTest, StreamSinkWidensPipes) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  ASSERT_EQ(fcntl(fds[0], F_GETPIPE_SZ), 64 << 10);
+  { StreamImageSink sink(fds[1], /*owned=*/false, "a pipe"); }
+  EXPECT_EQ(fcntl(fds[1], F_GETPIPE_SZ), 1 << 20);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 TEST(AtomicFileSinkTest, NothingUnderTheFinalNameUntilCommit) {
   std::string dir = ::testing::TempDir() + "/atomic_sink_test";
   std::filesystem::remove_all(dir);

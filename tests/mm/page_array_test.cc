@@ -91,6 +91,55 @@ TEST(PageArrayTest, CompressedBatchesRoundTrip) {
   EXPECT_LT(w.stats.page_bytes_stored, 98u * 4096 / 10) << "uniform pages compress well";
 }
 
+// Compressed batches are compressed by several workers at once but must
+// reach the image in the order they were filled.
+TEST(PageArrayTest, CompressedBatchesKeepTheirOrder) {
+  Written w = WritePages(kImageCompressed, 1000, {}, 8);
+  ASSERT_EQ(w.records.size(), 125u);
+  for (size_t i = 0; i < w.records.size(); ++i) {
+    ASSERT_EQ(w.records[i].runs.size(), 1u);
+    EXPECT_EQ(w.records[i].runs[0].address, kBase + i * 8 * 4096) << "record " << i;
+  }
+}
+
+// A sink that takes `good` writes, then fails every one, counting them.
+class FailingSink : public ByteSink {
+ public:
+  explicit FailingSink(int good) : good_(good) {}
+  absl::Status Write(absl::Span<const iovec>) override {
+    ++calls_;
+    if (calls_ > good_) return absl::ResourceExhaustedError("the reader went away");
+    return absl::OkStatus();
+  }
+  int calls() const { return calls_; }
+
+ private:
+  int good_;
+  int calls_ = 0;
+};
+
+// After a failed write nothing more is written, and the caller hears of
+// the failure, raw or compressed by several workers.
+TEST(PageArrayTest, StopsWritingAtTheFirstError) {
+  for (uint32_t flags : {0u, static_cast<uint32_t>(kImageCompressed)}) {
+    FailingSink sink(3);  // the header goes with the first record
+    ImageWriter writer(&sink, testing::SampleInfo(flags));
+    ASSERT_TRUE(writer.Begin().ok());
+    Context ctx(Options{.compression_level = flags ? 1 : 0, .page_batch_bytes = 4 * 4096});
+    ctx.set_writer(&writer);
+    std::vector<uint8_t> data(400 * 4096, 0x5a);
+    absl::Status st;
+    {
+      PageArray array(&ctx, 0);
+      st = array.Add(kBase, data.data(), 400);
+      if (st.ok()) st = array.Flush();
+      EXPECT_FALSE(array.Flush().ok()) << "a second Flush forgot the error";
+    }
+    EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+    EXPECT_EQ(sink.calls(), 4) << "written after the failure (flags " << flags << ")";
+  }
+}
+
 TEST(PageArrayTest, MappableBulkIsPageAligned) {
   Written w = WritePages(kImageMappable, 40, {7}, 16);
   MemorySource source(w.image);

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -80,6 +81,41 @@ TEST(TraceeTest, RemoteSyscallsAndMemory) {
   EXPECT_TRUE(Advances(c.count)) << "the tracee did not resume after detach";
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
+}
+
+// A read across pages the tracee may read and pages it may not (PROT_NONE,
+// which only /proc/PID/mem reads) returns all of them, and a read of an
+// unmapped page fails.
+TEST(TraceeTest, ReadsAcrossProtNonePages) {
+  constexpr size_t kPages = 8;
+  auto* data = static_cast<uint8_t*>(mmap(nullptr, (kPages + 1) * 4096, PROT_READ | PROT_WRITE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(data, MAP_FAILED);
+  for (size_t i = 0; i < kPages * 4096; ++i) data[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  munmap(data + kPages * 4096, 4096);  // a hole after the pages
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Pages 2-3 and 6-7 no longer readable by the process itself.
+    mprotect(data + 2 * 4096, 2 * 4096, PROT_NONE);
+    mprotect(data + 6 * 4096, 2 * 4096, PROT_NONE);
+    raise(SIGSTOP);
+    _exit(0);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, WUNTRACED), pid);
+  {
+    auto t = Tracee::Seize(pid);
+    ASSERT_TRUE(t.ok()) << t.status();
+    std::vector<uint8_t> back(kPages * 4096);
+    absl::Status st = (*t)->ReadMemory(reinterpret_cast<uint64_t>(data), back.data(), back.size());
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_EQ(memcmp(back.data(), data, back.size()), 0);
+    st = (*t)->ReadMemory(reinterpret_cast<uint64_t>(data) + 4096, back.data(), kPages * 4096);
+    EXPECT_FALSE(st.ok()) << "a read into the unmapped page succeeded";
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  munmap(data, kPages * 4096);
 }
 
 // A child whose threads create short-lived threads as fast as they can,

@@ -347,6 +347,66 @@ TEST_F(InterruptTest, ImagesGoThroughPipes) {
   EXPECT_THAT(StrayFiles(), ::testing::IsEmpty());
 }
 
+// A reader that goes away in the middle of the page data: the dump fails
+// with an error that names the stream, and the process runs on intact
+// (not killed: its image is not complete), in both modes. A slow reader
+// gets the whole image.
+TEST_F(InterruptTest, StreamReaderThatDiesOrLagsHarmsNothing) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "heap_checksum"));
+  for (bool leave_running : {false, true}) {
+    int out[2];
+    ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+    std::vector<std::string> args = DumpArgs(w, "-", leave_running);
+    Running dump = StartCli(args, -1, out[1]);
+    close(out[1]);
+    std::thread reader([fd = out[0]] {
+      std::vector<char> buf(1 << 16);
+      for (size_t got = 0; got < (8u << 20);) {
+        ssize_t n = read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<size_t>(n);
+      }
+      close(fd);  // gone, 8 MiB in
+    });
+    CliResult r = Finish(dump, kCliTimeout);
+    reader.join();
+    ExpectOneLineError(r);
+    EXPECT_THAT(r.err, HasSubstr("writing the image to")) << Describe(w, r);
+    ASSERT_NO_FATAL_FAILURE(ExpectRunsOn(w)) << "after a reader died (leave_running "
+                                             << leave_running << ")";
+  }
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  Running dump = StartCli(DumpArgs(w, "-", true), -1, out[1]);
+  close(out[1]);
+  std::string bytes;
+  std::thread reader([&, fd = out[0]] {
+    std::vector<char> buf(1 << 16);
+    for (ssize_t n; (n = read(fd, buf.data(), buf.size())) != 0;) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      bytes.append(buf.data(), static_cast<size_t>(n));
+      std::this_thread::sleep_for(std::chrono::microseconds(500));  // slower than the dump
+    }
+    close(fd);
+  });
+  CliResult r = Finish(dump, kCliTimeout);
+  reader.join();
+  ASSERT_EQ(r.exit_code, 0) << Describe(w, r);
+  int in[2];
+  ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
+  CliResult inspect;
+  {
+    Feed feed(in[1], bytes);
+    inspect = Finish(StartCli({"inspect", "-"}, in[0]), kCliTimeout);
+    close(in[0]);
+  }
+  EXPECT_EQ(inspect.exit_code, 0) << "the slow reader's image" << Describe(w, inspect);
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+}
+
 TEST_F(InterruptTest, ImagesGoThroughFifos) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "heap_checksum"));
