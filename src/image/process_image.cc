@@ -192,6 +192,7 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
     };
     switch (rec->type()) {
       case RecordType::kProcess:  // above
+      case RecordType::kFiller:   // above
         break;
       case RecordType::kThread: {
         if (h.parent != image.ref) return misplaced("thread outside its process");
