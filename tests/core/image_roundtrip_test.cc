@@ -272,7 +272,7 @@ TEST(ImageRoundTripTest, CopyPrefixLeavesOutBulkAndStopsAfterTheFirstPages) {
   std::vector<uint8_t> image, copy;
   MemorySink sink(&image), copy_sink(&copy);
   ImageWriter writer(&sink, testing::SampleInfo(0));
-  writer.CopyPrefix(&copy_sink, RecordType::kPages);
+  ASSERT_TRUE(writer.CopyPrefix(&copy_sink, RecordType::kPages).ok());
   ASSERT_TRUE(writer.Begin().ok());
   std::vector<uint8_t> contents(100000, 0xab);
   iovec bulk{contents.data(), contents.size()};
@@ -314,7 +314,7 @@ TEST(ImageRoundTripTest, CopyPrefixOfAnImageWithoutPagesEndsCleanly) {
   std::vector<uint8_t> image, copy;
   MemorySink sink(&image), copy_sink(&copy);
   ImageWriter writer(&sink, testing::SampleInfo(0));
-  writer.CopyPrefix(&copy_sink, RecordType::kPages);
+  ASSERT_TRUE(writer.CopyPrefix(&copy_sink, RecordType::kPages).ok());
   ASSERT_TRUE(writer.Begin().ok());
   std::vector<uint8_t> contents(5000, 1);
   iovec bulk{contents.data(), contents.size()};
