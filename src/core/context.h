@@ -64,10 +64,17 @@ struct Stats {
   // (A fixed array: Stats crosses the self-checkpoint's pipe as bytes.)
   int live_rounds = 0;
   char live_refused[240] = {};
-  void set_live_refused(absl::string_view why) {
-    const size_t n = std::min(why.size(), sizeof(live_refused) - 1);
-    std::copy_n(why.data(), n, live_refused);
-    live_refused[n] = '\0';
+  void set_live_refused(absl::string_view why) { SetReason(live_refused, why); }
+  // A dump with a parent image that wrote every page instead (the
+  // tracking it left is lost), and why.
+  char incremental_refused[240] = {};
+  void set_incremental_refused(absl::string_view why) { SetReason(incremental_refused, why); }
+
+ private:
+  static void SetReason(char (&to)[240], absl::string_view why) {
+    const size_t n = std::min(why.size(), sizeof(to) - 1);
+    std::copy_n(why.data(), n, to);
+    to[n] = '\0';
   }
 };
 

@@ -43,6 +43,7 @@ enum class RecordType : uint32_t {
   kGuardRegions = 0x0310,
   kPageDrops = 0x0311,
   kStalePages = 0x0312,
+  kChain = 0x0313,
   kFileTable = 0x0400,
   kFile = 0x0401,
   kFd = 0x0402,
@@ -450,6 +451,11 @@ enum VmaFlag : uint32_t {
   // parent forks it; the image holds only the pages that differ (zero
   // pages too), and PageDropsRecord the pages the child does not have.
   kVmaInherited = 1 << 9,
+  // Not a kernel flag: an incremental image (ChainRecord with a parent)
+  // holds only the pages of this VMA written since its parent image was
+  // taken; every other page is the parent's (its own image, or further up
+  // the chain where that one has the flag too).
+  kVmaFromParent = 1 << 10,
 };
 
 // Parent: the memory map.
@@ -579,6 +585,25 @@ struct StalePagesRecord {
   std::vector<PageRun> runs;  // in address order
   template <typename S, typename V>
   static void Fields(S& s, V& v) { v("runs", s.runs); }
+};
+
+// Parent: the memory map; at most one. Written by dumps that keep
+// tracking the process's writes (`crlib dump --track`, or a round with
+// `--parent`): the image's identity, and the way to its parent image.
+struct ChainRecord {
+  static constexpr RecordType kType = RecordType::kChain;
+  static constexpr const char* kName = "chain";
+  uint64_t id_high = 0, id_low = 0;  // random, this image's identity
+  uint64_t start_time = 0;  // the process's, proc(5) stat field 22
+  int32_t tracking_fd = -1;  // the process's descriptor that keeps the tracking
+  std::string parent_path;  // absolute; empty: no parent, every page is here
+  uint64_t parent_id_high = 0, parent_id_low = 0;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("id_high", s.id_high); v("id_low", s.id_low); v("start_time", s.start_time);
+    v("tracking_fd", s.tracking_fd); v("parent_path", s.parent_path);
+    v("parent_id_high", s.parent_id_high); v("parent_id_low", s.parent_id_low);
+  }
 };
 
 // Parent: the process. Its descriptors follow as kFd records.
@@ -770,7 +795,7 @@ using AllRecordTypes =
                ProcessAttributesRecord, ThreadAttributesRecord, PosixTimersRecord,
                SeccompRecord, ScheduleRecord,
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
-               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, FileTableRecord,
+               MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, ChainRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
                InodeRecord>;
 

@@ -42,6 +42,7 @@
 #include "sys/proc.h"
 #include "task/attributes.h"
 #include "task/thread_capture.h"
+#include "cr/image_chain.h"
 #include "cr/live_dump.h"
 #include "cr/restore_check.h"
 #include "task/schedule.h"
@@ -590,6 +591,18 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   if (pid == getpid()) {
     return absl::InvalidArgumentError("a process cannot dump itself directly");
   }
+  // Incremental dumps keep tracking the process's writes between dumps
+  // (cr/image_chain.h); the parent image is checked before anything else.
+  const bool tracking = options.track || !options.parent_image.empty();
+  if (options.track && !options.leave_running) {
+    return absl::InvalidArgumentError(
+        "tracking a process's writes for a later incremental dump needs it left running "
+        "(--leave-running)");
+  }
+  std::optional<ParentImage> parent_image;
+  if (!options.parent_image.empty()) {
+    CRLIB_ASSIGN_OR_RETURN(parent_image, ReadParentImage(options.parent_image, pid));
+  }
   std::vector<TreeMember> tree(1);
   CRLIB_ASSIGN_OR_RETURN(tree.front().facts, LookBeforeSeizing(pid));
   tree.front().pid = pid;
@@ -605,25 +618,55 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   // process it cannot serve is dumped stopped, on an emptied file.
   std::unique_ptr<LiveDump> live;
   auto* file = dynamic_cast<AtomicFileSink*>(sink.get());
+  TrackingPlan plan{.keep = tracking && options.leave_running,
+                    .resume_fd = parent_image ? parent_image->chain.tracking_fd : -1};
+  if (tracking && !(options.live && file != nullptr && !tree.front().facts.stopped)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "pid %d: an incremental dump tracks a running process's writes into an image file: %s",
+        pid, tree.front().facts.stopped ? "it is stopped"
+             : file == nullptr          ? "the image is a stream"
+                                        : "not with a stopped dump (--stopped)"));
+  }
   if (options.live && file != nullptr && !tree.front().facts.stopped) {
     absl::StatusOr<std::unique_ptr<LiveDump>> started =
-        StartLiveDump(ctx, pid, file, options.skip_children);
+        StartLiveDump(ctx, pid, file, options.skip_children, plan);
+    if (!started.ok() && plan.resume_fd >= 0 && !absl::IsCancelled(started.status()) &&
+        sys::ProcessExists(pid)) {
+      // The tracking the parent left is gone (the process closed it, or a
+      // later dump failed): every page, and tracking anew.
+      ctx->stats().set_incremental_refused(started.status().message());
+      CRLIB_RETURN_IF_ERROR(file->Restart());
+      ctx->registry() = ObjectRegistry();
+      plan.resume_fd = -1;
+      started = StartLiveDump(ctx, pid, file, options.skip_children, plan);
+    }
     if (started.ok()) {
       live = std::move(*started);
     } else if (absl::IsCancelled(started.status()) || !sys::ProcessExists(pid)) {
       return started.status();
+    } else if (tracking) {
+      return Annotate(started.status(),
+                      absl::StrFormat("pid %d cannot be tracked for incremental dumps", pid));
     } else {
       ctx->stats().set_live_refused(started.status().message());
       CRLIB_RETURN_IF_ERROR(file->Restart());
       ctx->registry() = ObjectRegistry();
     }
   }
+  // Where the process keeps the tracking after this dump, and whether
+  // this image holds only what was written since the parent's.
+  const int tracking_fd = live ? live->tracking_fd : -1;
+  const bool incremental = live && plan.resume_fd >= 0;
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
   int64_t frozen_at = 0;
   // From here on every failure resumes every thread of every process as it
   // was: registers and signal mask restored, then detached.
-  auto resume = [&]() -> absl::Status {
+  auto resume = [&](bool failed) -> absl::Status {
     absl::Status first;
+    // A failed dump leaves no tracking behind that no image names.
+    if (failed && tracking_fd >= 0 && !tree.front().threads.empty()) {
+      first = EndTracking(tree.front().threads.front().get(), tracking_fd);
+    }
     for (TreeMember& m : tree) {
       for (const std::unique_ptr<Tracee>& thread : m.threads) {
         // A thread that ran remote calls must not go on with their
@@ -655,7 +698,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   auto resume_now = [&]() -> absl::Status {
     resumed = true;
     if (frozen_at) ctx->stats().frozen_ns = NowNs() - frozen_at;
-    resumed_status = resume();
+    resumed_status = resume(/*failed=*/false);
     return absl::OkStatus();
   };
   absl::Status st = [&]() -> absl::Status {
@@ -697,8 +740,11 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     for (size_t i = 0; i < tree.size(); ++i) {
       TreeMember& m = tree[i];
       if (m.zombie()) continue;
+      // The root's: the self-checkpoint's pipe, and our tracking.
+      std::vector<int> skip_fds = options.skip_fds;
+      if (tracking_fd >= 0) skip_fds.push_back(tracking_fd);
       CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, tree_pids,
-                                            i == 0 ? absl::MakeConstSpan(options.skip_fds)
+                                            i == 0 ? absl::MakeConstSpan(skip_fds)
                                                    : absl::Span<const int>()));
       if (i == 0 && live) {
         // smaps would cost the stop time in populated pages.
@@ -771,6 +817,17 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
         if (live && &m == &tree.front()) {
           memory = LiveMemory{.mm_ref = live->copy->mm_ref(),
                               .stale = live->copy->StaleRuns(m.vmas)};
+          if (incremental) {
+            for (const VmaInfo& v : m.vmas) {
+              if (live->copy->FromParent(v)) memory->from_parent.emplace_back(v.map.start, v.map.end);
+            }
+          }
+        }
+        if (tracking && &m == &tree.front()) {
+          if (!memory) memory.emplace();
+          CRLIB_ASSIGN_OR_RETURN(memory->chain,
+                                 NewChainRecord(m.pid, options.leave_running ? tracking_fd : -1,
+                                                live && incremental ? &*parent_image : nullptr));
         }
         CRLIB_RETURN_IF_ERROR(
             WriteProcess(ctx, &m, parent, options, &holders, memory ? &*memory : nullptr));
@@ -840,12 +897,25 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   ctx->set_writer(nullptr);
   ctx->set_objects(nullptr);
   if (resumed) {
+    if (!st.ok() && tracking_fd >= 0) {
+      // Failed after it was resumed (the commit): its tracking goes too.
+      absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> again = Tracee::SeizeProcess(pid);
+      if (again.ok()) {
+        (void)EndTracking(again->front().get(), tracking_fd);
+        for (const std::unique_ptr<Tracee>& t : *again) {
+          if (!t->RestoreInitialState().ok() || !t->Detach().ok()) {
+            Tracee::KillProcess(*again);
+            break;
+          }
+        }
+      }
+    }
     if (st.ok() && !resumed_status.ok()) {
       st = Annotate(resumed_status, absl::StrFormat("image %s written, but resuming pid %d failed",
                                                     image_path, pid));
     }
   } else if (!st.ok() || options.leave_running) {
-    absl::Status resumed = resume();
+    absl::Status resumed = resume(/*failed=*/!st.ok());
     // The image is committed and complete: it stays, the error says so.
     if (st.ok() && !resumed.ok()) {
       st = Annotate(resumed, absl::StrFormat("image %s written, but resuming pid %d failed",

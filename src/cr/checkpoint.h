@@ -22,6 +22,14 @@ struct CheckpointOptions {
   // what is left (docs/CHECKPOINT.md, "Live dumps"); needs an image file.
   // False: stopped for the whole dump (`crlib dump --stopped`).
   bool live = true;
+  // Keep tracking the process's writes after a dump that leaves it
+  // running, for a later dump with `parent_image` (`crlib dump --track`;
+  // docs/CHECKPOINT.md, "Incremental dumps"). Needs a live dump.
+  bool track = false;
+  // An image of this process from a dump that kept tracking: only the
+  // pages written since go into this image, which names it as its parent
+  // (`crlib dump --parent`). Left running, the process stays tracked.
+  std::string parent_image;
   // Descriptors left out of the image (and not checked for support): the
   // self-checkpoint's rendezvous pipe. Restore leaves those numbers closed.
   std::vector<int> skip_fds;

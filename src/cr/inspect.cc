@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "arch/arch_backend.h"
 #include "core/image_reader.h"
 #include "core/status.h"
+#include "cr/image_chain.h"
 
 namespace crlib {
 namespace {
@@ -109,6 +111,7 @@ struct Node {
   std::string text, json;
   std::vector<size_t> children;
   std::vector<PageRun> runs;  // for kPages
+  std::optional<ChainRecord> chain;  // for kChain
   uint64_t vma_start = 0, vma_end = 0;  // for kVma
   ObjectRef fd_file = 0;     // for kFd: its file
   std::string external_key;  // for a kFile of kind kExternal: its key
@@ -135,6 +138,7 @@ absl::Status Render(const ImageReader& reader, const Record& record, Node* node)
     node->text = absl::StrCat(R::kName, " ", v.Text());
     node->json = v.Json();
     if constexpr (std::is_same_v<R, PagesRecord>) node->runs = value->runs;
+    if constexpr (std::is_same_v<R, ChainRecord>) node->chain = *value;
     if constexpr (std::is_same_v<R, VmaRecord>) {
       node->vma_start = value->start;
       node->vma_end = value->end;
@@ -314,6 +318,13 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
   const ImageInfo& info = tree.info;
   const ArchBackend* arch = FindArchBackend(info.cpu_family);
   std::string components = arch ? arch->DescribeComponents(info.xsave_features) : "";
+  // An incremental image's chain, each parent opened and its identity
+  // checked.
+  std::vector<std::string> chain;
+  for (const Node& n : tree.nodes) {
+    if (!n.chain) continue;
+    CRLIB_ASSIGN_OR_RETURN(chain, DescribeImageChain(*n.chain));
+  }
   std::string result;
   if (options.json) {
     std::string records;
@@ -326,11 +337,13 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
         "\"xsave_features\":%d,\"xsave_components\":%s,\"xsave_size\":%d,\"flags\":%d,"
         "\"flag_names\":%s,\"kernel_release\":%s},"
         "\"totals\":{\"image_bytes\":%d,\"records\":%d,\"payload_bytes\":%d,\"bulk_bytes\":%d},"
-        "\"records\":[%s]}\n",
+        "\"chain\":[%s],\"records\":[%s]}\n",
         info.format_version, JsonString(CpuFamilyName(info.cpu_family)), info.page_size,
         info.xsave_features, JsonString(components), info.xsave_size, info.flags,
         JsonString(HeaderFlags(info.flags)), JsonString(info.kernel_release), tree.image_bytes,
-        tree.end.record_count, tree.end.payload_bytes, tree.end.bulk_bytes, records);
+        tree.end.record_count, tree.end.payload_bytes, tree.end.bulk_bytes,
+        absl::StrJoin(chain, ",", [](std::string* o, const std::string& l) { o->append(JsonString(l)); }),
+        records);
   } else {
     absl::StrAppendFormat(&result, "crlib image, %s\n", HumanSize(tree.image_bytes));
     absl::StrAppendFormat(&result, "  format version %d, cpu %s, page size %d, kernel %s\n",
@@ -342,6 +355,8 @@ absl::Status InspectImage(ByteSource* source, const InspectOptions& options, std
     absl::StrAppendFormat(&result, "  %d records, %s of payload, %s of bulk data\n",
                           tree.end.record_count, HumanSize(tree.end.payload_bytes),
                           HumanSize(tree.end.bulk_bytes));
+    if (!chain.empty()) absl::StrAppend(&result, "  chain:\n");
+    for (const std::string& line : chain) absl::StrAppend(&result, "    ", line, "\n");
     std::map<ObjectRef, std::vector<const PageRun*>> runs_by_mm;
     for (const Node& n : tree.nodes) {
       for (const PageRun& r : n.runs) runs_by_mm[n.header.parent].push_back(&r);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -36,17 +37,66 @@ constexpr int kMaxRounds = 8;
 // process is dumped stopped.
 constexpr uint64_t kMaxCarriedBytes = 64 << 20;
 
+// The lowest descriptor a kept tracking may take in process `pid`: high,
+// out of the way of a program that expects its next descriptors to be the
+// lowest free ones, yet below its RLIMIT_NOFILE.
+absl::StatusOr<uint64_t> TrackingFdFloor(pid_t pid) {
+  rlimit files{};
+  if (prlimit(pid, RLIMIT_NOFILE, nullptr, &files) != 0) return Errno("prlimit of pid %d", pid);
+  const uint64_t soft = std::min<uint64_t>(files.rlim_cur, 1 << 20);
+  return soft > 128 ? soft - 64 : std::max<uint64_t>(3, soft / 2);
+}
+
+// The remote calls of a kept tracking, at `site`: `fd` moved to a new
+// number (the lowest free from TrackingFdFloor), close-on-exec, so that
+// an image naming the old number no longer finds it. Returns the new one.
+absl::StatusOr<int> MoveTrackingFd(Tracee* t, uint64_t site, int fd) {
+  CRLIB_ASSIGN_OR_RETURN(uint64_t floor, TrackingFdFloor(t->tid()));
+  CRLIB_RETURN_IF_ERROR(t->BorrowAt(site));
+  CRLIB_ASSIGN_OR_RETURN(int64_t moved,
+                         t->CheckedSyscall("fcntl(F_DUPFD_CLOEXEC) of crlib's userfaultfd", SYS_fcntl,
+                                           {static_cast<uint64_t>(fd), F_DUPFD_CLOEXEC, floor}));
+  CRLIB_RETURN_IF_ERROR(
+      t->CheckedSyscall("close of crlib's userfaultfd", SYS_close, {static_cast<uint64_t>(fd)})
+          .status());
+  return static_cast<int>(moved);
+}
+
+struct MadeTracker {
+  std::unique_ptr<DirtyTracker> tracker;
+  int kept_fd = -1;  // where the process keeps it (plan.keep)
+};
+
 // Makes the userfaultfd inside stopped process `threads` (one remote call
-// at a site that recovers by itself), takes it and closes it there.
-// Every thread is left stopped with its own registers and mask back.
-absl::StatusOr<std::unique_ptr<DirtyTracker>> MakeTracker(
-    absl::Span<const std::unique_ptr<Tracee>> threads) {
+// at a site that recovers by itself), takes it and closes it there; or,
+// with plan.resume_fd, takes the one an earlier dump left. With plan.keep
+// it stays in the process, at a new number (MoveTrackingFd). Every thread
+// is left stopped with its own registers and mask back.
+absl::StatusOr<MadeTracker> MakeTracker(absl::Span<const std::unique_ptr<Tracee>> threads,
+                                        const TrackingPlan& plan) {
   Tracee* t = threads.front().get();
   const pid_t pid = t->tid();
   CRLIB_RETURN_IF_ERROR(SuspendSeccomp(threads));
-  // The site closes the descriptor right after making it: if crlib dies
-  // at any moment, the process is left without it.
-  CRLIB_ASSIGN_OR_RETURN(VdsoCallSite site, VdsoCallSite::Install(t, /*close_result=*/true));
+  MadeTracker made;
+  if (plan.resume_fd >= 0) {
+    // Moved before anything is read: were this dump to fail, its scans
+    // would have protected pages again that the earlier image does not
+    // hold as they are now, and that image must not find the tracking.
+    CRLIB_ASSIGN_OR_RETURN(made.tracker, DirtyTracker::AdoptTracking(pid, plan.resume_fd));
+    CRLIB_ASSIGN_OR_RETURN(VdsoCallSite site, VdsoCallSite::Install(t));
+    absl::StatusOr<int> moved = MoveTrackingFd(t, site.address(), plan.resume_fd);
+    absl::Status restored = t->RestoreInitialState();
+    absl::Status removed = site.Remove();
+    CRLIB_RETURN_IF_ERROR(moved.status());
+    CRLIB_RETURN_IF_ERROR(restored);
+    CRLIB_RETURN_IF_ERROR(removed);
+    made.kept_fd = *moved;
+    return made;
+  }
+  // Without plan.keep the site closes the descriptor right after making
+  // it: if crlib dies at any moment, the process is left without it.
+  // (Kept, a crlib killed between the calls leaves it an idle one.)
+  CRLIB_ASSIGN_OR_RETURN(VdsoCallSite site, VdsoCallSite::Install(t, /*close_result=*/!plan.keep));
   // UFFD_USER_MODE_ONLY: allowed to unprivileged processes, and the
   // asynchronous write-protect never delivers a fault anyway.
   const absl::Status borrowed = t->BorrowAt(site.address());
@@ -57,10 +107,15 @@ absl::StatusOr<std::unique_ptr<DirtyTracker>> MakeTracker(
   absl::StatusOr<std::unique_ptr<DirtyTracker>> tracker =
       fd.ok() ? DirtyTracker::Adopt(pid, static_cast<int>(*fd)) : fd.status();
   absl::Status closed;
-  if (fd.ok() && site.closes_result()) {
+  if (fd.ok() && plan.keep && tracker.ok()) {
+    absl::StatusOr<int> moved = MoveTrackingFd(t, site.address(), static_cast<int>(*fd));
+    if (moved.ok()) made.kept_fd = *moved;
+    closed = moved.status();
+  } else if (fd.ok() && site.closes_result()) {
     closed = t->RunToSyscallExit(SYS_close).status();
   } else if (fd.ok()) {
-    // A vDSO without room for our site (none seen): a call of its own.
+    // A vDSO without room for our site (none seen), or a tracker not
+    // taken: a call of its own.
     closed = t->BorrowAt(site.address());
     if (closed.ok()) {
       closed = t->CheckedSyscall("close of crlib's userfaultfd", SYS_close,
@@ -74,7 +129,8 @@ absl::StatusOr<std::unique_ptr<DirtyTracker>> MakeTracker(
   CRLIB_RETURN_IF_ERROR(tracker.status());
   CRLIB_RETURN_IF_ERROR(restored);
   CRLIB_RETURN_IF_ERROR(removed);
-  return tracker;
+  made.tracker = std::move(*tracker);
+  return made;
 }
 
 // Room for the records written at the stop: generous, since running out
@@ -116,6 +172,21 @@ absl::StatusOr<uint64_t> RecordRoom(pid_t pid, size_t threads, const std::vector
 
 }  // namespace
 
+absl::Status EndTracking(Tracee* t, int fd) {
+  CRLIB_ASSIGN_OR_RETURN(VdsoCallSite site, VdsoCallSite::Install(t));
+  absl::Status closed = t->BorrowAt(site.address());
+  if (closed.ok()) {
+    closed = t->CheckedSyscall("close of crlib's tracking userfaultfd", SYS_close,
+                               {static_cast<uint64_t>(fd)})
+                 .status();
+  }
+  absl::Status restored = t->RestoreInitialState();
+  absl::Status removed = site.Remove();
+  CRLIB_RETURN_IF_ERROR(closed);
+  CRLIB_RETURN_IF_ERROR(restored);
+  return removed;
+}
+
 ImageInfo DescribeImage(const ArchBackend& arch, const Options& options) {
   ImageInfo info;
   info.cpu_family = arch.family();
@@ -130,7 +201,8 @@ ImageInfo DescribeImage(const ArchBackend& arch, const Options& options) {
 }
 
 absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid, ByteSink* sink,
-                                                       const std::vector<pid_t>& skip_children) {
+                                                       const std::vector<pid_t>& skip_children,
+                                                       const TrackingPlan& plan) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<pid_t> children, sys::ListChildren(pid));
   for (pid_t c : children) {
     if (std::find(skip_children.begin(), skip_children.end(), c) == skip_children.end()) {
@@ -141,7 +213,7 @@ absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid,
   }
   // The brief stop: the tracking's userfaultfd is made inside.
   CRLIB_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tracee>> threads, Tracee::SeizeProcess(pid));
-  absl::StatusOr<std::unique_ptr<DirtyTracker>> tracker = MakeTracker(threads);
+  absl::StatusOr<MadeTracker> tracker = MakeTracker(threads, plan);
   const ImageInfo info = DescribeImage(threads.front()->arch(), ctx->options());
   const size_t thread_count = threads.size();
   for (const std::unique_ptr<Tracee>& t : threads) {
@@ -159,22 +231,28 @@ absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid,
         absl::StrCat("its writes cannot be tracked: ", tracker.status().message()));
   }
   CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
-  if (!RefuseUserfaultfdMemory(vmas, nullptr).ok()) {
+  // Resumed, its VMAs are registered with our tracking: they are told
+  // apart from the process's own once the copy knows them.
+  if (plan.resume_fd < 0 && !RefuseUserfaultfdMemory(vmas, nullptr).ok()) {
     return absl::FailedPreconditionError("it uses userfaultfd itself");
   }
   CRLIB_ASSIGN_OR_RETURN(uint64_t room, RecordRoom(pid, thread_count, vmas));
 
   auto live = std::make_unique<LiveDump>();
+  live->tracking_fd = tracker->kept_fd;
   live->writer = std::make_unique<ImageWriter>(sink, info);
   CRLIB_RETURN_IF_ERROR(live->writer->Begin());
   CRLIB_ASSIGN_OR_RETURN(live->reservation, live->writer->Reserve(room));
   const ObjectRef mm_ref = ctx->registry().NewRef();
   CRLIB_ASSIGN_OR_RETURN(PageCopier copier, PageCopier::Open(pid, info.page_size));
-  live->copy = std::make_unique<LiveCopy>(std::move(*tracker), std::move(copier), mm_ref);
+  live->copy = std::make_unique<LiveCopy>(std::move(tracker->tracker), std::move(copier), mm_ref);
   ctx->set_writer(live->writer.get());
   live->pages = std::make_unique<PageArray>(ctx, mm_ref);
   live->pages->set_phase(Phase::kFreeze);  // it runs: not frozen yet
-  absl::Status st = live->copy->Start(vmas, *live->pages);
+  absl::Status st = live->copy->Start(vmas, *live->pages, /*resume=*/plan.resume_fd >= 0);
+  if (st.ok() && plan.resume_fd >= 0 && !RefuseUserfaultfdMemory(vmas, live->copy.get()).ok()) {
+    st = absl::FailedPreconditionError("it uses userfaultfd itself");
+  }
   uint64_t last = UINT64_MAX;
   while (st.ok() && live->rounds < kMaxRounds) {
     // Still before the freeze (CRLIB_PHASE_FREEZE): it runs.

@@ -17,11 +17,19 @@
 #include "core/image_writer.h"
 #include "mm/live_copy.h"
 #include "mm/page_array.h"
+#include "remote/tracee.h"
 
 namespace crlib {
 
 // The image's header for processes of `arch`, with ctx's options.
 ImageInfo DescribeImage(const ArchBackend& arch, const Options& options);
+
+// Incremental dumps: the tracking of the process's writes kept from one
+// dump to the next (`crlib dump --track`, `--parent`).
+struct TrackingPlan {
+  bool keep = false;   // leave the tracking in the process after the dump
+  int resume_fd = -1;  // the descriptor an earlier dump left it at, or -1
+};
 
 struct LiveDump {
   std::unique_ptr<ImageWriter> writer;  // begun; the pages follow the reservation
@@ -29,6 +37,7 @@ struct LiveDump {
   std::unique_ptr<LiveCopy> copy;
   std::unique_ptr<PageArray> pages;  // owned by copy->mm_ref(), still filling
   int rounds = 0;
+  int tracking_fd = -1;  // where the process keeps the tracking (plan.keep)
   ~LiveDump() {
     pages.reset();  // its worker writes through `writer`
   }
@@ -44,7 +53,13 @@ struct LiveDump {
 // Cancelled when ctx's progress callback cancels. On success ctx->writer()
 // is the live dump's writer, which its page array's worker uses.
 absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid, ByteSink* sink,
-                                                       const std::vector<pid_t>& skip_children);
+                                                       const std::vector<pid_t>& skip_children,
+                                                       const TrackingPlan& plan = {});
+
+// Closes the tracking a dump kept in the process at `fd` (remote calls in
+// its stopped main thread `t`, left with its own registers back): a dump
+// that fails leaves no tracking that no image names.
+absl::Status EndTracking(Tracee* t, int fd);
 
 }  // namespace crlib
 

@@ -32,6 +32,7 @@
 #include "files/tty_restore.h"
 #include "mm/mapped_restore.h"
 #include "mm/lazy_restore.h"
+#include "cr/image_chain.h"
 #include "mm/memory_restore.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -113,11 +114,13 @@ absl::StatusOr<std::unique_ptr<Tracee>> ForkChild(Tracee* parent, const ProcessR
 // copied (the process has it at the same number, from the restorer
 // through its parents; BuildLate closes it with the other strays). With
 // `lazy`, the pages are left to a LazyPages server started here, which
-// keeps `input` (the image) alive.
+// keeps `input` (the image) alive. An incremental image's `chain` gives
+// its older pages first.
 absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, ImageReader* reader,
                         int image_fd, const std::vector<AddressRange>& forked,
                         AddressRange scratch_range, bool root, bool scratch_inherited,
-                        std::unique_ptr<LazyPages>* lazy, const std::shared_ptr<void>& input) {
+                        std::unique_ptr<LazyPages>* lazy, const std::shared_ptr<void>& input,
+                        ImageChain* chain) {
   Tracee* t = r->threads.front().get();
   const ProcessImage& image = *r->image;
   // No handler may run in place of a remote call; threads created later
@@ -196,6 +199,14 @@ absl::Status BuildEarly(Context* ctx, Restoring* r, const OpenedFiles& files, Im
   std::optional<PageMapper> mapper;
   if (image_fd >= 0) {
     mapper.emplace(image, image_fd, reader->info().page_size, scratch_range, forked);
+  }
+  if (root) {
+    // Oldest first, each only where every newer image inherits its pages.
+    for (ChainLink& link : chain->links) {
+      CRLIB_RETURN_IF_ERROR(Step("pages")(Annotate(
+          LoadPages(ctx, t, link.process, link.reader.get(), nullptr, &pages),
+          absl::StrCat("parent image ", link.path))));
+    }
   }
   CRLIB_RETURN_IF_ERROR(
       Step("pages")(LoadPages(ctx, t, image, reader, mapper ? &*mapper : nullptr, &pages)));
@@ -456,6 +467,16 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
 
 namespace {
 
+// The ancestors of an incremental image (cr/image_chain.h), opened and
+// checked before anything is created.
+absl::StatusOr<ImageChain> OpenChainOf(const TreeImage& tree, const struct stat& image_file,
+                                       bool trusted) {
+  if (tree.processes.size() > 1 && tree.root().chain) {
+    return absl::DataLossError("a chain record in an image of several processes");
+  }
+  return OpenImageChain(tree.root(), image_file, trusted);
+}
+
 // The image behind `image_path` or `options.image_fd`, read through one
 // descriptor for every pass: a file replaced by another meanwhile cannot
 // mix two images into a process that never existed, and a pipe or FIFO is
@@ -509,6 +530,7 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
                          ImageInput::Open(image_path, options, /*verify_bulk=*/true));
   ImageReader* reader = in->reader();
   CRLIB_ASSIGN_OR_RETURN(const TreeImage tree, LoadTreeImage(reader));
+  CRLIB_RETURN_IF_ERROR(OpenChainOf(tree, in->file(), options.trust_image).status());
   CRLIB_RETURN_IF_ERROR(PrepareRestore(tree, in->file(),
                                        {.trust_image = options.trust_image,
                                         .pid_namespace = options.pid_namespace,
@@ -601,6 +623,12 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   ImageReader* reader = in->reader();
   CRLIB_ASSIGN_OR_RETURN(const TreeImage image, LoadTreeImage(reader));
   if (lazy != nullptr) CRLIB_RETURN_IF_ERROR(CheckLazyRestore(image));
+  CRLIB_ASSIGN_OR_RETURN(ImageChain chain, OpenChainOf(image, in->file(), options.trust_image));
+  if (lazy != nullptr && !chain.links.empty()) {
+    return absl::FailedPreconditionError(
+        "an incremental image (dumped with --parent) is not restored lazily: restore it without "
+        "--lazy");
+  }
   const pid_t pid = static_cast<pid_t>(image.root().process.pid);
   CRLIB_ASSIGN_OR_RETURN(RestorePreparation prep,
                          PrepareRestore(image, in->file(),
@@ -613,7 +641,9 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
   // (mm/mapped_restore.h): then copied, and the caller told why.
   int image_fd = -1;
   const std::vector<AddressRange> forked = ForkedRanges(image);
-  if (!options.copy_pages) {
+  if (!chain.links.empty() && (reader->info().flags & kImageMappable)) {
+    ctx->set_pages_copied_reason("an incremental image's pages are copied over its parents'");
+  } else if (!options.copy_pages) {
     absl::Status mappable = CheckMappedRestore(*reader, in->fd(), in->file());
     if (mappable.ok()) {
       image_fd = in->fd();
@@ -682,7 +712,7 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
         if (r.zombie()) parent->made_zombie_children = true;
       }
       CRLIB_RETURN_IF_ERROR(Annotate(BuildEarly(ctx, &r, files, reader, image_fd, forked, scratch,
-                                                i == 0, options.pid_namespace, lazy, in),
+                                                i == 0, options.pid_namespace, lazy, in, &chain),
                                      absl::StrFormat("pid %d", r.image->process.pid)));
     }
     CRLIB_RETURN_IF_ERROR(JoinProcessGroups(tree, scratch.first));

@@ -291,6 +291,14 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
         image.stale_pages = std::move(d.runs);
         break;
       }
+      case RecordType::kChain: {
+        if (h.parent != mm_ref || image.chain) return misplaced("chain record outside the memory map");
+        CRLIB_ASSIGN_OR_RETURN(image.chain, reader->Decode<ChainRecord>(*rec));
+        if (!image.chain->parent_path.empty() && image.chain->parent_path[0] != '/') {
+          return misplaced("chain record with a relative parent path");
+        }
+        break;
+      }
       case RecordType::kGuardRegions: {
         if (h.parent != mm_ref || !image.guards.empty()) return misplaced("guard regions outside the memory map");
         CRLIB_ASSIGN_OR_RETURN(GuardRegionsRecord g, reader->Decode<GuardRegionsRecord>(*rec));

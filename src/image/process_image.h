@@ -61,6 +61,9 @@ struct ProcessImage {
   // Pages of the page records to skip: copied by a live dump from memory
   // the process unmapped before the stop (stale_pages record).
   std::vector<PageRun> stale_pages;
+  // Identity and parent of an image of a tracked process (`dump --track`
+  // or `--parent`); absent otherwise.
+  std::optional<ChainRecord> chain;
   // The objects of the whole tree (any process may name them): the same
   // in every process of a TreeImage.
   std::map<ObjectRef, FileImage> files;

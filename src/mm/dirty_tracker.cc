@@ -11,7 +11,12 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "sys/proc.h"
 #include "core/status.h"
 
 namespace crlib {
@@ -22,15 +27,48 @@ constexpr uint64_t kMaxTrackedVma = uint64_t{8} << 30;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DirtyTracker>> DirtyTracker::Adopt(pid_t pid, int fd) {
+  return Take(pid, fd, /*set_up=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<DirtyTracker>> DirtyTracker::AdoptTracking(pid_t pid, int fd) {
+  // Whatever is at `fd` now must be a userfaultfd in asynchronous
+  // write-protect mode (fdinfo's "API:\t<api>:<features>:<ioctls>"): the
+  // process may have closed ours and opened something else there.
+  const std::string info_path = absl::StrFormat("/proc/%d/fdinfo/%d", pid, fd);
+  absl::StatusOr<std::string> link = sys::ReadLink(absl::StrFormat("/proc/%d/fd/%d", pid, fd));
+  absl::StatusOr<std::string> info = sys::ReadFile(info_path);
+  if (!link.ok() || *link != "anon_inode:[userfaultfd]" || !info.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("its fd %d, which held the tracking, is %s", fd,
+                        link.ok() ? absl::StrCat("now ", *link) : "closed"));
+  }
+  uint64_t features = 0;
+  for (absl::string_view line : absl::StrSplit(*info, '\n')) {
+    if (!absl::ConsumePrefix(&line, "API:")) continue;
+    std::vector<absl::string_view> parts = absl::StrSplit(absl::StripLeadingAsciiWhitespace(line), ':');
+    if (parts.size() >= 2) (void)absl::SimpleHexAtoi(parts[1], &features);
+  }
+  constexpr uint64_t kOurs = sys::kUffdFeatureWpAsync | sys::kUffdFeatureWpUnpopulated;
+  if ((features & kOurs) != kOurs) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "its fd %d is a userfaultfd without asynchronous write-protect (features 0x%x): not "
+        "crlib's tracking", fd, features));
+  }
+  return Take(pid, fd, /*set_up=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<DirtyTracker>> DirtyTracker::Take(pid_t pid, int fd, bool set_up) {
   sys::UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (pidfd.fd < 0) return Errno("pidfd_open of pid %d", pid);
   sys::UniqueFd uffd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.fd, fd, 0)));
   if (uffd.fd < 0) return Errno("pidfd_getfd of the userfaultfd (fd %d) of pid %d", fd, pid);
-  uffdio_api api{};
-  api.api = UFFD_API;
-  api.features = sys::kUffdFeatureWpAsync | sys::kUffdFeatureWpUnpopulated;
-  if (ioctl(uffd.fd, UFFDIO_API, &api) != 0) {
-    return Errno("ioctl(UFFDIO_API) with asynchronous write-protect (Linux 6.7) for pid %d", pid);
+  if (set_up) {
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = sys::kUffdFeatureWpAsync | sys::kUffdFeatureWpUnpopulated;
+    if (ioctl(uffd.fd, UFFDIO_API, &api) != 0) {
+      return Errno("ioctl(UFFDIO_API) with asynchronous write-protect (Linux 6.7) for pid %d", pid);
+    }
   }
   const std::string path = absl::StrCat("/proc/", pid, "/pagemap");
   sys::UniqueFd pagemap(open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -38,6 +76,24 @@ absl::StatusOr<std::unique_ptr<DirtyTracker>> DirtyTracker::Adopt(pid_t pid, int
   std::unique_ptr<DirtyTracker> t(new DirtyTracker(pid, std::move(uffd), std::move(pagemap)));
   t->regions_.resize(4096);
   return t;
+}
+
+absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DirtyTracker::Resume(
+    const std::vector<VmaInfo>& vmas) {
+  // Registration is lost, never gained, between dumps: a VMA mapped since
+  // is not registered, nor one moved by mremap (the kernel drops it from
+  // a userfaultfd without UFFD_FEATURE_EVENT_REMAP), nor the new part of
+  // one grown in place (it is not whole in tracked_ below).
+  std::vector<std::pair<uint64_t, uint64_t>> resumed;
+  for (const VmaInfo& v : vmas) {
+    if (!MayHoldPages(v.kind, v.map.shared) || v.map.end - v.map.start > kMaxTrackedVma) continue;
+    CRLIB_ASSIGN_OR_RETURN(bool registered, Registered(v.map.start, v.map.end));
+    if (!registered) continue;
+    resumed.emplace_back(v.map.start, v.map.end);
+    tracked_.emplace_back(v.map.start, v.map.end);
+  }
+  std::sort(tracked_.begin(), tracked_.end());
+  return resumed;
 }
 
 absl::StatusOr<uint64_t> DirtyTracker::Track(const std::vector<VmaInfo>& vmas) {
@@ -50,6 +106,7 @@ absl::StatusOr<uint64_t> DirtyTracker::Track(const std::vector<VmaInfo>& vmas) {
     // per GiB. A larger VMA is a sparse reservation (a sanitizer's
     // shadow, a runtime's heap reserve); its pages are copied at the stop.
     if (v.map.end - v.map.start > kMaxTrackedVma) continue;
+    if (Tracks(v.map.start, v.map.end)) continue;  // resumed: protections kept
     uffdio_register reg{};
     reg.range = {.start = v.map.start, .len = v.map.end - v.map.start};
     reg.mode = UFFDIO_REGISTER_MODE_WP;
@@ -124,6 +181,10 @@ absl::Status DirtyTracker::CollectWritten(uint64_t start, uint64_t end, RangeFn 
 
 absl::StatusOr<bool> DirtyTracker::StillTracked(uint64_t start, uint64_t end) {
   if (!Tracks(start, end)) return false;
+  return Registered(start, end);
+}
+
+absl::StatusOr<bool> DirtyTracker::Registered(uint64_t start, uint64_t end) {
   sys::PmScanArg arg{};
   arg.size = sizeof(arg);
   arg.start = start;

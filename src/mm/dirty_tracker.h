@@ -39,6 +39,18 @@ class DirtyTracker {
   // (the kernel then drops every protection it set).
   static absl::StatusOr<std::unique_ptr<DirtyTracker>> Adopt(pid_t pid, int fd);
 
+  // Takes the userfaultfd an earlier dump left in `pid` as `fd` to keep
+  // tracking (`crlib dump --track`), already in asynchronous
+  // write-protect mode: FailedPrecondition if `fd` is not such a
+  // userfaultfd. Resume() then says what it still tracks.
+  static absl::StatusOr<std::unique_ptr<DirtyTracker>> AdoptTracking(pid_t pid, int fd);
+
+  // For a tracker from AdoptTracking, before Track: the VMAs of `vmas`
+  // registered whole with it all along (since the dump that left it),
+  // whose pages written since are reported by CollectWritten and the
+  // others unchanged. They are tracked from now on too. Returns them.
+  absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> Resume(const std::vector<VmaInfo>& vmas);
+
   // Registers and write-protects the VMAs of `vmas` that can hold pages an
   // image stores (private memory). A VMA the kernel will not register is
   // left untracked: the dump copies it while the process is stopped.
@@ -68,6 +80,10 @@ class DirtyTracker {
  private:
   DirtyTracker(pid_t pid, sys::UniqueFd uffd, sys::UniqueFd pagemap)
       : pid_(pid), uffd_(std::move(uffd)), pagemap_(std::move(pagemap)) {}
+  static absl::StatusOr<std::unique_ptr<DirtyTracker>> Take(pid_t pid, int fd, bool set_up);
+  // Whether all of [start, end) is registered now (with any userfaultfd:
+  // the page tables cannot tell which).
+  absl::StatusOr<bool> Registered(uint64_t start, uint64_t end);
   pid_t pid_;
   sys::UniqueFd uffd_;
   sys::UniqueFd pagemap_;

@@ -57,6 +57,11 @@ std::vector<std::pair<uint64_t, uint64_t>> RangeSet::Outside(
   return out;
 }
 
+bool RangeSet::Covers(uint64_t start, uint64_t end) const {
+  const auto within = Within(start, end);
+  return within.size() == 1 && within[0] == std::make_pair(start, end);
+}
+
 uint64_t RangeSet::bytes() const {
   uint64_t n = 0;
   for (auto [s, e] : ranges_) n += e - s;
@@ -88,22 +93,47 @@ absl::Status LiveCopy::CopyWhileRunning(PageArray& pages, uint64_t start, uint64
   return absl::OkStatus();
 }
 
-absl::Status LiveCopy::Start(const std::vector<VmaInfo>& vmas, PageArray& pages) {
+absl::Status LiveCopy::Start(const std::vector<VmaInfo>& vmas, PageArray& pages, bool resume) {
+  if (resume) {
+    CRLIB_ASSIGN_OR_RETURN(auto resumed, tracker_->Resume(vmas));
+    for (auto [s, e] : resumed) inherited_.Add(s, e);
+  }
   CRLIB_ASSIGN_OR_RETURN(tracked_bytes_, tracker_->Track(vmas));
   CRLIB_RETURN_IF_ERROR(pages.SetParent(mm_ref_));
   for (const VmaInfo& v : vmas) {
     if (!tracker_->Tracks(v.map.start, v.map.end)) continue;
     std::vector<std::pair<uint64_t, uint64_t>> needed;
-    // Memory a mapped restore gave it: whole (pages never touched since
-    // are in the image file only).
-    absl::Status st = v.from_image ? (needed.emplace_back(v.map.start, v.map.end), absl::OkStatus())
-                                   : copier_.ForEachNeeded(v, [&](uint64_t s, uint64_t e) {
-                                       needed.emplace_back(s, e);
-                                       return absl::OkStatus();
-                                     });
+    absl::Status st;
+    if (inherited_.Covers(v.map.start, v.map.end)) {
+      // Tracked since the earlier dump: what it wrote since, zero pages
+      // too (the earlier image may hold the page's old contents).
+      st = tracker_->CollectWritten(v.map.start, v.map.end, [&](uint64_t s, uint64_t e) {
+        needed.emplace_back(s, e);
+        return absl::OkStatus();
+      });
+      CRLIB_RETURN_IF_ERROR(st);
+      pages.set_keep_zero(true);
+    } else if (v.from_image) {
+      // Memory a mapped restore gave it: whole (pages never touched since
+      // are in the image file only).
+      needed.emplace_back(v.map.start, v.map.end);
+    } else {
+      st = copier_.ForEachNeeded(v, [&](uint64_t s, uint64_t e) {
+        needed.emplace_back(s, e);
+        return absl::OkStatus();
+      });
+    }
     // A VMA gone since it was read: nothing of it to copy now.
-    if (!st.ok()) continue;
-    for (auto [s, e] : needed) CRLIB_RETURN_IF_ERROR(CopyWhileRunning(pages, s, e));
+    if (st.ok()) {
+      for (auto [s, e] : needed) {
+        st = CopyWhileRunning(pages, s, e);
+        if (!st.ok()) break;
+      }
+    } else {
+      st = absl::OkStatus();
+    }
+    pages.set_keep_zero(false);
+    CRLIB_RETURN_IF_ERROR(st);
   }
   return absl::OkStatus();
 }

@@ -40,6 +40,8 @@ class RangeSet {
   std::vector<std::pair<uint64_t, uint64_t>> Outside(
       const std::vector<std::pair<uint64_t, uint64_t>>& keep) const;
   uint64_t bytes() const;
+  // Whether all of [start, end) is in the set.
+  bool Covers(uint64_t start, uint64_t end) const;
   bool empty() const { return ranges_.empty(); }
 
  private:
@@ -54,8 +56,11 @@ class LiveCopy {
       : tracker_(std::move(tracker)), copier_(std::move(copier)), mm_ref_(mm_ref) {}
 
   // Round 0, while the process runs: tracks `vmas`, then copies every
-  // page they need, so a write after the tracking began is seen.
-  absl::Status Start(const std::vector<VmaInfo>& vmas, PageArray& pages);
+  // page they need, so a write after the tracking began is seen. With
+  // `resume` (a tracker left by an earlier dump, DirtyTracker::Resume),
+  // VMAs tracked all along since give only the pages written since that
+  // dump: the others are its image's.
+  absl::Status Start(const std::vector<VmaInfo>& vmas, PageArray& pages, bool resume = false);
 
   // One more round, while the process runs: the pages written since the
   // last one. Returns the bytes copied.
@@ -74,6 +79,13 @@ class LiveCopy {
   // At the stop, on VMAs from ScanAtStop: whether `v` was tracked all along.
   bool Tracked(const VmaInfo& v) const {
     return v.userfaultfd && tracker_->Tracks(v.map.start, v.map.end);
+  }
+
+  // At the stop, on VMAs from ScanAtStop: whether `v` was tracked all
+  // along since the earlier dump a resumed tracker comes from, so that the
+  // image holds only its pages written since (kVmaFromParent).
+  bool FromParent(const VmaInfo& v) const {
+    return Tracked(v) && inherited_.Covers(v.map.start, v.map.end);
   }
 
   // At the stop: runs copied earlier that lie outside the private memory
@@ -101,6 +113,7 @@ class LiveCopy {
   ObjectRef mm_ref_;
   RangeSet copied_;   // pages the image holds a copy of
   RangeSet retry_;    // written pages that did not read while it ran
+  RangeSet inherited_;  // tracked since an earlier dump (Start with resume)
   std::vector<VmaInfo> before_stop_;  // ScanBeforeStop
   std::string locked_before_stop_;    // VmLck then
   uint64_t tracked_bytes_ = 0;

@@ -633,7 +633,7 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
   mm.auxv.resize(auxv.size() / 8);
   memcpy(mm.auxv.data(), auxv.data(), mm.auxv.size() * 8);
   CRLIB_ASSIGN_OR_RETURN(mm.exe_path, sys::ReadLink(absl::StrCat("/proc/", pid, "/exe")));
-  const ObjectRef mm_ref = live ? live->mm_ref : ctx->registry().NewRef();
+  const ObjectRef mm_ref = live && live->mm_ref ? live->mm_ref : ctx->registry().NewRef();
   // The executable's record comes first so the memory map can name it; it
   // is parented to the process, like the map itself.
   struct stat exe_st{};
@@ -661,6 +661,10 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
     rec.name = v.map.path;
     rec.vm_flags = v.vm_flags;
     if (!written.inherited.empty() && written.inherited[i]) rec.vm_flags |= kVmaInherited;
+    if (live && std::binary_search(live->from_parent.begin(), live->from_parent.end(),
+                                   std::make_pair(v.map.start, v.map.end))) {
+      rec.vm_flags |= kVmaFromParent;
+    }
     if (v.kind == VmaKind::kFile) {
       rec.dev = makedev(v.map.dev_major, v.map.dev_minor);
       rec.inode = v.map.inode;
@@ -689,6 +693,7 @@ absl::StatusOr<WrittenMemoryMap> WriteMemoryMap(Context* ctx, Tracee* tracee,
   if (live && !live->stale.empty()) {
     CRLIB_RETURN_IF_ERROR(w->Write(StalePagesRecord{.runs = live->stale}, 0, mm_ref));
   }
+  if (live && live->chain) CRLIB_RETURN_IF_ERROR(w->Write(*live->chain, 0, mm_ref));
   written.mm_ref = mm_ref;
   written.guards = std::move(*guards);
   return written;

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -107,6 +108,10 @@ bool InheritableFromParent(const VmaInfo& v, const ParentMemory& parent);
 struct LiveMemory {
   ObjectRef mm_ref = 0;        // the memory map its pages name
   std::vector<PageRun> stale;  // copied, then unmapped before the stop
+  // An incremental dump: VMAs (exact ranges, sorted) whose other pages
+  // are the parent image's (kVmaFromParent), and the chain record.
+  std::vector<std::pair<uint64_t, uint64_t>> from_parent;
+  std::optional<ChainRecord> chain;
 };
 
 // What WriteMemoryMap wrote that the pages need.

@@ -151,13 +151,13 @@ absl::StatusOr<int> StandardStreamImage(int stream) {
 
 absl::StatusOr<int> DumpCommand(const Args& args) {
   ArgParser p(args);
-  CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress", "--deleted-file-limit"},
-                                {"--leave-running", "--mappable", "--stats", "--stopped"}));
+  CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress", "--deleted-file-limit", "--parent"},
+                                {"--leave-running", "--mappable", "--stats", "--stopped", "--track"}));
   int pid = 0;
   if (!absl::SimpleAtoi(p.Get("--pid"), &pid) || pid <= 0) {
     return absl::InvalidArgumentError(
         "usage: crlib dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] "
-        "[--mappable] [--stopped] [--deleted-file-limit BYTES]");
+        "[--mappable] [--stopped] [--track] [--parent IMAGE] [--deleted-file-limit BYTES]");
   }
   if (p.Get("--image").empty()) return absl::InvalidArgumentError("dump: --image PATH is required");
   Options options;
@@ -168,7 +168,11 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
   }
   options.mappable = p.Has("--mappable");
   CRLIB_RETURN_IF_ERROR(CheckOptions(options));
-  CheckpointOptions co{.leave_running = p.Has("--leave-running"), .live = !p.Has("--stopped")};
+  // --track leaves the process running: tracking a killed one is moot.
+  CheckpointOptions co{.leave_running = p.Has("--leave-running") || p.Has("--track"),
+                       .live = !p.Has("--stopped"),
+                       .track = p.Has("--track"),
+                       .parent_image = p.Get("--parent")};
   if (p.Has("--deleted-file-limit") &&
       !absl::SimpleAtoi(p.Get("--deleted-file-limit"), &co.deleted_file_limit)) {
     return absl::InvalidArgumentError("--deleted-file-limit takes a number of bytes, not '" +
@@ -200,6 +204,10 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
               s.live_rounds);
     } else if (s.live_refused[0] != '\0') {
       fprintf(stderr, "crlib: dump: stopped for the whole dump: %s\n", s.live_refused);
+    }
+    if (s.incremental_refused[0] != '\0') {
+      fprintf(stderr, "crlib: dump: every page, not only those written since the parent: %s\n",
+              s.incremental_refused);
     }
   }
   return 0;
