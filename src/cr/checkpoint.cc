@@ -645,8 +645,16 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
     } else if (absl::IsCancelled(started.status()) || !sys::ProcessExists(pid)) {
       return started.status();
     } else if (tracking) {
-      return Annotate(started.status(),
-                      absl::StrFormat("pid %d cannot be tracked for incremental dumps", pid));
+      std::string why(started.status().message());
+      if (ctx->stats().incremental_refused[0] != '\0') {
+        // Most likely a later dump took the parent's tracking on.
+        why = absl::StrFormat(
+            "%s (the tracking parent image %s left is gone: %s; if a later dump took it, name "
+            "that dump's image with --parent)",
+            why, parent_image->path, ctx->stats().incremental_refused);
+      }
+      return absl::FailedPreconditionError(
+          absl::StrFormat("pid %d cannot be tracked for incremental dumps: %s", pid, why));
     } else {
       ctx->stats().set_live_refused(started.status().message());
       CRLIB_RETURN_IF_ERROR(file->Restart());
@@ -899,16 +907,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   if (resumed) {
     if (!st.ok() && tracking_fd >= 0) {
       // Failed after it was resumed (the commit): its tracking goes too.
-      absl::StatusOr<std::vector<std::unique_ptr<Tracee>>> again = Tracee::SeizeProcess(pid);
-      if (again.ok()) {
-        (void)EndTracking(again->front().get(), tracking_fd);
-        for (const std::unique_ptr<Tracee>& t : *again) {
-          if (!t->RestoreInitialState().ok() || !t->Detach().ok()) {
-            Tracee::KillProcess(*again);
-            break;
-          }
-        }
-      }
+      (void)EndTrackingOf(pid, tracking_fd);
     }
     if (st.ok() && !resumed_status.ok()) {
       st = Annotate(resumed_status, absl::StrFormat("image %s written, but resuming pid %d failed",

@@ -170,6 +170,62 @@ absl::StatusOr<uint64_t> RecordRoom(pid_t pid, size_t threads, const std::vector
   return AlignUp(room, 4096);
 }
 
+// Round 0 and the rounds after it, while process `pid` runs, with the
+// tracker MakeTracker made: StartLiveDump's work past the brief stop.
+absl::StatusOr<std::unique_ptr<LiveDump>> CopyWhileItRuns(Context* ctx, pid_t pid, ByteSink* sink,
+                                                         const ImageInfo& info, size_t thread_count,
+                                                         const TrackingPlan& plan,
+                                                         MadeTracker tracker) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
+  // Resumed, its VMAs are registered with our tracking: they are told
+  // apart from the process's own once the copy knows them.
+  if (plan.resume_fd < 0 && !RefuseUserfaultfdMemory(vmas, nullptr).ok()) {
+    return absl::FailedPreconditionError("it uses userfaultfd itself");
+  }
+  CRLIB_ASSIGN_OR_RETURN(uint64_t room, RecordRoom(pid, thread_count, vmas));
+
+  auto live = std::make_unique<LiveDump>();
+  live->tracking_fd = tracker.kept_fd;
+  live->writer = std::make_unique<ImageWriter>(sink, info);
+  CRLIB_RETURN_IF_ERROR(live->writer->Begin());
+  CRLIB_ASSIGN_OR_RETURN(live->reservation, live->writer->Reserve(room));
+  const ObjectRef mm_ref = ctx->registry().NewRef();
+  CRLIB_ASSIGN_OR_RETURN(PageCopier copier, PageCopier::Open(pid, info.page_size));
+  live->copy = std::make_unique<LiveCopy>(std::move(tracker.tracker), std::move(copier), mm_ref);
+  ctx->set_writer(live->writer.get());
+  live->pages = std::make_unique<PageArray>(ctx, mm_ref);
+  live->pages->set_phase(Phase::kFreeze);  // it runs: not frozen yet
+  absl::Status st = live->copy->Start(vmas, *live->pages, /*resume=*/plan.resume_fd >= 0);
+  if (st.ok() && plan.resume_fd >= 0 && !RefuseUserfaultfdMemory(vmas, live->copy.get()).ok()) {
+    st = absl::FailedPreconditionError("it uses userfaultfd itself");
+  }
+  uint64_t last = UINT64_MAX;
+  while (st.ok() && live->rounds < kMaxRounds) {
+    // Still before the freeze (CRLIB_PHASE_FREEZE): it runs.
+    st = ctx->Progress(Phase::kFreeze, live->copy->copied_bytes(), 0);
+    if (!st.ok()) break;
+    absl::StatusOr<uint64_t> copied = live->copy->CopyWritten(*live->pages);
+    if (!copied.ok()) {
+      st = copied.status();
+      break;
+    }
+    ++live->rounds;
+    if (*copied <= kSmallRound || static_cast<double>(*copied) > kShrink * static_cast<double>(last)) {
+      break;
+    }
+    last = *copied;
+  }
+  // What the rounds copied is written before the stop, not during it.
+  if (st.ok()) st = live->pages->Flush();
+  if (st.ok()) st = live->copy->ScanBeforeStop();
+  if (!st.ok()) {
+    live.reset();  // its page array's worker first
+    ctx->set_writer(nullptr);
+    return st;
+  }
+  return live;
+}
+
 }  // namespace
 
 absl::Status EndTracking(Tracee* t, int fd) {
@@ -185,6 +241,22 @@ absl::Status EndTracking(Tracee* t, int fd) {
   CRLIB_RETURN_IF_ERROR(closed);
   CRLIB_RETURN_IF_ERROR(restored);
   return removed;
+}
+
+absl::Status EndTrackingOf(pid_t pid, int fd) {
+  CRLIB_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tracee>> threads, Tracee::SeizeProcess(pid));
+  absl::Status st = EndTracking(threads.front().get(), fd);
+  for (const std::unique_ptr<Tracee>& t : threads) {
+    absl::Status resumed = t->RestoreInitialState();
+    if (resumed.ok()) resumed = t->Detach();
+    if (!resumed.ok()) {
+      // Rather killed than left to run with borrowed registers.
+      Tracee::KillProcess(threads);
+      return Annotate(resumed, absl::StrFormat("pid %d killed: thread %d could not be resumed",
+                                               pid, t->tid()));
+    }
+  }
+  return st;
 }
 
 ImageInfo DescribeImage(const ArchBackend& arch, const Options& options) {
@@ -230,53 +302,11 @@ absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid,
     return absl::FailedPreconditionError(
         absl::StrCat("its writes cannot be tracked: ", tracker.status().message()));
   }
-  CRLIB_ASSIGN_OR_RETURN(std::vector<VmaInfo> vmas, ScanVmas(pid));
-  // Resumed, its VMAs are registered with our tracking: they are told
-  // apart from the process's own once the copy knows them.
-  if (plan.resume_fd < 0 && !RefuseUserfaultfdMemory(vmas, nullptr).ok()) {
-    return absl::FailedPreconditionError("it uses userfaultfd itself");
-  }
-  CRLIB_ASSIGN_OR_RETURN(uint64_t room, RecordRoom(pid, thread_count, vmas));
-
-  auto live = std::make_unique<LiveDump>();
-  live->tracking_fd = tracker->kept_fd;
-  live->writer = std::make_unique<ImageWriter>(sink, info);
-  CRLIB_RETURN_IF_ERROR(live->writer->Begin());
-  CRLIB_ASSIGN_OR_RETURN(live->reservation, live->writer->Reserve(room));
-  const ObjectRef mm_ref = ctx->registry().NewRef();
-  CRLIB_ASSIGN_OR_RETURN(PageCopier copier, PageCopier::Open(pid, info.page_size));
-  live->copy = std::make_unique<LiveCopy>(std::move(tracker->tracker), std::move(copier), mm_ref);
-  ctx->set_writer(live->writer.get());
-  live->pages = std::make_unique<PageArray>(ctx, mm_ref);
-  live->pages->set_phase(Phase::kFreeze);  // it runs: not frozen yet
-  absl::Status st = live->copy->Start(vmas, *live->pages, /*resume=*/plan.resume_fd >= 0);
-  if (st.ok() && plan.resume_fd >= 0 && !RefuseUserfaultfdMemory(vmas, live->copy.get()).ok()) {
-    st = absl::FailedPreconditionError("it uses userfaultfd itself");
-  }
-  uint64_t last = UINT64_MAX;
-  while (st.ok() && live->rounds < kMaxRounds) {
-    // Still before the freeze (CRLIB_PHASE_FREEZE): it runs.
-    st = ctx->Progress(Phase::kFreeze, live->copy->copied_bytes(), 0);
-    if (!st.ok()) break;
-    absl::StatusOr<uint64_t> copied = live->copy->CopyWritten(*live->pages);
-    if (!copied.ok()) {
-      st = copied.status();
-      break;
-    }
-    ++live->rounds;
-    if (*copied <= kSmallRound || static_cast<double>(*copied) > kShrink * static_cast<double>(last)) {
-      break;
-    }
-    last = *copied;
-  }
-  // What the rounds copied is written before the stop, not during it.
-  if (st.ok()) st = live->pages->Flush();
-  if (st.ok()) st = live->copy->ScanBeforeStop();
-  if (!st.ok()) {
-    live.reset();  // its page array's worker first
-    ctx->set_writer(nullptr);
-    return st;
-  }
+  const int kept = tracker->kept_fd;
+  absl::StatusOr<std::unique_ptr<LiveDump>> live =
+      CopyWhileItRuns(ctx, pid, sink, info, thread_count, plan, std::move(*tracker));
+  // A failed dump leaves no tracking behind that no image names.
+  if (!live.ok() && kept >= 0) (void)EndTrackingOf(pid, kept);
   return live;
 }
 

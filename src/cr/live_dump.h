@@ -60,6 +60,8 @@ absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid,
 // its stopped main thread `t`, left with its own registers back): a dump
 // that fails leaves no tracking that no image names.
 absl::Status EndTracking(Tracee* t, int fd);
+// The same in running process `pid`: seized, then resumed as it was.
+absl::Status EndTrackingOf(pid_t pid, int fd);
 
 }  // namespace crlib
 
