@@ -130,7 +130,8 @@ absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
                                                    crlib_checkpoint_options* o, std::string* name) {
   CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o, name));
   if (o->flags &
-      ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS | CRLIB_CHECKPOINT_MAPPABLE}) {
+      ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS | CRLIB_CHECKPOINT_MAPPABLE |
+                CRLIB_CHECKPOINT_TRACK}) {
     return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o->flags)));
   }
   crlib::Options image;
@@ -197,6 +198,8 @@ int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_o
   co.leave_running = !(o.flags & CRLIB_CHECKPOINT_KILL);
   co.image_fd = o.image_fd;
   if (o.deleted_file_limit != 0) co.deleted_file_limit = o.deleted_file_limit;
+  co.track = (o.flags & CRLIB_CHECKPOINT_TRACK) != 0;
+  if (o.parent_image != nullptr) co.parent_image = o.parent_image;
   absl::Status st = crlib::CheckpointProcess(&ctx, pid, name, co);
   if (st.ok()) FillStats(ctx, o.stats);
   return ToC(crlib::Annotate(st, absl::StrCat("checkpoint of pid ", pid)), error);
@@ -210,6 +213,11 @@ int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options
   if (image_options.ok() && (o.flags & CRLIB_CHECKPOINT_KILL)) {
     image_options =
         absl::InvalidArgumentError("CRLIB_CHECKPOINT_KILL is not allowed for a self-checkpoint");
+  }
+  if (image_options.ok() && ((o.flags & CRLIB_CHECKPOINT_TRACK) || o.parent_image != nullptr)) {
+    image_options = absl::InvalidArgumentError(
+        "incremental dumps (CRLIB_CHECKPOINT_TRACK, parent_image) are not supported for a "
+        "self-checkpoint");
   }
   if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);

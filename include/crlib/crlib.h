@@ -128,7 +128,15 @@ enum {
    * nobody may write. Not with CRLIB_CHECKPOINT_COMPRESS. `crlib dump
    * --mappable`. A library older than this flag refuses it
    * (CRLIB_E_INVALID_ARGUMENT). Value fixed: 1u << 2. */
-  CRLIB_CHECKPOINT_MAPPABLE = 1u << 2
+  CRLIB_CHECKPOINT_MAPPABLE = 1u << 2,
+  /* Keep tracking the process's writes after the checkpoint (it runs on:
+   * not with CRLIB_CHECKPOINT_KILL), for a later checkpoint that names this
+   * image as its parent_image. The process keeps a userfaultfd at a high
+   * descriptor for it. `crlib dump --track`; docs/CHECKPOINT.md,
+   * "Incremental dumps". Not for crlib_checkpoint_self. A library older
+   * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
+   * 1u << 3. */
+  CRLIB_CHECKPOINT_TRACK = 1u << 3
 };
 
 typedef struct crlib_checkpoint_options {
@@ -148,8 +156,17 @@ typedef struct crlib_checkpoint_options {
    * hold for the image to carry it; above, the checkpoint is refused and
    * the process runs on. 0: the default, 1 GiB. crlib_checkpoint only. */
   unsigned long long deleted_file_limit;
+  /* When not NULL: an image of this process from a checkpoint with
+   * CRLIB_CHECKPOINT_TRACK (or with a parent_image itself). Only the pages
+   * written since go into this image, which names that one as its parent;
+   * a restore needs both, and follows the chain. Run on, the process stays
+   * tracked. An image of another process, or one without tracking, is
+   * CRLIB_E_INVALID_ARGUMENT. `crlib dump --parent`. crlib_checkpoint only;
+   * absent for a caller built before this field (a smaller `size`). */
+  const char *parent_image;
 } crlib_checkpoint_options;
-#define CRLIB_CHECKPOINT_OPTIONS_INIT {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1, 0}
+#define CRLIB_CHECKPOINT_OPTIONS_INIT \
+  {sizeof(crlib_checkpoint_options), 0, 0, NULL, NULL, NULL, -1, 0, NULL}
 
 /* Checkpoints process `pid` and all its descendants, the whole tree (the
  * caller must be allowed to ptrace each), into `image_path` (or

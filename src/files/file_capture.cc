@@ -70,7 +70,12 @@ std::string SocketKind(pid_t pid, int fd) {
 }
 
 absl::Status Unsupported(int fd, const std::string& what) {
-  return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported", fd, what));
+  // crlib's own, kept by `crlib dump --track`, is known only to its chain.
+  const char* hint = what == "anon_inode:[userfaultfd]"
+                         ? "; if it is crlib's write tracking (crlib dump --track), dump with "
+                           "--parent and the newest image of that chain"
+                         : "";
+  return absl::UnimplementedError(absl::StrFormat("fd %d (%s) is not supported%s", fd, what, hint));
 }
 
 // The "lock:" lines of /proc/PID/fdinfo/N: the locks and leases held on

@@ -656,6 +656,61 @@ static void TestMappableImage(void) {
   munmap(data, kBytes);
 }
 
+/* ---- Incremental checkpoints: CRLIB_CHECKPOINT_TRACK, parent_image ---- */
+
+static void TestIncrementalCheckpoint(void) {
+  pid_t child = fork();
+  if (child == 0) {
+    CloseInheritedFds();
+    static char buffer[4 << 20];
+    memset(buffer, 7, sizeof(buffer));
+    for (;;) pause();
+  }
+  usleep(50000);
+  char full[512], next[512], plain[512], refused[512];
+  Path(full, sizeof(full), "tracked.img");
+  Path(next, sizeof(next), "incremental.img");
+  Path(plain, sizeof(plain), "untracked.img");
+  Path(refused, sizeof(refused), "refused.img");
+  /* An image without tracking, taken first (a tracked process is dumped
+   * along its chain), cannot be a parent. */
+  crlib_checkpoint_options untracked = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  CHECK(crlib_checkpoint(child, plain, &untracked, NULL) == CRLIB_OK);
+  crlib_stats first = CRLIB_STATS_INIT, second = CRLIB_STATS_INIT;
+  crlib_checkpoint_options o = CRLIB_CHECKPOINT_OPTIONS_INIT;
+  o.flags = CRLIB_CHECKPOINT_TRACK;
+  o.stats = &first;
+  crlib_error *err = NULL;
+  int r = crlib_checkpoint(child, full, &o, &err);
+  if (r != CRLIB_OK) fprintf(stderr, "tracked checkpoint: %s\n", crlib_error_message(err));
+  CHECK(r == CRLIB_OK);
+  crlib_error_free(err);
+  /* Nothing written since: the second image holds next to no pages. */
+  o.flags = 0;
+  o.parent_image = full;
+  o.stats = &second;
+  err = NULL;
+  r = crlib_checkpoint(child, next, &o, &err);
+  if (r != CRLIB_OK) fprintf(stderr, "incremental checkpoint: %s\n", crlib_error_message(err));
+  CHECK(r == CRLIB_OK);
+  crlib_error_free(err);
+  CHECK(second.pages_stored * 20 < first.pages_stored);
+  o.parent_image = plain;
+  o.stats = NULL;
+  err = NULL;
+  CHECK(crlib_checkpoint(child, refused, &o, &err) == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(crlib_error_message(err), "tracking") != NULL);
+  crlib_error_free(err);
+  CHECK(!Exists(refused));
+  /* Not for a self-checkpoint. */
+  o.parent_image = NULL;
+  o.flags = CRLIB_CHECKPOINT_TRACK;
+  CHECK(crlib_checkpoint_self(refused, &o, NULL) == CRLIB_E_INVALID_ARGUMENT);
+  CHECK(waitpid(child, NULL, WNOHANG) == 0); /* still running */
+  kill(child, SIGKILL);
+  CHECK(WaitCode(child) == 128 + SIGKILL);
+}
+
 int main(void) {
   snprintf(dir, sizeof(dir), "/tmp/crlib-c-api-XXXXXX");
   if (!mkdtemp(dir)) {
@@ -669,6 +724,7 @@ int main(void) {
   TestProgressAndCancel();
   TestImageThroughDescriptors();
   TestMappableImage();
+  TestIncrementalCheckpoint();
   TestExternalPipe();
   TestRestoredProcessCheckpointsItselfAgain();
   TestSelfCheckpointRestoresTwice();
