@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -53,6 +54,7 @@ class ArchBackend {
                           const std::array<uint64_t, 6>& args) const = 0;
   virtual int64_t SyscallResult(const ArchRegs& regs) const = 0;
   virtual uint64_t StackPointer(const ArchRegs& regs) const = 0;
+  virtual uint64_t InstructionPointer(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
 
@@ -76,6 +78,13 @@ class ArchBackend {
   // Whether `bytes` begin like a RecoveringSyscallSite's: one an earlier,
   // interrupted dump left behind.
   virtual bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const = 0;
+  // For a thread with registers `regs` inside recovering site `site` (its
+  // bytes, at address `at`), not stopped at a system call's entry: once
+  // the site's system calls are all done, the registers its remaining code
+  // gives the thread (where it continues, as the site recorded it); before
+  // that, nullopt (run it to its next system call's exit and ask again).
+  virtual std::optional<ArchRegs> RecoveringSiteEnd(absl::Span<const uint8_t> site, uint64_t at,
+                                                    const ArchRegs& regs) const = 0;
 
   // Remote system calls in bulk (Tracee::SyscallBatch): position-
   // independent code that runs the calls of a table one after the other,

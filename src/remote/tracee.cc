@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -205,10 +206,76 @@ void Tracee::KillProcess(absl::Span<const std::unique_ptr<Tracee>> threads) {
 
 absl::Status Tracee::Init() {
   CRLIB_ASSIGN_OR_RETURN(initial_regs_, GetRegs());
+  CRLIB_RETURN_IF_ERROR(FinishRecoveringSite());
   if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(initial_sigmask_), &initial_sigmask_) != 0) {
     return Errno("ptrace(GETSIGMASK) on tid %d", tid_);
   }
   return absl::OkStatus();
+}
+
+// A dump killed while this thread was borrowed left it to run the
+// recovering call site in the vDSO's tail alone (VdsoCallSite). Seized in
+// the middle of it, the thread would give the site's borrowed state as its
+// own: its rip inside the site, every signal blocked. A dump that then
+// wrote its own site there, or cleared it, would resume the thread into
+// other code (seen: a write through rax = SYS_userfaultfd at the site's
+// first byte, cleared). So it finishes the site first: to the exit of the
+// site's last system call (syscall stops, which a dying tracer leaves
+// nothing of; single steps would leave the trap flag set), then the
+// registers the rest of the site's code would load.
+absl::Status Tracee::FinishRecoveringSite() {
+  const uint64_t ip = arch_.InstructionPointer(initial_regs_);
+  // Cheap test first: only a rip in the vDSO's first MiB reads the maps.
+  CRLIB_ASSIGN_OR_RETURN(std::string auxv, sys::ReadFile(absl::StrCat("/proc/", tid_, "/auxv")));
+  uint64_t vdso = 0;
+  for (size_t at = 0; at + 16 <= auxv.size(); at += 16) {
+    uint64_t type, value;
+    memcpy(&type, auxv.data() + at, 8);
+    memcpy(&value, auxv.data() + at + 8, 8);
+    if (type == AT_SYSINFO_EHDR) vdso = value;
+  }
+  if (vdso == 0 || ip < vdso || ip >= vdso + (1 << 20)) return absl::OkStatus();
+  CRLIB_ASSIGN_OR_RETURN(std::vector<sys::MapsEntry> maps, sys::ReadMaps(tid_));
+  auto m = std::find_if(maps.begin(), maps.end(), [&](const sys::MapsEntry& e) {
+    return e.path == "[vdso]" && e.start <= ip && ip < e.end;
+  });
+  if (m == maps.end() || m->end - m->start < ArchBackend::kRecoveringSiteBytes) {
+    return absl::OkStatus();
+  }
+  const uint64_t site = m->end - ArchBackend::kRecoveringSiteBytes;
+  if (ip < site) return absl::OkStatus();
+  std::vector<uint8_t> code(ArchBackend::kRecoveringSiteBytes);
+  CRLIB_RETURN_IF_ERROR(ReadMemory(site, code.data(), code.size()));
+  if (!arch_.IsRecoveringSite(code)) return absl::OkStatus();
+  int signal = 0;  // one that arrived meanwhile, delivered as it goes on
+  for (int stop = 0; stop < 16; ++stop) {
+    if (std::optional<ArchRegs> end = arch_.RecoveringSiteEnd(code, site, initial_regs_)) {
+      CRLIB_RETURN_IF_ERROR(SetRegs(*end));
+      initial_regs_ = *end;
+      if (signal != 0 && kill(tid_, signal) != 0) return Errno("kill(%d, %d)", tid_, signal);
+      return absl::OkStatus();
+    }
+    // To the next system call's exit (through its entry).
+    for (bool exit = false; !exit;) {
+      if (ptrace(PTRACE_SYSCALL, tid_, 0, signal) != 0) {
+        return Errno("ptrace(SYSCALL) of tid %d out of a recovering call site", tid_);
+      }
+      signal = 0;
+      CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+      if (WSTOPSIG(status) != (SIGTRAP | 0x80)) {
+        signal = WSTOPSIG(status);
+        continue;
+      }
+      __ptrace_syscall_info info{};
+      if (ptrace(PTRACE_GET_SYSCALL_INFO, tid_, sizeof(info), &info) <= 0) {
+        return Errno("ptrace(GET_SYSCALL_INFO) of tid %d", tid_);
+      }
+      exit = info.op == PTRACE_SYSCALL_INFO_EXIT;
+    }
+    CRLIB_ASSIGN_OR_RETURN(initial_regs_, GetRegs());
+  }
+  return absl::InternalError(absl::StrFormat(
+      "tid %d does not leave the recovering call site at 0x%x", tid_, site));
 }
 
 Tracee::~Tracee() {

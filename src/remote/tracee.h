@@ -167,6 +167,9 @@ class Tracee {
   absl::Status FinishSeize();
   // Reads the registers and signal mask at the first stop.
   absl::Status Init();
+  // At the first stop, lets a thread caught inside a recovering call site
+  // finish it (see the definition).
+  absl::Status FinishRecoveringSite();
   absl::Status OpenMemory();
   // Waits for the next stop; NotFound/Aborted if the tracee died.
   absl::StatusOr<int> WaitStop();

@@ -168,7 +168,7 @@ class X86_64 final : public ArchBackend {
     }
     // Code, then data at kData: mask, rflags, the 16 registers in
     // encoding order (rax rcx rdx rbx rsp rbp rsi rdi r8..r15), rip.
-    constexpr size_t kData = 176;  // the code below is 164 bytes, 174 closing the result
+    constexpr size_t kData = kSiteData;  // the code below is 164 bytes, 174 closing the result
     constexpr size_t kMask = kData, kFlags = kData + 8, kRegs = kData + 16, kRip = kData + 144;
     std::vector<uint8_t> code;
     auto emit = [&](std::initializer_list<uint8_t> bytes) { code.insert(code.end(), bytes); };
@@ -191,6 +191,8 @@ class X86_64 final : public ArchBackend {
     emit({0x31, 0xd2});                          // xor edx, edx
     emit({0x41, 0xba, 0x08, 0x00, 0x00, 0x00});  // mov r10d, 8
     emit({0x0f, 0x05});                          // syscall
+    // RecoveringSiteEnd knows this point: no system call after it.
+    if (code.size() != CallsDone(close_result)) std::abort();
     // rflags through a stack of our own: the thread's red zone below its
     // rsp may hold live data.
     emit({0x48, 0xbc});  // movabs rsp, stack_top
@@ -216,6 +218,32 @@ class X86_64 final : public ArchBackend {
     return code;
   }
 
+  // Where a site's system calls are done: its call, the close, the mask.
+  static constexpr size_t CallsDone(bool closing) { return 2 + (closing ? 10 : 0) + 27; }
+  static constexpr size_t kSiteData = 176;  // RecoveringSyscallSite's kData
+
+  std::optional<ArchRegs> RecoveringSiteEnd(absl::Span<const uint8_t> site, uint64_t at,
+                                            const ArchRegs& regs) const override {
+    const bool closing = site.size() > 4 && site[2] == 0x48 && site[3] == 0x89 && site[4] == 0xc7;
+    ArchRegs out = regs;
+    auto* r = reinterpret_cast<user_regs_struct*>(out.words.data());
+    if (r->rip < at + CallsDone(closing) || site.size() < kSiteData + 152) return std::nullopt;
+    auto get = [&](size_t offset) {
+      uint64_t v;
+      memcpy(&v, site.data() + offset, sizeof(v));
+      return v;
+    };
+    // What the loads and the jump at its end do, whichever of them ran.
+    unsigned long long* regs16[16] = {&r->rax, &r->rcx, &r->rdx, &r->rbx, &r->rsp, &r->rbp,
+                                      &r->rsi, &r->rdi, &r->r8,  &r->r9,  &r->r10, &r->r11,
+                                      &r->r12, &r->r13, &r->r14, &r->r15};
+    for (int reg = 0; reg < 16; ++reg) *regs16[reg] = get(kSiteData + 16 + 8 * reg);
+    r->eflags = get(kSiteData + 8);
+    r->rip = get(kSiteData + 144);
+    r->orig_rax = static_cast<unsigned long long>(-1);  // no call of ours to restart
+    return out;
+  }
+
   bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const override {
     // The code up to the stack address is the same in every site of
     // either form.
@@ -237,6 +265,7 @@ class X86_64 final : public ArchBackend {
   }
 
   uint64_t StackPointer(const ArchRegs& regs) const override { return Regs(regs).rsp; }
+  uint64_t InstructionPointer(const ArchRegs& regs) const override { return Regs(regs).rip; }
 
   int64_t InterruptedSyscall(const ArchRegs& regs) const override {
     return static_cast<int64_t>(Regs(regs).orig_rax);
