@@ -156,7 +156,7 @@ TEST_F(FaultTest, EveryCallOfADumpFails) {
     for (bool leave_running : {true, false}) {
       if (!leave_running && n % 20 != 1 && n <= tally.counted - 40) continue;
       std::vector<std::string> run_args = args;
-      if (!leave_running) run_args.pop_back();
+      if (!leave_running) std::erase(run_args, "--leave-running");
       std::string report;
       CliResult r = Inject({"fail", std::to_string(n)}, run_args, &report);
       const bool had_failure = HasFailure();
