@@ -11,6 +11,7 @@
 #include "core/image_format.h"
 #include "core/records.h"
 #include "sys/kernel.h"
+#include "tests/hardware.h"
 #include "tests/task/harness.h"
 #include "tests/task/image_edit.h"
 
@@ -66,6 +67,7 @@ TEST_F(CheckpointTest, SignalHandlers) {
 }
 
 TEST_F(CheckpointTest, Avx512Registers) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingAvx512());
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "avx512_regs"));
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
@@ -137,6 +139,7 @@ TEST_F(CheckpointTest, Threads) {
 // ---- --leave-running, and restoring one image more than once.
 
 TEST_F(CheckpointTest, LeaveRunningKeepsRegistersLive) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingAvx512());
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "avx512_regs"));
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/hardware.h"
 #include "tests/task/harness.h"
 
 namespace crlib {
@@ -36,11 +37,13 @@ class ConformanceTest : public WorkloadTest {
 };
 
 TEST_F(ConformanceTest, DumpRefusesProtectionKeyAndLeavesTheProcessRunning) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingProtectionKeys());
   ExpectRefused({"pkey"}, "is protected by memory protection key 1 (pkey_mprotect)");
 }
 
 // A key held by no mapping shows only in PKRU (the rights pkey_alloc gave it).
 TEST_F(ConformanceTest, DumpRefusesHeldProtectionKeyAndLeavesTheProcessRunning) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingProtectionKeys());
   ExpectRefused({"pkey_held"}, "has protection key rights of its own (PKRU 0x55555550, not 0x55555554");
 }
 
@@ -86,10 +89,12 @@ TEST_F(ConformanceTest, DumpRefusesMdweAndLeavesTheProcessRunning) {
 }
 
 TEST_F(ConformanceTest, DumpRefusesStoreBypassControlAndLeavesTheProcessRunning) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingSpeculationControl(PR_SPEC_STORE_BYPASS));
   ExpectRefused({"spec_ssb"}, "(Speculation_Store_Bypass: thread mitigated, PR_SET_SPECULATION_CTRL)");
 }
 
 TEST_F(ConformanceTest, DumpRefusesIndirectBranchControlAndLeavesTheProcessRunning) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingSpeculationControl(PR_SPEC_INDIRECT_BRANCH));
   ExpectRefused({"spec_ib"},
                 "(SpeculationIndirectBranch: conditional disabled, PR_SET_SPECULATION_CTRL)");
 }
@@ -109,6 +114,7 @@ TEST_F(ConformanceTest, DumpRefusesSignalDrivenIoAndLeavesTheProcessRunning) {
 
 // /dev/kvm without a VM is a character device like /dev/null: reopened.
 TEST_F(ConformanceTest, KvmDeviceRoundTrip) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingKvm());
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartConformance(&w, {"fd", "kvm"}));
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));

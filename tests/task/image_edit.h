@@ -14,6 +14,7 @@
 #include "core/crc32c.h"
 #include "core/image_format.h"
 #include "core/records.h"
+#include "tests/hardware.h"
 #include "tests/fuzz/image_fuzz_checksums.h"
 
 namespace crlib::test {
@@ -55,13 +56,6 @@ int EditRecordsOfType(std::string* image, const std::function<void(R*)>& edit) {
     ++edited;
   });
   return edited;
-}
-
-// This CPU's XCR0: the xsave features it enables.
-inline uint64_t Xcr0() {
-  uint32_t lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (uint64_t{hi} << 32) | lo;
 }
 
 // A user xstate component this CPU does not enable: AMX, APX, PKRU or

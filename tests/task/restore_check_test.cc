@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/hardware.h"
 #include "tests/task/harness.h"
 #include "tests/task/image_edit.h"
 
@@ -107,6 +108,7 @@ TEST_F(RestoreCheckTest, TakenPidIsNamed) {
 // An image from a CPU with an xstate component this one lacks (forged in
 // the header, checksum repaired).
 TEST_F(RestoreCheckTest, CpuFeatureMismatchIsNamed) {
+  CRLIB_SKIP_WITHOUT_HARDWARE(MissingAvx512());
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "avx512_regs"));
   const std::string image = Path("avx.img");

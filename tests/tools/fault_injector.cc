@@ -3,7 +3,8 @@
 // restore` (tests/task/fault_test.cc).
 //
 //   fault_injector --report FILE count -- CMD ARGS...
-//       Runs CMD; FILE gets "calls N", then "NAME COUNT" per system call.
+//       Runs CMD; FILE gets "calls N", then "NAME COUNT" per system call,
+//       then "site N S" per call: N its number, S the number of its site.
 //   fault_injector --report FILE fail N [--errno E] -- CMD ARGS...
 //       Runs CMD with its Nth counted call failing with errno E (EIO);
 //       FILE gets "failed N NAME", or "not-reached N calls M" when CMD
@@ -32,6 +33,16 @@
 //     calls that cannot fail (getpid, gettid, getppid, get[e]uid,
 //       get[e]gid, getpgrp, umask, sched_yield).
 //
+// A call's site is where in CMD's own code it was made: its number and the
+// innermost kSiteDepth return addresses on the stack that point into CMD's
+// executable text (the libc and libstdc++ frames between are left out). A
+// loop over threads, pages or /proc lines calls from one site many times:
+// the test fails a call of each site rather than every call. Sites are
+// numbered in their order of first appearance, 1 on. The stack is scanned
+// word by word, not unwound (crlib has no frame pointers): a word that is
+// no return address (a function pointer, a stale slot in a live frame) can
+// only split one site in two, which costs runs, never coverage.
+//
 // A failed call is skipped by the kernel (orig_rax = -1 at syscall entry)
 // and returns -E (rax at syscall exit). Signals CMD receives are passed on
 // to it, so it behaves as without the injector.
@@ -41,6 +52,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -56,7 +68,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -141,11 +156,19 @@ bool Excluded(pid_t pid, long nr, const uint64_t args[6]) {
 
 // The run-time address of `main` in the stopped, just exec'd `pid`: its
 // value in the executable's symbol table, plus the load bias (AT_ENTRY
-// minus the ELF entry point).
+// minus the ELF entry point). The executable is mapped, not read: crlib
+// with its debug information is some 36 MB, and reading all of it took
+// more than half a second of every run.
 uint64_t MainAddress(pid_t pid) {
   const std::string exe = "/proc/" + std::to_string(pid) + "/exe";
-  std::ifstream in(exe, std::ios::binary);
-  std::string elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const int fd = open(exe.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) Die("cannot open " + exe);
+  void* map = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (map == MAP_FAILED) Die("mmap " + exe);
+  close(fd);
+  // Left mapped: the injector runs one command and exits.
+  const std::string_view elf(static_cast<const char*>(map), st.st_size);
   if (elf.size() < sizeof(Elf64_Ehdr)) Die("cannot read " + exe);
   auto at = [&](uint64_t off, size_t n) {
     if (off + n > elf.size()) {
@@ -184,6 +207,58 @@ uint64_t MainAddress(pid_t pid) {
   }
   errno = ENOENT;
   Die("no AT_ENTRY in /proc/" + std::to_string(pid) + "/auxv");
+}
+
+// Return addresses per site: enough to tell apart a helper (ReadFile)
+// called from different places, and its callers' callers.
+constexpr int kSiteDepth = 3;
+// How much of the stack above the stack pointer is scanned for them.
+constexpr size_t kSiteScanBytes = 4096;
+
+// The executable mappings of `pid`'s executable (CMD's own code: crlib
+// links its library statically), as [start, end) pairs.
+std::vector<std::pair<uint64_t, uint64_t>> ExecutableText(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  char exe[4096];
+  const ssize_t n = readlink((proc + "/exe").c_str(), exe, sizeof(exe) - 1);
+  if (n <= 0) Die("readlink " + proc + "/exe");
+  exe[n] = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> text;
+  std::ifstream maps(proc + "/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream in(line);
+    std::string range, perms, offset, dev, inode, path;
+    in >> range >> perms >> offset >> dev >> inode;
+    std::getline(in >> std::ws, path);
+    if (perms.size() < 3 || perms[2] != 'x' || path != exe) continue;
+    const size_t dash = range.find('-');
+    text.emplace_back(std::stoull(range.substr(0, dash), nullptr, 16),
+                      std::stoull(range.substr(dash + 1), nullptr, 16));
+  }
+  if (text.empty()) {
+    errno = ENOENT;
+    Die("no executable mapping of " + std::string(exe) + " in " + proc + "/maps");
+  }
+  return text;
+}
+
+// The site key of the call `nr` that `pid` is entering: the number and
+// the first kSiteDepth words above the stack pointer that point into `text`.
+std::vector<uint64_t> SiteKey(pid_t pid, long nr,
+                              const std::vector<std::pair<uint64_t, uint64_t>>& text) {
+  user_regs_struct regs;
+  if (ptrace(PTRACE_GETREGS, pid, nullptr, &regs) != 0) Die("ptrace(GETREGS)");
+  uint64_t stack[kSiteScanBytes / sizeof(uint64_t)];
+  iovec local{stack, sizeof(stack)};
+  iovec remote{reinterpret_cast<void*>(regs.rsp), sizeof(stack)};
+  const ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);  // short at the top
+  std::vector<uint64_t> key = {static_cast<uint64_t>(nr)};
+  for (ssize_t i = 0; i < got / 8 && static_cast<int>(key.size()) <= kSiteDepth; ++i) {
+    for (const auto& [start, end] : text) {
+      if (stack[i] >= start && stack[i] < end) key.push_back(stack[i]);
+    }
+  }
+  return key;
 }
 
 // waitpid for our one tracee; exits with its status once it has ended.
@@ -251,11 +326,17 @@ int main(int argc, char** argv) {
 
   long calls = 0;
   std::map<std::string, long> histogram;
+  std::vector<std::pair<uint64_t, uint64_t>> text;  // count mode: CMD's code, for sites
+  std::map<std::vector<uint64_t>, long> site_numbers;
+  std::vector<long> call_sites;  // call_sites[n - 1]: the site of call n
   std::string failed_name;
   auto finish = [&](int code) {
     if (mode == "count") {
       fprintf(report, "calls %ld\n", calls);
       for (const auto& [name, n] : histogram) fprintf(report, "%s %ld\n", name.c_str(), n);
+      for (size_t n = 0; n < call_sites.size(); ++n) {
+        fprintf(report, "site %zu %ld\n", n + 1, call_sites[n]);
+      }
     } else if (!failed_name.empty()) {
       fprintf(report, "failed %ld %s\n", fail_at, failed_name.c_str());
     } else {
@@ -297,6 +378,7 @@ int main(int argc, char** argv) {
         if (ptrace(PTRACE_POKETEXT, pid, main_at, saved_word) != 0) Die("ptrace(POKETEXT)");
         regs.rip = main_at;
         if (ptrace(PTRACE_SETREGS, pid, nullptr, &regs) != 0) Die("ptrace(SETREGS)");
+        if (mode == "count") text = ExecutableText(pid);
         break;
       }
     }
@@ -322,6 +404,10 @@ int main(int argc, char** argv) {
       if (Excluded(pid, nr, reinterpret_cast<const uint64_t*>(info.entry.args))) continue;
       ++calls;
       ++histogram[NameOf(nr)];
+      if (mode == "count") {
+        auto site = site_numbers.emplace(SiteKey(pid, nr, text), site_numbers.size() + 1);
+        call_sites.push_back(site.first->second);
+      }
       if (mode == "fail" && calls == fail_at) {
         failing = true;
         failed_name = NameOf(nr);
