@@ -765,7 +765,10 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       CRLIB_RETURN_IF_ERROR(CheckCarriedInodes(m.pid, m.fds, m.vmas, options.deleted_file_limit));
       std::vector<pid_t> tids;
       for (const std::unique_ptr<Tracee>& thread : m.threads) tids.push_back(thread->tid());
-      CRLIB_RETURN_IF_ERROR(RefuseUncarriedProcState(m.pid, tids));
+      // A live dump read the mappings' policies with its last VMA scan.
+      const bool fresh = i == 0 && live && live->copy->unchanged_at_stop() && live->numa_maps;
+      CRLIB_RETURN_IF_ERROR(
+          RefuseUncarriedProcState(m.pid, tids, fresh ? &*live->numa_maps : nullptr));
     }
     {
       // A pipe whose ends are both in the tree is internal; one leading

@@ -218,6 +218,13 @@ absl::StatusOr<std::unique_ptr<LiveDump>> CopyWhileItRuns(Context* ctx, pid_t pi
   // What the rounds copied is written before the stop, not during it.
   if (st.ok()) st = live->pages->Flush();
   if (st.ok()) st = live->copy->ScanBeforeStop();
+  if (st.ok()) {
+    // The VMAs' memory policies with those VMAs, before the stop: the
+    // file walks every page table.
+    absl::StatusOr<std::string> numa =
+        sys::ReadFile(absl::StrFormat("/proc/%d/task/%d/numa_maps", pid, pid));
+    if (numa.ok()) live->numa_maps = std::move(*numa);
+  }
   if (!st.ok()) {
     live.reset();  // its page array's worker first
     ctx->set_writer(nullptr);

@@ -8,6 +8,8 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,6 +40,9 @@ struct LiveDump {
   std::unique_ptr<PageArray> pages;  // owned by copy->mm_ref(), still filling
   int rounds = 0;
   int tracking_fd = -1;  // where the process keeps the tracking (plan.keep)
+  // The main thread's numa_maps with the VMAs ScanBeforeStop read (none
+  // on a kernel without NUMA): RefuseUncarriedProcState at the stop.
+  std::optional<std::string> numa_maps;
   ~LiveDump() {
     pages.reset();  // its worker writes through `writer`
   }

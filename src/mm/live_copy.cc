@@ -250,6 +250,7 @@ absl::StatusOr<std::vector<VmaInfo>> LiveCopy::ScanAtStop(absl::string_view stat
   bool same = locked == locked_before_stop_ && maps.size() == before_stop_.size();
   for (size_t i = 0; same && i < maps.size(); ++i) same = SameLine(maps[i], before_stop_[i].map);
   std::vector<VmaInfo> vmas;
+  unchanged_at_stop_ = same;
   if (same) {
     vmas = before_stop_;
   } else {

@@ -75,6 +75,8 @@ class LiveCopy {
   // (`status`'s) is the same, else from smaps; `userfaultfd` set where
   // this tracker's registration still covers the VMA.
   absl::StatusOr<std::vector<VmaInfo>> ScanAtStop(absl::string_view status);
+  // After ScanAtStop: whether no maps line changed since ScanBeforeStop.
+  bool unchanged_at_stop() const { return unchanged_at_stop_; }
 
   // At the stop, on VMAs from ScanAtStop: whether `v` was tracked all along.
   bool Tracked(const VmaInfo& v) const {
@@ -116,6 +118,7 @@ class LiveCopy {
   RangeSet inherited_;  // tracked since an earlier dump (Start with resume)
   std::vector<VmaInfo> before_stop_;  // ScanBeforeStop
   std::string locked_before_stop_;    // VmLck then
+  bool unchanged_at_stop_ = false;
   uint64_t tracked_bytes_ = 0;
   uint64_t copied_bytes_ = 0;
 };

@@ -91,7 +91,8 @@ absl::StatusOr<std::optional<uint32_t>> ReadPkru(pid_t tid) {
 
 }  // namespace
 
-absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
+absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids,
+                                      const std::string* main_numa_maps) {
   for (pid_t tid : tids) {
     const std::string dir = absl::StrCat("/proc/", pid, "/task/", tid);
     CRLIB_ASSIGN_OR_RETURN(std::string status, sys::ReadFile(dir + "/status"));
@@ -141,11 +142,7 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
   // for the other threads (their task policy) only its first page: the
   // kernel walks the page tables of the mappings it prints, and mappings
   // near the start (the executable) seldom have a policy of their own.
-  for (pid_t tid : tids) {
-    const std::string path = absl::StrCat("/proc/", pid, "/task/", tid, "/numa_maps");
-    absl::StatusOr<std::string> read = tid == pid ? sys::ReadFile(path) : ReadHead(path);
-    if (!read.ok() && StatusErrno(read.status()) == ENOENT) continue;  // a kernel without NUMA
-    CRLIB_ASSIGN_OR_RETURN(std::string numa, std::move(read));
+  auto refuse_policies = [&](pid_t tid, absl::string_view numa) -> absl::Status {
     for (absl::string_view line : absl::StrSplit(numa, '\n', absl::SkipEmpty())) {
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (f.size() < 2 || f[1] == "default") continue;
@@ -154,6 +151,16 @@ absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids) {
           "or mbind); memory policies are not restored",
           tid, pid, f[1], f[0]));
     }
+    return absl::OkStatus();
+  };
+  if (main_numa_maps != nullptr) CRLIB_RETURN_IF_ERROR(refuse_policies(pid, *main_numa_maps));
+  for (pid_t tid : tids) {
+    const std::string path = absl::StrCat("/proc/", pid, "/task/", tid, "/numa_maps");
+    const bool whole = tid == pid && main_numa_maps == nullptr;
+    absl::StatusOr<std::string> read = whole ? sys::ReadFile(path) : ReadHead(path);
+    if (!read.ok() && StatusErrno(read.status()) == ENOENT) continue;  // a kernel without NUMA
+    CRLIB_ASSIGN_OR_RETURN(std::string numa, std::move(read));
+    CRLIB_RETURN_IF_ERROR(refuse_policies(tid, numa));
   }
   return absl::OkStatus();
 }

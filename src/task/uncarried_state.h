@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "remote/tracee.h"
@@ -19,7 +21,12 @@ namespace crlib {
 // What /proc shows of each thread in `tids` of process `pid`: speculation
 // controls set with PR_SET_SPECULATION_CTRL, PR_SET_IO_FLUSHER (a task
 // flag in stat), and memory policies (set_mempolicy, mbind) in numa_maps.
-absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids);
+// `main_numa_maps`: the main thread's numa_maps read shortly before the
+// stop (a live dump, whose maps did not change since): its mappings'
+// policies are taken from it and only the task policy is read now (the
+// whole file walks every page table: 50 ms per GiB).
+absl::Status RefuseUncarriedProcState(pid_t pid, absl::Span<const pid_t> tids,
+                                      const std::string* main_numa_maps = nullptr);
 
 // Memory-deny-write-execute (PR_SET_MDWE), asked with a remote prctl of
 // thread `t` stopped at a syscall site: before the dump maps its scratch
