@@ -24,6 +24,21 @@ namespace {
 
 constexpr uint64_t kMaxTrackedVma = uint64_t{8} << 30;
 
+// Whether VMA `v` is tracked: private memory the process can write as it
+// is. Protecting puts a marker in every empty page table entry
+// (UFFD_FEATURE_WP_UNPOPULATED: a page zapped or first touched later must
+// count as written): page tables for the whole VMA, 2 MiB of them per
+// GiB. A larger VMA is a sparse reservation (a sanitizer's shadow, a
+// runtime's heap reserve), and so is one the process cannot write
+// (ASan's allocator reserves dozens of PROT_NONE regions just under 8 GiB:
+// tracked, they cost 300 MiB of page tables and got the process killed
+// for memory). Their pages are copied at the stop; one made writable
+// since (mprotect) is a changed VMA, copied whole there too.
+bool Trackable(const VmaInfo& v) {
+  return MayHoldPages(v.kind, v.map.shared) && v.map.write &&
+         v.map.end - v.map.start <= kMaxTrackedVma;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DirtyTracker>> DirtyTracker::Adopt(pid_t pid, int fd) {
@@ -86,7 +101,7 @@ absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DirtyTracker::Resume(
   // one grown in place (it is not whole in tracked_ below).
   std::vector<std::pair<uint64_t, uint64_t>> resumed;
   for (const VmaInfo& v : vmas) {
-    if (!MayHoldPages(v.kind, v.map.shared) || v.map.end - v.map.start > kMaxTrackedVma) continue;
+    if (!Trackable(v)) continue;
     CRLIB_ASSIGN_OR_RETURN(bool registered, Registered(v.map.start, v.map.end));
     if (!registered) continue;
     resumed.emplace_back(v.map.start, v.map.end);
@@ -99,13 +114,7 @@ absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> DirtyTracker::Resume(
 absl::StatusOr<uint64_t> DirtyTracker::Track(const std::vector<VmaInfo>& vmas) {
   uint64_t bytes = 0;
   for (const VmaInfo& v : vmas) {
-    if (!MayHoldPages(v.kind, v.map.shared)) continue;
-    // Protecting puts a marker in every empty page table entry
-    // (UFFD_FEATURE_WP_UNPOPULATED: a page zapped or first touched later
-    // must count as written): page tables for the whole VMA, 2 MiB of them
-    // per GiB. A larger VMA is a sparse reservation (a sanitizer's
-    // shadow, a runtime's heap reserve); its pages are copied at the stop.
-    if (v.map.end - v.map.start > kMaxTrackedVma) continue;
+    if (!Trackable(v)) continue;
     if (Tracks(v.map.start, v.map.end)) continue;  // resumed: protections kept
     uffdio_register reg{};
     reg.range = {.start = v.map.start, .len = v.map.end - v.map.start};

@@ -409,7 +409,9 @@ absl::Status Tracee::FindSyscallSite() {
 absl::Status Tracee::BorrowAt(uint64_t site) {
   syscall_site_ = site;
   ArchRegs regs = initial_regs_;
-  arch_.SetSyscall(&regs, site, SYS_getpid, {});  // harmless if it ever runs alone
+  // Harmless if it ever runs alone, even at a site that closes the
+  // call's result (getpid's could be a descriptor number): -EBADF.
+  arch_.SetSyscall(&regs, site, SYS_close, {static_cast<uint64_t>(-1)});
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
   return SetSigmask(~uint64_t{0});
 }
