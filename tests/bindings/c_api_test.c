@@ -685,7 +685,9 @@ static void TestIncrementalCheckpoint(void) {
   if (r != CRLIB_OK) fprintf(stderr, "tracked checkpoint: %s\n", crlib_error_message(err));
   CHECK(r == CRLIB_OK);
   crlib_error_free(err);
-  /* Nothing written since: the second image holds next to no pages. */
+  /* Nothing written since: the second image holds none of the buffer's
+   * 1024 pages (what it does hold is memory not tracked: a sanitizer's
+   * shadow is copied whole each time). */
   o.flags = 0;
   o.parent_image = full;
   o.stats = &second;
@@ -694,7 +696,7 @@ static void TestIncrementalCheckpoint(void) {
   if (r != CRLIB_OK) fprintf(stderr, "incremental checkpoint: %s\n", crlib_error_message(err));
   CHECK(r == CRLIB_OK);
   crlib_error_free(err);
-  CHECK(second.pages_stored * 20 < first.pages_stored);
+  CHECK(second.pages_stored + 1000 <= first.pages_stored);
   o.parent_image = plain;
   o.stats = NULL;
   err = NULL;
