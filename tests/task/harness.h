@@ -398,6 +398,18 @@ class WorkloadTest : public ::testing::Test {
     EXPECT_THAT(added, StartsWith("OK")) << Output(*w);
   }
 
+  // `crlib dump --stats` of `w` with `extra` arguments, checked by the
+  // caller; w->dumped holds the workload's output up to then.
+  CliResult DumpWithStats(Workload* w, const std::string& image,
+                          const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"dump", "--pid", std::to_string(w->pid), "--image", image,
+                                     "--stats"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CliResult r = Crlib(args);
+    w->dumped = Slurp(w->out);
+    return r;
+  }
+
   // `crlib dump` of a workload; by default it must kill it, and we reap it
   // so that its PID is free for the restore.
   void Dump(Workload* w, const std::string& image, bool leave_running = false) {

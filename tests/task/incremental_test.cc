@@ -23,16 +23,6 @@ using ::testing::Not;
 
 class IncrementalTest : public WorkloadTest {
  protected:
-  CliResult DumpWithStats(Workload* w, const std::string& image,
-                          const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"dump", "--pid", std::to_string(w->pid), "--image", image,
-                                     "--stats"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    CliResult r = Crlib(args);
-    w->dumped = Slurp(w->out);
-    return r;
-  }
-
   // Asks incremental_rounds for round `n` (SIGUSR2) and waits for it.
   void Round(Workload* w, int n) {
     ASSERT_EQ(kill(w->pid, SIGUSR2), 0) << strerror(errno);
