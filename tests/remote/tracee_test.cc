@@ -319,5 +319,68 @@ TEST(RecoveringSiteTest, InTheVdsoTail) {
   }
 }
 
+// A dump killed while the thread is borrowed at the vDSO's site, and the
+// next dump seizing the thread before it ran the site alone (a SIGSTOP
+// holds it here, as a busy machine's scheduler did): the new tracee must
+// see the thread's own state, not the site's, so that the next dump may
+// write and clear the tail. Seen before the fix: the next dump cleared the
+// tail under the thread's rip, and it died of SIGSEGV.
+void SeizedAgainInsideTheSite(bool sleeps, ReleaseAt at) {
+  Checker c = StartChecker(sleeps);
+  usleep(30000);
+  const uint64_t mask = SigBlk(c.pid);
+  uint64_t slack = 0;
+  {
+    auto t = Tracee::Seize(c.pid);
+    ASSERT_TRUE(t.ok()) << t.status();
+    Tracee& tracee = **t;
+    auto found = tracee.FindVdsoSlack(ArchBackend::kRecoveringSiteBytes);
+    ASSERT_TRUE(found.ok() && *found != 0);
+    slack = *found;
+    const uint64_t stack_top = (tracee.arch().StackPointer(tracee.initial_regs()) - 256) & ~uint64_t{15};
+    std::vector<uint8_t> code = tracee.arch().RecoveringSyscallSite(
+        tracee.initial_regs(), tracee.initial_sigmask(), stack_top, /*close_result=*/true);
+    ASSERT_TRUE(tracee.WriteMemory(slack, code.data(), code.size()).ok());
+    ASSERT_TRUE(tracee.BorrowAt(slack).ok());
+    for (int stop = 0; at != ReleaseAt::kBorrowed && stop < (at == ReleaseAt::kEntry ? 1 : 2); ++stop) {
+      ASSERT_EQ(ptrace(PTRACE_SYSCALL, c.pid, 0, 0), 0);
+      int status;
+      ASSERT_EQ(waitpid(c.pid, &status, __WALL), c.pid);
+      ASSERT_EQ(WSTOPSIG(status), SIGTRAP | 0x80) << "not a syscall stop: " << status;
+    }
+    ASSERT_EQ(kill(c.pid, SIGSTOP), 0);
+    ASSERT_EQ(ptrace(PTRACE_DETACH, c.pid, 0, 0), 0) << strerror(errno);
+  }
+  {
+    auto t = Tracee::Seize(c.pid);
+    ASSERT_TRUE(t.ok()) << t.status();
+    Tracee& tracee = **t;
+    const uint64_t ip = tracee.arch().InstructionPointer(tracee.initial_regs());
+    EXPECT_FALSE(ip >= slack && ip < slack + ArchBackend::kRecoveringSiteBytes)
+        << "seized with its rip in the site: 0x" << std::hex << ip;
+    EXPECT_EQ(tracee.initial_sigmask(), mask) << "seized with the site's signal mask";
+    // What the next dump does at its end.
+    const std::vector<uint8_t> zeros(ArchBackend::kRecoveringSiteBytes, 0);
+    ASSERT_TRUE(tracee.WriteMemory(slack, zeros.data(), zeros.size()).ok());
+    ASSERT_TRUE(tracee.RestoreInitialState().ok());
+    ASSERT_TRUE(tracee.Detach().ok());
+  }
+  ASSERT_EQ(kill(c.pid, SIGCONT), 0);
+  EXPECT_TRUE(Advances(c.count)) << "the thread did not return to its loop";
+  EXPECT_EQ(c.bad->load(), 0u) << "a register was not put back";
+  EXPECT_EQ(SigBlk(c.pid), mask) << "the signal mask was not put back";
+  int status;
+  EXPECT_EQ(waitpid(c.pid, &status, WNOHANG), 0) << "the child died: " << status;
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+}
+
+TEST(RecoveringSiteTest, SeizedAgainBeforeItRanTheSite) {
+  for (ReleaseAt at : {ReleaseAt::kBorrowed, ReleaseAt::kEntry, ReleaseAt::kExit}) {
+    SeizedAgainInsideTheSite(false, at);
+    SeizedAgainInsideTheSite(true, at);
+  }
+}
+
 }  // namespace
 }  // namespace crlib

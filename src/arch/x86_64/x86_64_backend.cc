@@ -225,22 +225,26 @@ class X86_64 final : public ArchBackend {
   std::optional<ArchRegs> RecoveringSiteEnd(absl::Span<const uint8_t> site, uint64_t at,
                                             const ArchRegs& regs) const override {
     const bool closing = site.size() > 4 && site[2] == 0x48 && site[3] == 0x89 && site[4] == 0xc7;
-    ArchRegs out = regs;
-    auto* r = reinterpret_cast<user_regs_struct*>(out.words.data());
-    if (r->rip < at + CallsDone(closing) || site.size() < kSiteData + 152) return std::nullopt;
+    // Through a copy: writing `out.words` through a user_regs_struct
+    // pointer would break aliasing rules (the compiler returned the
+    // unchanged registers).
+    user_regs_struct r = Regs(regs);
+    if (r.rip < at + CallsDone(closing) || site.size() < kSiteData + 152) return std::nullopt;
     auto get = [&](size_t offset) {
       uint64_t v;
       memcpy(&v, site.data() + offset, sizeof(v));
       return v;
     };
     // What the loads and the jump at its end do, whichever of them ran.
-    unsigned long long* regs16[16] = {&r->rax, &r->rcx, &r->rdx, &r->rbx, &r->rsp, &r->rbp,
-                                      &r->rsi, &r->rdi, &r->r8,  &r->r9,  &r->r10, &r->r11,
-                                      &r->r12, &r->r13, &r->r14, &r->r15};
+    unsigned long long* regs16[16] = {&r.rax, &r.rcx, &r.rdx, &r.rbx, &r.rsp, &r.rbp,
+                                      &r.rsi, &r.rdi, &r.r8,  &r.r9,  &r.r10, &r.r11,
+                                      &r.r12, &r.r13, &r.r14, &r.r15};
     for (int reg = 0; reg < 16; ++reg) *regs16[reg] = get(kSiteData + 16 + 8 * reg);
-    r->eflags = get(kSiteData + 8);
-    r->rip = get(kSiteData + 144);
-    r->orig_rax = static_cast<unsigned long long>(-1);  // no call of ours to restart
+    r.eflags = get(kSiteData + 8);
+    r.rip = get(kSiteData + 144);
+    r.orig_rax = static_cast<unsigned long long>(-1);  // no call of ours to restart
+    ArchRegs out = regs;
+    memcpy(out.words.data(), &r, sizeof(r));
     return out;
   }
 
