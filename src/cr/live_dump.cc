@@ -37,6 +37,22 @@ constexpr int kMaxRounds = 8;
 // process is dumped stopped.
 constexpr uint64_t kMaxCarriedBytes = 64 << 20;
 
+// Gives every thread of a brief stop its own registers and mask back and
+// detaches it; a thread that cannot be (a failed ptrace) gets the process
+// killed rather than left to run with borrowed registers.
+absl::Status ResumeOrKill(pid_t pid, absl::Span<const std::unique_ptr<Tracee>> threads) {
+  for (const std::unique_ptr<Tracee>& t : threads) {
+    absl::Status st = t->RestoreInitialState();
+    if (st.ok()) st = t->Detach();
+    if (!st.ok()) {
+      Tracee::KillProcess(threads);
+      return Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
+                                          pid, t->tid()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The lowest descriptor a kept tracking may take in process `pid`: high,
 // out of the way of a program that expects its next descriptors to be the
 // lowest free ones, yet below its RLIMIT_NOFILE.
@@ -253,16 +269,7 @@ absl::Status EndTracking(Tracee* t, int fd) {
 absl::Status EndTrackingOf(pid_t pid, int fd) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<Tracee>> threads, Tracee::SeizeProcess(pid));
   absl::Status st = EndTracking(threads.front().get(), fd);
-  for (const std::unique_ptr<Tracee>& t : threads) {
-    absl::Status resumed = t->RestoreInitialState();
-    if (resumed.ok()) resumed = t->Detach();
-    if (!resumed.ok()) {
-      // Rather killed than left to run with borrowed registers.
-      Tracee::KillProcess(threads);
-      return Annotate(resumed, absl::StrFormat("pid %d killed: thread %d could not be resumed",
-                                               pid, t->tid()));
-    }
-  }
+  CRLIB_RETURN_IF_ERROR(ResumeOrKill(pid, threads));
   return st;
 }
 
@@ -295,15 +302,7 @@ absl::StatusOr<std::unique_ptr<LiveDump>> StartLiveDump(Context* ctx, pid_t pid,
   absl::StatusOr<MadeTracker> tracker = MakeTracker(threads, plan);
   const ImageInfo info = DescribeImage(threads.front()->arch(), ctx->options());
   const size_t thread_count = threads.size();
-  for (const std::unique_ptr<Tracee>& t : threads) {
-    absl::Status st = t->RestoreInitialState();
-    if (st.ok()) st = t->Detach();
-    if (!st.ok()) {
-      Tracee::KillProcess(threads);
-      return Annotate(st, absl::StrFormat("pid %d killed: thread %d could not be resumed as it was",
-                                          pid, t->tid()));
-    }
-  }
+  CRLIB_RETURN_IF_ERROR(ResumeOrKill(pid, threads));
   threads.clear();
   if (!tracker.ok()) {
     return absl::FailedPreconditionError(

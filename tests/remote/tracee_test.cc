@@ -242,6 +242,18 @@ uint64_t SigBlk(pid_t pid) {
   return at == std::string::npos ? ~uint64_t{0} : strtoull(status.c_str() + at + 7, nullptr, 16);
 }
 
+// The checker runs its loop again with its own registers and mask; then
+// it is killed and reaped.
+void ExpectBackInItsLoopThenKill(const Checker& c, uint64_t mask) {
+  EXPECT_TRUE(Advances(c.count)) << "the thread did not return to its loop";
+  EXPECT_EQ(c.bad->load(), 0u) << "a register was not put back";
+  EXPECT_EQ(SigBlk(c.pid), mask) << "the signal mask was not put back";
+  int status;
+  EXPECT_EQ(waitpid(c.pid, &status, WNOHANG), 0) << "the child died: " << status;
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+}
+
 // Where the tracer "dies": before the call runs, at its entry, at its exit.
 enum class ReleaseAt { kBorrowed, kEntry, kExit };
 
@@ -283,13 +295,7 @@ void ReleaseAtRecoveringSite(bool sleeps, ReleaseAt at, bool in_vdso = false) {
     // Released as a dead tracer releases it: nothing restored by us.
     ASSERT_EQ(ptrace(PTRACE_DETACH, c.pid, 0, 0), 0) << strerror(errno);
   }
-  EXPECT_TRUE(Advances(c.count)) << "the thread did not return to its loop";
-  EXPECT_EQ(c.bad->load(), 0u) << "a register was not put back";
-  EXPECT_EQ(SigBlk(c.pid), mask) << "the signal mask was not put back";
-  int status;
-  EXPECT_EQ(waitpid(c.pid, &status, WNOHANG), 0) << "the child died: " << status;
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
+  ExpectBackInItsLoopThenKill(c, mask);
 }
 
 TEST(RecoveringSiteTest, ReleasedBeforeTheCall) {
@@ -366,13 +372,7 @@ void SeizedAgainInsideTheSite(bool sleeps, ReleaseAt at) {
     ASSERT_TRUE(tracee.Detach().ok());
   }
   ASSERT_EQ(kill(c.pid, SIGCONT), 0);
-  EXPECT_TRUE(Advances(c.count)) << "the thread did not return to its loop";
-  EXPECT_EQ(c.bad->load(), 0u) << "a register was not put back";
-  EXPECT_EQ(SigBlk(c.pid), mask) << "the signal mask was not put back";
-  int status;
-  EXPECT_EQ(waitpid(c.pid, &status, WNOHANG), 0) << "the child died: " << status;
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
+  ExpectBackInItsLoopThenKill(c, mask);
 }
 
 TEST(RecoveringSiteTest, SeizedAgainBeforeItRanTheSite) {
