@@ -44,6 +44,7 @@ enum class RecordType : uint32_t {
   kFileLock = 0x0404,
   kProcessDirs = 0x0405,
   kTty = 0x0410,
+  kSocket = 0x0430,
 };
 
 }  // namespace crlib

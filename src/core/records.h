@@ -14,6 +14,7 @@
 #include "core/codec.h"
 #include "core/memory_records.h"
 #include "core/record_types.h"
+#include "core/socket_records.h"
 
 namespace crlib {
 
@@ -410,6 +411,8 @@ enum class FileKind : uint32_t {
   kPtyMaster = 20,  // /dev/ptmx
   kPtySlave = 21,   // /dev/pts/N
   kDevTty = 22,     // /dev/tty, the process's controlling terminal (its own pty)
+  // 40-49: sockets. FileRecord::socket names the kSocket record.
+  kSocket = 40,
 };
 
 // An open file description, shared by every descriptor that refers to it,
@@ -430,6 +433,7 @@ struct FileRecord {
   ObjectRef tty = 0;  // the kTty, for pty ends and /dev/tty
   ObjectRef object = 0;  // the kInode holding the contents (memfd, deleted file), or 0
   uint32_t pid = 0;  // kPidfd: the recorded PID it refers to, 0 for a dead process
+  ObjectRef socket = 0;  // kSocket: the kSocket record
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("kind", s.kind); v("flags", s.flags); v("mode", s.mode);
@@ -440,6 +444,7 @@ struct FileRecord {
     v("tty", s.tty);
     v("object", s.object);
     v("pid", s.pid);
+    v("socket", s.socket);
   }
 };
 
@@ -549,7 +554,7 @@ using AllRecordTypes =
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, ChainRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
-               InodeRecord>;
+               InodeRecord, SocketRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -588,6 +588,7 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       std::vector<std::vector<FdInfo>*> tree_fds;
       for (TreeMember& m : tree) tree_fds.push_back(&m.fds);
       CRLIB_RETURN_IF_ERROR(ClassifyPipeEnds(tree_fds));
+      CRLIB_RETURN_IF_ERROR(ClassifySockets(tree_fds));
     }
     CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kState));
     // The remote calls first, and only then the image: every thread has

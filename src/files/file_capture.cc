@@ -4,9 +4,6 @@
 #include <linux/capability.h>
 #include <linux/kcmp.h>
 #include <sys/ioctl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -34,40 +31,6 @@ namespace crlib {
 namespace {
 
 std::string FdPath(pid_t pid, int fd) { return absl::StrCat("/proc/", pid, "/fd/", fd); }
-
-// "TCP", "UDP", "UNIX stream" ... for an error message; best effort.
-std::string SocketKind(pid_t pid, int fd) {
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) return "socket";
-  int sock = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
-  close(pidfd);
-  if (sock < 0) return "socket";
-  int domain = 0, type = 0, protocol = 0;
-  socklen_t len = sizeof(int);
-  getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-  len = sizeof(int);
-  getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len);
-  len = sizeof(int);
-  getsockopt(sock, SOL_SOCKET, SO_PROTOCOL, &protocol, &len);
-  if (domain != AF_UNIX) close(sock);
-  if (domain == AF_UNIX) {
-    std::string kind = type == SOCK_DGRAM ? "UNIX datagram" : "UNIX stream";
-    sockaddr_un addr{};
-    socklen_t addr_len = sizeof(addr);
-    if (getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
-        addr_len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
-      std::string path(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
-      struct stat st;
-      absl::StrAppend(&kind, " bound to ", path, stat(path.c_str(), &st) != 0 ? ", since removed" : "");
-    }
-    close(sock);
-    return kind;
-  }
-  const char* family = domain == AF_INET6 ? "6" : "";
-  if (protocol == IPPROTO_TCP) return absl::StrCat("TCP", family);
-  if (protocol == IPPROTO_UDP) return absl::StrCat("UDP", family);
-  return absl::StrFormat("socket family %d type %d", domain, type);
-}
 
 absl::Status Unsupported(int fd, const std::string& what) {
   // crlib's own, kept by `crlib dump --track`, is known only to its chain.
@@ -364,13 +327,17 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pi
       f.kind = static_cast<uint32_t>(std_stream && IsTerminalPath(info.link) ? FileKind::kInherited
                                                                             : FileKind::kCharDevice);
     } else if (S_ISSOCK(st.st_mode)) {
-      if (!std_stream) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "fd %d (%s, %s) is not supported: sockets are restored only as standard streams "
-            "leading outside the process",
-            fd, info.link, SocketKind(pid, fd)));
+      // ClassifySockets decides, once the whole tree is read, whether it
+      // is restored, external or the restorer's own stream.
+      f.kind = static_cast<uint32_t>(FileKind::kSocket);
+      absl::StatusOr<SocketCapture> socket = CaptureSocket(pid, fd, info.link, st.st_ino);
+      if (socket.ok()) {
+        info.socket = std::move(*socket);
+      } else if (std_stream) {
+        info.socket_error = socket.status();
+      } else {
+        return socket.status();
       }
-      f.kind = static_cast<uint32_t>(FileKind::kInherited);
     } else {
       return Unsupported(fd, info.link);
     }
@@ -533,6 +500,14 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
                                                                 : absl::MakeConstSpan(&bulk, 1)));
         }
         file.pipe = pipe.ref;
+      }
+      if (kind == FileKind::kSocket) {
+        const ObjectRef socket = reg.NewRef();
+        iovec bulk{const_cast<uint8_t*>(info.socket->data.data()), info.socket->data.size()};
+        CRLIB_RETURN_IF_ERROR(w->Write(info.socket->record, socket, table,
+                                       bulk.iov_len ? absl::MakeConstSpan(&bulk, 1)
+                                                    : absl::Span<const iovec>()));
+        file.socket = socket;
       }
       if (kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave ||
           kind == FileKind::kDevTty) {

@@ -18,6 +18,7 @@
 #include "core/context.h"
 #include "core/records.h"
 #include "files/carried_inode.h"
+#include "files/socket_capture.h"
 
 namespace crlib {
 
@@ -30,6 +31,10 @@ struct FdInfo {
   // kernel lists them with the description they were taken through).
   std::vector<FileLockRecord> locks;
   int tty_index = -1;  // N of /dev/pts/N, for the ends of a pty pair and /dev/tty
+  // A socket, as read; a standard stream's that could not be read keeps
+  // why (ClassifySockets refuses it unless it is the restorer's stream).
+  std::optional<SocketCapture> socket;
+  absl::Status socket_error;
 };
 
 // Looks at every descriptor of stopped process `pid` but those in

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -22,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "files/carried_inode.h"
+#include "files/socket_restore.h"
 #include "files/tty_restore.h"
 #include "sys/credentials.h"
 #include "sys/kernel.h"
@@ -416,6 +418,21 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
       if (fd < 0) return Errno("fcntl(F_DUPFD) of fd %d, given for %s", given->second, f.path);
       return fd;
     }
+    case FileKind::kSocket: {
+      // The socket's one open file description, with the recorded flags.
+      auto made = sockets_.find(f.socket);
+      if (made == sockets_.end()) {
+        return absl::InternalError(absl::StrFormat("socket %d of %s not made", f.socket, f.path));
+      }
+      int fd = fcntl(made->second, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) return Errno("fcntl(F_DUPFD) of %s", f.path);
+      if (fcntl(fd, F_SETFL, flags & ~O_ACCMODE) != 0) {
+        absl::Status st = Errno("fcntl(F_SETFL) on %s", f.path);
+        close(fd);
+        return st;
+      }
+      return fd;
+    }
     case FileKind::kPidfd:  // made by its holder: RestorePidfds
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
@@ -516,7 +533,8 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenTree(absl::Span<const ProcessImage*
   // One object behind several file records (a pipe, a pty pair, a carried
   // inode) is made once, by whoever holds any of them first. Pipe, tty and
   // inode refs are distinct refs of one registry, so one map keys them.
-  auto object_of = [](const FileRecord& f) {
+  auto object_of = [&](const FileRecord& f) {
+    if (f.socket) return SocketGroupAnchor(root, f.socket);
     return f.object ? f.object : f.pipe ? f.pipe : f.tty ? f.tty : ObjectRef{0};
   };
   for (const auto& [ref, file] : root.files) {
@@ -605,6 +623,18 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
       leased.insert({f.dev, f.inode});
     }
   }
+  // Sockets, made together (pairs, listeners and who waits on them).
+  std::set<ObjectRef> sockets;
+  for (const auto& [ref, file] : image.files) {
+    if (file.record.socket) sockets.insert(file.record.socket);
+  }
+  if (!sockets.empty()) {
+    CRLIB_ASSIGN_OR_RETURN(files.sockets_, MakeSockets(image, sockets, options.original_alive));
+  }
+  absl::Cleanup close_sockets = [&] {
+    for (const auto& [ref, fd] : files.sockets_) close(fd);
+    files.sockets_.clear();
+  };
   for (const auto& [ref, file] : image.files) {
     FileImage f = file;
     if (static_cast<FileKind>(f.record.kind) == FileKind::kRegular &&

@@ -100,6 +100,7 @@ class OpenedFiles final : public RestoredObjects {
   std::map<ObjectRef, std::pair<int, int>> pipes_;  // pipe ref -> (read, write)
   std::set<ObjectRef> memfd_description_used_;  // memfds whose own description an fd took
   std::map<ObjectRef, int> pty_masters_;  // tty ref -> its master, while opening
+  std::map<ObjectRef, int> sockets_;  // socket ref -> the socket, while opening
 };
 
 // In restored process `t`, whose descriptors are in place and hold

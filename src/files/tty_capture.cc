@@ -32,31 +32,6 @@ bool IsPtySlave(dev_t rdev) {
 
 uint32_t PtySlaveIndex(dev_t rdev) { return (major(rdev) - kPtySlaveMajorFirst) * 256 + minor(rdev); }
 
-// A descriptor of ours for the process's fd `fd` (the same open file
-// description), closed when this goes.
-class GrabbedFd {
- public:
-  static absl::StatusOr<GrabbedFd> Grab(pid_t pid, int fd) {
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd < 0) return Errno("pidfd_open(%d)", pid);
-    int ours = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
-    const int err = errno;
-    close(pidfd);
-    if (ours < 0) return ErrnoError(err, absl::StrFormat("pidfd_getfd of fd %d of pid %d", fd, pid));
-    return GrabbedFd(ours);
-  }
-  GrabbedFd(GrabbedFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  GrabbedFd& operator=(GrabbedFd&&) = delete;
-  ~GrabbedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  explicit GrabbedFd(int fd) : fd_(fd) {}
-  int fd_;
-};
-
 // The process's controlling terminal (0: none) and foreground group, from
 // /proc/PID/stat (proc(5) fields 7 and 8).
 struct ControllingTerminal {
@@ -87,9 +62,9 @@ absl::Status RefuseOutside(const FdInfo& info, const std::string& what) {
 // Bytes queued for reading on the terminal end `fd` (FIONREAD): they
 // cannot be read without taking them from the process.
 absl::Status RefuseQueued(pid_t pid, const FdInfo& info, uint32_t index) {
-  CRLIB_ASSIGN_OR_RETURN(GrabbedFd fd, GrabbedFd::Grab(pid, info.fd));
+  CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::TakeFd(pid, info.fd));
   int queued = 0;
-  if (ioctl(fd.get(), FIONREAD, &queued) != 0) {
+  if (ioctl(fd.fd, FIONREAD, &queued) != 0) {
     return Errno("ioctl(FIONREAD) on fd %d (%s) of pid %d", info.fd, info.link, pid);
   }
   if (queued == 0) return absl::OkStatus();
@@ -112,9 +87,9 @@ absl::Status ClassifyTerminals(pid_t pid, std::vector<FdInfo>* fds) {
   };
   for (FdInfo& info : *fds) {
     if (!S_ISCHR(info.file.mode) || info.file.rdev != kPtmxRdev || reopened_as_is(info)) continue;
-    CRLIB_ASSIGN_OR_RETURN(GrabbedFd fd, GrabbedFd::Grab(pid, info.fd));
+    CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::TakeFd(pid, info.fd));
     unsigned index = 0;
-    if (ioctl(fd.get(), TIOCGPTN, &index) != 0) {
+    if (ioctl(fd.fd, TIOCGPTN, &index) != 0) {
       return Errno("ioctl(TIOCGPTN) on fd %d (%s) of pid %d", info.fd, info.link, pid);
     }
     info.file.kind = static_cast<uint32_t>(FileKind::kPtyMaster);
@@ -159,9 +134,9 @@ absl::Status ClassifyTerminals(pid_t pid, std::vector<FdInfo>* fds) {
       }
     } else if (info.fd > 2) {
       // Any other terminal (a console, a serial line) leads outside.
-      CRLIB_ASSIGN_OR_RETURN(GrabbedFd fd, GrabbedFd::Grab(pid, info.fd));
+      CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::TakeFd(pid, info.fd));
       termios2 t;
-      if (ioctl(fd.get(), TCGETS2, &t) == 0) return RefuseOutside(info, "a terminal");
+      if (ioctl(fd.fd, TCGETS2, &t) == 0) return RefuseOutside(info, "a terminal");
     }
   }
   return absl::OkStatus();
@@ -183,9 +158,9 @@ absl::StatusOr<ObjectRef> InternTty(Context* ctx, pid_t pid, const std::vector<F
     return absl::InternalError(absl::StrFormat("pty %d has no master fd in pid %d", index, pid));
   }
   // A master's ioctls act on its slave's termios and window size.
-  CRLIB_ASSIGN_OR_RETURN(GrabbedFd fd, GrabbedFd::Grab(pid, master->fd));
+  CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd fd, sys::TakeFd(pid, master->fd));
   auto ask = [&](unsigned long request, const char* name, void* out) -> absl::Status {
-    if (ioctl(fd.get(), request, out) != 0) {
+    if (ioctl(fd.fd, request, out) != 0) {
       return Errno("ioctl(%s) on the master of pty %d (fd %d of pid %d)", name, index, master->fd,
                    pid);
     }

@@ -85,6 +85,7 @@ struct SharedObjectImages {
   std::map<ObjectRef, PipeImage> pipes;
   std::map<ObjectRef, InodeImage> inodes;
   std::map<ObjectRef, TtyRecord> ttys;
+  std::map<ObjectRef, SocketImage> sockets;
 };
 
 // Every reference of `image` (with the tree's shared objects) resolves.
@@ -340,6 +341,27 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
         CRLIB_ASSIGN_OR_RETURN(shared.ttys[h.self], reader->Decode<TtyRecord>(*rec));
         break;
       }
+      case RecordType::kSocket: {
+        if (h.parent != file_table || !h.self || shared.sockets.contains(h.self)) {
+          return misplaced("socket outside the file table or without a unique ref");
+        }
+        SocketImage socket;
+        socket.ref = h.self;
+        CRLIB_ASSIGN_OR_RETURN(socket.record, reader->Decode<SocketRecord>(*rec));
+        if (h.bulk_length) {
+          CRLIB_ASSIGN_OR_RETURN(socket.data, ReadBulk(reader));
+        }
+        // A dump's check of its own records has no bulk: nothing to match.
+        const bool elided = rec->header.flags & kRecordBulkElided;
+        uint64_t queued = 0;
+        for (const SocketMessage& m : elided ? std::vector<SocketMessage>() : socket.record.queue) {
+          if (m.length > socket.data.size() - queued) return misplaced("socket queue longer than its bulk");
+          queued += m.length;
+        }
+        if (!elided && queued != socket.data.size()) return misplaced("socket bulk longer than its queue");
+        shared.sockets[h.self] = std::move(socket);
+        break;
+      }
       case RecordType::kFd: {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
@@ -372,6 +394,7 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
     image.pipes = shared.pipes;
     image.inodes = shared.inodes;
     image.ttys = shared.ttys;
+    image.sockets = shared.sockets;
     CRLIB_RETURN_IF_ERROR(Annotate(CheckReferences(image),
                                    absl::StrFormat("pid %d", image.process.pid)));
   }
@@ -413,6 +436,12 @@ absl::Status CheckReferences(const ProcessImage& image) {
         kind == FileKind::kPipe || kind == FileKind::kFifo || kind == FileKind::kDeletedFifo;
     if ((f.record.pipe || needs_pipe) && !image.pipes.contains(f.record.pipe)) {
       return absl::DataLossError(absl::StrFormat("file %d names pipe %d, which the image lacks", ref, f.record.pipe));
+    }
+    if ((kind == FileKind::kSocket) != (f.record.socket != 0) ||
+        (f.record.socket && !image.sockets.contains(f.record.socket))) {
+      return absl::DataLossError(absl::StrFormat(
+          "file %d (kind %d) names socket %d, which the image lacks or the kind does not take",
+          ref, f.record.kind, f.record.socket));
     }
     if (f.record.object && !image.inodes.contains(f.record.object)) {
       return absl::DataLossError(absl::StrFormat("file %d names inode %d, which the image lacks", ref, f.record.object));

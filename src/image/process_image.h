@@ -28,6 +28,12 @@ struct PipeImage {
   Bytes buffered;
 };
 
+struct SocketImage {
+  ObjectRef ref = 0;
+  SocketRecord record;
+  Bytes data;  // the queued messages' bytes, one after the other (record.queue)
+};
+
 struct ThreadImage {
   ObjectRef ref = 0;
   ThreadRecord record;
@@ -70,6 +76,7 @@ struct ProcessImage {
   std::map<ObjectRef, PipeImage> pipes;
   std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
+  std::map<ObjectRef, SocketImage> sockets;
   std::vector<FdRecord> fds;
   std::vector<FileLockRecord> locks;  // in image order
   // Identity of the cwd and root, and the file records of those a path

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -230,6 +231,14 @@ absl::StatusOr<std::vector<long>> ListNumbers(const std::string& dir) {
 absl::StatusOr<std::vector<pid_t>> ListThreads(pid_t pid) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<long> n, ListNumbers(absl::StrCat("/proc/", pid, "/task")));
   return std::vector<pid_t>(n.begin(), n.end());
+}
+
+absl::StatusOr<UniqueFd> TakeFd(pid_t pid, int fd) {
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd.fd < 0) return Errno("pidfd_open(%d)", pid);
+  UniqueFd ours(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.fd, fd, 0)));
+  if (ours.fd < 0) return Errno("pidfd_getfd of fd %d of pid %d", fd, pid);
+  return ours;
 }
 
 absl::StatusOr<std::vector<int>> ListFds(pid_t pid) {

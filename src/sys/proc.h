@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "sys/unique_fd.h"
 
 namespace crlib::sys {
 
@@ -75,6 +76,9 @@ absl::StatusOr<LockLine> ParseLockLine(absl::string_view line);
 absl::StatusOr<std::vector<pid_t>> ListThreads(pid_t pid);
 // Open descriptor numbers in /proc/PID/fd.
 absl::StatusOr<std::vector<int>> ListFds(pid_t pid);
+// A descriptor of ours on the open file description process `pid` holds
+// as `fd` (pidfd_getfd): to ask it what /proc does not tell.
+absl::StatusOr<UniqueFd> TakeFd(pid_t pid, int fd);
 // PIDs whose parent is `pid` (from /proc/PID/task/*/children).
 absl::StatusOr<std::vector<pid_t>> ListChildren(pid_t pid);
 

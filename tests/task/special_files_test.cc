@@ -143,17 +143,13 @@ TEST_F(SpecialFilesTest, RemovedDeviceNodeWithoutCapMknodRefused) {
           "CAP_MKNOD"));
 }
 
-TEST_F(SpecialFilesTest, SocketRefusedClearly) {
-  Workload w;
-  ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
-  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "sockets are restored only as standard streams"));
-}
-
-TEST_F(SpecialFilesTest, UnlinkedSocketRefusedNamingItsPath) {
+// A listener whose name was removed listens again under that name, which
+// stays removed.
+TEST_F(SpecialFilesTest, UnlinkedSocketRoundTrip) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unlinked_socket"));
-  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(
-      &w, "UNIX stream bound to " + files_ + "/sock, since removed) is not supported: sockets"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+  EXPECT_FALSE(Exists(files_ + "/sock")) << "restore left the removed name behind";
 }
 
 TEST_F(SpecialFilesTest, LocksAndLeaseRoundTrip) {

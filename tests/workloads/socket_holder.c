@@ -1,6 +1,8 @@
-/* Holds descriptors crlib does not support yet: a TCP socket and a UNIX
- * socketpair. A dump must refuse it ("... is not supported") and leave it
- * running untouched; it still answers SIGUSR1 with OK. */
+/* Holds a netlink socket, which crlib does not carry, beside a UNIX
+ * socketpair, which it does. A dump must refuse it ("netlink sockets are
+ * not carried") and leave it running untouched; it still answers SIGUSR1
+ * with OK. */
+#include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -8,8 +10,8 @@
 
 int main(void) {
   wl_install_handler();
-  int tcp = socket(AF_INET, SOCK_STREAM, 0);
-  if (tcp < 0) return wl_fail("socket: %s", strerror(errno));
+  int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  if (nl < 0) return wl_fail("socket(AF_NETLINK): %s", strerror(errno));
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return wl_fail("socketpair: %s", strerror(errno));
 
@@ -17,7 +19,7 @@ int main(void) {
   wl_wait_nap();
 
   struct stat st;
-  if (fstat(tcp, &st) != 0 || !S_ISSOCK(st.st_mode)) return wl_fail("the TCP socket is gone");
+  if (fstat(nl, &st) != 0 || !S_ISSOCK(st.st_mode)) return wl_fail("the netlink socket is gone");
   const char ping[] = "ping";
   char pong[sizeof(ping)] = {0};
   if (write(pair[0], ping, sizeof(ping)) != (ssize_t)sizeof(ping) ||

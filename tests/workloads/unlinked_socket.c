@@ -1,7 +1,6 @@
 /* A listening UNIX socket bound to argv[1]/sock, whose path was then
- * removed. Sockets are not restored yet: the dump must refuse it, naming
- * the path and that it was removed, and leave the process running; the
- * socket still listens afterwards. */
+ * removed. After a restore it still listens, still has that name, and the
+ * name is still removed. */
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -27,6 +26,12 @@ int main(int argc, char** argv) {
   if (getsockopt(s, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) {
     return wl_fail("the socket no longer listens");
   }
+  struct sockaddr_un name;
+  socklen_t name_len = sizeof(name);
+  if (getsockname(s, (struct sockaddr*)&name, &name_len) != 0 || strcmp(name.sun_path, addr.sun_path) != 0) {
+    return wl_fail("the socket's name is \"%s\", not %s", name.sun_path, addr.sun_path);
+  }
+  if (access(addr.sun_path, F_OK) == 0) return wl_fail("%s exists again", addr.sun_path);
   wl_say("OK socket still listens");
   return 0;
 }

@@ -1,0 +1,90 @@
+// Sockets through `crlib dump` and `crlib restore`: UNIX sockets of every
+// type with their queues, names, listeners and connections waiting on
+// them; TCP listeners; UDP sockets with queued datagrams. Each workload
+// checks itself after restore; what is refused leaves the process running.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "tests/task/harness.h"
+
+namespace crlib {
+namespace {
+
+using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
+
+class SocketTest : public WorkloadTest {
+ protected:
+  void SetUp() override {
+    WorkloadTest::SetUp();
+    files_ = Path("files");
+    ASSERT_EQ(mkdir(files_.c_str(), 0755), 0) << strerror(errno);
+  }
+
+  void StartIn(Workload* w, const std::string& name, const std::vector<std::string>& more = {}) {
+    std::vector<std::string> argv = {WorkloadsDir() + "/" + name, files_};
+    argv.insert(argv.end(), more.begin(), more.end());
+    Start(w, name, argv);
+  }
+
+  std::string files_;
+};
+
+TEST_F(SocketTest, UnixSocketsRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unix_sockets"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+// The image restores twice: the second restore finds the first one's
+// socket files, which nobody is bound to any more, and takes their names.
+TEST_F(SocketTest, UnixSocketsRestoreTwice) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unix_sockets"));
+  const std::string image = Path("twice.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+// The dump leaves the process running; its queues are peeked, not read.
+TEST_F(SocketTest, UnixSocketsLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unix_sockets"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
+// Someone else listens under the image's name by the time of the restore:
+// it fails before anything exists, naming the socket in the way.
+TEST_F(SocketTest, RestoreWhenAnotherSocketHoldsTheNameFails) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(StartIn(&w, "unix_sockets"));
+  const std::string image = Path("held.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  const std::string path = files_ + "/listen.sock";
+  ASSERT_EQ(unlink(path.c_str()), 0) << strerror(errno);
+  int other = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  ASSERT_EQ(bind(other, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << strerror(errno);
+  ASSERT_EQ(listen(other, 1), 0);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("a live socket is bound to " + path)) << Describe(w, r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "restore left pid " << w.pid << " behind";
+  close(other);
+  unlink(path.c_str());
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+TEST_F(SocketTest, NetlinkSocketRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "netlink sockets are not carried"));
+}
+
+}  // namespace
+}  // namespace crlib
