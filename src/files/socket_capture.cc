@@ -33,16 +33,9 @@ namespace {
 
 // The largest datagram we peek whole; a larger one is refused.
 constexpr size_t kMaxDatagram = 4 << 20;
-
-std::string TypeName(int type) {
-  switch (type) {
-    case SOCK_STREAM: return "stream";
-    case SOCK_DGRAM: return "datagram";
-    case SOCK_SEQPACKET: return "seqpacket";
-    case SOCK_RAW: return "raw";
-  }
-  return absl::StrCat("type ", type);
-}
+// More queued bytes than any socket buffer holds: a peek that does not
+// move along the queue, which must not run on forever.
+constexpr size_t kMaxQueue = 256 << 20;
 
 int IntOption(int sock, int level, int name) {
   int value = 0;
@@ -94,6 +87,10 @@ absl::Status PeekQueue(int sock, bool stream, int fd, const std::string& link,
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n < 0) return Errno("peek at the queue of fd %d (%s)", fd, out->what);
+    if (out->data.size() > kMaxQueue) {
+      return absl::InternalError(absl::StrFormat(
+          "peeking at the queue of fd %d (%s) does not come to its end", fd, out->what));
+    }
     bool in_flight = false;
     for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
@@ -209,21 +206,6 @@ absl::Status CaptureUnix(int sock, int fd, const std::string& link, uint64_t ino
   return absl::OkStatus();
 }
 
-std::string InetAddressText(const Bytes& addr) {
-  if (addr.size() < sizeof(sa_family_t)) return "?";
-  sockaddr_storage s{};
-  memcpy(&s, addr.data(), std::min(addr.size(), sizeof(s)));
-  char text[INET6_ADDRSTRLEN] = "?";
-  if (s.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&s);
-    inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
-    return absl::StrCat(text, ":", ntohs(in->sin_port));
-  }
-  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&s);
-  inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
-  return absl::StrCat("[", text, "]:", ntohs(in6->sin6_port));
-}
-
 const char* TcpStateName(int state) {
   switch (state) {
     case TCP_ESTABLISHED: return "established";
@@ -254,13 +236,13 @@ absl::Status CaptureInet(int sock, int fd, const std::string& link, SocketCaptur
   }();
   if (port != 0) {
     r.name = AddressBytes(addr, len);
-    absl::StrAppend(&out->what, " ", InetAddressText(r.name));
+    absl::StrAppend(&out->what, " ", SocketAddressText(r.name));
   }
   sockaddr_storage peer{};
   socklen_t peer_len = sizeof(peer);
   if (getpeername(sock, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
     r.peer_name = AddressBytes(peer, peer_len);
-    absl::StrAppend(&out->what, " to ", InetAddressText(r.peer_name));
+    absl::StrAppend(&out->what, " to ", SocketAddressText(r.peer_name));
   }
   if (r.protocol == IPPROTO_TCP) {
     tcp_info info{};
@@ -313,22 +295,16 @@ absl::StatusOr<SocketCapture> CaptureSocket(pid_t pid, int fd, const std::string
   r.protocol = static_cast<uint32_t>(IntOption(sock.fd, SOL_SOCKET, SO_PROTOCOL));
   switch (r.family) {
     case AF_UNIX:
-      out.what = absl::StrCat("UNIX ", TypeName(r.type));
+      out.what = SocketKindText(r.family, r.type, r.protocol);
       break;
     case AF_INET:
     case AF_INET6: {
-      const char* six = r.family == AF_INET6 ? "6" : "";
-      if (r.type == SOCK_STREAM && r.protocol == IPPROTO_TCP) {
-        out.what = absl::StrCat("TCP", six);
-      } else if (r.type == SOCK_DGRAM && r.protocol == IPPROTO_UDP) {
-        out.what = absl::StrCat("UDP", six);
-      } else if (r.type == SOCK_DGRAM &&
-                 (r.protocol == IPPROTO_ICMP || r.protocol == IPPROTO_ICMPV6)) {
-        out.what = absl::StrCat("ICMP", six, " echo");
-      } else {
-        return Refuse(fd, link, absl::StrFormat("IPv%d %s protocol %d", r.family == AF_INET6 ? 6 : 4,
-                                                TypeName(r.type), r.protocol),
-                      "only TCP, UDP and ICMP echo sockets of IP are carried");
+      out.what = SocketKindText(r.family, r.type, r.protocol);
+      const bool tcp = r.type == SOCK_STREAM && r.protocol == IPPROTO_TCP;
+      const bool udp = r.type == SOCK_DGRAM && r.protocol == IPPROTO_UDP;
+      const bool ping = r.type == SOCK_DGRAM && (r.protocol == IPPROTO_ICMP || r.protocol == IPPROTO_ICMPV6);
+      if (!tcp && !udp && !ping) {
+        return Refuse(fd, link, out.what, "only TCP, UDP and ICMP echo sockets of IP are carried");
       }
       break;
     }

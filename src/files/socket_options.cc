@@ -1,13 +1,17 @@
 #include "files/socket_options.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status.h"
 #include "sys/unique_fd.h"
@@ -113,6 +117,46 @@ bool Get(int sock, const OptionSpec& o, Bytes* out) {
 }
 
 }  // namespace
+
+std::string SocketKindText(uint32_t family, uint32_t type, uint32_t protocol) {
+  const char* type_name = type == SOCK_STREAM      ? "stream"
+                          : type == SOCK_DGRAM     ? "datagram"
+                          : type == SOCK_SEQPACKET ? "seqpacket"
+                                                   : "raw";
+  if (family == AF_UNIX) return absl::StrCat("UNIX ", type_name);
+  if (family != AF_INET && family != AF_INET6) {
+    return absl::StrFormat("family %d %s", family, type_name);
+  }
+  const char* six = family == AF_INET6 ? "6" : "";
+  if (type == SOCK_STREAM && protocol == IPPROTO_TCP) return absl::StrCat("TCP", six);
+  if (type == SOCK_DGRAM && protocol == IPPROTO_UDP) return absl::StrCat("UDP", six);
+  if (type == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6)) {
+    return absl::StrCat("ICMP", six, " echo");
+  }
+  return absl::StrFormat("IPv%d %s protocol %d", family == AF_INET6 ? 6 : 4, type_name, protocol);
+}
+
+std::string SocketAddressText(const Bytes& addr) {
+  if (addr.size() < sizeof(sa_family_t)) return "(unnamed)";
+  sockaddr_storage s{};
+  memcpy(&s, addr.data(), std::min(addr.size(), sizeof(s)));
+  if (s.ss_family == AF_UNIX) {
+    constexpr size_t off = offsetof(sockaddr_un, sun_path);
+    const char* path = reinterpret_cast<const sockaddr_un*>(&s)->sun_path;
+    if (addr.size() <= off) return "(unnamed)";
+    if (path[0] != 0) return std::string(path, strnlen(path, addr.size() - off));
+    return absl::StrCat("@", std::string(path + 1, addr.size() - off - 1));
+  }
+  char text[INET6_ADDRSTRLEN] = "?";
+  if (s.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&s);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    return absl::StrCat(text, ":", ntohs(in->sin_port));
+  }
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&s);
+  inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+  return absl::StrCat("[", text, "]:", ntohs(in6->sin6_port));
+}
 
 std::string SocketOptionName(uint32_t level, uint32_t name) {
   for (const OptionSpec& o : kOptions) {

@@ -1,5 +1,5 @@
-// The socket options crlib carries: read at dump where they differ from a
-// new socket's, set again at restore.
+// The socket options crlib carries (read at dump where they differ from a
+// new socket's, set again at restore), and how messages name sockets.
 #ifndef CRLIB_FILES_SOCKET_OPTIONS_H_
 #define CRLIB_FILES_SOCKET_OPTIONS_H_
 
@@ -24,6 +24,12 @@ absl::StatusOr<std::vector<SocketOption>> ChangedSocketOptions(int sock, uint32_
 // for the process itself.
 absl::Status SetSocketOptions(int sock, absl::Span<const SocketOption> options,
                               const std::string& what);
+
+// "TCP6", "UNIX datagram", "ICMP echo", for messages.
+std::string SocketKindText(uint32_t family, uint32_t type, uint32_t protocol);
+
+// "127.0.0.1:80", "[::1]:80", "/run/x.sock", "@abstract", for messages.
+std::string SocketAddressText(const Bytes& sockaddr);
 
 // "SO_RCVBUF", for messages.
 std::string SocketOptionName(uint32_t level, uint32_t name);

@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip6.h>
+#include <netinet/udp.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,6 +20,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "sys/proc.h"
 #include "core/status.h"
 #include "files/socket_options.h"
 #include "sys/unique_fd.h"
@@ -37,21 +43,10 @@ std::string UnixPath(const Bytes& name) {
                      strnlen(reinterpret_cast<const char*>(name.data()) + off, name.size() - off));
 }
 
-std::string NameText(const SocketRecord& r, const Bytes& name) {
-  constexpr size_t off = offsetof(sockaddr_un, sun_path);
-  if (IsUnix(r)) {
-    if (name.size() <= off) return "(unnamed)";
-    if (name[off] != 0) return UnixPath(name);
-    return absl::StrCat("@", std::string(reinterpret_cast<const char*>(name.data()) + off + 1,
-                                         name.size() - off - 1));
-  }
-  return "an IP address";
-}
-
 std::string What(const SocketImage& s) {
   const SocketRecord& r = s.record;
-  std::string what = absl::StrFormat("socket %d (family %d, type %d)", r.inode, r.family, r.type);
-  if (!r.name.empty()) absl::StrAppend(&what, " bound to ", NameText(r, r.name));
+  std::string what = absl::StrCat(SocketKindText(r.family, r.type, r.protocol), " socket");
+  if (!r.name.empty()) absl::StrAppend(&what, " bound to ", SocketAddressText(r.name));
   return what;
 }
 
@@ -63,6 +58,128 @@ socklen_t Len(const Bytes& b) { return static_cast<socklen_t>(b.size()); }
 bool MutualPeers(const SocketRecord& a, const SocketRecord& b) {
   return IsUnix(a) && IsUnix(b) && a.peer == b.inode && b.peer == a.inode &&
          !(a.flags & kSocketPending) && !(b.flags & kSocketPending);
+}
+
+
+// The Internet checksum of `data`, folded, starting from `sum`.
+uint32_t ChecksumAdd(uint32_t sum, const void* data, size_t size) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i + 1 < size; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (size & 1) sum += static_cast<uint32_t>(p[size - 1] << 8);
+  return sum;
+}
+
+uint16_t ChecksumFold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  const auto folded = static_cast<uint16_t>(~sum);
+  return htons(folded == 0 ? 0xffff : folded);
+}
+
+// Puts a queued UDP datagram back on the receive queue of the socket
+// bound to `to`, with its original source address and port, which some
+// other socket may still hold: as a raw IP packet (CAP_NET_RAW, as the
+// image's credentials must have), delivered through the loopback. A
+// receiver bound to any address gets it on the loopback address.
+absl::Status InjectDatagram(const Bytes& to, const Bytes& from, const uint8_t* data, size_t size,
+                            const std::string& what) {
+  sockaddr_storage dst{}, src{};
+  memcpy(&dst, to.data(), std::min(to.size(), sizeof(dst)));
+  memcpy(&src, from.data(), std::min(from.size(), sizeof(src)));
+  // A v4-mapped source on an IPv6 socket came as IPv4.
+  auto v4_of = [](const sockaddr_storage& a, in_addr* out, uint16_t* port) {
+    if (a.ss_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+      *out = in->sin_addr;
+      *port = in->sin_port;
+      return true;
+    }
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    if (!IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return false;
+    memcpy(&out->s_addr, &in6->sin6_addr.s6_addr[12], 4);
+    *port = in6->sin6_port;
+    return true;
+  };
+  udphdr udp{};
+  udp.len = htons(static_cast<uint16_t>(sizeof(udp) + size));
+  in_addr src4{}, dst4{};
+  uint16_t src_port = 0, dst_port = 0;
+  const bool v4 = v4_of(src, &src4, &src_port);
+  Bytes packet;
+  sockaddr_storage next{};
+  socklen_t next_len = 0;
+  int family = AF_INET;
+  if (v4) {
+    if (dst.ss_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&dst);
+      dst_port = in6->sin6_port;
+      if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) memcpy(&dst4.s_addr, &in6->sin6_addr.s6_addr[12], 4);
+    } else {
+      v4_of(dst, &dst4, &dst_port);
+    }
+    if (dst4.s_addr == htonl(INADDR_ANY)) dst4.s_addr = htonl(INADDR_LOOPBACK);
+    udp.source = src_port;
+    udp.dest = dst_port;
+    iphdr ip{};
+    ip.version = 4;
+    ip.ihl = 5;
+    ip.ttl = 64;
+    ip.protocol = IPPROTO_UDP;
+    ip.tot_len = htons(static_cast<uint16_t>(sizeof(ip) + sizeof(udp) + size));
+    ip.saddr = src4.s_addr;
+    ip.daddr = dst4.s_addr;
+    packet.resize(sizeof(ip) + sizeof(udp) + size);
+    memcpy(packet.data(), &ip, sizeof(ip));
+    memcpy(packet.data() + sizeof(ip), &udp, sizeof(udp));  // no checksum: optional in IPv4
+    memcpy(packet.data() + sizeof(ip) + sizeof(udp), data, size);
+    auto* n = reinterpret_cast<sockaddr_in*>(&next);
+    n->sin_family = AF_INET;
+    n->sin_addr = dst4;
+    next_len = sizeof(*n);
+  } else {
+    family = AF_INET6;
+    const auto* s6 = reinterpret_cast<const sockaddr_in6*>(&src);
+    const auto* d6 = reinterpret_cast<const sockaddr_in6*>(&dst);
+    in6_addr daddr = d6->sin6_addr;
+    if (IN6_IS_ADDR_UNSPECIFIED(&daddr)) daddr = in6addr_loopback;
+    udp.source = s6->sin6_port;
+    udp.dest = d6->sin6_port;
+    ip6_hdr ip{};
+    ip.ip6_flow = htonl(6u << 28);
+    ip.ip6_plen = udp.len;
+    ip.ip6_nxt = IPPROTO_UDP;
+    ip.ip6_hlim = 64;
+    ip.ip6_src = s6->sin6_addr;
+    ip.ip6_dst = daddr;
+    // The pseudo-header: addresses, length, next header.
+    uint32_t sum = ChecksumAdd(0, &ip.ip6_src, 16);
+    sum = ChecksumAdd(sum, &ip.ip6_dst, 16);
+    sum += ntohs(udp.len) + IPPROTO_UDP;
+    sum = ChecksumAdd(sum, &udp, sizeof(udp));
+    sum = ChecksumAdd(sum, data, size);
+    udp.check = ChecksumFold(sum);
+    packet.resize(sizeof(ip) + sizeof(udp) + size);
+    memcpy(packet.data(), &ip, sizeof(ip));
+    memcpy(packet.data() + sizeof(ip), &udp, sizeof(udp));
+    memcpy(packet.data() + sizeof(ip) + sizeof(udp), data, size);
+    auto* n = reinterpret_cast<sockaddr_in6*>(&next);
+    n->sin6_family = AF_INET6;
+    n->sin6_addr = daddr;
+    next_len = sizeof(*n);
+  }
+  sys::UniqueFd raw(socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+  if (raw.fd < 0) return Errno("a raw socket to queue a UDP datagram on %s again", what);
+  if (family == AF_INET6) {
+    int on = 1;
+    constexpr int kIpv6Hdrincl = 36;  // IPV6_HDRINCL (4.5), not in every libc
+    if (setsockopt(raw.fd, IPPROTO_IPV6, kIpv6Hdrincl, &on, sizeof(on)) != 0) {
+      return Errno("setsockopt(IPV6_HDRINCL)");
+    }
+  }
+  if (sendto(raw.fd, packet.data(), packet.size(), 0, reinterpret_cast<sockaddr*>(&next), next_len) !=
+      static_cast<ssize_t>(packet.size())) {
+    return Errno("sending a %d-byte UDP datagram to %s again", size, what);
+  }
+  return absl::OkStatus();
 }
 
 class SocketMaker {
@@ -235,7 +352,8 @@ class SocketMaker {
     if (!OwnsName(ref)) return absl::OkStatus();
     const SocketRecord& r = S(ref).record;
     if (bind(fds_.at(ref), Addr(r.name), Len(r.name)) != 0) {
-      return Errno("bind of %s", What(S(ref)));
+      if (errno != EADDRINUSE || r.protocol != IPPROTO_TCP) return Errno("bind of %s", What(S(ref)));
+      return ExplainAddressInUse(ref);
     }
     const std::string path = IsUnix(r) ? UnixPath(r.name) : "";
     if (path.empty()) return absl::OkStatus();
@@ -254,10 +372,51 @@ class SocketMaker {
     return absl::OkStatus();
   }
 
+  // Why a TCP socket's address is in use: the dumped process's own
+  // connections left in TIME-WAIT when it was killed keep the port from a
+  // listener that did not set SO_REUSEADDR (both sides need it), and
+  // nothing may take a port those connections hold; or another socket.
+  absl::Status ExplainAddressInUse(ObjectRef ref) {
+    const SocketRecord& r = S(ref).record;
+    sockaddr_storage addr{};
+    memcpy(&addr, r.name.data(), std::min(r.name.size(), sizeof(addr)));
+    const int port = ntohs(addr.ss_family == AF_INET
+                               ? reinterpret_cast<const sockaddr_in*>(&addr)->sin_port
+                               : reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+    int time_wait = 0, other = 0;
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+      absl::StatusOr<std::string> text = sys::ReadFile(table);
+      if (!text.ok()) continue;
+      for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+        // "  sl  local_address rem_address   st ...": ADDR:PORT in hex.
+        std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+        if (f.size() < 4 || f[0] == "sl") continue;
+        const size_t colon = f[1].rfind(':');
+        unsigned long local_port = 0, state = 0;
+        if (colon == absl::string_view::npos ||
+            !absl::SimpleHexAtoi(f[1].substr(colon + 1), &local_port) ||
+            !absl::SimpleHexAtoi(f[3], &state) || static_cast<int>(local_port) != port) {
+          continue;
+        }
+        ++(state == TCP_TIME_WAIT ? time_wait : other);
+      }
+    }
+    if (time_wait > 0 && other == 0) {
+      return absl::UnavailableError(absl::StrFormat(
+          "bind of %s: %d connections in TIME-WAIT hold port %d (the dumped process's, closed "
+          "when it was killed), and the socket did not set SO_REUSEADDR; retry once they are "
+          "gone (net.ipv4.tcp_fin_timeout)",
+          What(S(ref)), time_wait, port));
+    }
+    return absl::AlreadyExistsError(
+        absl::StrFormat("bind of %s: another socket has port %d", What(S(ref)), port));
+  }
+
   absl::Status Listen(ObjectRef ref) {
     const SocketRecord& r = S(ref).record;
     if (!IsListener(r)) return absl::OkStatus();
     if (listen(fds_.at(ref), static_cast<int>(r.backlog)) != 0) {
+      if (errno == EADDRINUSE && r.protocol == IPPROTO_TCP) return ExplainAddressInUse(ref);
       return Errno("listen on %s", What(S(ref)));
     }
     return absl::OkStatus();
@@ -267,7 +426,7 @@ class SocketMaker {
     const ObjectRef listener = ListenerNamed(S(server).record.name);
     const SocketRecord& l = S(listener).record;
     if (connect(fds_.at(client), Addr(l.name), Len(l.name)) != 0) {
-      return Errno("connect of %s to its listener %s", What(S(client)), NameText(l, l.name));
+      return Errno("connect of %s to its listener %s", What(S(client)), SocketAddressText(l.name));
     }
     int accepted = accept4(fds_.at(listener), nullptr, nullptr, SOCK_CLOEXEC);
     if (accepted < 0) return Errno("accept on %s", What(S(listener)));
@@ -293,7 +452,7 @@ class SocketMaker {
       const SocketRecord& l = S(listener).record;
       if (connect(fds_.at(ref), Addr(l.name), Len(l.name)) != 0) {
         return Errno("connect of %s to %s, where it waited to be accepted", What(S(ref)),
-                     NameText(l, l.name));
+                     SocketAddressText(l.name));
       }
     }
     return absl::OkStatus();
@@ -320,7 +479,7 @@ class SocketMaker {
     }
     if (to.empty()) return absl::OkStatus();
     if (connect(fds_.at(ref), Addr(to), Len(to)) != 0) {
-      return Errno("connect of %s to %s", What(S(ref)), NameText(r, to));
+      return Errno("connect of %s to %s", What(S(ref)), SocketAddressText(to));
     }
     return absl::OkStatus();
   }
@@ -341,6 +500,14 @@ class SocketMaker {
       if (client == ref) through = fds_.at(server);
     }
     const bool stream = r.type == SOCK_STREAM;
+    if (r.protocol == IPPROTO_UDP) {
+      size_t at = 0;
+      for (const SocketMessage& m : r.queue) {
+        CRLIB_RETURN_IF_ERROR(InjectDatagram(r.name, m.sender, s.data.data() + at, m.length, What(s)));
+        at += m.length;
+      }
+      return WaitForQueue(ref);
+    }
     if (through < 0 && stream) {
       return absl::DataLossError(absl::StrFormat("%s has queued bytes and no peer to send them",
                                                  What(s)));
@@ -359,7 +526,7 @@ class SocketMaker {
         } else if (!m.sender.empty()) {
           return absl::FailedPreconditionError(absl::StrFormat(
               "a datagram queued on %s came from %s, which is not among the restored sockets",
-              What(s), NameText(r, m.sender)));
+              What(s), SocketAddressText(m.sender)));
         } else {
           if (anonymous.fd < 0) {
             CRLIB_ASSIGN_OR_RETURN(int fd, NewSocket(r));
@@ -380,6 +547,32 @@ class SocketMaker {
       } while (stream && done < m.length);
     }
     return absl::OkStatus();
+  }
+
+  // Datagrams sent through the loopback arrive asynchronously (softirq):
+  // the queue must be whole before the process may read it.
+  absl::Status WaitForQueue(ObjectRef ref) {
+    const SocketImage& s = S(ref);
+    int peek_off = -1;
+    socklen_t len = sizeof(peek_off);
+    getsockopt(fds_.at(ref), SOL_SOCKET, SO_PEEK_OFF, &peek_off, &len);
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      // Count the queued datagrams by peeking along them.
+      int zero = 0;
+      setsockopt(fds_.at(ref), SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof(zero));
+      size_t count = 0;
+      char byte;
+      // MSG_TRUNC: UDP moves the peek offset past the whole datagram.
+      while (recv(fds_.at(ref), &byte, 0, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC) >= 0) {
+        if (++count > s.record.queue.size()) break;
+      }
+      setsockopt(fds_.at(ref), SOL_SOCKET, SO_PEEK_OFF, &peek_off, sizeof(peek_off));
+      if (count == s.record.queue.size()) return absl::OkStatus();
+      if (count > s.record.queue.size()) break;
+      usleep(1000);
+    }
+    return absl::InternalError(absl::StrFormat(
+        "the %d datagrams queued on %s again did not all arrive", s.record.queue.size(), What(s)));
   }
 
   absl::Status Shutdown(ObjectRef ref) {

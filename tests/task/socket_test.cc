@@ -80,6 +80,18 @@ TEST_F(SocketTest, RestoreWhenAnotherSocketHoldsTheNameFails) {
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
+TEST_F(SocketTest, InetSocketsRoundTrip) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "inet_sockets"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+TEST_F(SocketTest, InetSocketsLeaveRunningThenRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "inet_sockets"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
+}
+
 TEST_F(SocketTest, NetlinkSocketRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
