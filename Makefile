@@ -12,8 +12,12 @@ ifneq ($(CI),)
 MESON_OPTS += -Dwerror=true
 endif
 
+# redis-server: the real server tests/task/server_test.cc checkpoints;
+# nftables: the packet filter that keeps TCP connections from being reset
+# between a dump with --tcp-established and its restore.
 DEB_PACKAGES := meson ninja-build g++ pkg-config python3 \
-	libabsl-dev libzstd-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+	libabsl-dev libzstd-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev \
+	redis-server nftables
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
