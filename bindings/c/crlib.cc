@@ -131,7 +131,7 @@ absl::StatusOr<crlib::Options> CheckpointArguments(const char* path,
   CRLIB_RETURN_IF_ERROR(ReadArguments(path, options, o, name));
   if (o->flags &
       ~unsigned{CRLIB_CHECKPOINT_KILL | CRLIB_CHECKPOINT_COMPRESS | CRLIB_CHECKPOINT_MAPPABLE |
-                CRLIB_CHECKPOINT_TRACK}) {
+                CRLIB_CHECKPOINT_TRACK | CRLIB_CHECKPOINT_TCP_ESTABLISHED}) {
     return absl::InvalidArgumentError(absl::StrCat("unknown checkpoint flags 0x", absl::Hex(o->flags)));
   }
   crlib::Options image;
@@ -199,6 +199,7 @@ int crlib_checkpoint(pid_t pid, const char* image_path, const crlib_checkpoint_o
   co.image_fd = o.image_fd;
   if (o.deleted_file_limit != 0) co.deleted_file_limit = o.deleted_file_limit;
   co.track = (o.flags & CRLIB_CHECKPOINT_TRACK) != 0;
+  co.tcp_established = (o.flags & CRLIB_CHECKPOINT_TCP_ESTABLISHED) != 0;
   if (o.parent_image != nullptr) co.parent_image = o.parent_image;
   absl::Status st = crlib::CheckpointProcess(&ctx, pid, name, co);
   if (st.ok()) FillStats(ctx, o.stats);
@@ -218,6 +219,12 @@ int crlib_checkpoint_self(const char* image_path, const crlib_checkpoint_options
     image_options = absl::InvalidArgumentError(
         "incremental dumps (CRLIB_CHECKPOINT_TRACK, parent_image) are not supported for a "
         "self-checkpoint");
+  }
+  if (image_options.ok() && (o.flags & CRLIB_CHECKPOINT_TCP_ESTABLISHED)) {
+    // The caller keeps its connections and runs on: a restored copy could
+    // not have them too.
+    image_options = absl::InvalidArgumentError(
+        "CRLIB_CHECKPOINT_TCP_ESTABLISHED is not supported for a self-checkpoint");
   }
   if (!image_options.ok()) return ToC(image_options.status(), error);
   Context ctx(*image_options);

@@ -136,7 +136,15 @@ enum {
    * "Incremental dumps". Not for crlib_checkpoint_self. A library older
    * than this flag refuses it (CRLIB_E_INVALID_ARGUMENT). Value fixed:
    * 1u << 3. */
-  CRLIB_CHECKPOINT_TRACK = 1u << 3
+  CRLIB_CHECKPOINT_TRACK = 1u << 3,
+  /* Carry established TCP connections: their packets are dropped (an
+   * nftables table of crlib's) and the sockets read in TCP repair mode;
+   * the restore makes them again and deletes the table. The peers must
+   * still be there. Without it such a connection is refused
+   * (CRLIB_E_UNSUPPORTED). Needs CAP_NET_ADMIN and nft(8). `crlib dump
+   * --tcp-established`; docs/CHECKPOINT.md, "Sockets". Value fixed:
+   * 1u << 4. */
+  CRLIB_CHECKPOINT_TCP_ESTABLISHED = 1u << 4
 };
 
 typedef struct crlib_checkpoint_options {

@@ -45,6 +45,7 @@ enum class RecordType : uint32_t {
   kProcessDirs = 0x0405,
   kTty = 0x0410,
   kSocket = 0x0430,
+  kTcpConnection = 0x0431,
 };
 
 }  // namespace crlib

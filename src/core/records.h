@@ -554,7 +554,7 @@ using AllRecordTypes =
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, ChainRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
-               InodeRecord, SocketRecord>;
+               InodeRecord, SocketRecord, TcpConnectionRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -74,6 +74,45 @@ struct SocketRecord {
   }
 };
 
+// TcpConnectionRecord::options: what the two ends agreed on at the
+// handshake (TCP_INFO's tcpi_options).
+inline constexpr uint32_t kTcpTimestamps = 1u << 0;
+inline constexpr uint32_t kTcpSack = 1u << 1;
+inline constexpr uint32_t kTcpWindowScale = 1u << 2;
+
+// An established TCP connection, read in TCP repair mode (`crlib dump
+// --tcp-established`). Parent: its socket record, whose queue holds the
+// bytes received and not yet read. Bulk: the send queue, bytes sent but
+// not acknowledged first, then the ones not sent yet.
+struct TcpConnectionRecord {
+  static constexpr RecordType kType = RecordType::kTcpConnection;
+  static constexpr const char* kName = "tcp_connection";
+  uint32_t send_seq = 0;      // sequence number after the send queue's last byte (write_seq)
+  uint32_t receive_seq = 0;   // next sequence number expected from the peer (rcv_nxt)
+  uint32_t send_length = 0;   // bytes in the send queue
+  uint32_t unsent_length = 0; // of which not sent yet
+  uint32_t mss = 0;           // TCP_MAXSEG
+  uint32_t options = 0;       // kTcp*
+  uint32_t send_wscale = 0, receive_wscale = 0;
+  uint32_t timestamp = 0;     // TCP_TIMESTAMP: the connection's clock
+  // TCP_REPAIR_WINDOW.
+  uint32_t send_wl1 = 0, send_window = 0, max_window = 0, receive_window = 0, receive_wup = 0;
+  // The nftables table that drops the connection's packets until it is
+  // restored ("inet crlib_..."); restore deletes it.
+  std::string filter;
+  template <typename S, typename V>
+  static void Fields(S& s, V& v) {
+    v("send_seq", s.send_seq); v("receive_seq", s.receive_seq);
+    v("send_length", s.send_length); v("unsent_length", s.unsent_length);
+    v("mss", s.mss); v("options", s.options);
+    v("send_wscale", s.send_wscale); v("receive_wscale", s.receive_wscale);
+    v("timestamp", s.timestamp);
+    v("send_wl1", s.send_wl1); v("send_window", s.send_window); v("max_window", s.max_window);
+    v("receive_window", s.receive_window); v("receive_wup", s.receive_wup);
+    v("filter", s.filter);
+  }
+};
+
 }  // namespace crlib
 
 #endif  // CRLIB_CORE_SOCKET_RECORDS_H_

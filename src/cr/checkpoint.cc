@@ -479,9 +479,13 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   const bool incremental = live && plan.resume_fd >= 0;
   CRLIB_RETURN_IF_ERROR(ctx->Progress(Phase::kFreeze));
   int64_t frozen_at = 0;
+  // Established TCP connections are held still while they are read
+  // (files/tcp_connection.h), and let go before anything runs again.
+  TcpFreeze tcp(options.tcp_established);
   // From here on every failure resumes every thread of every process as it
   // was: registers and signal mask restored, then detached.
   auto resume = [&](bool failed) -> absl::Status {
+    tcp.Release();
     absl::Status first;
     // A failed dump leaves no tracking behind that no image names.
     if (failed && tracking_fd >= 0 && !tree.front().threads.empty()) {
@@ -565,7 +569,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
       if (tracking_fd >= 0) skip_fds.push_back(tracking_fd);
       CRLIB_ASSIGN_OR_RETURN(m.fds, ScanFds(m.pid, tree_pids,
                                             i == 0 ? absl::MakeConstSpan(skip_fds)
-                                                   : absl::Span<const int>()));
+                                                   : absl::Span<const int>(),
+                                            &tcp));
       if (i == 0 && live) {
         // smaps would cost the stop time in populated pages.
         CRLIB_ASSIGN_OR_RETURN(m.vmas, live->copy->ScanAtStop(m.facts.status));
@@ -739,6 +744,8 @@ absl::Status CheckpointProcess(Context* ctx, pid_t pid, const std::string& image
   } else {
     // The image is complete and durable: the processes may go, the
     // children first (none outlives the root to be reparented running).
+    // Their connections, in repair mode, close without a word to the peer.
+    tcp.Keep();
     for (auto m = tree.rbegin(); m != tree.rend(); ++m) {
       if (!m->zombie()) Tracee::KillProcess(m->threads);
     }

@@ -26,6 +26,10 @@ struct CheckpointOptions {
   // running, for a later dump with `parent_image` (`crlib dump --track`;
   // docs/CHECKPOINT.md, "Incremental dumps"). Needs a live dump.
   bool track = false;
+  // Carry established TCP connections (`crlib dump --tcp-established`):
+  // held still from the dump to the restore (files/tcp_connection.h).
+  // Without it they are refused.
+  bool tcp_established = false;
   // An image of this process from a dump that kept tracking: only the
   // pages written since go into this image, which names it as its parent
   // (`crlib dump --parent`). Left running, the process stays tracked.

@@ -22,6 +22,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "arch/arch_backend.h"
@@ -29,6 +30,7 @@
 #include "core/image_reader.h"
 #include "core/status.h"
 #include "files/file_restore.h"
+#include "files/tcp_connection.h"
 #include "files/tty_restore.h"
 #include "mm/mapped_restore.h"
 #include "mm/lazy_restore.h"
@@ -622,6 +624,17 @@ absl::StatusOr<pid_t> RestoreProcess(Context* ctx, const std::string& image_path
                                           /*own_fd=*/lazy != nullptr));
   ImageReader* reader = in->reader();
   CRLIB_ASSIGN_OR_RETURN(const TreeImage image, LoadTreeImage(reader));
+  // Established TCP connections were held still by a packet filter since
+  // the dump (files/tcp_connection.h): once restored, or once the restore
+  // has failed, it goes, and the peers' packets reach the connections, or
+  // find them gone.
+  absl::Cleanup release_connections = [&image] {
+    std::set<std::string> tables;
+    for (const auto& [ref, socket] : image.root().sockets) {
+      if (socket.tcp) tables.insert(socket.tcp->filter);
+    }
+    for (const std::string& table : tables) (void)ReleaseTcpFilter(table);
+  };
   if (lazy != nullptr) CRLIB_RETURN_IF_ERROR(CheckLazyRestore(image));
   CRLIB_ASSIGN_OR_RETURN(ImageChain chain, OpenChainOf(image, in->file(), options.trust_image));
   if (lazy != nullptr && !chain.links.empty()) {

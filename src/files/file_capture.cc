@@ -215,7 +215,7 @@ absl::Status DescribePidfd(pid_t pid, const std::set<pid_t>& targets, FdInfo* in
 }  // namespace
 
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pidfd_targets,
-                                            absl::Span<const int> skip_fds) {
+                                            absl::Span<const int> skip_fds, TcpFreeze* tcp) {
   CRLIB_ASSIGN_OR_RETURN(std::vector<int> all_fds, sys::ListFds(pid));
   // Links first: a nocr mark is the answer even when another descriptor
   // is unsupported too.
@@ -330,7 +330,7 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pi
       // ClassifySockets decides, once the whole tree is read, whether it
       // is restored, external or the restorer's own stream.
       f.kind = static_cast<uint32_t>(FileKind::kSocket);
-      absl::StatusOr<SocketCapture> socket = CaptureSocket(pid, fd, info.link, st.st_ino);
+      absl::StatusOr<SocketCapture> socket = CaptureSocket(pid, fd, info.link, st.st_ino, tcp);
       if (socket.ok()) {
         info.socket = std::move(*socket);
       } else if (std_stream) {
@@ -508,6 +508,12 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
                                        bulk.iov_len ? absl::MakeConstSpan(&bulk, 1)
                                                     : absl::Span<const iovec>()));
         file.socket = socket;
+        if (const std::optional<TcpConnectionCapture>& tcp = info.socket->tcp) {
+          iovec sendq{const_cast<uint8_t*>(tcp->send_queue.data()), tcp->send_queue.size()};
+          CRLIB_RETURN_IF_ERROR(w->Write(tcp->record, 0, socket,
+                                         sendq.iov_len ? absl::MakeConstSpan(&sendq, 1)
+                                                       : absl::Span<const iovec>()));
+        }
       }
       if (kind == FileKind::kPtyMaster || kind == FileKind::kPtySlave ||
           kind == FileKind::kDevTty) {

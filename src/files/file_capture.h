@@ -40,12 +40,15 @@ struct FdInfo {
 // Looks at every descriptor of stopped process `pid` but those in
 // `skip_fds`, without changing anything. Fails with NotCheckpointableError
 // if the process holds a nocr mark (sys/nocr.h), else with Unimplemented
-// naming the first unsupported descriptor ("fd 5 (socket:[1234], TCP) is
-// not supported"). A pidfd is carried when it refers to one of
+// naming the first unsupported descriptor ("fd 5 (socket:[1234], netlink
+// protocol 0) is not supported: ..."). A pidfd is carried when it refers to one of
 // `pidfd_targets` (the PIDs, in our PID namespace, of the dumped
 // processes) or to a process that has exited and been reaped.
+// Established TCP connections are held still and read through `tcp`
+// when it allows them (see files/tcp_connection.h), refused otherwise.
 absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pidfd_targets,
-                                            absl::Span<const int> skip_fds = {});
+                                            absl::Span<const int> skip_fds = {},
+                                            TcpFreeze* tcp = nullptr);
 
 // Decides, once every process of the dumped tree is scanned, which of
 // their anonymous pipe ends lead outside it: a pipe is internal when the

@@ -223,7 +223,8 @@ const char* TcpStateName(int state) {
   return "in an unknown state";
 }
 
-absl::Status CaptureInet(int sock, int fd, const std::string& link, SocketCapture* out) {
+absl::Status CaptureInet(int sock, int fd, const std::string& link, TcpFreeze* freeze,
+                         SocketCapture* out) {
   SocketRecord& r = out->record;
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
@@ -263,9 +264,23 @@ absl::Status CaptureInet(int sock, int fd, const std::string& link, SocketCaptur
       return absl::OkStatus();
     }
     if (r.state == TCP_CLOSE) return absl::OkStatus();  // made, perhaps bound: nothing more
-    return Refuse(fd, link, out->what,
-                  absl::StrCat("a TCP connection ", TcpStateName(r.state),
-                               ", which is not carried"));
+    if (r.state != TCP_ESTABLISHED) {
+      return Refuse(fd, link, out->what,
+                    absl::StrCat("a TCP connection ", TcpStateName(r.state),
+                                 ", which is not carried (only established ones are)"));
+    }
+    if (freeze == nullptr || !freeze->allowed()) {
+      return Refuse(fd, link, out->what,
+                    "an established TCP connection, carried only with --tcp-established "
+                    "(CRLIB_CHECKPOINT_TCP_ESTABLISHED), since its peer must still be there at "
+                    "restore");
+    }
+    CRLIB_ASSIGN_OR_RETURN(out->tcp, freeze->Capture(sock, r.name, r.peer_name, out->what));
+    if (!out->tcp->receive_queue.empty()) {
+      r.queue.push_back({.length = out->tcp->receive_queue.size()});
+      out->data = out->tcp->receive_queue;
+    }
+    return absl::OkStatus();
   }
   // UDP, and ICMP echo ("ping") sockets: connected or not, with a queue.
   r.state = r.peer_name.empty() ? TCP_CLOSE : TCP_ESTABLISHED;
@@ -285,7 +300,7 @@ absl::Status CaptureInet(int sock, int fd, const std::string& link, SocketCaptur
 }  // namespace
 
 absl::StatusOr<SocketCapture> CaptureSocket(pid_t pid, int fd, const std::string& link,
-                                            uint64_t inode) {
+                                            uint64_t inode, TcpFreeze* tcp) {
   CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd sock, sys::TakeFd(pid, fd));
   SocketCapture out;
   SocketRecord& r = out.record;
@@ -330,7 +345,7 @@ absl::StatusOr<SocketCapture> CaptureSocket(pid_t pid, int fd, const std::string
   if (r.family == AF_UNIX) {
     CRLIB_RETURN_IF_ERROR(CaptureUnix(sock.fd, fd, link, inode, &out));
   } else {
-    CRLIB_RETURN_IF_ERROR(CaptureInet(sock.fd, fd, link, &out));
+    CRLIB_RETURN_IF_ERROR(CaptureInet(sock.fd, fd, link, tcp, &out));
   }
   CRLIB_ASSIGN_OR_RETURN(r.options, ChangedSocketOptions(sock.fd, r.family, r.type, r.protocol));
   return out;

@@ -7,12 +7,14 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/records.h"
+#include "files/tcp_connection.h"
 
 namespace crlib {
 
@@ -26,14 +28,17 @@ struct SocketCapture {
   std::vector<uint64_t> pending;
   uint32_t unread_sent = 0;  // UNIX: bytes this socket sent that its peer has not read
   std::string what;  // "UNIX stream bound to /run/x.sock", for messages
+  std::optional<TcpConnectionCapture> tcp;  // an established TCP connection
 };
 
 // Reads socket `fd` (sockfs inode `inode`) of stopped process `pid`.
 // Unimplemented, naming the fd and the socket, for what is not carried:
 // another network namespace, a family or protocol crlib does not restore,
-// descriptors in flight (SCM_RIGHTS), a TCP connection.
+// descriptors in flight (SCM_RIGHTS), a TCP connection that is not
+// established, or an established one without `tcp` allowing it (which
+// holds it still: files/tcp_connection.h).
 absl::StatusOr<SocketCapture> CaptureSocket(pid_t pid, int fd, const std::string& link,
-                                            uint64_t inode);
+                                            uint64_t inode, TcpFreeze* tcp);
 
 // Decides, once every process of the tree is scanned, what each socket
 // descriptor becomes (FdInfo::file.kind): a UNIX socket whose peer is in

@@ -19,7 +19,7 @@
 namespace crlib {
 namespace {
 
-enum Applies : uint8_t { kAll = 0, kInet = 1, kTcp = 2, kUdp = 3, kIp4 = 4, kIp6 = 5 };
+enum Applies : uint8_t { kAll, kInet, kTcp, kUdp, kIp4, kIp6, kUdp4, kUdp6 };
 
 struct OptionSpec {
   int level;
@@ -62,8 +62,8 @@ constexpr OptionSpec kOptions[] = {
     {IPPROTO_IP, IP_RECVTOS, "IP_RECVTOS", kIp4},
     {IPPROTO_IP, IP_RECVTTL, "IP_RECVTTL", kIp4},
     {IPPROTO_IP, IP_MTU_DISCOVER, "IP_MTU_DISCOVER", kIp4},
-    {IPPROTO_IP, IP_MULTICAST_TTL, "IP_MULTICAST_TTL", kIp4},
-    {IPPROTO_IP, IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", kIp4},
+    {IPPROTO_IP, IP_MULTICAST_TTL, "IP_MULTICAST_TTL", kUdp4},
+    {IPPROTO_IP, IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", kUdp4},
     {IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", kIp4},
     {IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY", kIp6},
     {IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", kIp6},
@@ -71,8 +71,8 @@ constexpr OptionSpec kOptions[] = {
     {IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", kIp6},
     {IPPROTO_IPV6, IPV6_RECVERR, "IPV6_RECVERR", kIp6},
     {IPPROTO_IPV6, IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", kIp6},
-    {IPPROTO_IPV6, IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", kIp6},
-    {IPPROTO_IPV6, IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", kIp6},
+    {IPPROTO_IPV6, IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", kUdp6},
+    {IPPROTO_IPV6, IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", kUdp6},
     {IPPROTO_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND", kIp6},
     {IPPROTO_IPV6, IPV6_TRANSPARENT, "IPV6_TRANSPARENT", kIp6},
     {IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", kTcp},
@@ -103,6 +103,9 @@ bool AppliesTo(Applies a, uint32_t family, uint32_t protocol) {
     // they are the IPv6 ones that matter; each family its own.
     case kIp4: return family == AF_INET;
     case kIp6: return family == AF_INET6;
+    // Multicast is for datagrams: TCP refuses the options (EINVAL).
+    case kUdp4: return family == AF_INET && protocol == IPPROTO_UDP;
+    case kUdp6: return family == AF_INET6 && protocol == IPPROTO_UDP;
   }
   return false;
 }

@@ -25,6 +25,7 @@
 #include "sys/proc.h"
 #include "core/status.h"
 #include "files/socket_options.h"
+#include "files/tcp_connection.h"
 #include "sys/unique_fd.h"
 
 namespace crlib {
@@ -298,6 +299,13 @@ class SocketMaker {
         paired_.insert(ref);
         continue;
       }
+      if (S(ref).tcp && !original_alive_) {
+        // An established connection comes back whole, in repair mode.
+        const SocketImage& s = S(ref);
+        CRLIB_ASSIGN_OR_RETURN(fds_[ref], MakeTcpConnection(r, *s.tcp, s.send_queue, s.data, What(s)));
+        made_whole_.insert(ref);
+        continue;
+      }
       CRLIB_ASSIGN_OR_RETURN(fds_[ref], NewSocket(r));
     }
     for (auto& [ref, fd] : fds_) {
@@ -349,7 +357,7 @@ class SocketMaker {
   }
 
   absl::Status Bind(ObjectRef ref) {
-    if (!OwnsName(ref)) return absl::OkStatus();
+    if (!OwnsName(ref) || made_whole_.contains(ref)) return absl::OkStatus();
     const SocketRecord& r = S(ref).record;
     if (bind(fds_.at(ref), Addr(r.name), Len(r.name)) != 0) {
       if (errno != EADDRINUSE || r.protocol != IPPROTO_TCP) return Errno("bind of %s", What(S(ref)));
@@ -462,7 +470,7 @@ class SocketMaker {
   absl::Status Connect(ObjectRef ref) {
     const SocketRecord& r = S(ref).record;
     if (paired_.contains(ref) || accepted_server_.contains(ref) || (r.flags & kSocketPending) ||
-        IsListener(r) || r.state != TCP_ESTABLISHED) {
+        IsListener(r) || r.state != TCP_ESTABLISHED || made_whole_.contains(ref)) {
       return absl::OkStatus();
     }
     for (auto& [client, server] : accepted_) {
@@ -490,7 +498,7 @@ class SocketMaker {
   absl::Status Queue(ObjectRef ref) {
     const SocketImage& s = S(ref);
     const SocketRecord& r = s.record;
-    if (r.queue.empty()) return absl::OkStatus();
+    if (r.queue.empty() || made_whole_.contains(ref)) return absl::OkStatus();
     int through = -1;  // the peer's end
     if (auto f = feeders_.find(ref); f != feeders_.end()) through = f->second.fd;
     if (through < 0 && (paired_.contains(ref) || accepted_server_.contains(ref))) {
@@ -577,7 +585,9 @@ class SocketMaker {
 
   absl::Status Shutdown(ObjectRef ref) {
     const SocketRecord& r = S(ref).record;
-    if (IsListener(r) || !(r.shutdown & (kRcvShutdown | kSendShutdown))) return absl::OkStatus();
+    if (IsListener(r) || !(r.shutdown & (kRcvShutdown | kSendShutdown)) || made_whole_.contains(ref)) {
+      return absl::OkStatus();
+    }
     if (feeders_.contains(ref)) return absl::OkStatus();  // the feeder's close does it
     const int how = (r.shutdown & kRcvShutdown) && (r.shutdown & kSendShutdown) ? SHUT_RDWR
                     : (r.shutdown & kRcvShutdown)                                ? SHUT_RD
@@ -598,6 +608,7 @@ class SocketMaker {
   std::vector<std::pair<ObjectRef, ObjectRef>> accepted_;  // (client, server)
   std::map<ObjectRef, sys::UniqueFd> feeders_;  // the other end of a closed peer's pair
   std::vector<std::string> removed_names_;
+  std::set<ObjectRef> made_whole_;  // established TCP connections, made by MakeTcpConnection
 };
 
 }  // namespace

@@ -362,6 +362,23 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
         shared.sockets[h.self] = std::move(socket);
         break;
       }
+      case RecordType::kTcpConnection: {
+        auto socket = shared.sockets.find(h.parent);
+        if (socket == shared.sockets.end() || socket->second.tcp) {
+          return misplaced("TCP connection outside a socket, or a second one");
+        }
+        SocketImage& s = socket->second;
+        CRLIB_ASSIGN_OR_RETURN(s.tcp, reader->Decode<TcpConnectionRecord>(*rec));
+        if (h.bulk_length) {
+          CRLIB_ASSIGN_OR_RETURN(s.send_queue, ReadBulk(reader));
+        }
+        const bool elided = rec->header.flags & kRecordBulkElided;
+        if (!elided && (s.send_queue.size() != s.tcp->send_length ||
+                        s.tcp->unsent_length > s.tcp->send_length)) {
+          return misplaced("TCP send queue of another length than its record says");
+        }
+        break;
+      }
       case RecordType::kFd: {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));

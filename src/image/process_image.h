@@ -32,6 +32,8 @@ struct SocketImage {
   ObjectRef ref = 0;
   SocketRecord record;
   Bytes data;  // the queued messages' bytes, one after the other (record.queue)
+  std::optional<TcpConnectionRecord> tcp;  // an established TCP connection
+  Bytes send_queue;  // its send queue
 };
 
 struct ThreadImage {

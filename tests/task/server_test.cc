@@ -1,5 +1,7 @@
-// Real servers from Debian packages, checkpointed with their data and
-// restored: the restored server answers a fresh client with the data.
+// Servers: real ones from Debian packages, checkpointed with their data
+// and restored (the restored server answers a fresh client with the
+// data), and established TCP connections to a client outside the dumped
+// process (--tcp-established).
 // The package is a test dependency the Makefile installs; missing, the
 // test fails (it does not skip).
 
@@ -9,6 +11,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <thread>
 
 #include "tests/task/harness.h"
 
@@ -108,7 +112,108 @@ class RedisClient {
 
 std::string ValueOf(int i) { return "value-" + std::to_string(i * 7919) + std::string(i % 50, 'x'); }
 
-class ServerTest : public WorkloadTest {};
+class ServerTest : public WorkloadTest {
+ protected:
+  // The tcp_echo_server workload on a free port, with the test's client
+  // connected and greeted ("hello", "ping"/"pong"); -1 on failure.
+  int StartEchoServer(Workload* w) {
+    const int port = FreePort();
+    EXPECT_GT(port, 0);
+    Start(w, "tcp_echo_server", {WorkloadsDir() + "/tcp_echo_server", std::to_string(port)});
+    int fd = -1;
+    EXPECT_TRUE(WaitFor([&] { return (fd = Connect(port)) >= 0; }, seconds(10)));
+    if (fd < 0) return -1;
+    EXPECT_EQ(ReadLine(fd), "hello");
+    EXPECT_EQ(write(fd, "ping\n", 5), 5);
+    EXPECT_EQ(ReadLine(fd), "pong");
+    return fd;
+  }
+
+  // One line from `fd` (without its newline), "" at the end or on error.
+  static std::string ReadLine(int fd) {
+    std::string line;
+    char c;
+    while (read(fd, &c, 1) == 1 && c != '\n') line += c;
+    return line;
+  }
+
+  // The nftables tables crlib made (crlib_...), one per line.
+  static std::string CrlibTables() {
+    FILE* p = popen("nft list tables 2>&1", "r");
+    if (p == nullptr) return "popen failed";
+    std::string out;
+    char buf[256];
+    while (fgets(buf, sizeof(buf), p) != nullptr) {
+      if (strstr(buf, "crlib_") != nullptr) out += buf;
+    }
+    pclose(p);
+    return out;
+  }
+};
+
+// An established connection whose peer (the test) is outside the dumped
+// process, with bytes queued in it, lives through dump and restore: the
+// peer's data sent while the server was gone arrives, and the server
+// answers on the same connection.
+TEST_F(ServerTest, TcpConnectionLivesThroughDumpAndRestore) {
+  Workload w;
+  const int fd = StartEchoServer(&w);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "queued\n", 7), 7);  // queued in the server, unread
+  std::this_thread::sleep_for(milliseconds(50));
+  const std::string image = Path("tcp.img");
+  CliResult dump = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image, "--tcp-established"});
+  w.dumped = Slurp(w.out);
+  ASSERT_EQ(dump.exit_code, 0) << Describe(w, dump);
+  int status = 0;
+  ASSERT_TRUE(WaitExit(w.pid, &status, kReapTimeout)) << "the server still runs after the dump";
+  EXPECT_THAT(CrlibTables(), HasSubstr("crlib_")) << "no packet filter holds the connection";
+  // Sent while the server is gone: the filter drops it, our kernel sends
+  // it again until the restored connection takes it.
+  ASSERT_EQ(write(fd, "during\n", 7), 7);
+  std::string echoed;
+  std::thread client([&] {
+    timeval timeout{.tv_sec = 60, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    echoed = ReadLine(fd);
+    (void)!write(fd, "bye\n", 4);
+  });
+  RestoreAndCheck(&w, image);
+  client.join();
+  EXPECT_EQ(echoed, "echo:queued+during") << "the connection did not carry on";
+  EXPECT_EQ(CrlibTables(), "") << "the packet filter outlived the restore";
+  close(fd);
+}
+
+// Without --tcp-established the connection is refused by name, and the
+// server and its connection carry on untouched.
+TEST_F(ServerTest, TcpConnectionRefusedWithoutTheOption) {
+  Workload w;
+  const int fd = StartEchoServer(&w);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "queued\nduring\nbye\n", 18), 18);
+  ExpectDumpRefused(&w, "an established TCP connection, carried only with --tcp-established");
+  EXPECT_EQ(ReadLine(fd), "echo:queued+during");
+  EXPECT_EQ(CrlibTables(), "");
+  close(fd);
+}
+
+// A dump that leaves the server running lets its connection go on at once
+// (repair mode off, filter deleted).
+TEST_F(ServerTest, TcpConnectionLeaveRunning) {
+  Workload w;
+  const int fd = StartEchoServer(&w);
+  ASSERT_GE(fd, 0);
+  const std::string image = Path("tcp.img");
+  CliResult dump = Crlib({"dump", "--pid", std::to_string(w.pid), "--image", image,
+                          "--tcp-established", "--leave-running"});
+  ASSERT_EQ(dump.exit_code, 0) << Describe(w, dump);
+  EXPECT_EQ(CrlibTables(), "") << "the packet filter outlived the dump";
+  ASSERT_EQ(write(fd, "queued\nduring\nbye\n", 18), 18);
+  ASSERT_NO_FATAL_FAILURE(SignalAndExpectOk(&w));
+  EXPECT_EQ(ReadLine(fd), "echo:queued+during");
+  close(fd);
+}
 
 // redis-server (Debian's): 2000 keys and a 4 MiB value set over TCP, then
 // dumped (killed) and restored; a new client finds every key, and the

@@ -152,12 +152,14 @@ absl::StatusOr<int> StandardStreamImage(int stream) {
 absl::StatusOr<int> DumpCommand(const Args& args) {
   ArgParser p(args);
   CRLIB_RETURN_IF_ERROR(p.Parse({"--pid", "--image", "--compress", "--deleted-file-limit", "--parent"},
-                                {"--leave-running", "--mappable", "--stats", "--stopped", "--track"}));
+                                {"--leave-running", "--mappable", "--stats", "--stopped", "--track",
+                                 "--tcp-established"}));
   int pid = 0;
   if (!absl::SimpleAtoi(p.Get("--pid"), &pid) || pid <= 0) {
     return absl::InvalidArgumentError(
         "usage: crlib dump --pid PID --image PATH|- [--leave-running] [--compress LEVEL] "
-        "[--mappable] [--stopped] [--track] [--parent IMAGE] [--deleted-file-limit BYTES]");
+        "[--mappable] [--stopped] [--track] [--parent IMAGE] [--tcp-established] "
+        "[--deleted-file-limit BYTES]");
   }
   if (p.Get("--image").empty()) return absl::InvalidArgumentError("dump: --image PATH is required");
   Options options;
@@ -172,6 +174,7 @@ absl::StatusOr<int> DumpCommand(const Args& args) {
   CheckpointOptions co{.leave_running = p.Has("--leave-running") || p.Has("--track"),
                        .live = !p.Has("--stopped"),
                        .track = p.Has("--track"),
+                       .tcp_established = p.Has("--tcp-established"),
                        .parent_image = p.Get("--parent")};
   if (p.Has("--deleted-file-limit") &&
       !absl::SimpleAtoi(p.Get("--deleted-file-limit"), &co.deleted_file_limit)) {
