@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -511,13 +512,13 @@ static int SelfCheckpointChild(const char *image) {
   return 20;
 }
 
-/* A self-checkpoint that fails after the helper has stopped us (a socket
- * is refused) leaves this process as it was: not traced, running, the same
- * signal mask, the helper reaped, no image. Exit 0 when all holds. */
+/* A self-checkpoint that fails after the helper has stopped us (a netlink
+ * socket is refused) leaves this process as it was: not traced, running,
+ * the same signal mask, the helper reaped, no image. Exit 0 when all
+ * holds. */
 static int FailedSelfCheckpointChild(const char *image) {
   CloseInheritedFds();
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 10;
+  if (socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE) < 0) return 10;
   sigset_t before, after;
   sigemptyset(&before);
   sigaddset(&before, SIGUSR2);

@@ -92,6 +92,38 @@ TEST_F(SocketTest, InetSocketsLeaveRunningThenRestore) {
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
+TEST_F(SocketTest, DescriptorsInFlightRefused) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "scm_rights"));
+  ASSERT_NO_FATAL_FAILURE(ExpectDumpRefused(&w, "file descriptors are in flight in its queue"));
+}
+
+// A UNIX stream whose peer is ours: external, recorded by its key; the
+// restore fails without --inherit-fd for it, and with one the restored
+// process writes through the socket it is given (here our own end's peer
+// again).
+TEST_F(SocketTest, ExternalUnixStreamGivenBackWithInheritFd) {
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0) << strerror(errno);
+  struct stat st;
+  ASSERT_EQ(fstat(pair[1], &st), 0);
+  const std::string key = "socket:[" + std::to_string(st.st_ino) + "]";
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "external_socket_holder", {}, {.extra_fds = {pair[1]}}));
+  const std::string image = Path("external.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("--inherit-fd '" + key + "=FD'")) << Describe(w, r);
+  // crlib's stdin is our end's peer: fd 0 of the restorer is the key's.
+  ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image, {"--inherit-fd", key + "=0"}, pair[1]));
+  char line[64] = {0};
+  ASSERT_GT(read(pair[0], line, sizeof(line) - 1), 0) << strerror(errno);
+  EXPECT_EQ(std::string(line), "after from " + std::to_string(w.pid) + "\n");
+  close(pair[0]);
+  close(pair[1]);
+}
+
 TEST_F(SocketTest, NetlinkSocketRefused) {
   Workload w;
   ASSERT_NO_FATAL_FAILURE(Start(&w, "socket_holder"));
