@@ -84,6 +84,17 @@ int main(void) {
   int udp6 = bound(AF_INET6, SOCK_DGRAM, &u6_len, &u6);
   int sender6 = bound(AF_INET6, SOCK_DGRAM, &mine6_len, &mine6);
   int connected = bound(AF_INET, SOCK_DGRAM, &peer_len, &peer);
+  /* Dual stack: a UDP6 socket on any address (not IPv6-only) gets an IPv4
+   * datagram, whose sender it sees v4-mapped. */
+  struct sockaddr_in6 dual_addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+  socklen_t dual_len = sizeof(dual_addr);
+  int dual = socket(AF_INET6, SOCK_DGRAM, 0);
+  if (dual < 0 || bind(dual, (struct sockaddr*)&dual_addr, sizeof(dual_addr)) ||
+      getsockname(dual, (struct sockaddr*)&dual_addr, &dual_len)) {
+    return wl_fail("dual-stack udp6: %s", strerror(errno));
+  }
+  struct sockaddr_in dual_v4 = {.sin_family = AF_INET, .sin_port = dual_addr.sin6_port,
+                                .sin_addr = {htonl(INADDR_LOOPBACK)}};
   if (udp < 0 || sender < 0 || udp6 < 0 || sender6 < 0 || connected < 0) return wl_fail("udp: %s", strerror(errno));
   if (sendto(sender, "from ours", 9, 0, (struct sockaddr*)&u4, u4_len) != 9) return wl_fail("sendto: %s", strerror(errno));
   int pipefd[2];
@@ -107,6 +118,9 @@ int main(void) {
   close(pipefd[1]);
   if (sendto(sender, "", 0, 0, (struct sockaddr*)&u4, u4_len) != 0) return wl_fail("empty sendto");
   if (sendto(sender6, "six", 3, 0, (struct sockaddr*)&u6, u6_len) != 3) return wl_fail("sendto6: %s", strerror(errno));
+  if (sendto(sender, "four to six", 11, 0, (struct sockaddr*)&dual_v4, sizeof(dual_v4)) != 11) {
+    return wl_fail("sendto the dual-stack socket: %s", strerror(errno));
+  }
   if (connect(connected, (struct sockaddr*)&mine, mine_len)) return wl_fail("connect udp: %s", strerror(errno));
   usleep(20000);  /* loopback delivery is asynchronous */
 
@@ -126,7 +140,8 @@ int main(void) {
   if (expect_datagram(udp, "from ours", port_of(&mine), "udp 1") ||
       expect_datagram(udp, "from the gone", gone_port, "udp 2") ||
       expect_datagram(udp, "", port_of(&mine), "udp 3") ||
-      expect_datagram(udp6, "six", port_of(&mine6), "udp6")) {
+      expect_datagram(udp6, "six", port_of(&mine6), "udp6") ||
+      expect_datagram(dual, "four to six", port_of(&mine), "dual-stack udp6")) {
     return 1;
   }
   if (recv(udp, (char[1]){0}, 1, MSG_DONTWAIT) != -1 || errno != EAGAIN) return wl_fail("a fourth datagram");
