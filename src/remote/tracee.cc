@@ -497,6 +497,16 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   words.push_back(static_cast<uint64_t>(-1));
   words.resize(words.size() + 7);
   CRLIB_RETURN_IF_ERROR(WriteMemory(table, words.data(), words.size() * 8));
+  CRLIB_RETURN_IF_ERROR(RunCode(code, table, "remote system call batch"));
+  CRLIB_RETURN_IF_ERROR(ReadMemory(table, words.data(), calls.size() * 64));
+  size_t ran = 0;
+  for (; ran < calls.size() && words[ran * 8 + 7] != kNotRun; ++ran) {
+    calls[ran].result = static_cast<int64_t>(words[ran * 8 + 7]);
+  }
+  return ran;
+}
+
+absl::Status Tracee::RunCode(uint64_t code, uint64_t table, const char* what) {
   ArchRegs regs = initial_regs_;
   arch_.SetBatchCall(&regs, code, table);
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
@@ -505,17 +515,10 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
     CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_FORK ||
         (status >> 16) == PTRACE_EVENT_STOP) continue;
-    if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
-    return absl::InternalError(absl::StrFormat(
-        "remote system call batch in pid %d: unexpected stop (signal %d, event %d)", tid_,
-        WSTOPSIG(status), status >> 16));
+    if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) return absl::OkStatus();
+    return absl::InternalError(absl::StrFormat("%s in tid %d: unexpected stop (signal %d, event %d)",
+                                               what, tid_, WSTOPSIG(status), status >> 16));
   }
-  CRLIB_RETURN_IF_ERROR(ReadMemory(table, words.data(), calls.size() * 64));
-  size_t ran = 0;
-  for (; ran < calls.size() && words[ran * 8 + 7] != kNotRun; ++ran) {
-    calls[ran].result = static_cast<int64_t>(words[ran * 8 + 7]);
-  }
-  return ran;
 }
 
 absl::Status Tracee::Detach(int signal) {

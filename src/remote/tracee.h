@@ -150,6 +150,11 @@ class Tracee {
   // fails is an error naming `what(i)` for its index and the errno.
   absl::Status RunBatch(uint64_t scratch, uint64_t size, absl::Span<RemoteCall> calls,
                         const std::function<std::string(size_t)>& what);
+  // Runs code already written at `code` in the tracee, which ends in a
+  // breakpoint, with `table` as its argument (ArchBackend::SetBatchCall),
+  // until that breakpoint; any other stop is an error naming `what`. The
+  // same SIGTRAP caveat as SyscallBatch.
+  absl::Status RunCode(uint64_t code, uint64_t table, const char* what);
 
   // For a seized thread (a dump): seccomp stops filtering the thread's
   // system calls, ours included, until it is detached
