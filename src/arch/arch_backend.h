@@ -91,6 +91,16 @@ class ArchBackend {
   virtual uint64_t InstructionPointer(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+  // For a thread stopped inside the system call `regs` names, or at its
+  // entry: the registers that make it call it again, as the kernel
+  // restarts an interrupted call (the instruction pointer back on the
+  // system call instruction, the call's number loaded), with no call in
+  // progress that anything would restart a second time.
+  virtual ArchRegs CallAgain(const ArchRegs& regs) const = 0;
+  // The same registers as a thread stopped inside that call, interrupted
+  // before it completed: what the kernel, RestoreCpu and a recovering
+  // site restart when it resumes (x86-64: result -ERESTARTNOHAND).
+  virtual ArchRegs Interrupted(const ArchRegs& regs) const = 0;
 
   // A call site that recovers by itself, for remote calls in a process
   // that must survive its tracer dying mid-call (a dump): a system call

@@ -175,6 +175,10 @@ class Tracee {
   // At the first stop, lets a thread caught inside a recovering call site
   // finish it (see the definition).
   absl::Status FinishRecoveringSite();
+  // At the first stop, takes a thread stopped inside a call that runs
+  // under a temporary signal mask to where its real mask shows (see the
+  // definition).
+  absl::Status SettleTemporaryMask();
   absl::Status OpenMemory();
   // Waits for the next stop; NotFound/Aborted if the tracee died.
   absl::StatusOr<int> WaitStop();
@@ -193,6 +197,7 @@ class Tracee {
   int mem_fd_ = -1;
   bool attached_ = true;
   bool our_child_ = false;  // created by us (AdoptStoppedChild): we reap it
+  bool group_stop_ = false;  // seized in a group stop (SIGSTOP): left as it is
   uint64_t syscall_site_ = 0;
   pid_t last_created_ = 0;
   ArchRegs initial_regs_;

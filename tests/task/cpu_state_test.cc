@@ -1,7 +1,8 @@
 // Thread state the kernel keeps out of ptrace's plain view, round-tripped
 // through `crlib dump` and `crlib restore` on real processes: AMX tiles
 // (a dynamic xstate feature, which needs the process's permission and a
-// first use before ptrace may load it).
+// first use before ptrace may load it) and the real signal mask of a
+// thread waiting under a temporary one (sigsuspend, ppoll, pselect6).
 
 #include <asm/prctl.h>
 #include <gmock/gmock.h>
@@ -66,6 +67,24 @@ TEST_F(CpuStateTest, RestoreRefusesPermittedFeaturesTheKernelLacks) {
   EXPECT_FALSE(Probe(w.pid).exists) << "pid " << w.pid << " exists after a refused restore";
   EXPECT_TRUE(OurChildren().empty()) << PidText(OurChildren());
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
+}
+
+// Threads in sigsuspend, ppoll and pselect6 under temporary masks come
+// back with their real masks, and a signal the temporary mask held back
+// runs its handler once.
+TEST_F(CpuStateTest, TemporarySignalMasks) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask"));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
+}
+
+// A dump that leaves the process running leaves each thread its real
+// mask (the remote calls of a dump used to make the temporary one
+// permanent), and the image restores too.
+TEST_F(CpuStateTest, TemporarySignalMasksLeaveRunning) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask"));
+  ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 
 }  // namespace

@@ -282,9 +282,7 @@ class X86_64 final : public ArchBackend {
     r.eflags = get(kSiteData + 8);
     r.rip = get(kSiteData + 144);
     r.orig_rax = static_cast<unsigned long long>(-1);  // no call of ours to restart
-    ArchRegs out = regs;
-    memcpy(out.words.data(), &r, sizeof(r));
-    return out;
+    return WithRegs(regs, r);
   }
 
   bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const override {
@@ -312,6 +310,20 @@ class X86_64 final : public ArchBackend {
 
   int64_t InterruptedSyscall(const ArchRegs& regs) const override {
     return static_cast<int64_t>(Regs(regs).orig_rax);
+  }
+
+  ArchRegs CallAgain(const ArchRegs& regs) const override {
+    user_regs_struct r = Regs(regs);
+    r.rip -= 2;  // the syscall instruction's length
+    r.rax = r.orig_rax;
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    return WithRegs(regs, r);
+  }
+
+  ArchRegs Interrupted(const ArchRegs& regs) const override {
+    user_regs_struct r = Regs(regs);
+    r.rax = static_cast<unsigned long long>(sys::kErestartNoHand);
+    return WithRegs(regs, r);
   }
 
   absl::Status SetSyscallResult(ArchRegs* regs, int64_t value) const override {
@@ -401,6 +413,12 @@ class X86_64 final : public ArchBackend {
  private:
   static const user_regs_struct& Regs(const ArchRegs& regs) {
     return *reinterpret_cast<const user_regs_struct*>(regs.words.data());
+  }
+  // `regs` with `r` in place: through a copy, as RecoveringSiteEnd says.
+  static ArchRegs WithRegs(const ArchRegs& regs, const user_regs_struct& r) {
+    ArchRegs out = regs;
+    memcpy(out.words.data(), &r, sizeof(r));
+    return out;
   }
 
   // Decodes a thread's CPU records into registers and a standard-format
