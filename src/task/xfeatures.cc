@@ -55,11 +55,14 @@ absl::Status CheckPermittedFeatures(const ProcessImage& image) {
 
 absl::Status RestoreDynamicFeatures(absl::Span<const std::unique_ptr<Tracee>> threads,
                                     const ProcessImage& image, uint64_t scratch) {
-  if (threads.empty() || !image.attributes || image.attributes->xfeatures_permitted == 0) {
-    return absl::OkStatus();
-  }
+  if (threads.empty() || !image.attributes) return absl::OkStatus();
   Tracee* main = threads.front().get();
   const ArchBackend& arch = main->arch();
+  // Only dynamic features are ever asked for or allocated late: without
+  // any, no remote call (the common case, every process on most CPUs).
+  if ((image.attributes->xfeatures_permitted & arch.HostDynamicFeatures()) == 0) {
+    return absl::OkStatus();
+  }
   CRLIB_ASSIGN_OR_RETURN(uint64_t have, PermittedFeatures(main, scratch));
   // Permission is the process's: asked once, it covers every thread. A
   // process may hold more than the image's (inherited from crlib's own):
