@@ -1,5 +1,5 @@
 // What this machine lacks of the CPU and kernel features some tests need
-// (protection keys, per-task speculation control, AVX-512, /dev/kvm),
+// (protection keys, per-task speculation control, AVX-512, AMX, /dev/kvm),
 // each read from the feature's source of truth (CPUID, XCR0, the kernel's
 // own report), never from the failure of the operation under test: a test
 // that skipped whenever its operation failed could never fail.
@@ -74,6 +74,23 @@ inline std::string MissingAvx512() {
   if ((Xcr0() & kAvx512State) != kAvx512State) {
     char text[96];
     snprintf(text, sizeof(text), "AVX-512 state not enabled by the kernel (XCR0 0x%llx)",
+             static_cast<unsigned long long>(Xcr0()));
+    return text;
+  }
+  return "";
+}
+
+// AMX tiles (the amx_tiles workload): CPUID leaf 7 EDX bit 24 (AMX-TILE)
+// and XCR0 bits 17 and 18 (XTILECFG, XTILEDATA: the kernel manages the
+// tile state). "" if all are set.
+inline std::string MissingAmx() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return "no CPUID leaf 7 (so no AMX)";
+  if (!(edx & (1u << 24))) return "no AMX tiles (CPUID.7.0:EDX.AMX-TILE[bit 24] is 0)";
+  constexpr uint64_t kTileState = uint64_t{3} << 17;
+  if ((Xcr0() & kTileState) != kTileState) {
+    char text[96];
+    snprintf(text, sizeof(text), "AMX tile state not enabled by the kernel (XCR0 0x%llx)",
              static_cast<unsigned long long>(Xcr0()));
     return text;
   }

@@ -47,6 +47,40 @@ class ArchBackend {
   // FailedPrecondition naming what is missing.
   virtual absl::Status CheckImage(const ImageInfo& info) const = 0;
 
+  // Dynamic xstate features: state the kernel gives a process only after
+  // it asked for permission, and allocates for a thread only at its first
+  // use (x86-64: AMX tile data, arch_prctl(ARCH_REQ_XCOMP_PERM) and XFD).
+  // A thread restored with such state needs both before its xstate can be
+  // loaded. Features are bits as in the xsave feature mask.
+  //
+  // The features the kernel lets a process of this machine have, with or
+  // without asking (0: the family has no such permissions).
+  virtual uint64_t HostPermittableFeatures() const = 0;
+  // Those of them the kernel may allocate at first use only (x86-64: the
+  // components CPUID leaf 0xD marks XFD-capable). A superset of the
+  // features a process must ask for.
+  virtual uint64_t HostDynamicFeatures() const = 0;
+  // The remote call, in a thread of the process, that stores the
+  // process's permitted features (8 bytes) at `out`; nr -1 where the
+  // family has no such call.
+  struct CallSpec {
+    long nr = -1;
+    std::array<uint64_t, 6> args{};
+  };
+  virtual CallSpec GetPermittedFeaturesCall(uint64_t out) const = 0;
+  // The remote call that asks permission for feature `index` for the
+  // calling thread's process (all its threads, present and future).
+  virtual CallSpec RequestFeatureCall(int index) const = 0;
+  // Code that uses `features` once in the thread running it, so that the
+  // kernel gives the thread room for their state (x86-64: an XRSTOR of
+  // their init state, whose XFD fault the kernel answers by growing the
+  // thread's buffer), then stops at a breakpoint. Run like the batch code
+  // (SetBatchCall), the table argument pointing at kFirstUseDataBytes of
+  // zeroes, 64-byte aligned. Without the permission the thread gets a
+  // SIGILL instead.
+  static constexpr size_t kFirstUseDataBytes = 576;
+  virtual std::vector<uint8_t> FirstUseCode(uint64_t features) const = 0;
+
   // Remote system calls: the bytes of one system call instruction, and how
   // to load registers for `nr(args)` executed at `ip`.
   virtual absl::Span<const uint8_t> SyscallInstruction() const = 0;
@@ -57,6 +91,16 @@ class ArchBackend {
   virtual uint64_t InstructionPointer(const ArchRegs& regs) const = 0;
   // The system call the thread was stopped in, or -1.
   virtual int64_t InterruptedSyscall(const ArchRegs& regs) const = 0;
+  // For a thread stopped inside the system call `regs` names, or at its
+  // entry: the registers that make it call it again, as the kernel
+  // restarts an interrupted call (the instruction pointer back on the
+  // system call instruction, the call's number loaded), with no call in
+  // progress that anything would restart a second time.
+  virtual ArchRegs CallAgain(const ArchRegs& regs) const = 0;
+  // The same registers as a thread stopped inside that call, interrupted
+  // before it completed: what the kernel, RestoreCpu and a recovering
+  // site restart when it resumes (x86-64: result -ERESTARTNOHAND).
+  virtual ArchRegs Interrupted(const ArchRegs& regs) const = 0;
 
   // A call site that recovers by itself, for remote calls in a process
   // that must survive its tracer dying mid-call (a dump): a system call

@@ -219,6 +219,10 @@ struct ProcessAttributesRecord {
   uint32_t membarrier = 0;       // MEMBARRIER_CMD_REGISTER_* bits registered
   uint32_t loginuid = 0;         // /proc/PID/loginuid; 0xffffffff: unset
   uint32_t dumpable = 0;         // PR_GET_DUMPABLE
+  // Appended: the xsave features the process may use (x86-64
+  // ARCH_GET_XCOMP_PERM), dynamic ones (AMX tile data) included once it
+  // asked for them; 0 where unknown.
+  uint64_t xfeatures_permitted = 0;
   template <typename S, typename V>
   static void Fields(S& s, V& v) {
     v("child_subreaper", s.child_subreaper);
@@ -227,6 +231,7 @@ struct ProcessAttributesRecord {
     v("membarrier", s.membarrier);
     v("loginuid", s.loginuid);
     v("dumpable", s.dumpable);
+    v("xfeatures_permitted", s.xfeatures_permitted);
   }
 };
 

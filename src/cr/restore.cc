@@ -43,6 +43,7 @@
 #include "cr/restore_check.h"
 #include "task/schedule.h"
 #include "task/thread_restore.h"
+#include "task/xfeatures.h"
 #include "remote/tracee.h"
 
 namespace crlib {
@@ -418,6 +419,8 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   CRLIB_RETURN_IF_ERROR(
       RestoreThreadAttributes(t, pid, image.threads.front(), ThreadStart{}, scratch));
   CRLIB_RETURN_IF_ERROR(CreateThreads(t, image, scratch, threads));
+  // Before any xstate is loaded (RestoreCpuState); AMX tile data needs it.
+  CRLIB_RETURN_IF_ERROR(RestoreDynamicFeatures(*threads, image, scratch));
   if (image.shared_pending) {
     CRLIB_RETURN_IF_ERROR(
         step("pending signals", QueueSignals(t, pid, *image.shared_pending, scratch)));

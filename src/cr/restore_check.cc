@@ -18,6 +18,7 @@
 #include "task/attributes.h"
 #include "image/image_trust.h"
 #include "task/schedule.h"
+#include "task/xfeatures.h"
 
 namespace crlib {
 namespace {
@@ -48,6 +49,7 @@ absl::Status CheckMachine(const ProcessImage& image) {
         CpuFamilyName(image.info.cpu_family)));
   }
   CRLIB_RETURN_IF_ERROR(arch->CheckImage(image.info));
+  CRLIB_RETURN_IF_ERROR(CheckPermittedFeatures(image));
   if (image.info.page_size != static_cast<uint32_t>(sysconf(_SC_PAGESIZE))) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "image page size %d differs from this machine's %d", image.info.page_size,

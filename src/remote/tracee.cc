@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <set>
 #include <vector>
 
@@ -37,6 +38,21 @@ bool ThreadAlive(pid_t pid, pid_t tid) {
 
 // The options of a seized thread.
 constexpr int kSeizeOptions = PTRACE_O_TRACESYSGOOD;
+
+// System calls that run under a temporary signal mask and, interrupted,
+// return with it still in place (TIF_RESTORE_SIGMASK), the real mask
+// waiting in saved_sigmask for a handler's frame to save it: and the
+// result they return then (fs/select.c, fs/eventpoll.c, kernel/signal.c,
+// fs/aio.c; restore_saved_sigmask_unless()).
+struct TemporaryMaskCall {
+  long nr;
+  int64_t interrupted;
+};
+constexpr TemporaryMaskCall kTemporaryMaskCalls[] = {
+    {SYS_rt_sigsuspend, sys::kErestartNoHand}, {SYS_ppoll, sys::kErestartNoHand},
+    {SYS_pselect6, sys::kErestartNoHand},      {SYS_epoll_pwait, -EINTR},
+    {SYS_epoll_pwait2, -EINTR},                {SYS_io_pgetevents, -EINTR},
+};
 
 }  // namespace
 
@@ -62,6 +78,8 @@ absl::Status Tracee::FinishSeize() {
   // it would have been a moment earlier, and wait for the interrupt stop.
   for (;;) {
     CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+    // The interrupt reports SIGTRAP; a group stop, its stop signal.
+    group_stop_ = WSTOPSIG(status) != SIGTRAP;
     if ((status >> 16) == PTRACE_EVENT_STOP) break;
     int sig = WSTOPSIG(status);
     if (ptrace(PTRACE_CONT, tid_, 0, sig == (SIGTRAP | 0x80) ? 0 : sig) != 0) {
@@ -210,7 +228,95 @@ absl::Status Tracee::Init() {
   if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(initial_sigmask_), &initial_sigmask_) != 0) {
     return Errno("ptrace(GETSIGMASK) on tid %d", tid_);
   }
-  return absl::OkStatus();
+  return SettleTemporaryMask();
+}
+
+// A thread stopped inside sigsuspend, ppoll, pselect6 or epoll_pwait
+// shows the call's temporary mask as its blocked signals; its real mask
+// is in saved_sigmask, which nothing exposes, and which the kernel puts
+// back on the thread's way out of the stop when no handler runs. So the
+// thread is let go that way, with registers that make it call again (the
+// kernel's own restart), and taken at that call's entry: blocked signals
+// there are the real mask. Nothing of its own runs: the call is skipped,
+// and the thread, at a syscall-exit stop, keeps registers that call it
+// again if it is ever released. Its registers are kept as those of a
+// thread inside the call, interrupted (restarted by whatever resumes it),
+// so a dump or restore sees the same thread, with its real mask.
+//
+// Its signals cannot be blocked meanwhile: PTRACE_SETSIGMASK drops the
+// saved mask (clear_tsk_restore_sigmask). So the kernel may deliver a
+// pending signal on that way out: one the temporary mask lets through,
+// or, once the real mask is back, one only the temporary mask held back.
+// Each such delivery is stopped and its signal queued again, from the
+// thread itself so that it keeps its siginfo: never lost, never run here.
+// It runs when the thread is released: one the real mask blocks ends the
+// call again with EINTR, as it would have; one it lets through runs just
+// before the call is made again (the kernel would have run it just after
+// the call returned).
+absl::Status Tracee::SettleTemporaryMask() {
+  const int64_t nr = arch_.InterruptedSyscall(initial_regs_);
+  const int64_t result = arch_.SyscallResult(initial_regs_);
+  if (group_stop_ || nr < 0 ||
+      std::none_of(std::begin(kTemporaryMaskCalls), std::end(kTemporaryMaskCalls),
+                   [&](const TemporaryMaskCall& c) { return c.nr == nr && c.interrupted == result; })) {
+    return absl::OkStatus();
+  }
+  CRLIB_RETURN_IF_ERROR(SetRegs(arch_.CallAgain(initial_regs_)));
+  std::vector<siginfo_t> taken;
+  // To the call's entry; `exit`: to the exit of the call the thread is
+  // stopped at the entry of.
+  auto run_to = [&](bool exit) -> absl::Status {
+    for (int stops = 0; stops < 256; ++stops) {
+      if (ptrace(PTRACE_SYSCALL, tid_, 0, 0) != 0) return Errno("ptrace(SYSCALL) of tid %d", tid_);
+      CRLIB_ASSIGN_OR_RETURN(int status, WaitStop());
+      if ((status >> 16) == PTRACE_EVENT_STOP) continue;
+      if (WSTOPSIG(status) != (SIGTRAP | 0x80)) {
+        siginfo_t info;
+        if (ptrace(PTRACE_GETSIGINFO, tid_, 0, &info) != 0) {
+          return Errno("ptrace(GETSIGINFO) of tid %d", tid_);
+        }
+        taken.push_back(info);
+        continue;
+      }
+      __ptrace_syscall_info call{};
+      if (ptrace(PTRACE_GET_SYSCALL_INFO, tid_, sizeof(call), &call) <= 0) {
+        return Errno("ptrace(GET_SYSCALL_INFO) of tid %d", tid_);
+      }
+      if (call.op == (exit ? PTRACE_SYSCALL_INFO_EXIT : PTRACE_SYSCALL_INFO_ENTRY)) {
+        if (exit || static_cast<int64_t>(call.entry.nr) == nr) return absl::OkStatus();
+        return absl::InternalError(absl::StrFormat(
+            "tid %d made system call %d, not %d again", tid_, call.entry.nr, nr));
+      }
+    }
+    return absl::InternalError(absl::StrFormat("tid %d does not reach system call %d", tid_, nr));
+  };
+  CRLIB_RETURN_IF_ERROR(run_to(false));
+  uint64_t real = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(real), &real) != 0) {
+    return Errno("ptrace(GETSIGMASK) on tid %d", tid_);
+  }
+  // Blocked from here, so that the signals queued again stay queued.
+  CRLIB_RETURN_IF_ERROR(SetSigmask(~uint64_t{0}));
+  const ArchRegs again = arch_.CallAgain(initial_regs_);
+  CRLIB_RETURN_IF_ERROR(SetRegs(again));  // orig -1: the call is skipped
+  CRLIB_RETURN_IF_ERROR(run_to(true));
+  initial_regs_ = arch_.Interrupted(initial_regs_);
+  initial_sigmask_ = real;
+  if (!taken.empty()) {
+    // Below the red zone of the thread's stack, as a signal frame would go.
+    const uint64_t at = (arch_.StackPointer(initial_regs_) - 128 - sizeof(siginfo_t)) & ~uint64_t{15};
+    CRLIB_ASSIGN_OR_RETURN(int64_t tgid, CheckedSyscall("getpid", SYS_getpid));
+    for (const siginfo_t& info : taken) {
+      CRLIB_RETURN_IF_ERROR(WriteMemory(at, &info, sizeof(info)));
+      CRLIB_RETURN_IF_ERROR(CheckedSyscall("rt_tgsigqueueinfo of a signal held back",
+                                           SYS_rt_tgsigqueueinfo,
+                                           {static_cast<uint64_t>(tgid), static_cast<uint64_t>(tid_),
+                                            static_cast<uint64_t>(info.si_signo), at})
+                                .status());
+    }
+  }
+  CRLIB_RETURN_IF_ERROR(SetRegs(again));
+  return SetSigmask(real);
 }
 
 // A dump killed while this thread was borrowed left it to run the
@@ -497,6 +603,16 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
   words.push_back(static_cast<uint64_t>(-1));
   words.resize(words.size() + 7);
   CRLIB_RETURN_IF_ERROR(WriteMemory(table, words.data(), words.size() * 8));
+  CRLIB_RETURN_IF_ERROR(RunCode(code, table, "remote system call batch"));
+  CRLIB_RETURN_IF_ERROR(ReadMemory(table, words.data(), calls.size() * 64));
+  size_t ran = 0;
+  for (; ran < calls.size() && words[ran * 8 + 7] != kNotRun; ++ran) {
+    calls[ran].result = static_cast<int64_t>(words[ran * 8 + 7]);
+  }
+  return ran;
+}
+
+absl::Status Tracee::RunCode(uint64_t code, uint64_t table, const char* what) {
   ArchRegs regs = initial_regs_;
   arch_.SetBatchCall(&regs, code, table);
   CRLIB_RETURN_IF_ERROR(SetRegs(regs));
@@ -505,17 +621,10 @@ absl::StatusOr<size_t> Tracee::SyscallBatch(uint64_t code, uint64_t table,
     CRLIB_ASSIGN_OR_RETURN(int status, WaitStopInCall());
     if ((status >> 16) == PTRACE_EVENT_CLONE || (status >> 16) == PTRACE_EVENT_FORK ||
         (status >> 16) == PTRACE_EVENT_STOP) continue;
-    if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) break;  // the breakpoint
-    return absl::InternalError(absl::StrFormat(
-        "remote system call batch in pid %d: unexpected stop (signal %d, event %d)", tid_,
-        WSTOPSIG(status), status >> 16));
+    if ((status >> 16) == 0 && WSTOPSIG(status) == SIGTRAP) return absl::OkStatus();
+    return absl::InternalError(absl::StrFormat("%s in tid %d: unexpected stop (signal %d, event %d)",
+                                               what, tid_, WSTOPSIG(status), status >> 16));
   }
-  CRLIB_RETURN_IF_ERROR(ReadMemory(table, words.data(), calls.size() * 64));
-  size_t ran = 0;
-  for (; ran < calls.size() && words[ran * 8 + 7] != kNotRun; ++ran) {
-    calls[ran].result = static_cast<int64_t>(words[ran * 8 + 7]);
-  }
-  return ran;
 }
 
 absl::Status Tracee::Detach(int signal) {

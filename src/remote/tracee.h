@@ -150,6 +150,11 @@ class Tracee {
   // fails is an error naming `what(i)` for its index and the errno.
   absl::Status RunBatch(uint64_t scratch, uint64_t size, absl::Span<RemoteCall> calls,
                         const std::function<std::string(size_t)>& what);
+  // Runs code already written at `code` in the tracee, which ends in a
+  // breakpoint, with `table` as its argument (ArchBackend::SetBatchCall),
+  // until that breakpoint; any other stop is an error naming `what`. The
+  // same SIGTRAP caveat as SyscallBatch.
+  absl::Status RunCode(uint64_t code, uint64_t table, const char* what);
 
   // For a seized thread (a dump): seccomp stops filtering the thread's
   // system calls, ours included, until it is detached
@@ -170,6 +175,10 @@ class Tracee {
   // At the first stop, lets a thread caught inside a recovering call site
   // finish it (see the definition).
   absl::Status FinishRecoveringSite();
+  // At the first stop, takes a thread stopped inside a call that runs
+  // under a temporary signal mask to where its real mask shows (see the
+  // definition).
+  absl::Status SettleTemporaryMask();
   absl::Status OpenMemory();
   // Waits for the next stop; NotFound/Aborted if the tracee died.
   absl::StatusOr<int> WaitStop();
@@ -188,6 +197,7 @@ class Tracee {
   int mem_fd_ = -1;
   bool attached_ = true;
   bool our_child_ = false;  // created by us (AdoptStoppedChild): we reap it
+  bool group_stop_ = false;  // seized in a group stop (SIGSTOP): left as it is
   uint64_t syscall_site_ = 0;
   pid_t last_created_ = 0;
   ArchRegs initial_regs_;

@@ -28,6 +28,7 @@
 #include "sys/kernel.h"
 #include "sys/proc.h"
 #include "task/thread_restore.h"
+#include "task/xfeatures.h"
 
 namespace crlib {
 namespace {
@@ -176,6 +177,7 @@ absl::StatusOr<ProcessAttributesRecord> CaptureProcessAttributes(Tracee* t, uint
         pid, dumpable));
   }
   a.dumpable = static_cast<uint32_t>(dumpable);
+  CRLIB_ASSIGN_OR_RETURN(a.xfeatures_permitted, CapturePermittedFeatures(t, buf));
   return a;
 }
 

@@ -83,6 +83,36 @@ TEST(TraceeTest, RemoteSyscallsAndMemory) {
   waitpid(c.pid, nullptr, 0);
 }
 
+// The arch's first-use code (ArchBackend::FirstUseCode, which restore
+// runs for AMX tile data) runs to its breakpoint in a tracee: valid
+// encodings, a 64-byte aligned header it accepts. AVX stands in for the
+// dynamic features on a CPU without any; the tracee runs on after.
+TEST(TraceeTest, RunsFirstUseCode) {
+  Counter c = StartCounter();
+  {
+    auto t = Tracee::Seize(c.pid);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const ArchBackend& arch = (*t)->arch();
+    auto area = (*t)->CheckedSyscall("mmap", SYS_mmap,
+                                     {0, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0});
+    ASSERT_TRUE(area.ok()) << area.status();
+    const uint64_t code = static_cast<uint64_t>(*area), data = code + 1024;
+    const std::vector<uint8_t> bytes =
+        arch.FirstUseCode(arch.HostDynamicFeatures() | (arch.HostXsaveFeatures() & 4));
+    ASSERT_TRUE((*t)->WriteMemory(code, bytes.data(), bytes.size()).ok());
+    const std::vector<uint8_t> zeroes(ArchBackend::kFirstUseDataBytes, 0);
+    ASSERT_TRUE((*t)->WriteMemory(data, zeroes.data(), zeroes.size()).ok());
+    absl::Status ran = (*t)->RunCode(code, data, "first use");
+    EXPECT_TRUE(ran.ok()) << ran;
+    ASSERT_TRUE((*t)->SetRegs((*t)->initial_regs()).ok());
+    ASSERT_TRUE((*t)->Detach().ok());
+  }
+  EXPECT_TRUE(Advances(c.count)) << "the tracee did not resume after detach";
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+}
+
 // A read across pages the tracee may read and pages it may not (PROT_NONE,
 // which only /proc/PID/mem reads) returns all of them, and a read of an
 // unmapped page fails.

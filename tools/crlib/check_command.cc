@@ -78,6 +78,55 @@ Probe ProbePtrace() {
   return p;
 }
 
+// The xsave features the kernel allocates at first use only (AMX tile
+// data) and whether a process can be permitted them: asked for in a
+// throwaway child, since a permission is never taken back.
+Probe ProbeDynamicFeatures(const ArchBackend& arch) {
+  const uint64_t dynamic = arch.HostDynamicFeatures();
+  Probe p{absl::StrFormat("dynamic xsave features 0x%x (%s)", dynamic,
+                          dynamic ? arch.DescribeComponents(dynamic) : "none"),
+          false, dynamic != 0, ""};
+  if (dynamic == 0) {
+    p.detail = "this CPU has none (restoring an image that used them would be refused)";
+    return p;
+  }
+  int pipe_fds[2];
+  if (pipe(pipe_fds) != 0) {
+    p.ok = false;
+    p.detail = strerror(errno);
+    return p;
+  }
+  pid_t child = fork();
+  if (child == 0) {
+    // Per feature: 0 granted, or the errno of the refusal.
+    int results[64] = {};
+    for (int i = 0; i < 64; ++i) {
+      if (!(dynamic & (uint64_t{1} << i))) continue;
+      const ArchBackend::CallSpec req = arch.RequestFeatureCall(i);
+      if (syscall(req.nr, req.args[0], req.args[1]) != 0) results[i] = errno;
+    }
+    _exit(write(pipe_fds[1], results, sizeof(results)) == sizeof(results) ? 0 : 1);
+  }
+  close(pipe_fds[1]);
+  int results[64] = {};
+  const bool read_all = child > 0 && read(pipe_fds[0], results, sizeof(results)) == sizeof(results);
+  close(pipe_fds[0]);
+  if (child > 0) waitpid(child, nullptr, 0);
+  if (!read_all) {
+    p.ok = false;
+    p.detail = "the probe process did not report";
+    return p;
+  }
+  for (int i = 0; i < 64; ++i) {
+    if (!(dynamic & (uint64_t{1} << i))) continue;
+    const char* name = arch.ComponentName(i);
+    absl::StrAppend(&p.detail, p.detail.empty() ? "permission " : ", ", name ? name : "?", ": ",
+                    results[i] == 0 ? "granted" : strerror(results[i]));
+    if (results[i] != 0) p.ok = false;
+  }
+  return p;
+}
+
 }  // namespace
 
 absl::StatusOr<int> CheckCommand(const Args& args) {
@@ -135,6 +184,7 @@ absl::StatusOr<int> CheckCommand(const Args& args) {
                                     arch.DescribeComponents(arch.HostXsaveFeatures()),
                                     arch.HostXsaveSize()),
                     true, true, ""});
+  probes.push_back(ProbeDynamicFeatures(arch));
   {
     auto maps = sys::ReadMaps(getpid());
     std::string specials;

@@ -1,11 +1,13 @@
 #include "arch/x86_64/x86_64_backend.h"
 
+#include <asm/prctl.h>
 #include <cpuid.h>
 #include <elf.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/user.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,6 +39,10 @@ constexpr size_t kXstateBvOffset = 512;
 constexpr size_t kXcompBvOffset = 520;
 constexpr size_t kMxcsrOffset = 24;
 constexpr size_t kMaxXstateBytes = 16384;
+// CPUID.(EAX=0xD, ECX=i):ECX bit 2: component i supports extended feature
+// disable (XFD), which the kernel arms for the features it allocates at
+// first use.
+constexpr unsigned kCpuidXfdCapable = 1u << 2;
 
 // The results a system call interrupted by a signal or a ptrace stop leaves
 // in rax (include/linux/errno.h): it has not completed.
@@ -82,6 +88,16 @@ class X86_64 final : public ArchBackend {
     for (int i = 2; i < 64; ++i) {
       if (xcr0_ & (uint64_t{1} << i)) layout_[i] = Layout(i);
     }
+    // A kernel without the call (before 5.16) has no dynamic features:
+    // every feature XCR0 enables is every process's.
+    if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_SUPP, &permittable_) != 0) permittable_ = xcr0_;
+    for (int i = 2; i < 64; ++i) {
+      unsigned eax, ebx, ecx, edx;
+      if ((permittable_ & (uint64_t{1} << i)) && __get_cpuid_count(0xd, i, &eax, &ebx, &ecx, &edx) &&
+          (ecx & kCpuidXfdCapable)) {
+        dynamic_ |= uint64_t{1} << i;
+      }
+    }
   }
 
   CpuFamily family() const override { return CpuFamily::kX86_64; }
@@ -104,6 +120,29 @@ class X86_64 final : public ArchBackend {
           missing, DescribeComponents(missing), xcr0_));
     }
     return absl::OkStatus();
+  }
+
+  uint64_t HostPermittableFeatures() const override { return permittable_; }
+  uint64_t HostDynamicFeatures() const override { return dynamic_; }
+
+  CallSpec GetPermittedFeaturesCall(uint64_t out) const override {
+    return {SYS_arch_prctl, {ARCH_GET_XCOMP_PERM, out}};
+  }
+
+  CallSpec RequestFeatureCall(int index) const override {
+    return {SYS_arch_prctl, {ARCH_REQ_XCOMP_PERM, static_cast<uint64_t>(index)}};
+  }
+
+  std::vector<uint8_t> FirstUseCode(uint64_t features) const override {
+    // mov eax, lo; mov edx, hi; xrstor64 [rbx]; int3. The zeroed area at
+    // rbx is a standard-format header with XSTATE_BV 0: the components
+    // asked for in edx:eax are loaded with their init state.
+    std::vector<uint8_t> code = {0xb8};
+    for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(features >> (8 * i)));
+    code.push_back(0xba);
+    for (int i = 4; i < 8; ++i) code.push_back(static_cast<uint8_t>(features >> (8 * i)));
+    code.insert(code.end(), {0x48, 0x0f, 0xae, 0x2b, 0xcc});
+    return code;
   }
 
   absl::Span<const uint8_t> SyscallInstruction() const override {
@@ -243,9 +282,7 @@ class X86_64 final : public ArchBackend {
     r.eflags = get(kSiteData + 8);
     r.rip = get(kSiteData + 144);
     r.orig_rax = static_cast<unsigned long long>(-1);  // no call of ours to restart
-    ArchRegs out = regs;
-    memcpy(out.words.data(), &r, sizeof(r));
-    return out;
+    return WithRegs(regs, r);
   }
 
   bool IsRecoveringSite(absl::Span<const uint8_t> bytes) const override {
@@ -273,6 +310,20 @@ class X86_64 final : public ArchBackend {
 
   int64_t InterruptedSyscall(const ArchRegs& regs) const override {
     return static_cast<int64_t>(Regs(regs).orig_rax);
+  }
+
+  ArchRegs CallAgain(const ArchRegs& regs) const override {
+    user_regs_struct r = Regs(regs);
+    r.rip -= 2;  // the syscall instruction's length
+    r.rax = r.orig_rax;
+    r.orig_rax = static_cast<unsigned long long>(-1);
+    return WithRegs(regs, r);
+  }
+
+  ArchRegs Interrupted(const ArchRegs& regs) const override {
+    user_regs_struct r = Regs(regs);
+    r.rax = static_cast<unsigned long long>(sys::kErestartNoHand);
+    return WithRegs(regs, r);
   }
 
   absl::Status SetSyscallResult(ArchRegs* regs, int64_t value) const override {
@@ -363,6 +414,12 @@ class X86_64 final : public ArchBackend {
   static const user_regs_struct& Regs(const ArchRegs& regs) {
     return *reinterpret_cast<const user_regs_struct*>(regs.words.data());
   }
+  // `regs` with `r` in place: through a copy, as RecoveringSiteEnd says.
+  static ArchRegs WithRegs(const ArchRegs& regs, const user_regs_struct& r) {
+    ArchRegs out = regs;
+    memcpy(out.words.data(), &r, sizeof(r));
+    return out;
+  }
 
   // Decodes a thread's CPU records into registers and a standard-format
   // XSAVE buffer for this CPU. With null outputs, only validates.
@@ -430,6 +487,8 @@ class X86_64 final : public ArchBackend {
   }
 
   uint64_t xcr0_;
+  uint64_t permittable_ = 0;  // ARCH_GET_XCOMP_SUPP
+  uint64_t dynamic_ = 0;      // XFD-capable among them
   uint32_t xsave_size_;
   ComponentLayout layout_[64];
 };
