@@ -260,18 +260,11 @@ absl::StatusOr<InotifyRecord> CaptureInotify(pid_t pid, const FdInfo& info) {
 absl::StatusOr<EpollRecord> CaptureEpoll(pid_t pid, const FdInfo& info) {
   CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFdinfo(pid, info.fd));
   EpollRecord r;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    if (!absl::ConsumePrefix(&line, "tfd:")) continue;
-    // "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x"
-    std::vector<absl::string_view> w = absl::StrSplit(line, absl::ByAnyChar(" :"), absl::SkipEmpty());
-    EpollEntry e;
-    if (w.size() < 5 || w[1] != "events" || w[3] != "data" || !absl::SimpleAtoi(w[0], &e.fd) ||
-        !absl::SimpleHexAtoi(w[2], &e.events) || !absl::SimpleHexAtoi(w[4], &e.data)) {
-      return absl::DataLossError(
-          absl::StrFormat("fdinfo of fd %d (%s): unparsable entry: tfd:%s", info.fd, info.link, line));
-    }
-    r.entries.push_back(e);
+  absl::StatusOr<std::vector<EpollEntry>> entries = ParseEpollEntries(text);
+  if (!entries.ok()) {
+    return Annotate(entries.status(), absl::StrFormat("fdinfo of fd %d (%s)", info.fd, info.link));
   }
+  r.entries = std::move(*entries);
   return r;
 }
 

@@ -17,10 +17,15 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/status.h"
 #include "sys/kernel.h"
+#include "sys/proc.h"
 
 namespace crlib {
 namespace {
@@ -172,7 +177,84 @@ absl::StatusOr<const R*> RecordOf(const std::map<ObjectRef, R>& records, ObjectR
   return &it->second;
 }
 
+// The bits an entry keeps once its EPOLLONESHOT fired (the kernel's
+// EP_PRIVATE_BITS).
+constexpr uint32_t kEpollPrivateBits = EPOLLWAKEUP | EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE;
+// Every event a file can report: an entry listening for all of them fires
+// on any target that is ready in any way.
+constexpr uint32_t kEpollAllEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLERR | EPOLLHUP |
+                                     EPOLLRDNORM | EPOLLRDBAND | EPOLLWRNORM | EPOLLWRBAND |
+                                     EPOLLMSG | EPOLLRDHUP;
+
+bool FiredOneshot(const EpollEntry& e) {
+  return (e.events & EPOLLONESHOT) && (e.events & ~kEpollPrivateBits) == 0;
+}
+
+// epoll_ctl(op) in `t` of entry `e` with `events`, on epoll fd `epfd`.
+absl::Status RemoteEpollCtl(Tracee* t, uint64_t scratch, int epfd, int op, const EpollEntry& e,
+                            uint32_t events) {
+  struct epoll_event ev{.events = events, .data = {.u64 = e.data}};
+  CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &ev, sizeof(ev)));
+  return Annotate(t->CheckedSyscall(op == EPOLL_CTL_ADD ? "epoll_ctl(EPOLL_CTL_ADD)"
+                                                        : "epoll_ctl(EPOLL_CTL_MOD)",
+                                    SYS_epoll_ctl,
+                                    {static_cast<uint64_t>(epfd), static_cast<uint64_t>(op), e.fd,
+                                     scratch})
+                      .status(),
+                  absl::StrFormat("fd %d of epoll fd %d (events 0x%x)", e.fd, epfd, events));
+}
+
+// Disarms, in epoll `epfd` of `t`, its fired EPOLLONESHOT entries
+// `fired`, none of which it holds yet. The kernel disarms an entry only by
+// delivering it: each is added listening for every event, and whatever is
+// ready is collected with epoll_wait. One whose target is ready in no way
+// cannot fire: it is given its flags alone, which the kernel completes
+// with EPOLLERR and EPOLLHUP (docs/CHECKPOINT.md).
+absl::Status DisarmFiredOneshots(Tracee* t, uint64_t scratch, int epfd,
+                                 const std::vector<const EpollEntry*>& fired) {
+  for (const EpollEntry* e : fired) {
+    CRLIB_RETURN_IF_ERROR(RemoteEpollCtl(t, scratch, epfd, EPOLL_CTL_ADD, *e, e->events | kEpollAllEvents));
+  }
+  // Delivered entries are disarmed, not queued again: collect until fewer
+  // than a scratch-full come.
+  const uint64_t room = kRestoreScratchBytes / sizeof(struct epoll_event);
+  for (;;) {
+    CRLIB_ASSIGN_OR_RETURN(int64_t n, t->CheckedSyscall("epoll_wait", SYS_epoll_wait,
+                                                        {static_cast<uint64_t>(epfd), scratch,
+                                                         room, 0}));
+    if (static_cast<uint64_t>(n) < room) break;
+  }
+  CRLIB_ASSIGN_OR_RETURN(std::string text,
+                         sys::ReadFile(absl::StrCat("/proc/", t->tid(), "/fdinfo/", epfd)));
+  CRLIB_ASSIGN_OR_RETURN(std::vector<EpollEntry> now, ParseEpollEntries(text));
+  for (const EpollEntry& n : now) {
+    if (FiredOneshot(n)) continue;
+    for (const EpollEntry* e : fired) {
+      if (e->fd == n.fd && e->data == n.data) {
+        CRLIB_RETURN_IF_ERROR(RemoteEpollCtl(t, scratch, epfd, EPOLL_CTL_MOD, *e, e->events));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<EpollEntry>> ParseEpollEntries(absl::string_view fdinfo) {
+  std::vector<EpollEntry> out;
+  for (absl::string_view line : absl::StrSplit(fdinfo, '\n', absl::SkipEmpty())) {
+    if (!absl::ConsumePrefix(&line, "tfd:")) continue;
+    // "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x"
+    std::vector<absl::string_view> w = absl::StrSplit(line, absl::ByAnyChar(" :"), absl::SkipEmpty());
+    EpollEntry e;
+    if (w.size() < 5 || w[1] != "events" || w[3] != "data" || !absl::SimpleAtoi(w[0], &e.fd) ||
+        !absl::SimpleHexAtoi(w[2], &e.events) || !absl::SimpleHexAtoi(w[4], &e.data)) {
+      return absl::DataLossError(absl::StrCat("unparsable epoll entry: tfd:", line));
+    }
+    out.push_back(e);
+  }
+  return out;
+}
 
 int64_t ClockNs(clockid_t clock) {
   struct timespec ts{};
@@ -243,17 +325,14 @@ absl::Status RestoreEpollEntries(Tracee* t, const ProcessImage& image, uint64_t 
     for (const FdRecord& fd : image.fds) {
       if (fd.file == ref) epfd = static_cast<int>(fd.fd);
     }
+    // Fired one-shot entries first, while nothing else can be collected.
+    std::vector<const EpollEntry*> fired;
     for (const EpollEntry& e : rec.entries) {
-      // A fired EPOLLONESHOT entry has no events left but the flags: added
-      // so, it stays disarmed (but for EPOLLERR and EPOLLHUP, which the
-      // kernel adds to every entry).
-      struct epoll_event ev{.events = e.events, .data = {.u64 = e.data}};
-      CRLIB_RETURN_IF_ERROR(t->WriteMemory(scratch, &ev, sizeof(ev)));
-      CRLIB_RETURN_IF_ERROR(Annotate(
-          t->CheckedSyscall("epoll_ctl(EPOLL_CTL_ADD)", SYS_epoll_ctl,
-                            {static_cast<uint64_t>(epfd), EPOLL_CTL_ADD, e.fd, scratch})
-              .status(),
-          absl::StrFormat("fd %d to epoll fd %d (events 0x%x)", e.fd, epfd, e.events)));
+      if (FiredOneshot(e)) fired.push_back(&e);
+    }
+    if (!fired.empty()) CRLIB_RETURN_IF_ERROR(DisarmFiredOneshots(t, scratch, epfd, fired));
+    for (const EpollEntry& e : rec.entries) {
+      if (!FiredOneshot(e)) CRLIB_RETURN_IF_ERROR(RemoteEpollCtl(t, scratch, epfd, EPOLL_CTL_ADD, e, e.events));
     }
   }
   return absl::OkStatus();

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "image/process_image.h"
@@ -22,6 +23,10 @@ namespace crlib {
 // setting the time of day does not move.
 clockid_t TimerfdReferenceClock(int32_t clock, uint32_t settime_flags);
 
+// The entries of an epoll's fdinfo text ("tfd: %8d events: %8x data:
+// %16llx ..."), targets not named; an unparsable line is an error quoting it.
+absl::StatusOr<std::vector<EpollEntry>> ParseEpollEntries(absl::string_view fdinfo);
+
 // `clock` now, in nanoseconds.
 int64_t ClockNs(clockid_t clock);
 
@@ -33,8 +38,11 @@ absl::StatusOr<int> OpenEventFile(const ProcessImage& image, const FileImage& fi
 
 // In restored process `t`, once its descriptors are in place: adds the
 // entries of the epolls it fills (ProcessImage::epolls_to_fill), an epoll
-// whose targets include another epoll after that one. `scratch`: memory
-// of `t` for the arguments.
+// whose targets include another epoll after that one. A fired
+// EPOLLONESHOT entry is made to fire again (added first, listening for
+// every event, and collected with epoll_wait), which leaves it disarmed
+// exactly as it was. `scratch`: kRestoreScratchBytes of memory of `t`
+// for the arguments.
 absl::Status RestoreEpollEntries(Tracee* t, const ProcessImage& image, uint64_t scratch);
 
 }  // namespace crlib
