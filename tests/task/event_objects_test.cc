@@ -7,6 +7,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "tests/task/harness.h"
 
@@ -52,6 +53,24 @@ TEST_F(EventObjectsTest, InotifyWatchesFireWithTheirWdsAndQueuedEventsAreDropped
   ASSERT_NO_FATAL_FAILURE(Start(&w, "inotify_watch", {WorkloadsDir() + "/inotify_watch", Path("")}));
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
   EXPECT_THAT(Slurp(w.out), HasSubstr("queued=dropped")) << Output(w);
+}
+
+// A watched directory replaced after the dump: the restore fails before
+// anything exists, naming the path, and leaves no process behind.
+TEST_F(EventObjectsTest, ReplacedWatchedDirectoryFailsBeforeRestore) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "inotify_watch", {WorkloadsDir() + "/inotify_watch", Path("")}));
+  const std::string image = Path("inotify.img");
+  ASSERT_NO_FATAL_FAILURE(Dump(&w, image));
+  const std::string dir = Path("watched-c");
+  ASSERT_EQ(rename(dir.c_str(), (dir + ".old").c_str()), 0) << strerror(errno);
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << strerror(errno);
+  CliResult r = Crlib({"restore", "--image", image});
+  ExpectOneLineError(r);
+  EXPECT_THAT(r.err, HasSubstr("watched by inotify watch 3, is not the file the image was taken with"))
+      << Describe(w, r);
+  EXPECT_FALSE(Probe(w.pid).exists) << "restore left pid " << w.pid << " behind";
+  EXPECT_EQ(OurChildren(), std::set<pid_t>()) << PidText(OurChildren());
 }
 
 TEST_F(EventObjectsTest, DumpRefusesIoUring) {
