@@ -345,6 +345,13 @@ absl::StatusOr<bool> DescribeEventFile(pid_t pid, FdInfo* info) {
   const FileKind kind = KindOfLink(info->link);
   if (!IsEventKind(kind)) return false;
   info->file.kind = static_cast<uint32_t>(kind);
+  if (kind == FileKind::kEventfd) {
+    // Its id tells it from the other eventfds of the shared anonymous
+    // inode, so that interning many costs no kcmp against each other.
+    CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFdinfo(pid, info->fd));
+    CRLIB_ASSIGN_OR_RETURN(uint64_t id, FdinfoNumber<uint64_t>(text, "eventfd-id", 10, *info));
+    info->identity = id + 1;  // id 0 exists; 0 means none
+  }
   // Read now, so that what cannot be restored is refused before anything
   // is written.
   CRLIB_RETURN_IF_ERROR(CaptureEventRecord(pid, *info, nullptr, 0, 0, {}));

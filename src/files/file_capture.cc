@@ -491,7 +491,8 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
     // Descriptors that share one open file description (dup, fork) share
     // one record: same dev/inode, confirmed by kcmp(KCMP_FILE).
     // Across processes too: a description inherited over fork is one.
-    auto entry = reg.Intern({ObjectKind::kFile, file.dev, file.inode}, [&](ObjectRef ref) {
+    const uint64_t key = info.identity ? info.identity : file.inode;
+    auto entry = reg.Intern({ObjectKind::kFile, file.dev, key}, [&](ObjectRef ref) {
       const auto [holder, holder_fd] = holders->at(ref);
       return syscall(SYS_kcmp, holder, pid, KCMP_FILE, holder_fd, info.fd) == 0;
     });
