@@ -44,6 +44,11 @@ enum class RecordType : uint32_t {
   kFileLock = 0x0404,
   kProcessDirs = 0x0405,
   kTty = 0x0410,
+  kEventfd = 0x0420,
+  kTimerfd = 0x0421,
+  kSignalfd = 0x0422,
+  kInotify = 0x0423,
+  kEpoll = 0x0424,
   kSocket = 0x0430,
   kTcpConnection = 0x0431,
 };

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/codec.h"
+#include "core/event_records.h"
 #include "core/memory_records.h"
 #include "core/record_types.h"
 #include "core/socket_records.h"
@@ -416,6 +417,13 @@ enum class FileKind : uint32_t {
   kPtyMaster = 20,  // /dev/ptmx
   kPtySlave = 21,   // /dev/pts/N
   kDevTty = 22,     // /dev/tty, the process's controlling terminal (its own pty)
+  // 30-39: event objects, made again by the restorer from the record of
+  // core/event_records.h that names the file.
+  kEventfd = 30,
+  kTimerfd = 31,
+  kSignalfd = 32,
+  kInotify = 33,
+  kEpoll = 34,  // filled in its holder once its targets are in place
   // 40-49: sockets. FileRecord::socket names the kSocket record.
   kSocket = 40,
 };
@@ -559,7 +567,8 @@ using AllRecordTypes =
                X86RegistersRecord, XstateRecord, XstateComponentRecord,
                MemoryMapRecord, VmaRecord, PagesRecord, GuardRegionsRecord, PageDropsRecord, StalePagesRecord, ChainRecord, FileTableRecord,
                FileRecord, FdRecord, PipeRecord, FileLockRecord, ProcessDirsRecord, TtyRecord,
-               InodeRecord, SocketRecord, TcpConnectionRecord>;
+               InodeRecord, SocketRecord, TcpConnectionRecord, EventfdRecord, TimerfdRecord,
+               SignalfdRecord, InotifyRecord, EpollRecord>;
 
 // Calls f(R{}) once for every record type R.
 template <typename F>

@@ -29,6 +29,7 @@
 #include "core/byte_stream.h"
 #include "core/image_reader.h"
 #include "core/status.h"
+#include "files/event_restore.h"
 #include "files/file_restore.h"
 #include "files/tcp_connection.h"
 #include "files/tty_restore.h"
@@ -392,6 +393,8 @@ absl::Status BuildLate(Context* ctx, Restoring* r, const OpenedFiles& files,
   // Every process of the tree exists now, zombies too.
   CRLIB_RETURN_IF_ERROR(step("pidfds", RestorePidfds(t, image)));
   CRLIB_RETURN_IF_ERROR(step("file locks", RestoreProcessLocks(t, image, scratch)));
+  // Its targets are all in place, at the image's numbers.
+  CRLIB_RETURN_IF_ERROR(step("epoll entries", RestoreEpollEntries(t, image, scratch)));
   }
 
   // Process attributes.

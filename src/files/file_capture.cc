@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "core/image_writer.h"
 #include "core/status.h"
+#include "files/event_capture.h"
 #include "files/tty_capture.h"
 #include "sys/kernel.h"
 #include "sys/proc.h"
@@ -266,6 +267,12 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pi
       out.push_back(std::move(info));
       continue;
     }
+    if (absl::StartsWith(info.link, "anon_inode:")) {
+      CRLIB_ASSIGN_OR_RETURN(bool event, DescribeEventFile(pid, &info));
+      if (!event) return Unsupported(fd, info.link);
+      out.push_back(std::move(info));
+      continue;
+    }
     const bool std_stream = fd <= 2;
     const bool removed = st.st_nlink == 0;
     if (removed) f.path = std::string(absl::StripSuffix(info.link, " (deleted)"));
@@ -477,12 +484,15 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
   CRLIB_RETURN_IF_ERROR(
       w->Write(FileTableRecord{.fd_count = static_cast<uint32_t>(fds.size())}, table, process));
   std::map<std::pair<uint64_t, uint64_t>, ObjectRef> removed_dirs;  // (dev, inode) -> file
+  std::map<int, ObjectRef> fd_files;  // every fd's file, for an epoll's targets
+  std::vector<EventFile> event_files;  // written after the loop, once fd_files is whole
   for (const FdInfo& info : fds) {
     FileRecord file = info.file;
     // Descriptors that share one open file description (dup, fork) share
     // one record: same dev/inode, confirmed by kcmp(KCMP_FILE).
     // Across processes too: a description inherited over fork is one.
-    auto entry = reg.Intern({ObjectKind::kFile, file.dev, file.inode}, [&](ObjectRef ref) {
+    const uint64_t key = info.identity ? info.identity : file.inode;
+    auto entry = reg.Intern({ObjectKind::kFile, file.dev, key}, [&](ObjectRef ref) {
       const auto [holder, holder_fd] = holders->at(ref);
       return syscall(SYS_kcmp, holder, pid, KCMP_FILE, holder_fd, info.fd) == 0;
     });
@@ -525,16 +535,19 @@ absl::Status WriteFileTable(Context* ctx, pid_t pid, const std::vector<FdInfo>& 
         CRLIB_ASSIGN_OR_RETURN(file.object, InternCarriedInode(ctx, *carried, table));
       }
       CRLIB_RETURN_IF_ERROR(w->Write(file, entry.ref, table));
+      if (IsEventKind(kind)) event_files.push_back({&info, entry.ref});
       if (kind == FileKind::kDeletedDirectory) removed_dirs[{file.dev, file.inode}] = entry.ref;
       for (FileLockRecord lock : info.locks) {
         lock.file = entry.ref;
         CRLIB_RETURN_IF_ERROR(w->Write(lock, 0, table));
       }
     }
+    fd_files[info.fd] = entry.ref;
     CRLIB_RETURN_IF_ERROR(w->Write(
         FdRecord{.fd = static_cast<uint32_t>(info.fd), .fd_flags = info.fd_flags, .file = entry.ref},
         0, table));
   }
+  CRLIB_RETURN_IF_ERROR(WriteEventFiles(ctx, pid, event_files, fd_files, table));
   // Which directories the cwd and root are, for restore to check; a
   // removed cwd comes back as a removed directory (one an fd also holds is
   // the same directory). A removed root was refused by ScanFds.

@@ -31,6 +31,11 @@ struct FdInfo {
   // kernel lists them with the description they were taken through).
   std::vector<FileLockRecord> locks;
   int tty_index = -1;  // N of /dev/pts/N, for the ends of a pty pair and /dev/tty
+  // What tells this description from others of its inode, where the
+  // kernel gives more than the inode (an eventfd's "eventfd-id": every
+  // eventfd shares one anonymous inode); 0: the inode alone. Only narrows
+  // the registry's search: kcmp still decides.
+  uint64_t identity = 0;
   // A socket, as read; a standard stream's that could not be read keeps
   // why (ClassifySockets refuses it unless it is the restorer's stream).
   std::optional<SocketCapture> socket;

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "core/status.h"
 #include "files/carried_inode.h"
+#include "files/event_restore.h"
 #include "files/socket_restore.h"
 #include "files/tty_restore.h"
 #include "sys/credentials.h"
@@ -437,6 +438,12 @@ absl::StatusOr<int> OpenedFiles::OpenFile(const ProcessImage& image, const FileI
     case FileKind::kInherited:
     case FileKind::kDevTty:  // opened by the process itself: RestoreControllingTerminal
       return -1;
+    case FileKind::kEventfd:
+    case FileKind::kTimerfd:
+    case FileKind::kSignalfd:
+    case FileKind::kInotify:
+    case FileKind::kEpoll:
+      return OpenEventFile(image, file, fsuid_);
     case FileKind::kMemfd:
       break;  // always with an inode (LoadTreeImage checks)
   }

@@ -58,6 +58,42 @@ absl::Status CheckPageRecords(ImageReader* reader, const Record* first, TreeImag
   return reader->Rewind(start);
 }
 
+// An event object's record into `events`, keyed by its file; an epoll's
+// also into the list of those `image` fills. One record per file.
+absl::Status LoadEventRecord(ImageReader* reader, const Record& rec, EventObjects* events,
+                             ProcessImage* image) {
+  auto put = [&](auto* records, auto record) -> absl::Status {
+    const ObjectRef file = record.file;
+    if (!records->emplace(file, std::move(record)).second) {
+      return absl::DataLossError(absl::StrFormat("record %d: a second %s record for file %d",
+                                                 rec.index, RecordTypeName(rec.header.type), file));
+    }
+    return absl::OkStatus();
+  };
+  auto load = [&](auto* records) -> absl::Status {
+    using R = typename std::remove_pointer_t<decltype(records)>::mapped_type;
+    CRLIB_ASSIGN_OR_RETURN(R r, reader->Decode<R>(rec));
+    return put(records, std::move(r));
+  };
+  switch (rec.type()) {
+    case RecordType::kEventfd:
+      return load(&events->eventfds);
+    case RecordType::kTimerfd:
+      return load(&events->timerfds);
+    case RecordType::kSignalfd:
+      return load(&events->signalfds);
+    case RecordType::kInotify:
+      return load(&events->inotifies);
+    case RecordType::kEpoll: {
+      CRLIB_ASSIGN_OR_RETURN(EpollRecord r, reader->Decode<EpollRecord>(rec));
+      image->epolls_to_fill.push_back(r.file);
+      return put(&events->epolls, std::move(r));
+    }
+    default:
+      return absl::InternalError("not an event record");
+  }
+}
+
 }  // namespace
 
 bool ImageMayOwn(const ProcessRecord& p, uint32_t uid, uint32_t gid) {
@@ -86,6 +122,7 @@ struct SharedObjectImages {
   std::map<ObjectRef, InodeImage> inodes;
   std::map<ObjectRef, TtyRecord> ttys;
   std::map<ObjectRef, SocketImage> sockets;
+  EventObjects events;
 };
 
 // Every reference of `image` (with the tree's shared objects) resolves.
@@ -379,6 +416,14 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
         }
         break;
       }
+      case RecordType::kEventfd:
+      case RecordType::kTimerfd:
+      case RecordType::kSignalfd:
+      case RecordType::kInotify:
+      case RecordType::kEpoll:
+        if (h.parent != file_table) return misplaced("event object outside the file table");
+        CRLIB_RETURN_IF_ERROR(LoadEventRecord(reader, *rec, &shared.events, &image));
+        break;
       case RecordType::kFd: {
         if (h.parent != file_table) return misplaced("fd outside the file table");
         CRLIB_ASSIGN_OR_RETURN(FdRecord fd, reader->Decode<FdRecord>(*rec));
@@ -412,6 +457,7 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
     image.inodes = shared.inodes;
     image.ttys = shared.ttys;
     image.sockets = shared.sockets;
+    image.events = shared.events;
     CRLIB_RETURN_IF_ERROR(Annotate(CheckReferences(image),
                                    absl::StrFormat("pid %d", image.process.pid)));
   }
@@ -419,6 +465,53 @@ absl::StatusOr<TreeImage> LoadTreeImage(ImageReader* reader) {
 }
 
 namespace {
+
+// Every event-object file has its record of its kind, and every record a
+// file of that kind; an epoll's holder has each target at its fd.
+absl::Status CheckEventReferences(const ProcessImage& image) {
+  const EventObjects& ev = image.events;
+  auto has_record = [&](FileKind kind, ObjectRef ref) {
+    switch (kind) {
+      case FileKind::kEventfd: return ev.eventfds.contains(ref);
+      case FileKind::kTimerfd: return ev.timerfds.contains(ref);
+      case FileKind::kSignalfd: return ev.signalfds.contains(ref);
+      case FileKind::kInotify: return ev.inotifies.contains(ref);
+      case FileKind::kEpoll: return ev.epolls.contains(ref);
+      default: return false;
+    }
+  };
+  size_t event_files = 0;
+  for (const auto& [ref, f] : image.files) {
+    const auto kind = static_cast<FileKind>(f.record.kind);
+    if (kind < FileKind::kEventfd || kind > FileKind::kEpoll) continue;
+    ++event_files;
+    if (!has_record(kind, ref)) {
+      return absl::DataLossError(absl::StrFormat("event file %d (kind %d) has no record", ref, f.record.kind));
+    }
+  }
+  if (event_files != ev.eventfds.size() + ev.timerfds.size() + ev.signalfds.size() +
+                         ev.inotifies.size() + ev.epolls.size()) {
+    return absl::DataLossError("an event record names a file of another kind or none");
+  }
+  std::map<uint32_t, ObjectRef> fds;
+  for (const FdRecord& fd : image.fds) fds[fd.fd] = fd.file;
+  for (ObjectRef ref : image.epolls_to_fill) {
+    if (std::none_of(image.fds.begin(), image.fds.end(),
+                     [&](const FdRecord& fd) { return fd.file == ref; })) {
+      return absl::DataLossError(absl::StrFormat("epoll %d is filled by pid %d, which holds no fd of it",
+                                                 ref, image.process.pid));
+    }
+    for (const EpollEntry& e : ev.epolls.at(ref).entries) {
+      auto fd = fds.find(e.fd);
+      if (fd == fds.end() || fd->second != e.target) {
+        return absl::DataLossError(absl::StrFormat(
+            "epoll %d has an entry for fd %d of pid %d, which does not hold file %d there", ref,
+            e.fd, image.process.pid, e.target));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status CheckReferences(const ProcessImage& image) {
   if (image.process.flags & kProcessZombie) {
@@ -447,6 +540,7 @@ absl::Status CheckReferences(const ProcessImage& image) {
       return absl::DataLossError(absl::StrFormat("fd %d names file %d, which the image lacks", fd.fd, fd.file));
     }
   }
+  CRLIB_RETURN_IF_ERROR(CheckEventReferences(image));
   for (const auto& [ref, f] : image.files) {
     const auto kind = static_cast<FileKind>(f.record.kind);
     const bool needs_pipe =

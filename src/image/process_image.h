@@ -36,6 +36,16 @@ struct SocketImage {
   Bytes send_queue;  // its send queue
 };
 
+// Event objects (core/event_records.h), by the ref of the file record
+// each describes.
+struct EventObjects {
+  std::map<ObjectRef, EventfdRecord> eventfds;
+  std::map<ObjectRef, TimerfdRecord> timerfds;
+  std::map<ObjectRef, SignalfdRecord> signalfds;
+  std::map<ObjectRef, InotifyRecord> inotifies;
+  std::map<ObjectRef, EpollRecord> epolls;
+};
+
 struct ThreadImage {
   ObjectRef ref = 0;
   ThreadRecord record;
@@ -79,6 +89,10 @@ struct ProcessImage {
   std::map<ObjectRef, InodeImage> inodes;  // contents staged while reading
   std::map<ObjectRef, TtyRecord> ttys;  // pty pairs, by ref
   std::map<ObjectRef, SocketImage> sockets;
+  EventObjects events;
+  // The epolls (file refs) whose record this process's file table holds:
+  // it fills them at restore, at its own fds.
+  std::vector<ObjectRef> epolls_to_fill;
   std::vector<FdRecord> fds;
   std::vector<FileLockRecord> locks;  // in image order
   // Identity of the cwd and root, and the file records of those a path

@@ -76,6 +76,10 @@ absl::Status RefuseUncarriedVmaState(const sys::MapsEntry& m, Unsupported unsupp
   }
   // Memory of an anonymous-inode file (io_uring rings, perf buffers, BPF
   // maps ...) or of memfd_secret: nothing could reopen it by path.
+  if (m.path == "anon_inode:[io_uring]") {
+    return unsupported("it is an io_uring ring (io_uring_setup), mapped even if its fd is closed; "
+                       "crlib cannot capture an io_uring instance");
+  }
   if (absl::StartsWith(m.path, "anon_inode:")) {
     return unsupported("memory of an anonymous-inode file, which nothing can reopen");
   }

@@ -173,6 +173,10 @@ inline constexpr uint64_t kSecretmemMagic = 0x5345434d;  // memfd_secret (5.14)
 // prctl options newer than the 6.1 headers.
 inline constexpr int kPrGetMdwe = 66;  // 6.3: memory-deny-write-execute
 
+// TFD_IOC_SET_TICKS (3.17, CONFIG_CHECKPOINT_RESTORE): only
+// <linux/timerfd.h> has it, which clashes with glibc's <sys/timerfd.h>.
+inline constexpr unsigned long kTfdIocSetTicks = _IOW('T', 0, __u64);
+
 }  // namespace crlib::sys
 
 #endif  // CRLIB_SYS_KERNEL_H_

@@ -69,12 +69,12 @@ TEST_F(CpuStateTest, RestoreRefusesPermittedFeaturesTheKernelLacks) {
   ASSERT_NO_FATAL_FAILURE(RestoreAndCheck(&w, image));
 }
 
-// Threads in sigsuspend, ppoll and pselect6 under temporary masks come
+// Threads in sigsuspend, ppoll, pselect6 and epoll_pwait under temporary masks come
 // back with their real masks, and a signal the temporary mask held back
 // runs its handler once.
 TEST_F(CpuStateTest, TemporarySignalMasks) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask"));
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask", {WorkloadsDir() + "/sigsuspend_mask", "epoll"}));
   ASSERT_NO_FATAL_FAILURE(RoundTrip(&w));
 }
 
@@ -83,7 +83,7 @@ TEST_F(CpuStateTest, TemporarySignalMasks) {
 // permanent), and the image restores too.
 TEST_F(CpuStateTest, TemporarySignalMasksLeaveRunning) {
   Workload w;
-  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask"));
+  ASSERT_NO_FATAL_FAILURE(Start(&w, "sigsuspend_mask", {WorkloadsDir() + "/sigsuspend_mask", "epoll"}));
   ASSERT_NO_FATAL_FAILURE(LeaveRunningThenRestore(&w));
 }
 

@@ -586,6 +586,14 @@ TEST_F(TreeTest, PidfdsWithinTheTree) {
   ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "pidfd_tree", 3));
 }
 
+// An epoll a parent and child share is one epoll, filled once (a second
+// EPOLL_CTL_ADD would fail the restore), and the child's own is filled in
+// the child (tests/workloads/epoll_shared.c).
+TEST_F(TreeTest, EpollSharedByParentAndChild) {
+  Workload w;
+  ASSERT_NO_FATAL_FAILURE(TreeRoundTrip(&w, "epoll_shared", 2));
+}
+
 // A pidfd of a process outside the tree (the test itself) is refused by
 // name; the tree runs on untouched.
 TEST_F(TreeTest, PidfdOfAnOutsideProcessRefused) {

@@ -33,20 +33,15 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/auxv.h>
-#include <sys/eventfd.h>
 #include <sys/fanotify.h>
-#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
-#include <sys/signalfd.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <linux/userfaultfd.h>
 
 #include "workload.h"
@@ -129,25 +124,6 @@ static int check_pattern(const char* mem) {
 
 /* Opens a descriptor of `kind`; -1 with errno on failure. */
 static int open_kind(const char* kind) {
-  if (!strcmp(kind, "eventfd")) return eventfd(7, 0);
-  if (!strcmp(kind, "signalfd")) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR2);
-    return signalfd(-1, &set, 0);
-  }
-  if (!strcmp(kind, "timerfd")) {
-    int fd = timerfd_create(CLOCK_MONOTONIC, 0);
-    struct itimerspec its = {{100, 0}, {100, 0}};
-    if (fd >= 0) timerfd_settime(fd, 0, &its, NULL);
-    return fd;
-  }
-  if (!strcmp(kind, "epoll")) return epoll_create1(0);
-  if (!strcmp(kind, "inotify")) {
-    int fd = inotify_init1(0);
-    if (fd >= 0 && inotify_add_watch(fd, "/tmp", IN_CREATE) < 0) return -1;
-    return fd;
-  }
   if (!strcmp(kind, "fanotify")) return fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
   /* Of the parent (the test): outside the dumped processes. */
   if (!strcmp(kind, "pidfd")) return (int)syscall(SYS_pidfd_open, getppid(), 0);
