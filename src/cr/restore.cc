@@ -542,7 +542,8 @@ absl::StatusOr<RestoreCheckReport> CheckRestore(const std::string& image_path,
   CRLIB_RETURN_IF_ERROR(PrepareRestore(tree, in->file(),
                                        {.trust_image = options.trust_image,
                                         .pid_namespace = options.pid_namespace,
-                                        .inherit_fds = options.inherit_fds})
+                                        .inherit_fds = options.inherit_fds,
+                                        .check_only = true})
                             .status());
   RestoreCheckReport report{.pid = static_cast<pid_t>(tree.root().process.pid),
                             .processes = tree.processes.size()};

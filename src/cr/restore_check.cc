@@ -152,7 +152,9 @@ absl::StatusOr<RestorePreparation> PrepareRestore(const TreeImage& tree,
   CRLIB_ASSIGN_OR_RETURN(OpenedFiles files,
                          OpenedFiles::OpenTree(images, {.any_pty_index = options.original_alive,
                                                         .original_alive = options.original_alive,
-                                                        .inherit_fds = options.inherit_fds}));
+                                                        .inherit_fds = options.inherit_fds,
+                                                        .check_only = options.check_only ||
+                                                                      options.original_alive}));
   // One scratch range, free in every process and in ours (the root is a
   // copy of us; each child inherits its parent's).
   std::vector<AddressRange> busy;
@@ -174,7 +176,8 @@ absl::Status CheckDumpedImage(absl::Span<const uint8_t> records) {
   owner.st_mode = S_IFREG | 0600;
   owner.st_uid = geteuid();
   owner.st_gid = getegid();
-  return PrepareRestore(tree, owner, {.original_alive = true, .accept_unmapped_externals = true})
+  return PrepareRestore(tree, owner, {.original_alive = true, .accept_unmapped_externals = true,
+                                      .check_only = true})
       .status();
 }
 

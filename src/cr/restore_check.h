@@ -32,6 +32,10 @@ struct PreflightOptions {
   // External files need no fd from the caller: a dump checks its own image
   // so, and nobody could give one there.
   bool accept_unmapped_externals = false;
+  // Only a check (`crlib restore --check`, a dump's check of its own
+  // image): nothing outside is changed, so sockets are made but not bound,
+  // connected or filled (files/socket_restore.h).
+  bool check_only = false;
 };
 
 // What the checks leave for the restore to use.

@@ -636,7 +636,9 @@ absl::StatusOr<OpenedFiles> OpenedFiles::OpenAll(const ProcessImage& image,
     if (file.record.socket) sockets.insert(file.record.socket);
   }
   if (!sockets.empty()) {
-    CRLIB_ASSIGN_OR_RETURN(files.sockets_, MakeSockets(image, sockets, options.original_alive));
+    CRLIB_ASSIGN_OR_RETURN(files.sockets_, MakeSockets(image, sockets,
+                                                           {.original_alive = options.original_alive,
+                                                            .check_only = options.check_only}));
   }
   absl::Cleanup close_sockets = [&] {
     for (const auto& [ref, fd] : files.sockets_) close(fd);

@@ -36,6 +36,10 @@ struct OpenFilesOptions {
   // not opened (a dump checking its own image; CheckInheritFds refuses it
   // otherwise).
   std::map<std::string, int> inherit_fds;
+  // Only a check: what a restore would change outside (socket names bound,
+  // connections made, established TCP connections taken over) is not done;
+  // sockets are made and their names checked (files/socket_restore.h).
+  bool check_only = false;
 };
 
 

@@ -185,8 +185,8 @@ absl::Status InjectDatagram(const Bytes& to, const Bytes& from, const uint8_t* d
 
 class SocketMaker {
  public:
-  SocketMaker(const ProcessImage& image, const std::set<ObjectRef>& refs, bool original_alive)
-      : image_(image), refs_(refs), original_alive_(original_alive) {
+  SocketMaker(const ProcessImage& image, const std::set<ObjectRef>& refs, const SocketMaking& how)
+      : image_(image), refs_(refs), original_alive_(how.original_alive), check_only_(how.check_only) {
     for (ObjectRef ref : refs) by_inode_[image.sockets.at(ref).record.inode] = ref;
   }
   ~SocketMaker() {
@@ -196,12 +196,12 @@ class SocketMaker {
   absl::StatusOr<std::map<ObjectRef, int>> Make() {
     CRLIB_RETURN_IF_ERROR(Create());
     for (ObjectRef ref : refs_) CRLIB_RETURN_IF_ERROR(CheckName(ref));
-    if (original_alive_) {
+    if (check_only_) {
       for (auto& [client, server] : accepted_) {
         CRLIB_ASSIGN_OR_RETURN(fds_[server], NewSocket(S(server).record));
       }
     }
-    if (!original_alive_) {
+    if (!check_only_) {
       // Names first (a listener must listen, a datagram socket be bound
       // before anyone connects to it), then connections: accepted pairs
       // through their listener before the connections that still wait on
@@ -299,7 +299,7 @@ class SocketMaker {
         paired_.insert(ref);
         continue;
       }
-      if (S(ref).tcp && !original_alive_) {
+      if (S(ref).tcp && !check_only_) {
         // An established connection comes back whole, in repair mode.
         const SocketImage& s = S(ref);
         CRLIB_ASSIGN_OR_RETURN(fds_[ref], MakeTcpConnection(r, *s.tcp, s.send_queue, s.data, What(s)));
@@ -352,6 +352,7 @@ class SocketMaker {
           What(S(ref)), path));
     }
     if (errno != ECONNREFUSED) return Errno("probing %s, the name of %s", path, What(S(ref)));
+    if (check_only_) return absl::OkStatus();  // the restore will replace it
     if (unlink(path.c_str()) != 0) return Errno("unlink of the stale socket file %s", path);
     return absl::OkStatus();
   }
@@ -601,6 +602,7 @@ class SocketMaker {
   const ProcessImage& image_;
   const std::set<ObjectRef>& refs_;
   const bool original_alive_;
+  const bool check_only_;
   std::map<uint64_t, ObjectRef> by_inode_;
   std::map<ObjectRef, int> fds_;
   std::set<ObjectRef> paired_;           // ends made by socketpair
@@ -615,8 +617,8 @@ class SocketMaker {
 
 absl::StatusOr<std::map<ObjectRef, int>> MakeSockets(const ProcessImage& image,
                                                      const std::set<ObjectRef>& refs,
-                                                     bool original_alive) {
-  SocketMaker maker(image, refs, original_alive);
+                                                     const SocketMaking& how) {
+  SocketMaker maker(image, refs, how);
   return maker.Make();
 }
 

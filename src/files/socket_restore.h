@@ -15,15 +15,25 @@
 
 namespace crlib {
 
+struct SocketMaking {
+  // The process the image was taken from still runs and holds its names
+  // and listeners: a name that is bound is its own.
+  bool original_alive = false;
+  // Only a check (`restore --check`, a dump's check of its own image):
+  // the sockets are made and their names checked (free, or a stale socket
+  // file nobody is bound to), but nothing is bound, connected or sent, no
+  // stale file removed, and an established TCP connection is not taken
+  // over (that would close it for its peer when the check ends).
+  bool check_only = false;
+};
+
 // Makes the sockets `refs` of `image` (the sockets of the files one Open
-// makes; see SocketGroupAnchor), with our credentials as they are. With
-// `original_alive` (a dump checking its own image, whose process holds
-// the names and listeners) the sockets are only made and their names
-// checked: nothing is bound, connected or sent. The result holds one
-// descriptor per socket, close-on-exec, owned by the caller.
+// makes; see SocketGroupAnchor), with our credentials as they are. The
+// result holds one descriptor per socket, close-on-exec, owned by the
+// caller.
 absl::StatusOr<std::map<ObjectRef, int>> MakeSockets(const ProcessImage& image,
                                                      const std::set<ObjectRef>& refs,
-                                                     bool original_alive);
+                                                     const SocketMaking& how);
 
 // The socket that stands for `socket` when files are shared out among
 // sets of credentials (OpenedFiles::OpenTree): sockets that must be made
