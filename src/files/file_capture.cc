@@ -337,7 +337,10 @@ absl::StatusOr<std::vector<FdInfo>> ScanFds(pid_t pid, const std::set<pid_t>& pi
       // ClassifySockets decides, once the whole tree is read, whether it
       // is restored, external or the restorer's own stream.
       f.kind = static_cast<uint32_t>(FileKind::kSocket);
-      absl::StatusOr<SocketCapture> socket = CaptureSocket(pid, fd, info.link, st.st_ino, tcp);
+      // A standard stream's connection is not held still: unless it leads
+      // inside, it is the restorer's stream, and a filter would outlive it.
+      absl::StatusOr<SocketCapture> socket =
+          CaptureSocket(pid, fd, info.link, st.st_ino, std_stream ? nullptr : tcp);
       if (socket.ok()) {
         info.socket = std::move(*socket);
       } else if (std_stream) {
