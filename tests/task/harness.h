@@ -550,6 +550,25 @@ class WorkloadTest : public ::testing::Test {
   int cli_runs_ = 0;
 };
 
+// Workloads that set their state up in a directory of the test's own
+// (files_): they take it as argv[1].
+class FilesWorkloadTest : public WorkloadTest {
+ protected:
+  void SetUp() override {
+    WorkloadTest::SetUp();
+    files_ = Path("files");
+    ASSERT_EQ(mkdir(files_.c_str(), 0755), 0) << strerror(errno);
+  }
+
+  void StartIn(Workload* w, const std::string& name, const std::vector<std::string>& more = {}) {
+    std::vector<std::string> argv = {WorkloadsDir() + "/" + name, files_};
+    argv.insert(argv.end(), more.begin(), more.end());
+    Start(w, name, argv);
+  }
+
+  std::string files_;
+};
+
 }  // namespace crlib::test
 
 #endif  // CRLIB_TESTS_TASK_HARNESS_H_

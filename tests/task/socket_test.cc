@@ -16,22 +16,7 @@ namespace {
 
 using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 
-class SocketTest : public WorkloadTest {
- protected:
-  void SetUp() override {
-    WorkloadTest::SetUp();
-    files_ = Path("files");
-    ASSERT_EQ(mkdir(files_.c_str(), 0755), 0) << strerror(errno);
-  }
-
-  void StartIn(Workload* w, const std::string& name, const std::vector<std::string>& more = {}) {
-    std::vector<std::string> argv = {WorkloadsDir() + "/" + name, files_};
-    argv.insert(argv.end(), more.begin(), more.end());
-    Start(w, name, argv);
-  }
-
-  std::string files_;
-};
+using SocketTest = FilesWorkloadTest;
 
 TEST_F(SocketTest, UnixSocketsRoundTrip) {
   Workload w;

@@ -19,21 +19,8 @@ namespace {
 
 using namespace ::crlib::test;  // NOLINT: the harness is this file's vocabulary
 
-class SpecialFilesTest : public WorkloadTest {
+class SpecialFilesTest : public FilesWorkloadTest {
  protected:
-  void SetUp() override {
-    WorkloadTest::SetUp();
-    files_ = Path("files");
-    ASSERT_EQ(mkdir(files_.c_str(), 0755), 0) << strerror(errno);
-  }
-
-  void StartIn(Workload* w, const std::string& name, const std::vector<std::string>& more = {}) {
-    std::vector<std::string> argv = {WorkloadsDir() + "/" + name, files_};
-    argv.insert(argv.end(), more.begin(), more.end());
-    Start(w, name, argv);
-  }
-
-
   // A restore that must fail before the point of no return: one line
   // naming `what`, and no process at the image's PID.
   void ExpectRestoreFails(const Workload& w, const std::string& image, const std::string& what) {
@@ -43,8 +30,6 @@ class SpecialFilesTest : public WorkloadTest {
     EXPECT_FALSE(Probe(w.pid).exists) << "restore left pid " << w.pid << " behind";
     EXPECT_EQ(OurChildren(), std::set<pid_t>()) << PidText(OurChildren());
   }
-
-  std::string files_;
 };
 
 TEST_F(SpecialFilesTest, PathDescriptorsRoundTrip) {
