@@ -22,6 +22,7 @@
 #include "core/image_writer.h"
 #include "core/status.h"
 #include "files/event_restore.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 
 namespace crlib {
@@ -30,21 +31,6 @@ namespace {
 // The highest inotify watch descriptor restore rebuilds: reaching wd N
 // takes N watch allocations (EventRestore's AddWatches).
 constexpr uint32_t kMaxInotifyWd = 100000;
-
-// A descriptor closed on every path out of a function.
-class OwnedFd {
- public:
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 absl::Status Refuse(const FdInfo& info, const std::string& why) {
   return absl::UnimplementedError(
@@ -110,27 +96,17 @@ absl::StatusOr<EventfdRecord> CaptureEventfd(pid_t pid, const FdInfo& info) {
   return r;
 }
 
-// A copy of fd `fd` of `pid` in our process (pidfd_getfd).
-absl::StatusOr<int> CopyFd(pid_t pid, const FdInfo& info) {
-  OwnedFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-  if (pidfd.get() < 0) return Errno("pidfd_open(%d)", pid);
-  int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), info.fd, 0));
-  if (fd < 0) return Errno("pidfd_getfd of fd %d (%s) of pid %d", info.fd, info.link, pid);
-  return fd;
-}
-
 absl::StatusOr<TimerfdRecord> CaptureTimerfd(pid_t pid, const FdInfo& info) {
   // The kernel counts the periods an unread periodic timer missed only
   // when it is read or asked (timerfd_gettime): asked here, through a copy
   // of the same description, the ticks and the next expiry are the ones a
   // read would see. Nothing else changes.
-  CRLIB_ASSIGN_OR_RETURN(int copy_fd, CopyFd(pid, info));
-  OwnedFd copy(copy_fd);
+  CRLIB_ASSIGN_OR_RETURN(sys::UniqueFd copy, sys::TakeFd(pid, info.fd));
   struct itimerspec now{};
-  if (timerfd_gettime(copy.get(), &now) != 0) {
+  if (timerfd_gettime(copy.fd, &now) != 0) {
     return Errno("timerfd_gettime on fd %d of pid %d", info.fd, pid);
   }
-  CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFdinfo(getpid(), copy.get()));
+  CRLIB_ASSIGN_OR_RETURN(std::string text, ReadFdinfo(getpid(), copy.fd));
   TimerfdRecord r;
   CRLIB_ASSIGN_OR_RETURN(r.clock, FdinfoNumber<int32_t>(text, "clockid", 10, info));
   CRLIB_ASSIGN_OR_RETURN(r.ticks, FdinfoNumber<uint64_t>(text, "ticks", 10, info));
@@ -213,28 +189,26 @@ absl::StatusOr<InotifyWatch> ParseWatch(pid_t pid, const FdInfo& info, absl::str
                                         "the same numbers by allocating every one below it",
                                         w.wd, kMaxInotifyWd));
   }
-  // The kernel's dev_t: major in the bits above 20.
-  const unsigned major_no = sdev >> 20, minor_no = sdev & 0xfffff;
-  w.dev = makedev(major_no, minor_no);
+  w.dev = sys::UserDev(sdev);
   w.inode = ino;
   auto removed = [&](const std::string& detail) {
     return Refuse(info, absl::StrFormat("inotify watch %d is on a removed file (inode %d%s), "
                                         "which restore cannot watch again",
                                         w.wd, ino, detail));
   };
-  CRLIB_ASSIGN_OR_RETURN(int mount_fd, OpenMountOf(pid, major_no, minor_no));
-  OwnedFd mount(mount_fd);
+  CRLIB_ASSIGN_OR_RETURN(int mount_fd, OpenMountOf(pid, major(w.dev), minor(w.dev)));
+  sys::UniqueFd mount(mount_fd);
   std::vector<char> storage(sizeof(struct file_handle) + bytes);
   auto* handle = reinterpret_cast<struct file_handle*>(storage.data());
   handle->handle_bytes = bytes;
   handle->handle_type = static_cast<int>(type);
   std::copy(handle_bytes.begin(), handle_bytes.end(), handle->f_handle);
-  OwnedFd opened(open_by_handle_at(mount.get(), handle, O_PATH | O_CLOEXEC));
-  if (opened.get() < 0) {
+  sys::UniqueFd opened(open_by_handle_at(mount.fd, handle, O_PATH | O_CLOEXEC));
+  if (opened.fd < 0) {
     if (errno == ESTALE) return removed("");
     return Errno("open_by_handle_at for inotify watch %d of fd %d of pid %d", w.wd, info.fd, pid);
   }
-  CRLIB_ASSIGN_OR_RETURN(w.path, sys::ReadLink(absl::StrCat("/proc/self/fd/", opened.get())));
+  CRLIB_ASSIGN_OR_RETURN(w.path, sys::ReadLink(absl::StrCat("/proc/self/fd/", opened.fd)));
   struct stat st;
   if (absl::EndsWith(w.path, " (deleted)") || lstat(w.path.c_str(), &st) != 0 ||
       st.st_ino != ino || st.st_dev != w.dev) {

@@ -9,7 +9,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "core/status.h"
 #include "files/file_capture.h"
 #include "files/socket_options.h"
+#include "sys/kernel.h"
 #include "sys/proc.h"
 #include "sys/sock_diag.h"
 #include "sys/unique_fd.h"
@@ -166,11 +166,9 @@ absl::Status CaptureUnix(int sock, int fd, const std::string& link, uint64_t ino
         return Refuse(fd, link, out->what, "it is bound to a relative path");
       }
       struct stat st;
-      // sock_diag gives the device as the kernel encodes it (major << 20).
       auto same_file = [&] {
         return S_ISSOCK(st.st_mode) && st.st_ino == diag->vfs_inode &&
-               major(st.st_dev) == (diag->vfs_dev >> 20) &&
-               minor(st.st_dev) == (diag->vfs_dev & 0xfffff);
+               st.st_dev == sys::UserDev(diag->vfs_dev);
       };
       if (diag->vfs_inode != 0 && stat(path.c_str(), &st) == 0 && same_file()) {
         r.file_uid = st.st_uid;
@@ -275,7 +273,7 @@ absl::Status CaptureInet(int sock, int fd, const std::string& link, TcpFreeze* f
                     "(CRLIB_CHECKPOINT_TCP_ESTABLISHED), since its peer must still be there at "
                     "restore");
     }
-    CRLIB_ASSIGN_OR_RETURN(out->tcp, freeze->Capture(sock, r.name, r.peer_name, out->what));
+    CRLIB_ASSIGN_OR_RETURN(out->tcp, freeze->Capture(sock, r.inode, r.name, r.peer_name, out->what));
     if (!out->tcp->receive_queue.empty()) {
       r.queue.push_back({.length = out->tcp->receive_queue.size()});
       out->data = out->tcp->receive_queue;
@@ -352,23 +350,15 @@ absl::StatusOr<SocketCapture> CaptureSocket(pid_t pid, int fd, const std::string
 }
 
 absl::Status ClassifySockets(absl::Span<std::vector<FdInfo>* const> tree) {
-  struct Holders {
-    bool above_std = false;
-    const SocketCapture* capture = nullptr;
-  };
-  std::map<uint64_t, Holders> sockets;  // by inode
+  std::map<uint64_t, bool> sockets;  // by inode: whether an fd above 2 holds it
   std::map<uint64_t, std::pair<uint64_t, uint32_t>> pending;  // client -> (listener, index)
   for (const std::vector<FdInfo>* fds : tree) {
     for (const FdInfo& info : *fds) {
       if (!S_ISSOCK(info.file.mode)) continue;
-      Holders& h = sockets[info.file.inode];
-      if (info.fd > 2) h.above_std = true;
-      if (info.socket) {
-        h.capture = &*info.socket;
-        if (info.socket->record.state == TCP_LISTEN) {
-          for (size_t i = 0; i < info.socket->pending.size(); ++i) {
-            pending[info.socket->pending[i]] = {info.file.inode, static_cast<uint32_t>(i)};
-          }
+      sockets[info.file.inode] |= info.fd > 2;
+      if (info.socket && info.socket->record.state == TCP_LISTEN) {
+        for (size_t i = 0; i < info.socket->pending.size(); ++i) {
+          pending[info.socket->pending[i]] = {info.file.inode, static_cast<uint32_t>(i)};
         }
       }
     }
@@ -376,9 +366,9 @@ absl::Status ClassifySockets(absl::Span<std::vector<FdInfo>* const> tree) {
   for (std::vector<FdInfo>* fds : tree) {
     for (FdInfo& info : *fds) {
       if (!S_ISSOCK(info.file.mode)) continue;
-      const Holders& h = sockets[info.file.inode];
+      const bool above_std = sockets[info.file.inode];
       auto inherit_or_refuse = [&](absl::Status why) {
-        if (h.above_std) return why;
+        if (above_std) return why;
         info.file.kind = static_cast<uint32_t>(FileKind::kInherited);
         info.socket.reset();
         return absl::OkStatus();
@@ -392,7 +382,7 @@ absl::Status ClassifySockets(absl::Span<std::vector<FdInfo>* const> tree) {
       info.file.kind = static_cast<uint32_t>(FileKind::kSocket);
       if (r.family != AF_UNIX) {
         // An IP socket at fd 0-2 only (inetd's way) stays the restorer's stream.
-        if (!h.above_std && !r.peer_name.empty()) CRLIB_RETURN_IF_ERROR(inherit_or_refuse({}));
+        if (!above_std && !r.peer_name.empty()) CRLIB_RETURN_IF_ERROR(inherit_or_refuse({}));
         continue;
       }
       // A connection not yet accepted has no peer with an inode (the
@@ -418,7 +408,7 @@ absl::Status ClassifySockets(absl::Span<std::vector<FdInfo>* const> tree) {
         r.peer = 0;
         continue;
       }
-      if (!h.above_std) {
+      if (!above_std) {
         CRLIB_RETURN_IF_ERROR(inherit_or_refuse({}));
         continue;
       }

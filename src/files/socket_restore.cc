@@ -200,8 +200,7 @@ class SocketMaker {
       for (auto& [client, server] : accepted_) {
         CRLIB_ASSIGN_OR_RETURN(fds_[server], NewSocket(S(server).record));
       }
-    }
-    if (!check_only_) {
+    } else {
       // Names first (a listener must listen, a datagram socket be bound
       // before anyone connects to it), then connections: accepted pairs
       // through their listener before the connections that still wait on
@@ -273,6 +272,8 @@ class SocketMaker {
             CRLIB_ASSIGN_OR_RETURN(fds_[client], NewSocket(S(client).record));
             accepted_.emplace_back(client, server);
             accepted_server_.insert(server);
+            peer_of_[client] = server;
+            peer_of_[server] = client;
             break;
           }
         }
@@ -285,6 +286,8 @@ class SocketMaker {
         fds_[peer] = pair[1];
         paired_.insert(ref);
         paired_.insert(peer);
+        peer_of_[ref] = peer;
+        peer_of_[peer] = ref;
         continue;
       }
       if (IsUnix(r) && r.type != SOCK_DGRAM && r.state == TCP_ESTABLISHED && r.peer == 0) {
@@ -470,12 +473,9 @@ class SocketMaker {
   // Datagram sockets connected to one side (not a pair), and IP sockets.
   absl::Status Connect(ObjectRef ref) {
     const SocketRecord& r = S(ref).record;
-    if (paired_.contains(ref) || accepted_server_.contains(ref) || (r.flags & kSocketPending) ||
+    if (paired_.contains(ref) || peer_of_.contains(ref) || (r.flags & kSocketPending) ||
         IsListener(r) || r.state != TCP_ESTABLISHED || made_whole_.contains(ref)) {
       return absl::OkStatus();
-    }
-    for (auto& [client, server] : accepted_) {
-      if (client == ref) return absl::OkStatus();
     }
     Bytes to = r.peer_name;
     if (IsUnix(r) && !(r.flags & kSocketPeerOutside)) {
@@ -502,12 +502,7 @@ class SocketMaker {
     if (r.queue.empty() || made_whole_.contains(ref)) return absl::OkStatus();
     int through = -1;  // the peer's end
     if (auto f = feeders_.find(ref); f != feeders_.end()) through = f->second.fd;
-    if (through < 0 && (paired_.contains(ref) || accepted_server_.contains(ref))) {
-      through = fds_.at(ByInode(r.peer));
-    }
-    for (auto& [client, server] : accepted_) {
-      if (client == ref) through = fds_.at(server);
-    }
+    if (auto p = peer_of_.find(ref); p != peer_of_.end()) through = fds_.at(p->second);
     const bool stream = r.type == SOCK_STREAM;
     if (r.protocol == IPPROTO_UDP) {
       size_t at = 0;
@@ -608,6 +603,7 @@ class SocketMaker {
   std::set<ObjectRef> paired_;           // ends made by socketpair
   std::set<ObjectRef> accepted_server_;  // server ends made by accept
   std::vector<std::pair<ObjectRef, ObjectRef>> accepted_;  // (client, server)
+  std::map<ObjectRef, ObjectRef> peer_of_;  // each end of a pair or accepted connection: the other
   std::map<ObjectRef, sys::UniqueFd> feeders_;  // the other end of a closed peer's pair
   std::vector<std::string> removed_names_;
   std::set<ObjectRef> made_whole_;  // established TCP connections, made by MakeTcpConnection

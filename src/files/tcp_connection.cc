@@ -112,13 +112,15 @@ void TcpFreeze::Release() {
     setsockopt(sock.fd, IPPROTO_TCP, TCP_REPAIR, &off, sizeof(off));
   }
   sockets_.clear();
+  captured_.clear();
   if (!table_.empty()) (void)ReleaseTcpFilter(table_);
   table_.clear();
 }
 
-absl::StatusOr<TcpConnectionCapture> TcpFreeze::Capture(int sock, const Bytes& local,
-                                                        const Bytes& remote,
+absl::StatusOr<TcpConnectionCapture> TcpFreeze::Capture(int sock, uint64_t inode,
+                                                        const Bytes& local, const Bytes& remote,
                                                         const std::string& what) {
+  if (auto it = captured_.find(inode); it != captured_.end()) return it->second;
   // First no packet in or out, then read: nothing the peer sends after
   // the read may be acknowledged and lost.
   std::string script;
@@ -201,6 +203,7 @@ absl::StatusOr<TcpConnectionCapture> TcpFreeze::Capture(int sock, const Bytes& l
   }();
   if (peek_off > 0) (void)SetInt(sock, SOL_SOCKET, SO_PEEK_OFF, peek_off, "SO_PEEK_OFF", what);
   CRLIB_RETURN_IF_ERROR(read);
+  captured_.emplace(inode, out);
   return out;
 }
 

@@ -10,6 +10,7 @@
 #ifndef CRLIB_FILES_TCP_CONNECTION_H_
 #define CRLIB_FILES_TCP_CONNECTION_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,10 +39,11 @@ class TcpFreeze {
   // Whether established connections may be dumped (--tcp-established).
   bool allowed() const { return allowed_; }
 
-  // Holds the established connection `sock` (our descriptor on it) still
-  // and reads it; `local` and `remote` are its addresses.
-  absl::StatusOr<TcpConnectionCapture> Capture(int sock, const Bytes& local, const Bytes& remote,
-                                               const std::string& what);
+  // Holds the established connection `sock` (our descriptor on it, sockfs
+  // inode `inode`) still and reads it; `local` and `remote` are its
+  // addresses. A socket several fds or processes hold is read once.
+  absl::StatusOr<TcpConnectionCapture> Capture(int sock, uint64_t inode, const Bytes& local,
+                                               const Bytes& remote, const std::string& what);
 
   // The processes are killed: their connections stay held for the
   // restore, which deletes the filter.
@@ -56,6 +58,7 @@ class TcpFreeze {
   bool kept_ = false;
   std::string table_;  // "crlib_<random>", once made
   std::vector<sys::UniqueFd> sockets_;  // ours, in repair mode
+  std::map<uint64_t, TcpConnectionCapture> captured_;  // by sockfs inode
 };
 
 // Makes connection `tcp` of socket `socket` again (bound, connected,

@@ -7,12 +7,20 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <cstdint>
 
 namespace crlib::sys {
+
+// A device number as the kernel encodes it internally (major << 20 |
+// minor), which sock_diag and inotify's fdinfo show, as stat(2) gives it.
+inline dev_t UserDev(uint64_t kernel_dev) {
+  return makedev(static_cast<unsigned>(kernel_dev >> 20),
+                 static_cast<unsigned>(kernel_dev & 0xfffff));
+}
 
 // PTRACE_GET_RSEQ_CONFIGURATION (5.13) and its result.
 inline constexpr int kPtraceGetRseqConfiguration = 0x420f;
